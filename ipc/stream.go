@@ -119,7 +119,9 @@ func (w *Writer) Run() error {
 
 		w.mu.Lock()
 		w.spare = buf[:0]
-		if cap(w.spare) > 4<<20 { // do not keep a burst's buffer forever
+		// Do not keep a burst's buffer forever, but keep what a full queue
+		// grows to (up to ~2*limit): dropping that reallocated it every flush.
+		if cap(w.spare) > 2*w.limit+64<<10 {
 			w.spare = make([]byte, 0, 64<<10)
 		}
 		if err != nil {

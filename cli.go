@@ -1,0 +1,397 @@
+package forkd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/forkd/forkd/master"
+	"github.com/forkd/forkd/master/bench"
+	"github.com/forkd/forkd/worker"
+)
+
+// Run is the program's main: in the master (or a command such as `stop`)
+// it runs the CLI on args (os.Args); in a worker process it runs the
+// worker. It returns an error for the caller to print and exit 1 on; it
+// never calls os.Exit.
+func (s *Server) Run(args []string) error {
+	if os.Getenv(master.EnvRole) == master.RoleWorker {
+		return s.runWorker()
+	}
+	return s.cli().Run(args)
+}
+
+func (s *Server) runWorker() error {
+	cfg, _, err := worker.ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	role := "worker"
+	if cfg.Task {
+		role = "task"
+	}
+	log := newLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel, role, cfg.Slot)
+	// The master manages workers over ipc; a terminal's Ctrl-C (sent to the
+	// whole process group) or a stray reload signal must not kill them.
+	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	master.RaiseNoFile()
+	var files []*os.File
+	if cfg.Mode == worker.ModeBase && !cfg.Task {
+		for i := range cfg.Listeners {
+			files = append(files, os.NewFile(uintptr(4+i), "listener"))
+		}
+	}
+	err = worker.Run(context.Background(), worker.Options{
+		Config: cfg, IPC: os.NewFile(3, "ipc"), Listeners: files, App: &app{s: s}, Log: log,
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("worker failed")
+	}
+	return err
+}
+
+func startFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "YAML config file; its keys are these flags' names (flags win)"},
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "mode", Value: "process", Usage: "process or base"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "worker processes"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "task-workers", Value: 0, Usage: "task worker processes"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "http", Usage: "HTTP listener address (default 0.0.0.0:9501)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "ws", Usage: "WebSocket listener address (default 0.0.0.0:9502)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Usage: "NAME=ADDR for any other declared listener"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-http-upgrade", Usage: "refuse WebSocket upgrades on HTTP ports"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "dispatch", Value: "fd", Usage: "PROCESS mode routing: round-robin, fd, ip, idle"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-file", Usage: "log file (default stderr; daemon: RUN-DIR/server.log)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "json", Usage: "json or console"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn, error"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "daemon", Aliases: []string{"d"}, Usage: "detach; return once the server is ready"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-request", Usage: "replace a worker after N requests/messages (0: off)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-package-size", Value: "10MiB", Usage: "largest request body / WebSocket message"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-send-buffer", Value: "1MiB", Usage: "queued output per connection"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-idle", Usage: "close WebSockets silent this long (0: off)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013 (default: ulimit -n)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
+	}
+}
+
+var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
+
+func (s *Server) cli() *cli.App {
+	sf := append(startFlags(), runDirFlag)
+	name := s.Name
+	if name == "" {
+		name = filepath.Base(os.Args[0])
+	}
+	return &cli.App{
+		Name:            name,
+		Usage:           "a multi-process prefork server (Swoole's BASE and PROCESS modes)",
+		HideHelpCommand: true,
+		ExitErrHandler:  func(*cli.Context, error) {}, // errors go back to main
+		Commands: []*cli.Command{
+			{Name: "start", Usage: "start the server", Flags: sf, Before: configSource(sf), Action: s.start},
+			{Name: "stop", Usage: "stop the server (-g: gracefully)", Flags: []cli.Flag{runDirFlag,
+				&cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}, Usage: "finish in-flight work, close WebSockets with 1001"}}, Action: stop},
+			{Name: "reload", Usage: "rolling restart of the workers, one at a time", Flags: []cli.Flag{runDirFlag,
+				&cli.BoolFlag{Name: "tasks-only", Usage: "reload only the task workers (Swoole's SIGUSR2)"}}, Action: reload},
+			{Name: "restart", Usage: "stop, then start with these flags", Flags: append(sf, &cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}}),
+				Before: configSource(sf), Action: s.restart},
+			{Name: "status", Usage: "mode, master and workers", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: status},
+			{Name: "connections", Usage: "every open connection", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: connections},
+			benchCommand(),
+			{Name: "bench-baseline", Hidden: true, Flags: []cli.Flag{&cli.StringFlag{Name: "http"}, &cli.StringFlag{Name: "ws"}},
+				Action: func(c *cli.Context) error {
+					ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+					defer stop()
+					return bench.Baseline(ctx, c.String("http"), c.String("ws"))
+				}},
+		},
+	}
+}
+
+func configSource(flags []cli.Flag) cli.BeforeFunc {
+	load := altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config"))
+	return func(c *cli.Context) error {
+		if c.String("config") == "" {
+			return nil
+		}
+		if err := load(c); err != nil {
+			return fmt.Errorf("config %s: %w", c.String("config"), err)
+		}
+		return nil
+	}
+}
+
+// options turns the start flags into master options.
+func (s *Server) options(c *cli.Context) (master.Options, error) {
+	o := master.Options{
+		Mode: c.String("mode"), Workers: c.Int("workers"), TaskWorkers: c.Int("task-workers"),
+		Dispatch: c.String("dispatch"), RunDir: c.String("run-dir"), MaxRequest: c.Int("max-request"),
+		HeartbeatIdle: c.Duration("heartbeat-idle"), MaxConns: c.Int("max-conn"), ReloadWait: c.Duration("reload-wait"),
+		LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Reloadable: !s.NoReload,
+	}
+	var err error
+	if o.MaxPackageSize, err = parseSize(c.String("max-package-size")); err != nil {
+		return o, fmt.Errorf("--max-package-size: %w", err)
+	}
+	if o.MaxSendBuffer, err = parseSize(c.String("max-send-buffer")); err != nil {
+		return o, fmt.Errorf("--max-send-buffer: %w", err)
+	}
+	if len(s.Listeners) == 0 {
+		return o, errors.New("the server declares no listeners")
+	}
+	over := map[string]string{}
+	for _, kv := range c.StringSlice("listen") {
+		name, addr, ok := strings.Cut(kv, "=")
+		if !ok {
+			return o, fmt.Errorf("--listen %q: want NAME=ADDR", kv)
+		}
+		over[name] = addr
+	}
+	if a := c.String("http"); a != "" {
+		over["http"] = a
+	}
+	if a := c.String("ws"); a != "" {
+		over["ws"] = a
+	}
+	seen := map[string]bool{}
+	for _, l := range s.Listeners {
+		if seen[l.Name] {
+			return o, fmt.Errorf("two listeners are named %q", l.Name)
+		}
+		seen[l.Name] = true
+		ml := master.Listener{Name: l.Name, Addr: l.Addr, Protocol: "http", Upgrade: !l.NoUpgrade && !c.Bool("no-http-upgrade")}
+		if l.Protocol == WebSocket {
+			ml.Protocol, ml.Upgrade = "websocket", false
+		}
+		if a, ok := over[l.Name]; ok {
+			ml.Addr = a
+			delete(over, l.Name)
+		}
+		o.Listeners = append(o.Listeners, ml)
+	}
+	for name := range over {
+		if name != "http" && name != "ws" {
+			return o, fmt.Errorf("--listen: no listener named %q", name)
+		}
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = int(master.RaiseNoFile()) - 64
+	}
+	return o, nil
+}
+
+func (s *Server) start(c *cli.Context) error {
+	o, err := s.options(c)
+	if err != nil {
+		return err
+	}
+	daemonChild := os.Getenv(master.EnvRole) == master.RoleMaster
+	if c.Bool("daemon") && !daemonChild {
+		return daemonize(o.RunDir, c.String("log-file"))
+	}
+	var out io.Writer = os.Stderr
+	logFile := c.String("log-file")
+	if logFile == "" && daemonChild {
+		logFile = filepath.Join(o.RunDir, "server.log")
+	}
+	if logFile != "" {
+		if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("log file: %w", err)
+		}
+		defer f.Close()
+		out = f
+	}
+	o.Log = newLogger(out, o.LogFormat, o.LogLevel, "master", -1)
+	o.Output = out
+	o.Exe, err = os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Args = os.Args[1:]
+	if daemonChild {
+		o.Ready = readyPipe()
+		signal.Ignore(syscall.SIGHUP)
+	}
+	m, err := master.New(o)
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	go func() {
+		for {
+			select {
+			case <-m.Done():
+				return
+			case sig := <-sigs:
+				switch sig {
+				case syscall.SIGUSR1, syscall.SIGUSR2:
+					go func() {
+						if _, err := m.Reload(sig == syscall.SIGUSR2); err != nil {
+							o.Log.Error().Err(err).Msg("reload failed")
+						}
+					}()
+				case syscall.SIGQUIT:
+					go m.Stop(true)
+				default:
+					go m.Stop(false)
+				}
+			}
+		}
+	}()
+	return m.Run(context.Background())
+}
+
+// readyPipe reports readiness to the `start -d` that launched this master.
+func readyPipe() func(error) {
+	f := os.NewFile(3, "ready")
+	return func(err error) {
+		if err == nil {
+			fmt.Fprintln(f, "ok")
+		} else {
+			fmt.Fprintln(f, err.Error())
+		}
+		f.Close()
+	}
+}
+
+// daemonize starts the master detached (own session, output to the log
+// file) and returns once it reports ready, or with the reason it is not.
+func daemonize(runDir, logFile string) error {
+	if logFile == "" {
+		logFile = filepath.Join(runDir, "server.log")
+	}
+	if err := os.MkdirAll(runDir, 0o755); err != nil {
+		return err
+	}
+	if pid, err := master.ReadPid(runDir); err == nil {
+		return fmt.Errorf("%w (pid %d, run dir %s)", master.ErrRunning, pid, runDir)
+	}
+	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
+		return err
+	}
+	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("log file: %w", err)
+	}
+	defer lf.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), master.EnvRole+"="+master.RoleMaster)
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		pr.Close()
+		return fmt.Errorf("daemon: %w", err)
+	}
+	pw.Close()
+	defer pr.Close()
+	done := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(pr, 4096))
+		done <- strings.TrimSpace(string(b))
+	}()
+	var msg string
+	select {
+	case msg = <-done:
+	case <-time.After(2 * time.Minute):
+		msg = "not ready after 2m"
+	}
+	if msg != "ok" {
+		if msg == "" {
+			msg = "exited before it was ready; see " + logFile
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		return fmt.Errorf("start failed: %s", msg)
+	}
+	cmd.Process.Release()
+	fmt.Fprintf(os.Stderr, "server started in the background (master pid %d), log: %s\n", cmd.Process.Pid, logFile)
+	return nil
+}
+
+func stop(c *cli.Context) error {
+	dir := c.String("run-dir")
+	pid, err := master.ReadPid(dir)
+	if err != nil {
+		return err
+	}
+	if _, err := master.Call(dir, master.Request{Cmd: "stop", Graceful: c.Bool("graceful")}, 0); err != nil && errors.Is(err, master.ErrNotRunning) {
+		return err
+	}
+	if err := waitGone(dir, pid, 2*time.Minute); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "server stopped (master pid %d)\n", pid)
+	return nil
+}
+
+// waitGone waits until the master of dir has exited.
+func waitGone(dir string, pid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if _, err := master.ReadPid(dir); err != nil && syscall.Kill(pid, 0) != nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("server (pid %d) still running after %s", pid, limit)
+}
+
+func reload(c *cli.Context) error {
+	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "reload", TasksOnly: c.Bool("tasks-only")}, 30*time.Minute)
+	if resp != nil {
+		printReload(resp.Reload)
+	}
+	return err
+}
+
+func printReload(lines []master.ReloadLine) {
+	for _, l := range lines {
+		if l.Note != "" {
+			fmt.Printf("%s %d: %s\n", l.Kind, l.ID, l.Note)
+			continue
+		}
+		fmt.Printf("%s %d: pid %d -> %d (%s)\n", l.Kind, l.ID, l.OldPid, l.NewPid, l.Took)
+	}
+}
+
+func (s *Server) restart(c *cli.Context) error {
+	dir := c.String("run-dir")
+	if pid, err := master.ReadPid(dir); err == nil {
+		if _, err := master.Call(dir, master.Request{Cmd: "stop", Graceful: c.Bool("graceful")}, 0); err != nil && errors.Is(err, master.ErrNotRunning) {
+			return err
+		}
+		if err := waitGone(dir, pid, 2*time.Minute); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "server stopped (master pid %d)\n", pid)
+	}
+	return s.start(c)
+}

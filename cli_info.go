@@ -1,0 +1,106 @@
+package forkd
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/forkd/forkd/master"
+	"github.com/forkd/forkd/master/bench"
+)
+
+func status(c *cli.Context) error {
+	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "status"}, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	st := resp.Status
+	if c.Bool("json") {
+		return json.NewEncoder(os.Stdout).Encode(st)
+	}
+	fmt.Printf("mode %s   master pid %d   uptime %s   dispatch %s   connections %d   master rss %s\n",
+		st.Mode, st.MasterPid, (time.Duration(st.UptimeSec) * time.Second).String(), st.Dispatch, st.Connections, mib(st.MasterRSS))
+	for _, l := range st.Listeners {
+		fmt.Printf("listener %-6s %s (%s)\n", l.Name, l.Addr, l.Protocol)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKIND\tPID\tSTATE\tCONNS\tREQUESTS\tRSS\tRESTARTS\tUPTIME\tNOTE")
+	for _, w := range append(st.Workers, st.TaskWorkers...) {
+		note := ""
+		if w.Backoff != "" {
+			note = "crash loop, next try in " + w.Backoff + ": " + w.LastExit
+		}
+		reqs := fmt.Sprint(w.Requests)
+		if w.Kind == "task" {
+			reqs = fmt.Sprintf("%d tasks", w.TasksDone)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\n", w.ID, w.Kind, w.Pid, w.State, w.Connections, reqs,
+			mib(w.RSS), w.Restarts, (time.Duration(w.UptimeSec) * time.Second).String(), note)
+	}
+	return tw.Flush()
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20)) }
+
+func connections(c *cli.Context) error {
+	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "connections"}, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if resp.Connections == nil {
+			resp.Connections = []master.ConnInfo{}
+		}
+		return json.NewEncoder(os.Stdout).Encode(resp.Connections)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tWORKER\tLISTENER\tREMOTE\tPROTOCOL\tPATH\tSINCE\tIN\tOUT")
+	for _, i := range resp.Connections {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", i.ID, i.Worker, i.Listener, i.Remote, i.Protocol, i.Path, i.Since, i.BytesIn, i.BytesOut)
+	}
+	fmt.Fprintf(tw, "%d connections\n", len(resp.Connections))
+	return tw.Flush()
+}
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "start the server in each mode on free loopback ports, load it, and compare",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "modes", Value: "process,base"},
+			&cli.IntFlag{Name: "workers", Value: 2},
+			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "per scenario and mode"},
+			&cli.IntFlag{Name: "conns", Value: 64},
+			&cli.StringFlag{Name: "scenarios", Value: strings.Join(bench.AllScenarios, ","), Usage: "comma-separated"},
+			&cli.StringFlag{Name: "out", Usage: "write a markdown report"},
+			&cli.StringFlag{Name: "chart", Usage: "write a chart (.svg or .png)"},
+			&cli.BoolFlag{Name: "json"},
+		},
+		Action: func(c *cli.Context) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			return bench.Run(c.Context, bench.Options{
+				Exe: exe, Modes: split(c.String("modes")), Workers: c.Int("workers"), Duration: c.Duration("duration"),
+				Conns: c.Int("conns"), Scenarios: split(c.String("scenarios")), Out: c.String("out"), Chart: c.String("chart"),
+				JSON: c.Bool("json"), Stdout: os.Stdout, Progress: os.Stderr,
+			})
+		},
+	}
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/forkd/forkd"
+)
+
+//go:embed chat.html
+var chatHTML []byte
+
+// chatState is what a /chat connection carries.
+type chatState struct {
+	room, name string
+}
+
+func newServer() *forkd.Server {
+	s := &forkd.Server{Name: "server"}
+	s.Listeners = []*forkd.Listener{
+		{Name: "http", Addr: "0.0.0.0:9501", Protocol: forkd.HTTP, Handler: serveHTTP},
+		{Name: "ws", Addr: "0.0.0.0:9502", Protocol: forkd.WebSocket,
+			OnOpen: onOpen, OnMessage: onMessage, OnClose: onClose, OnResume: onResume},
+	}
+	s.OnWorkerStart = func(w *forkd.Worker) error {
+		if !w.IsTask() {
+			// A per-process timer: a stats line every minute (Workerman's Timer::add).
+			w.Tick(time.Minute, func() {
+				w.Log().Info().RawJSON("stats", w.Stats()).Msg("worker stats")
+			})
+		}
+		return nil
+	}
+	s.OnTask = func(w *forkd.Worker, from int, data []byte) ([]byte, error) {
+		ms, err := strconv.Atoi(string(data))
+		if err != nil || ms < 0 {
+			return nil, errors.New("slow: bad duration")
+		}
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		return []byte(strconv.Itoa(w.ID())), nil
+	}
+	return s
+}
+
+func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
+	switch string(ctx.Path()) {
+	case "/":
+		ctx.SetContentType("text/html; charset=utf-8")
+		ctx.SetBody(chatHTML)
+	case "/hello":
+		ctx.Response.Header.Set("X-Worker-Id", strconv.Itoa(w.ID()))
+		ctx.Response.Header.Set("X-Worker-Pid", strconv.Itoa(w.Pid()))
+		ctx.SetBodyString("hello")
+	case "/push":
+		if !ctx.IsPost() {
+			ctx.Error("use POST", fasthttp.StatusMethodNotAllowed)
+			return
+		}
+		id, err := forkd.ParseConnID(string(ctx.QueryArgs().Peek("conn")))
+		if err != nil {
+			ctx.Error("bad conn id", fasthttp.StatusBadRequest)
+			return
+		}
+		pushError(ctx, w.Push(id, forkd.TextMessage, ctx.PostBody()))
+	case "/broadcast":
+		if !ctx.IsPost() {
+			ctx.Error("use POST", fasthttp.StatusMethodNotAllowed)
+			return
+		}
+		room := string(ctx.QueryArgs().Peek("room"))
+		if room == "" {
+			ctx.Error("missing room", fasthttp.StatusBadRequest)
+			return
+		}
+		n, err := w.Broadcast(room, forkd.TextMessage, ctx.PostBody(), 0)
+		if err != nil {
+			pushError(ctx, err)
+			return
+		}
+		ctx.SetBodyString(strconv.Itoa(n))
+	case "/slow":
+		ms, err := strconv.Atoi(string(ctx.QueryArgs().Peek("ms")))
+		if err != nil || ms < 0 || ms > 60000 {
+			ctx.Error("want ?ms=0..60000", fasthttp.StatusBadRequest)
+			return
+		}
+		res, err := w.TaskWait([]byte(strconv.Itoa(ms)), time.Duration(ms)*time.Millisecond+10*time.Second)
+		switch {
+		case errors.Is(err, forkd.ErrUnavailable):
+			ctx.Error("no task workers: start the server with --task-workers N", fasthttp.StatusServiceUnavailable)
+		case err != nil:
+			ctx.Error("task failed: "+err.Error(), fasthttp.StatusBadGateway)
+		default:
+			ctx.Response.Header.Set("X-Task-Worker-Id", string(res))
+			ctx.SetBodyString("slept " + strconv.Itoa(ms) + " ms\n")
+		}
+	default:
+		ctx.Error("Not Found", fasthttp.StatusNotFound)
+	}
+}
+
+func pushError(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case err == nil:
+		ctx.SetBodyString("ok")
+	case errors.Is(err, forkd.ErrNoConnection), errors.Is(err, forkd.ErrClosed):
+		ctx.Error("no such connection", fasthttp.StatusNotFound)
+	case errors.Is(err, forkd.ErrTooLarge):
+		ctx.Error("message too large", fasthttp.StatusRequestEntityTooLarge)
+	case errors.Is(err, forkd.ErrBufferFull):
+		ctx.Error("connection send buffer full", fasthttp.StatusServiceUnavailable)
+	default:
+		ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
+	}
+}
+
+type event struct {
+	Type   string `json:"type"`
+	Conn   string `json:"conn,omitempty"`
+	Worker *int   `json:"worker,omitempty"`
+	Room   string `json:"room"`
+	Name   string `json:"name,omitempty"`
+	From   string `json:"from,omitempty"`
+	Text   string `json:"text,omitempty"`
+	TS     int64  `json:"ts,omitempty"`
+}
+
+func send(c *forkd.Conn, ev event) error {
+	b, _ := json.Marshal(ev)
+	return c.Send(forkd.TextMessage, b)
+}
+
+func broadcast(w *forkd.Worker, room string, ev event) {
+	b, _ := json.Marshal(ev)
+	if _, err := w.Broadcast(room, forkd.TextMessage, b, 0); err != nil {
+		w.Log().Warn().Err(err).Str("room", room).Msg("broadcast failed")
+	}
+}
+
+func onOpen(c *forkd.Conn) {
+	switch c.Path() {
+	case "/echo":
+	case "/chat":
+		st := chatState{room: c.Query("room"), name: c.Query("name")}
+		if st.room == "" {
+			st.room = "lobby"
+		}
+		if st.name == "" {
+			st.name = "guest-" + c.ID().String()
+		}
+		c.SetContext(&st)
+		if err := c.Join(st.room); err != nil {
+			c.Close(forkd.CloseInternal, "could not join room")
+			return
+		}
+		id := c.Worker().ID()
+		send(c, event{Type: "welcome", Conn: c.ID().String(), Worker: &id, Room: st.room})
+		broadcast(c.Worker(), st.room, event{Type: "join", Room: st.room, Name: st.name})
+	default:
+		c.Close(forkd.ClosePolicy, "unknown path: use /echo or /chat")
+	}
+}
+
+// onResume rebuilds a chat connection's state in a worker that took it
+// over (PROCESS mode): the room membership lives on in the master.
+func onResume(c *forkd.Conn) {
+	if c.Path() == "/chat" {
+		st := chatState{room: c.Query("room"), name: c.Query("name")}
+		if st.room == "" {
+			st.room = "lobby"
+		}
+		if st.name == "" {
+			st.name = "guest-" + c.ID().String()
+		}
+		c.SetContext(&st)
+	}
+}
+
+func onMessage(c *forkd.Conn, t forkd.MessageType, data []byte) {
+	st, _ := c.Context().(*chatState)
+	if st == nil { // /echo
+		c.Send(t, data)
+		return
+	}
+	broadcast(c.Worker(), st.room, event{Type: "message", Room: st.room, From: st.name, Text: string(data), TS: time.Now().UnixMilli()})
+}
+
+func onClose(c *forkd.Conn, code int, reason string) {
+	if st, _ := c.Context().(*chatState); st != nil {
+		broadcast(c.Worker(), st.room, event{Type: "leave", Room: st.room, Name: st.name})
+	}
+}

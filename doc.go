@@ -1,0 +1,23 @@
+// Package forkd is a multi-process prefork server for Go in the manner of
+// Swoole and Workerman: declare listeners and callbacks in a Server, hand
+// over to Run, and get the whole command line (start, stop, reload,
+// restart, status, connections, bench) for free.
+//
+// Two modes, one program. In PROCESS mode (the default) the master holds
+// every client connection in reactor goroutines and forwards complete
+// requests and WebSocket messages to worker processes over unix sockets; a
+// worker that crashes costs no connection, and its replacement is told
+// which connections it now serves (OnResume). In BASE mode each worker
+// accepts on its own SO_REUSEPORT socket and owns its connections, with no
+// hop through the master. Your handlers are the same in both.
+//
+// Every process runs your program's main: the master re-executes its own
+// binary as each worker (Go cannot fork). So code before Run runs in every
+// process, master included. Open databases, caches and the like in
+// OnWorkerStart, not before Run (Workerman's advice, for the same reason:
+// a resource opened in the master would be shared by accident).
+//
+// Connection ids (ConnID) encode the process that holds the connection, so
+// any worker can push to any connection in one unicast and learn the real
+// outcome: nil, ErrNoConnection, ErrClosed, ErrBufferFull or ErrTimeout.
+package forkd

@@ -1,0 +1,369 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Scenario names, in the order they run and are shown.
+const (
+	ScenarioHTTP      = "http"
+	ScenarioEcho      = "echo"
+	ScenarioPush      = "push"
+	ScenarioBroadcast = "broadcast"
+	ScenarioConnect   = "connect"
+	ScenarioIdle      = "idle"
+)
+
+// AllScenarios lists every scenario in run order.
+var AllScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioPush, ScenarioBroadcast, ScenarioConnect, ScenarioIdle}
+
+// baselineScenarios are the scenarios the baseline serves (it has no chat).
+var baselineScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioConnect, ScenarioIdle}
+
+const (
+	defaultIdleConns        = 10000
+	defaultBroadcastMembers = 1000
+)
+
+// Options configure Run. Zero fields take the defaults shown.
+type Options struct {
+	Exe       string        // server binary to start (`start`, `status`, `stop`, `bench-baseline`); required
+	Modes     []string      // "process", "base"; default both
+	Workers   int           // default 2
+	Duration  time.Duration // measured window per scenario per mode; default 5s
+	Conns     int           // concurrent client connections; default 64
+	Scenarios []string      // default AllScenarios
+	Out       string        // optional markdown report path
+	Chart     string        // optional chart path, .svg or .png
+	JSON      bool          // print the Report as JSON instead of the table
+	Stdout    io.Writer     // table or JSON; default os.Stdout
+	Progress  io.Writer     // a progress line rewritten with \r; default none
+
+	// Scenario sizes, fixed for users; tests shrink them.
+	idleConns        int
+	broadcastMembers int
+	idleSettle       time.Duration
+}
+
+func (o *Options) setDefaults() error {
+	if len(o.Modes) == 0 {
+		o.Modes = []string{"process", "base"}
+	}
+	for _, m := range o.Modes {
+		if m != "process" && m != "base" {
+			return fmt.Errorf("bench: unknown mode %q (want process or base)", m)
+		}
+	}
+	if len(o.Scenarios) == 0 {
+		o.Scenarios = AllScenarios
+	}
+	for _, s := range o.Scenarios {
+		if !slices.Contains(AllScenarios, s) {
+			return fmt.Errorf("bench: unknown scenario %q (want %s)", s, strings.Join(AllScenarios, ", "))
+		}
+	}
+	// Run scenarios in the canonical order whatever order they were given in.
+	var ordered []string
+	for _, s := range AllScenarios {
+		if slices.Contains(o.Scenarios, s) {
+			ordered = append(ordered, s)
+		}
+	}
+	o.Scenarios = ordered
+	if o.Workers <= 0 {
+		o.Workers = 2
+	}
+	if o.Duration <= 0 {
+		o.Duration = 5 * time.Second
+	}
+	if o.Conns <= 0 {
+		o.Conns = 64
+	}
+	if o.Chart != "" {
+		if ext := strings.ToLower(filepath.Ext(o.Chart)); ext != ".svg" && ext != ".png" {
+			return fmt.Errorf("bench: chart %q: want a .svg or .png file name", o.Chart)
+		}
+	}
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.idleConns <= 0 {
+		o.idleConns = defaultIdleConns
+	}
+	if o.broadcastMembers <= 0 {
+		o.broadcastMembers = defaultBroadcastMembers
+	}
+	if o.idleSettle <= 0 {
+		o.idleSettle = time.Second
+	}
+	return nil
+}
+
+// Report is the whole result of a Run, as printed by --json.
+type Report struct {
+	Command   string    `json:"command"`
+	Machine   Machine   `json:"machine"`
+	Modes     []string  `json:"modes"`
+	Workers   int       `json:"workers"`
+	Conns     int       `json:"conns"`
+	Duration  string    `json:"duration"`
+	Scenarios []string  `json:"scenarios"`
+	Results   []*Result `json:"results"`
+}
+
+// Machine describes the host.
+type Machine struct {
+	CPUs   int    `json:"cpus"`
+	Model  string `json:"model"`
+	Kernel string `json:"kernel"`
+	Go     string `json:"go"`
+}
+
+func (m Machine) String() string {
+	return fmt.Sprintf("%d CPUs, %s, Linux %s, %s", m.CPUs, m.Model, m.Kernel, m.Go)
+}
+
+func thisMachine() Machine {
+	model, kernel := machineInfo()
+	return Machine{CPUs: runtime.NumCPU(), Model: model, Kernel: kernel, Go: runtime.Version()}
+}
+
+// Result is one scenario in one mode.
+type Result struct {
+	Scenario   string   `json:"scenario"`
+	Mode       string   `json:"mode"` // "baseline", "process", "base"
+	Unit       string   `json:"unit"` // what one op is: req, msg, delivery, conn
+	Ops        int64    `json:"ops"`
+	Seconds    float64  `json:"seconds"`
+	OpsPerSec  float64  `json:"ops_per_sec"`
+	P50us      float64  `json:"p50_us"`
+	P99us      float64  `json:"p99_us"`
+	ServerCPU  float64  `json:"server_cpu_s"`
+	OpsPerCPU  float64  `json:"ops_per_server_cpu_s"`
+	Ratio      *float64 `json:"ratio_vs_baseline,omitempty"` // OpsPerCPU / baseline's
+	PeakRSSMiB float64  `json:"peak_rss_mib"`
+	Errors     int64    `json:"errors"`
+	LoadgenCPU float64  `json:"loadgen_cpu_s"`
+
+	NA    bool   `json:"na,omitempty"`    // the scenario does not apply (baseline push/broadcast)
+	Error string `json:"error,omitempty"` // the scenario could not run
+
+	Idle      *IdleStats      `json:"idle,omitempty"`
+	Push      *PushStats      `json:"push,omitempty"`
+	Broadcast *BroadcastStats `json:"broadcast,omitempty"`
+}
+
+// IdleStats is the idle scenario's memory figure.
+type IdleStats struct {
+	Conns            int       `json:"conns"`
+	KiBPerConn       float64   `json:"kib_per_conn"`        // summed RSS growth of all server processes / conns
+	HolderKiBPerConn float64   `json:"holder_kib_per_conn"` // the process that grew most / conns
+	Procs            []ProcRSS `json:"procs"`
+}
+
+// ProcRSS is one server process's RSS around the idle scenario.
+type ProcRSS struct {
+	Pid       int    `json:"pid"`
+	Role      string `json:"role"`
+	BeforeKiB uint64 `json:"before_kib"`
+	AfterKiB  uint64 `json:"after_kib"`
+	DeltaKiB  int64  `json:"delta_kib"`
+}
+
+// PushStats describes the push targets.
+type PushStats struct {
+	Targets          int            `json:"targets"`
+	TargetsPerWorker map[string]int `json:"targets_per_worker"`
+}
+
+// BroadcastStats describes the broadcast scenario.
+type BroadcastStats struct {
+	Members          int            `json:"members"`
+	MembersPerWorker map[string]int `json:"members_per_worker"`
+	Broadcasts       int64          `json:"broadcasts"`     // completed: every member had it
+	Incomplete       int64          `json:"incomplete"`     // some member did not have it within 5s
+	CountMismatch    int64          `json:"count_mismatch"` // the server's member count was not Members
+	LastError        string         `json:"last_error,omitempty"`
+}
+
+// fill sets the window figures and merges the counters.
+func (r *Result) fill(w window, cs []*counter) {
+	var h histogram
+	for _, c := range cs {
+		r.Ops += c.ops.Load()
+		r.Errors += c.errs.Load()
+		h.merge(&c.h)
+	}
+	r.Seconds = w.elapsed.Seconds()
+	if r.Seconds > 0 {
+		r.OpsPerSec = float64(r.Ops) / r.Seconds
+	}
+	r.P50us = float64(h.percentile(0.50)) / 1e3
+	r.P99us = float64(h.percentile(0.99)) / 1e3
+	r.ServerCPU = w.serverCPU.Seconds()
+	if r.ServerCPU > 0 {
+		r.OpsPerCPU = float64(r.Ops) / r.ServerCPU
+	}
+	r.LoadgenCPU = w.loadgenCPU.Seconds()
+}
+
+// session is one Run.
+type session struct {
+	o     *Options
+	epoch time.Time // push timestamps are nanoseconds since epoch
+	nonce string    // makes room names unique per run
+}
+
+func newSession(o *Options) *session {
+	return &session{o: o, epoch: time.Now(),
+		nonce: strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)}
+}
+
+type scenarioFunc func(s *session, ctx context.Context, t *target, m *meter, r *Result) error
+
+var scenarioFuncs = map[string]scenarioFunc{
+	ScenarioHTTP:      (*session).benchHTTP,
+	ScenarioEcho:      (*session).benchEcho,
+	ScenarioPush:      (*session).benchPush,
+	ScenarioBroadcast: (*session).benchBroadcast,
+	ScenarioConnect:   (*session).benchConnect,
+	ScenarioIdle:      (*session).benchIdle,
+}
+
+var scenarioUnits = map[string]string{
+	ScenarioHTTP: "req", ScenarioEcho: "msg", ScenarioPush: "delivery",
+	ScenarioBroadcast: "delivery", ScenarioConnect: "conn", ScenarioIdle: "conn",
+}
+
+// runTarget runs every scenario against t. A scenario that cannot run is
+// recorded in its Result; a server that died or a cancelled ctx ends the
+// whole run with an error.
+func (s *session) runTarget(ctx context.Context, t *target) ([]*Result, error) {
+	var out []*Result
+	for _, sc := range s.o.Scenarios {
+		r := &Result{Scenario: sc, Mode: t.mode, Unit: scenarioUnits[sc]}
+		out = append(out, r)
+		if t.mode == modeBaseline && !slices.Contains(baselineScenarios, sc) {
+			r.NA = true
+			continue
+		}
+		m := newMeter(ctx, t, "["+t.mode+"] "+sc, s.o.Progress)
+		err := scenarioFuncs[sc](s, ctx, t, m, r)
+		r.PeakRSSMiB = m.peakMiB()
+		m.close()
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		if xerr := t.exited(); xerr != nil {
+			return out, fmt.Errorf("%w during scenario %s", xerr, sc)
+		}
+		if err != nil {
+			r.Error = err.Error()
+		}
+	}
+	return out, nil
+}
+
+// Run starts the baseline and then the server in each mode, runs the
+// scenarios against each, and prints the comparison. It returns an error
+// when a server cannot be started or dies, when ctx is cancelled, or (after
+// printing the table) when some scenario could not run.
+func Run(ctx context.Context, o Options) error {
+	if err := o.setDefaults(); err != nil {
+		return err
+	}
+	if o.Exe == "" {
+		return errors.New("bench: no server binary (Options.Exe)")
+	}
+	if _, err := raiseNoFile(); err != nil {
+		return err
+	}
+	s := newSession(&o)
+	rep := &Report{Command: strings.Join(os.Args, " "), Machine: thisMachine(), Modes: o.Modes,
+		Workers: o.Workers, Conns: o.Conns, Duration: o.Duration.String(), Scenarios: o.Scenarios}
+	for _, mode := range append([]string{modeBaseline}, o.Modes...) {
+		if mode == modeBaseline && !hasBaselineScenario(o.Scenarios) {
+			continue
+		}
+		fmt.Fprintf(o.Progress, "\r[%s] starting", mode)
+		t, err := startTarget(ctx, &o, mode)
+		if err != nil {
+			fmt.Fprint(o.Progress, "\r                    \r")
+			return err
+		}
+		rs, err := s.runTarget(ctx, t)
+		stopErr := t.stop()
+		rep.Results = append(rep.Results, rs...)
+		if err != nil {
+			return errors.Join(err, stopErr)
+		}
+		if stopErr != nil {
+			return stopErr
+		}
+	}
+	rep.sortResults(o.Modes)
+	rep.computeRatios()
+	if err := rep.write(&o); err != nil {
+		return err
+	}
+	var failed []string
+	for _, r := range rep.Results {
+		if r.Error != "" {
+			failed = append(failed, fmt.Sprintf("%s/%s: %s", r.Mode, r.Scenario, r.Error))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("bench: %d scenario(s) could not run: %s", len(failed), strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+func hasBaselineScenario(scs []string) bool {
+	for _, s := range scs {
+		if slices.Contains(baselineScenarios, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// sortResults orders rows by scenario, then baseline, then modes as given.
+func (rep *Report) sortResults(modes []string) {
+	order := append([]string{modeBaseline}, modes...)
+	slices.SortStableFunc(rep.Results, func(a, b *Result) int {
+		if d := slices.Index(AllScenarios, a.Scenario) - slices.Index(AllScenarios, b.Scenario); d != 0 {
+			return d
+		}
+		return slices.Index(order, a.Mode) - slices.Index(order, b.Mode)
+	})
+}
+
+// computeRatios sets each row's ops-per-CPU-second ratio against the
+// baseline row of the same scenario.
+func (rep *Report) computeRatios() {
+	base := map[string]float64{}
+	for _, r := range rep.Results {
+		if r.Mode == modeBaseline && !r.NA && r.Error == "" && r.OpsPerCPU > 0 {
+			base[r.Scenario] = r.OpsPerCPU
+		}
+	}
+	for _, r := range rep.Results {
+		if b, ok := base[r.Scenario]; ok && !r.NA && r.Error == "" && r.OpsPerCPU > 0 {
+			v := r.OpsPerCPU / b
+			r.Ratio = &v
+		}
+	}
+}

@@ -1,0 +1,323 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Each scenario sets up, measures one window with drive (or by hand), tears
+// down, and fills a Result. Setup failures are returned as errors; errors
+// during the window are counted.
+
+const echoSize = 64
+
+// dialAll opens n connections with up to par dialers at once. It returns
+// the first error and how many dials failed.
+func dialAll[T any](ctx context.Context, n, par int, dial func(ctx context.Context, i int) (T, error)) ([]T, error) {
+	out := make([]T, n)
+	var (
+		mu     sync.Mutex
+		first  error
+		failed int
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if first == nil {
+			first = err
+		}
+		failed++
+	}
+	sem := make(chan struct{}, max(par, 1))
+	var wg sync.WaitGroup
+	for i := range n {
+		if ctx.Err() != nil {
+			fail(ctx.Err())
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			var err error
+			if out[i], err = dial(ctx, i); err != nil {
+				fail(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return out, fmt.Errorf("%d of %d failed, first: %w", failed, n, first)
+	}
+	return out, nil
+}
+
+// benchHTTP: Conns keep-alive connections doing GET /hello back to back.
+func (s *session) benchHTTP(ctx context.Context, t *target, m *meter, r *Result) error {
+	req := httpGet(t.httpAddr, "/hello")
+	conns, err := dialAll(ctx, s.o.Conns, 16, func(ctx context.Context, _ int) (*httpConn, error) {
+		return dialHTTP(ctx, t.httpAddr)
+	})
+	set := new(closerSet)
+	for _, c := range conns {
+		if c != nil {
+			set.add(c)
+		}
+	}
+	if err != nil {
+		set.closeAll()
+		return fmt.Errorf("connect: %w", err)
+	}
+	w, cs := drive(ctx, m, s.o.Duration, "req", len(conns), set, func(i int, ctr *counter, stop <-chan struct{}) {
+		c := conns[i]
+		for !stopped(stop) {
+			t0 := time.Now()
+			st, err := c.do(req, false)
+			if stopped(stop) {
+				return
+			}
+			if err != nil || c.close {
+				if err != nil {
+					ctr.errs.Add(1)
+				}
+				set.remove(c)
+				c.Close()
+				if c = s.redialHTTP(ctx, t, set, ctr, stop); c == nil {
+					return
+				}
+				if err != nil {
+					continue
+				}
+			}
+			if st != 200 {
+				ctr.errs.Add(1)
+				continue
+			}
+			ctr.h.record(time.Since(t0))
+			ctr.ops.Add(1)
+		}
+	})
+	r.fill(w, cs)
+	return nil
+}
+
+// redialHTTP replaces a broken connection, backing off while dials fail.
+func (s *session) redialHTTP(ctx context.Context, t *target, set *closerSet, ctr *counter, stop <-chan struct{}) *httpConn {
+	for !stopped(stop) && ctx.Err() == nil {
+		c, err := dialHTTP(ctx, t.httpAddr)
+		if err == nil {
+			if !set.add(c) {
+				return nil
+			}
+			return c
+		}
+		ctr.errs.Add(1)
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// benchEcho: Conns WebSocket connections to /echo, each sending a 64-byte
+// binary message and waiting for it to come back, in a loop.
+func (s *session) benchEcho(ctx context.Context, t *target, m *meter, r *Result) error {
+	payload := bytes.Repeat([]byte{'e'}, echoSize)
+	frame := appendFrame(nil, opBinary, payload)
+	conns, err := dialAll(ctx, s.o.Conns, 16, func(ctx context.Context, _ int) (*wsConn, error) {
+		return dialWS(ctx, t.wsAddr, "/echo")
+	})
+	set := new(closerSet)
+	for _, c := range conns {
+		if c != nil {
+			set.add(c)
+		}
+	}
+	if err != nil {
+		set.closeAll()
+		return fmt.Errorf("connect: %w", err)
+	}
+	w, cs := drive(ctx, m, s.o.Duration, "msg", len(conns), set, func(i int, ctr *counter, stop <-chan struct{}) {
+		c := conns[i]
+		for !stopped(stop) {
+			t0 := time.Now()
+			_, err := c.c.Write(frame)
+			var op byte
+			if err == nil {
+				op, err = c.readMessage()
+			}
+			if stopped(stop) {
+				return
+			}
+			if err != nil {
+				ctr.errs.Add(1)
+				set.remove(c)
+				c.Close()
+				for c = nil; c == nil && !stopped(stop) && ctx.Err() == nil; {
+					if c, err = dialWS(ctx, t.wsAddr, "/echo"); err != nil {
+						ctr.errs.Add(1)
+						time.Sleep(10 * time.Millisecond)
+					} else if !set.add(c) {
+						return
+					}
+				}
+				continue
+			}
+			if op != opBinary || !bytes.Equal(c.msg, payload) {
+				ctr.errs.Add(1)
+				continue
+			}
+			ctr.h.record(time.Since(t0))
+			ctr.ops.Add(1)
+		}
+	})
+	r.fill(w, cs)
+	return nil
+}
+
+// benchConnect: a connection storm. Conns goroutines each repeatedly dial
+// /echo, complete the handshake, send and receive one message, and close
+// (close frame, then the socket). One op is one such connection.
+func (s *session) benchConnect(ctx context.Context, t *target, m *meter, r *Result) error {
+	payload := bytes.Repeat([]byte{'c'}, echoSize)
+	set := new(closerSet)
+	w, cs := drive(ctx, m, s.o.Duration, "conn", s.o.Conns, set, func(i int, ctr *counter, stop <-chan struct{}) {
+		br := bufio.NewReaderSize(nil, 4<<10)
+		var frame []byte
+		for !stopped(stop) {
+			t0 := time.Now()
+			err := func() error {
+				c, err := dialTCP(ctx, t.wsAddr)
+				if err != nil {
+					return err
+				}
+				if !set.add(c) {
+					return nil
+				}
+				defer set.remove(c)
+				ws, err := wsHandshake(c, br, t.wsAddr, "/echo")
+				if err != nil {
+					c.Close()
+					return err
+				}
+				ws.wbuf = frame
+				err = ws.writeMessage(opBinary, payload)
+				frame = ws.wbuf
+				if err == nil {
+					_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+					_, err = ws.readMessage()
+				}
+				if err == nil && !bytes.Equal(ws.msg, payload) {
+					err = errors.New("echo mismatch")
+				}
+				if err != nil {
+					c.Close()
+					return err
+				}
+				return ws.closeGracefully(time.Second)
+			}()
+			if stopped(stop) {
+				return
+			}
+			if err != nil {
+				ctr.errs.Add(1)
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			ctr.h.record(time.Since(t0))
+			ctr.ops.Add(1)
+		}
+	})
+	r.fill(w, cs)
+	return nil
+}
+
+// benchIdle opens IdleConns idle WebSocket connections to /echo and reports
+// how much RSS the server's processes grew per connection. The window is the
+// opening of the connections (ops = connections opened).
+func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result) error {
+	n := s.o.idleConns
+	if lim, err := raiseNoFile(); err == nil && lim < uint64(n)+256 {
+		return fmt.Errorf("RLIMIT_NOFILE hard limit %d is too low for %d connections", lim, n)
+	}
+	time.Sleep(s.o.idleSettle) // let the previous scenario's memory settle
+	before := m.rssByProc()
+	set := new(closerSet)
+	defer set.closeAll()
+	ctrs := make([]*counter, s.o.Conns)
+	for i := range ctrs {
+		ctrs[i] = new(counter)
+	}
+	brs := make(chan *bufio.Reader, s.o.Conns)
+	for range s.o.Conns {
+		brs <- bufio.NewReaderSize(nil, 4<<10)
+	}
+	m.begin(0, "conn", sumOps(ctrs))
+	slot := make(chan int, s.o.Conns)
+	for i := range s.o.Conns {
+		slot <- i
+	}
+	_, err := dialAll(ctx, n, s.o.Conns, func(ctx context.Context, _ int) (struct{}, error) {
+		k := <-slot
+		defer func() { slot <- k }()
+		ctr := ctrs[k]
+		br := <-brs
+		defer func() { brs <- br }()
+		t0 := time.Now()
+		c, err := dialTCP(ctx, t.wsAddr)
+		if err != nil {
+			ctr.errs.Add(1)
+			return struct{}{}, err
+		}
+		if _, err := wsHandshake(c, br, t.wsAddr, "/echo"); err != nil {
+			c.Close()
+			ctr.errs.Add(1)
+			return struct{}{}, err
+		}
+		if br.Buffered() > 0 {
+			c.Close()
+			ctr.errs.Add(1)
+			return struct{}{}, errors.New("unexpected data on an idle connection")
+		}
+		set.add(c)
+		ctr.h.record(time.Since(t0))
+		ctr.ops.Add(1)
+		return struct{}{}, nil
+	})
+	w := m.end()
+	r.fill(w, ctrs)
+	if err != nil && r.Ops == 0 {
+		return fmt.Errorf("connect: %w", err)
+	}
+	time.Sleep(s.o.idleSettle)
+	after := m.rssByProc()
+	idle := &IdleStats{Conns: int(r.Ops)}
+	m.mu.Lock()
+	procs := m.procs
+	m.mu.Unlock()
+	var total int64
+	for _, p := range procs {
+		b, okb := before[p.pid]
+		a, oka := after[p.pid]
+		if !okb && !oka {
+			continue
+		}
+		d := int64(a) - int64(b)
+		total += d
+		idle.Procs = append(idle.Procs, ProcRSS{Pid: p.pid, Role: p.role, BeforeKiB: b, AfterKiB: a, DeltaKiB: d})
+	}
+	sort.Slice(idle.Procs, func(i, j int) bool { return idle.Procs[i].DeltaKiB > idle.Procs[j].DeltaKiB })
+	if idle.Conns > 0 {
+		idle.KiBPerConn = float64(total) / float64(idle.Conns)
+		if len(idle.Procs) > 0 {
+			idle.HolderKiBPerConn = float64(idle.Procs[0].DeltaKiB) / float64(idle.Conns)
+		}
+	}
+	r.Idle = idle
+	return nil
+}

@@ -1,0 +1,338 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	modeBaseline = "baseline"
+	readyTimeout = 15 * time.Second
+	stopTimeout  = 10 * time.Second
+)
+
+// proc is one server process and what it is.
+type proc struct {
+	pid  int
+	role string // "master", "worker 0", "task 0", "baseline", ...
+}
+
+// target is a server under load: a spawned server binary in one mode, the
+// spawned baseline, or (in tests) a baseline running in this process.
+type target struct {
+	mode     string
+	workers  int
+	httpAddr string
+	wsAddr   string
+
+	exe     string
+	runDir  string
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when cmd has exited
+	waitErr error
+	errPath string // the child's stderr
+
+	inProcess bool  // pids are this process (tests)
+	known     []int // every pid ever reported, killed at the end
+}
+
+// freeAddrs returns n distinct free loopback addresses.
+func freeAddrs(n int) ([]string, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("bench: pick a free port: %w", err)
+		}
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs, nil
+}
+
+// startTarget starts the server binary in mode (or the baseline) and waits
+// until it answers on both ports. On error nothing is left running.
+func startTarget(ctx context.Context, o *Options, mode string) (*target, error) {
+	addrs, err := freeAddrs(2)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "forkd-bench-"+mode+"-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: run dir: %w", err)
+	}
+	t := &target{mode: mode, workers: o.Workers, httpAddr: addrs[0], wsAddr: addrs[1],
+		exe: o.Exe, runDir: dir, done: make(chan struct{}), errPath: filepath.Join(dir, "bench-stderr.log")}
+	var args []string
+	if mode == modeBaseline {
+		t.workers = 1
+		args = []string{"bench-baseline", "--http", t.httpAddr, "--ws", t.wsAddr}
+	} else {
+		args = []string{"start", "--mode", mode, "--workers", strconv.Itoa(o.Workers),
+			"--http", t.httpAddr, "--ws", t.wsAddr, "--run-dir", dir, "--log-level", "warn"}
+	}
+	errf, err := os.Create(t.errPath)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	t.cmd = exec.Command(o.Exe, args...)
+	t.cmd.Stdout, t.cmd.Stderr = errf, errf
+	t.cmd.SysProcAttr = setpgid()
+	if err := t.cmd.Start(); err != nil {
+		errf.Close()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("bench: start %s %s: %w", o.Exe, strings.Join(args, " "), err)
+	}
+	errf.Close()
+	go func() {
+		t.waitErr = t.cmd.Wait()
+		close(t.done)
+	}()
+	if err := t.waitReady(ctx, readyTimeout); err != nil {
+		t.stop()
+		return nil, err
+	}
+	return t, nil
+}
+
+// exited reports why the server process is gone, or nil while it runs.
+func (t *target) exited() error {
+	if t.cmd == nil {
+		return nil
+	}
+	select {
+	case <-t.done:
+		return fmt.Errorf("bench: server in mode %s exited (%v)%s", t.mode, t.waitErr, t.stderrTail())
+	default:
+		return nil
+	}
+}
+
+// stderrTail returns the last lines the child wrote, for error messages.
+func (t *target) stderrTail() string {
+	b, err := os.ReadFile(t.errPath)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return ""
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) > 800 {
+		b = b[len(b)-800:]
+	}
+	return ": " + string(b)
+}
+
+// waitReady polls GET /hello and a WebSocket /echo handshake until both
+// work, then (for the real server) `status --json` until every worker is
+// listed.
+func (t *target) waitReady(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	var last error
+	for {
+		if err := t.exited(); err != nil {
+			return err
+		}
+		if last = probe(ctx, t); last == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: server in mode %s did not become ready in %v: %v%s", t.mode, limit, last, t.stderrTail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if t.mode == modeBaseline || t.inProcess {
+		return nil
+	}
+	for {
+		st, err := t.status(ctx)
+		if err == nil && len(st.Workers) >= t.workers {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("status lists %d of %d workers", len(st.Workers), t.workers)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: server in mode %s did not become ready in %v: %v", t.mode, limit, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// probe checks both listeners once.
+func probe(ctx context.Context, t *target) error {
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	hc, err := dialHTTP(pctx, t.httpAddr)
+	if err != nil {
+		return err
+	}
+	_ = hc.c.SetDeadline(time.Now().Add(time.Second))
+	st, err := hc.do(httpGet(t.httpAddr, "/hello"), false)
+	hc.Close()
+	if err != nil {
+		return fmt.Errorf("GET /hello: %w", err)
+	}
+	if st != 200 {
+		return fmt.Errorf("GET /hello: status %d", st)
+	}
+	ws, err := dialWS(pctx, t.wsAddr, "/echo")
+	if err != nil {
+		return fmt.Errorf("ws /echo: %w", err)
+	}
+	ws.Close()
+	return nil
+}
+
+// statusJSON is the part of `server status --json` bench reads.
+type statusJSON struct {
+	Mode      string `json:"mode"`
+	MasterPid int    `json:"master_pid"`
+	Workers   []struct {
+		ID    int    `json:"id"`
+		Pid   int    `json:"pid"`
+		State string `json:"state"`
+	} `json:"workers"`
+	TaskWorkers []struct {
+		ID  int `json:"id"`
+		Pid int `json:"pid"`
+	} `json:"task_workers"`
+}
+
+// status runs `<exe> status --json --run-dir DIR`.
+func (t *target) status(ctx context.Context) (*statusJSON, error) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, t.exe, "status", "--json", "--run-dir", t.runDir)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("status --json: %w: %s", err, bytes.TrimSpace(errb.Bytes()))
+	}
+	var st statusJSON
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+		return nil, fmt.Errorf("status --json: %w: %q", err, truncate(out.String(), 200))
+	}
+	return &st, nil
+}
+
+// procs lists the server's processes: what status --json reports plus any
+// other member of the server's process group.
+func (t *target) procs(ctx context.Context) []proc {
+	if t.inProcess {
+		return []proc{{pid: os.Getpid(), role: "baseline"}}
+	}
+	var ps []proc
+	seen := map[int]bool{}
+	add := func(pid int, role string) {
+		if pid > 0 && !seen[pid] {
+			seen[pid] = true
+			ps = append(ps, proc{pid: pid, role: role})
+		}
+	}
+	if t.mode == modeBaseline {
+		add(t.cmd.Process.Pid, "baseline")
+	} else if st, err := t.status(ctx); err == nil {
+		add(st.MasterPid, "master")
+		for _, w := range st.Workers {
+			add(w.Pid, "worker "+strconv.Itoa(w.ID))
+		}
+		for _, w := range st.TaskWorkers {
+			add(w.Pid, "task "+strconv.Itoa(w.ID))
+		}
+	}
+	for _, pid := range groupPids(t.cmd.Process.Pid) {
+		role := "pid " + strconv.Itoa(pid)
+		if pid == t.cmd.Process.Pid {
+			role = "master"
+		}
+		add(pid, role)
+	}
+	for _, p := range ps {
+		t.remember(p.pid)
+	}
+	return ps
+}
+
+func (t *target) remember(pid int) {
+	for _, k := range t.known {
+		if k == pid {
+			return
+		}
+	}
+	t.known = append(t.known, pid)
+}
+
+// stop stops the server (`stop`, then SIGKILL to its process group and to
+// every pid it ever reported) and removes its run dir. Safe to call on any
+// target; it never uses the caller's (maybe cancelled) context.
+func (t *target) stop() error {
+	if t.cmd == nil {
+		return nil
+	}
+	var errs []error
+	if t.mode != modeBaseline {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		cmd := exec.CommandContext(ctx, t.exe, "stop", "--run-dir", t.runDir)
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if t.exited() == nil {
+			if err := cmd.Run(); err != nil {
+				errs = append(errs, fmt.Errorf("bench: stop server in mode %s: %w", t.mode, err))
+			}
+		}
+		cancel()
+	} else {
+		_ = killGroup(t.cmd.Process.Pid, syscall.SIGTERM)
+	}
+	select {
+	case <-t.done:
+	case <-time.After(5 * time.Second):
+		errs = append(errs, fmt.Errorf("bench: server in mode %s did not exit within 5s of stop; killed", t.mode))
+	}
+	_ = killGroup(t.cmd.Process.Pid, syscall.SIGKILL)
+	for _, pid := range t.known {
+		if _, err := readProcStat(pid); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	select {
+	case <-t.done:
+	case <-time.After(5 * time.Second):
+		errs = append(errs, fmt.Errorf("bench: server process %d survived SIGKILL", t.cmd.Process.Pid))
+	}
+	os.RemoveAll(t.runDir)
+	if t.mode == modeBaseline {
+		return nil // killing it is how it stops
+	}
+	return errors.Join(errs...)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -1,0 +1,216 @@
+package master
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/forkd/forkd/reactor"
+)
+
+// Files in the run dir.
+const (
+	PidName    = "server.pid"
+	SocketName = "server.sock"
+)
+
+// maxControlRequest bounds what a control client may send.
+const maxControlRequest = 64 << 10
+
+// Request is a control-socket command (one JSON line).
+type Request struct {
+	Cmd       string `json:"cmd"` // status, connections, stop, reload
+	Graceful  bool   `json:"graceful,omitempty"`
+	TasksOnly bool   `json:"tasks_only,omitempty"`
+}
+
+// Response answers a Request (one JSON line).
+type Response struct {
+	Error       string       `json:"error,omitempty"`
+	Status      *Status      `json:"status,omitempty"`
+	Connections []ConnInfo   `json:"connections,omitempty"`
+	Reload      []ReloadLine `json:"reload,omitempty"`
+}
+
+// ErrNotRunning means no master answers in the run dir.
+var ErrNotRunning = errors.New("server is not running")
+
+// takePidFile locks run/server.pid for the master's life. The lock, not the
+// file's existence, says a master runs: a master that crashed (even by
+// SIGKILL) leaves a file whose lock is free, and that never blocks a start.
+func takePidFile(dir string) (func(), error) {
+	path := filepath.Join(dir, PidName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("pid file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := io.ReadAll(f)
+		f.Close()
+		pid := strings.TrimSpace(string(b))
+		if pid == "" {
+			pid = "?"
+		}
+		return nil, fmt.Errorf("%w (pid %s, run dir %s)", ErrRunning, pid, dir)
+	}
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pid file: %w", err)
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pid file: %w", err)
+	}
+	return func() {
+		os.Remove(path)
+		f.Close()
+	}, nil
+}
+
+// ReadPid returns the pid of the master running in dir, or ErrNotRunning.
+func ReadPid(dir string) (int, error) {
+	path := filepath.Join(dir, PidName)
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("%w (no pid file in %s)", ErrNotRunning, dir)
+	}
+	defer f.Close()
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil {
+		return 0, fmt.Errorf("%w (stale pid file in %s)", ErrNotRunning, dir)
+	}
+	b, _ := io.ReadAll(f)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("%w (unreadable pid file in %s)", ErrNotRunning, dir)
+	}
+	return pid, nil
+}
+
+type controlServer struct {
+	ln *net.UnixListener
+	m  *Master
+	wg sync.WaitGroup
+}
+
+func listenControl(path string, m *Master) (*controlServer, error) {
+	os.Remove(path) // stale from a crashed master: we hold the pid lock
+	old := syscall.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	s := &controlServer{ln: ln, m: m}
+	s.wg.Add(1)
+	go s.serve()
+	return s, nil
+}
+
+func (s *controlServer) Close() {
+	s.ln.Close()
+	s.wg.Wait()
+}
+
+func (s *controlServer) serve() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer c.Close()
+			s.handle(c)
+		}()
+	}
+}
+
+func (s *controlServer) handle(c *net.UnixConn) {
+	log := s.m.log
+	uid, err := peerUID(c)
+	if err != nil || (uid != 0 && uid != uint32(os.Getuid())) {
+		log.Warn().Uint32("uid", uid).Err(err).Msg("control: peer refused")
+		json.NewEncoder(c).Encode(Response{Error: "permission denied"})
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxControlRequest), 4096).ReadSlice('\n')
+	if err != nil {
+		json.NewEncoder(c).Encode(Response{Error: "bad request: want one JSON line of at most 64 KiB"})
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
+		return
+	}
+	var resp Response
+	switch req.Cmd {
+	case "status":
+		st := s.m.Status()
+		resp.Status = &st
+	case "connections":
+		resp.Connections = s.m.Connections()
+	case "reload":
+		resp.Reload, err = s.m.Reload(req.TasksOnly)
+		if err != nil {
+			resp.Error = err.Error()
+		}
+	case "stop":
+		// Answer first: the master exits once stopped.
+		json.NewEncoder(c).Encode(Response{})
+		s.m.Stop(req.Graceful)
+		return
+	default:
+		resp.Error = fmt.Sprintf("unknown command %q", req.Cmd)
+	}
+	json.NewEncoder(c).Encode(resp)
+}
+
+// Call sends one request to the master running in dir and returns its
+// response. A master that is not there is ErrNotRunning, said plainly.
+func Call(dir string, req Request, timeout time.Duration) (*Response, error) {
+	if _, err := ReadPid(dir); err != nil {
+		return nil, err
+	}
+	c, err := net.DialTimeout("unix", filepath.Join(dir, SocketName), 2*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("%w (control socket: %v)", ErrNotRunning, err)
+	}
+	defer c.Close()
+	if timeout > 0 {
+		c.SetDeadline(time.Now().Add(timeout))
+	}
+	b, _ := json.Marshal(req)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	var resp Response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return nil, fmt.Errorf("control: no answer from master: %w", err)
+	}
+	if resp.Error != "" {
+		return &resp, errors.New(resp.Error)
+	}
+	return &resp, nil
+}
+
+// ConnInfo describes one connection in `server connections`.
+type ConnInfo = reactor.Info

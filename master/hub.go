@@ -1,0 +1,304 @@
+package master
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"github.com/forkd/forkd/ipc"
+	"github.com/forkd/forkd/reactor"
+	"github.com/forkd/forkd/worker"
+)
+
+// roomCounts (BASE mode) records how many members of each room every worker
+// process holds, so a broadcast crosses only towards processes with members.
+type roomCounts struct {
+	mu sync.Mutex
+	by map[string]map[*proc]int32
+}
+
+func (rc *roomCounts) set(room string, p *proc, n int32) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.by == nil {
+		rc.by = make(map[string]map[*proc]int32)
+	}
+	set := rc.by[room]
+	if n <= 0 {
+		if set != nil {
+			delete(set, p)
+			if len(set) == 0 {
+				delete(rc.by, room)
+			}
+		}
+		return
+	}
+	if set == nil {
+		set = make(map[*proc]int32)
+		rc.by[room] = set
+	}
+	set[p] = n
+}
+
+func (rc *roomCounts) forget(p *proc) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for room, set := range rc.by {
+		delete(set, p)
+		if len(set) == 0 {
+			delete(rc.by, room)
+		}
+	}
+}
+
+// holders returns the processes holding members of room, and the total.
+func (rc *roomCounts) holders(room string) ([]*proc, int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var ps []*proc
+	total := 0
+	for p, n := range rc.by[room] {
+		ps = append(ps, p)
+		total += int(n)
+	}
+	return ps, total
+}
+
+func (m *Master) isStopping() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stopping
+}
+
+// drain asks p to stop taking work and exit (worker.Drain* code).
+func (m *Master) drain(p *proc, code uint16) {
+	if m.backend != nil {
+		m.backend.detach(p)
+	}
+	p.out.Send(&ipc.Header{Type: ipc.TypeDrain, Code: code}, nil, nil)
+}
+
+// streamGone runs when a worker's ipc stream has ended.
+func (m *Master) streamGone(p *proc) {
+	if m.backend != nil && !p.slot.task {
+		m.backend.detach(p)
+		m.backend.fail(p)
+	}
+	m.rooms.forget(p)
+	// Tasks in flight on a dead task worker fail now rather than time out.
+	p.mu.Lock()
+	tasks := p.tasks
+	p.tasks = make(map[taskKey]struct{})
+	p.mu.Unlock()
+	for k := range tasks {
+		m.toSlot(int(k.origin)-1, &ipc.Header{Type: ipc.TypeTaskResult, Seq: k.seq, Code: uint16(ipc.Failed)},
+			[]byte(fmt.Sprintf("task worker %d exited mid-task", p.slot.id)))
+	}
+}
+
+// current returns the process serving slot id, or nil.
+func (m *Master) current(id int) *proc {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id < 0 || id >= len(m.slots) {
+		return nil
+	}
+	return m.slots[id].cur
+}
+
+// toSlot sends a frame to the process serving slot id (false: none).
+func (m *Master) toSlot(id int, h *ipc.Header, a []byte) bool {
+	p := m.current(id)
+	if p == nil {
+		return false
+	}
+	return p.out.Send(h, a, nil) == nil
+}
+
+func result(p *proc, f ipc.Frame, out ipc.Outcome, arg uint32, data []byte) {
+	if f.Seq == 0 {
+		return
+	}
+	p.out.SendWait(&ipc.Header{Type: ipc.TypeResult, Seq: f.Seq, Code: uint16(out), Arg: arg}, data, nil)
+}
+
+// frame handles one frame from worker p.
+func (m *Master) frame(p *proc, f ipc.Frame) error {
+	switch f.Type {
+	case ipc.TypeResponse:
+		if m.backend != nil {
+			m.backend.response(p, f)
+		}
+	case ipc.TypeStats, ipc.TypeConns:
+		p.mu.Lock()
+		ch := p.queries[f.Seq]
+		p.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- append([]byte(nil), f.Payload...):
+			default:
+			}
+		}
+	case ipc.TypeRetire:
+		go m.retire(p)
+	case ipc.TypePipe:
+		to := int(f.Arg)
+		if to < 0 || to >= len(m.slots) || !m.toSlot(to, &ipc.Header{Type: ipc.TypePipe, Code: f.Code}, f.Payload) {
+			result(p, f, ipc.Unavailable, 0, nil)
+		} else {
+			result(p, f, ipc.OK, 0, nil)
+		}
+	case ipc.TypeTask:
+		m.task(p, f)
+	case ipc.TypeTaskResult:
+		p.mu.Lock()
+		delete(p.tasks, taskKey{origin: f.Arg, seq: f.Seq})
+		p.mu.Unlock()
+		m.toSlot(int(f.Arg)-1, &ipc.Header{Type: ipc.TypeResult, Seq: f.Seq, Code: f.Code}, f.Payload)
+	case ipc.TypeResult:
+		// BASE: an owner's answer to an operation routed from another worker.
+		m.toSlot(int(f.Arg)-1, &ipc.Header{Type: ipc.TypeResult, Seq: f.Seq, Code: f.Code}, f.Payload)
+	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast, ipc.TypeCount:
+		if m.reactor != nil {
+			m.busProcess(p, f)
+		} else {
+			m.busBase(p, f)
+		}
+	case ipc.TypeError:
+		return fmt.Errorf("worker %d: %s", p.slot.id, f.Payload)
+	default:
+		return fmt.Errorf("worker %d: unexpected frame type %d", p.slot.id, f.Type)
+	}
+	return nil
+}
+
+// busProcess applies a bus operation to the master's reactor (PROCESS).
+func (m *Master) busProcess(p *proc, f ipc.Frame) {
+	r := m.reactor
+	switch f.Type {
+	case ipc.TypePush:
+		result(p, f, r.Push(f.Conn, int(f.Flags), f.Payload), 0, nil)
+	case ipc.TypeClose:
+		result(p, f, r.CloseConn(f.Conn, int(f.Code), string(f.Payload)), 0, nil)
+	case ipc.TypeQuery:
+		c := r.Conn(f.Conn)
+		if c == nil {
+			result(p, f, ipc.NoConnection, 0, nil)
+			return
+		}
+		b, _ := json.Marshal(c.Info(int(c.Slot.Load())))
+		result(p, f, ipc.OK, 0, b)
+	case ipc.TypeJoin:
+		result(p, f, r.Join(f.Conn, string(f.Payload)), 0, nil)
+	case ipc.TypeLeave:
+		result(p, f, r.Leave(f.Conn, string(f.Payload)), 0, nil)
+	case ipc.TypeBroadcast:
+		room, data, ok := worker.SplitRoom(f.Payload)
+		if !ok {
+			result(p, f, ipc.Failed, 0, nil)
+			return
+		}
+		n := r.Broadcast(room, int(f.Flags), data, f.Conn)
+		result(p, f, ipc.OK, uint32(n), nil)
+	case ipc.TypeCount:
+		result(p, f, ipc.OK, uint32(r.Count(string(f.Payload))), nil)
+	}
+}
+
+// busBase routes a bus operation to the worker that owns the connection
+// (the owner is encoded in the id: no lookup, no broadcast to find it).
+func (m *Master) busBase(p *proc, f ipc.Frame) {
+	switch f.Type {
+	case ipc.TypeJoin:
+		if f.Flags == 1 { // a worker's new local member count
+			m.rooms.set(string(f.Payload), p, int32(f.Arg))
+			return
+		}
+	case ipc.TypeBroadcast:
+		room, _, ok := worker.SplitRoom(f.Payload)
+		if !ok {
+			result(p, f, ipc.Failed, 0, nil)
+			return
+		}
+		holders, total := m.rooms.holders(room)
+		for _, h := range holders {
+			h.out.Send(&ipc.Header{Type: ipc.TypeBroadcast, Flags: f.Flags, Conn: f.Conn}, f.Payload, nil)
+		}
+		result(p, f, ipc.OK, uint32(total), nil)
+		return
+	case ipc.TypeCount:
+		_, total := m.rooms.holders(string(f.Payload))
+		result(p, f, ipc.OK, uint32(total), nil)
+		return
+	}
+	owner := int(reactor.Owner(f.Conn))
+	if owner >= m.opts.Workers {
+		result(p, f, ipc.NoConnection, 0, nil)
+		return
+	}
+	h := f.Header
+	h.Arg = uint32(p.slot.id) + 1
+	dst := m.current(owner)
+	if dst == nil {
+		result(p, f, ipc.NoConnection, 0, nil)
+		return
+	}
+	if err := dst.out.Send(&h, f.Payload, nil); err != nil {
+		result(p, f, ipc.BufferFull, 0, nil)
+	}
+}
+
+// task hands a task to a task worker: an idle one first, else round-robin;
+// a full pool is a clear error to the caller, never unbounded memory.
+func (m *Master) task(p *proc, f ipc.Frame) {
+	const perWorker = 1024
+	m.mu.Lock()
+	var pool []*proc
+	for _, sl := range m.slots {
+		if sl.task && sl.cur != nil && sl.cur.State() == StateReady {
+			pool = append(pool, sl.cur)
+		}
+	}
+	m.mu.Unlock()
+	if len(pool) == 0 {
+		result(p, f, ipc.Unavailable, 0, []byte("no task workers"))
+		return
+	}
+	var pick *proc
+	for _, t := range pool {
+		t.mu.Lock()
+		n := len(t.tasks)
+		t.mu.Unlock()
+		if n == 0 {
+			pick = t
+			break
+		}
+	}
+	if pick == nil {
+		start := int(m.taskRR.Add(1))
+		for i := range pool {
+			t := pool[(start+i)%len(pool)]
+			t.mu.Lock()
+			n := len(t.tasks)
+			t.mu.Unlock()
+			if n < perWorker {
+				pick = t
+				break
+			}
+		}
+	}
+	if pick == nil {
+		result(p, f, ipc.BufferFull, 0, []byte("task queue full"))
+		return
+	}
+	origin := uint32(p.slot.id) + 1
+	pick.mu.Lock()
+	pick.tasks[taskKey{origin: origin, seq: f.Seq}] = struct{}{}
+	pick.mu.Unlock()
+	if err := pick.out.Send(&ipc.Header{Type: ipc.TypeTask, Seq: f.Seq, Arg: origin}, f.Payload, nil); err != nil {
+		pick.mu.Lock()
+		delete(pick.tasks, taskKey{origin: origin, seq: f.Seq})
+		pick.mu.Unlock()
+		result(p, f, ipc.BufferFull, 0, []byte("task queue full"))
+	}
+}

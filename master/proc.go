@@ -1,0 +1,291 @@
+package master
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/forkd/forkd/ipc"
+	"github.com/forkd/forkd/worker"
+)
+
+// Process states, as `status` shows them.
+const (
+	StateStarting = "starting"
+	StateReady    = "ready"
+	StateDraining = "draining"
+	StateStopped  = "stopped"
+)
+
+// proc is one worker process and the master's end of its ipc stream.
+type proc struct {
+	slot  *slot
+	epoch uint16
+	pid   int
+	cmd   *exec.Cmd
+	nc    net.Conn
+	out   *ipc.Writer
+	start time.Time
+
+	state    atomic.Value  // string
+	ready    chan error    // one value: nil once Ready, or why it never will be
+	exited   chan struct{} // closed when the process is reaped
+	exitErr  error
+	intended atomic.Bool // stopped on purpose (drain, stop): no respawn
+
+	inflight atomic.Int64 // PROCESS: requests in flight, for dispatch=idle
+
+	mu      sync.Mutex
+	calls   map[uint32]*httpCall // PROCESS: HTTP requests awaiting responses
+	queries map[uint32]chan []byte
+	tasks   map[taskKey]struct{} // task worker: tasks in flight
+	seq     uint32
+}
+
+type taskKey struct {
+	origin uint32
+	seq    uint32
+}
+
+func (p *proc) State() string { return p.state.Load().(string) }
+
+func (p *proc) nextSeq() uint32 {
+	p.seq++
+	if p.seq == 0 {
+		p.seq = 1
+	}
+	return p.seq
+}
+
+// query sends a Stats or Conns request and waits briefly for the reply.
+func (p *proc) query(t ipc.Type, timeout time.Duration) ([]byte, error) {
+	ch := make(chan []byte, 1)
+	p.mu.Lock()
+	seq := p.nextSeq()
+	p.queries[seq] = ch
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.queries, seq)
+		p.mu.Unlock()
+	}()
+	if err := p.out.Send(&ipc.Header{Type: t, Seq: seq}, nil, nil); err != nil {
+		return nil, err
+	}
+	select {
+	case b := <-ch:
+		return b, nil
+	case <-p.exited:
+		return nil, errors.New("worker exited")
+	case <-time.After(timeout):
+		return nil, errors.New("worker did not answer")
+	}
+}
+
+// spawner starts every child from one goroutine locked to its OS thread for
+// the master's whole life: Pdeathsig fires when the *thread* that forked
+// the child exits (golang/go#27505), and this thread never does. Workers
+// also exit on EOF from their ipc socket, which covers every way a master
+// can die.
+type spawner struct {
+	reqs chan spawnReq
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func newSpawner() *spawner {
+	s := &spawner{reqs: make(chan spawnReq)}
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the master
+		for r := range s.reqs {
+			r.done <- r.cmd.Start()
+		}
+	}()
+	return s
+}
+
+func (s *spawner) start(cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	s.reqs <- spawnReq{cmd: cmd, done: done}
+	return <-done
+}
+
+// spawn starts a worker process for slot sl.
+func (m *Master) spawn(sl *slot) (*proc, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("master: socketpair: %w", err)
+	}
+	parent := os.NewFile(uintptr(fds[0]), "ipc-master")
+	child := os.NewFile(uintptr(fds[1]), "ipc-worker")
+	defer child.Close()
+
+	m.mu.Lock()
+	m.epochs++
+	epoch := m.epochs
+	m.mu.Unlock()
+
+	cfg := m.workerConfig(sl, epoch)
+	cmd := exec.Command(m.opts.Exe, m.opts.Args...)
+	cmd.Env = append(filterEnv(os.Environ()), cfg.Encode(), EnvRole+"="+RoleWorker)
+	cmd.ExtraFiles = append([]*os.File{child}, sl.files...)
+	cmd.Stdin = nil
+	cmd.Stdout = m.opts.Output
+	cmd.Stderr = m.opts.Output
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := m.spawner.start(cmd); err != nil {
+		parent.Close()
+		return nil, fmt.Errorf("master: start worker %d: %w", sl.id, err)
+	}
+	nc, err := net.FileConn(parent)
+	parent.Close()
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("master: worker %d ipc: %w", sl.id, err)
+	}
+	p := &proc{
+		slot:    sl,
+		epoch:   epoch,
+		pid:     cmd.Process.Pid,
+		cmd:     cmd,
+		nc:      nc,
+		out:     ipc.NewWriter(nc, m.opts.BusQueue),
+		start:   time.Now(),
+		ready:   make(chan error, 1),
+		exited:  make(chan struct{}),
+		calls:   make(map[uint32]*httpCall),
+		queries: make(map[uint32]chan []byte),
+		tasks:   make(map[taskKey]struct{}),
+	}
+	p.state.Store(StateStarting)
+	m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker started")
+	go p.out.Run()
+	go m.readProc(p)
+	go func() {
+		p.exitErr = cmd.Wait()
+		p.state.Store(StateStopped)
+		nc.Close()
+		p.out.Close()
+		close(p.exited)
+		m.exited(p)
+	}()
+	return p, nil
+}
+
+// filterEnv drops variables that belong to a parent's role.
+func filterEnv(env []string) []string {
+	out := env[:0:0]
+	for _, e := range env {
+		if strings.HasPrefix(e, worker.EnvConfig+"=") || strings.HasPrefix(e, EnvRole+"=") || strings.HasPrefix(e, EnvReadyFD+"=") {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (m *Master) workerConfig(sl *slot, epoch uint16) worker.Config {
+	o := &m.opts
+	ls := make([]worker.Listener, len(o.Listeners))
+	for i, l := range o.Listeners {
+		ls[i] = worker.Listener{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol, Upgrade: l.Upgrade}
+	}
+	return worker.Config{
+		Mode: o.Mode, Slot: sl.id, Task: sl.task, Epoch: epoch,
+		Workers: o.Workers, TaskWorkers: o.TaskWorkers, Listeners: ls,
+		MaxPackageSize: o.MaxPackageSize, MaxSendBuffer: o.MaxSendBuffer, MaxConns: o.MaxConns,
+		MaxRequest: o.MaxRequest, HeartbeatIdle: o.HeartbeatIdle, ReloadWait: o.ReloadWait,
+		LogFormat: o.LogFormat, LogLevel: o.LogLevel,
+	}
+}
+
+// readProc handles the handshake, then every frame the worker sends.
+func (m *Master) readProc(p *proc) {
+	rd := ipc.NewReader(p.nc, ipc.MaxPayload)
+	err := m.handshake(p, rd)
+	if err == nil {
+		for {
+			var f ipc.Frame
+			f, err = rd.Next()
+			if err != nil {
+				break
+			}
+			if err = m.frame(p, f); err != nil {
+				break
+			}
+			rd.Shrink()
+		}
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		m.log.Error().Err(err).Int("worker", p.slot.id).Int("pid", p.pid).Msg("ipc stream closed")
+		p.cmd.Process.Kill()
+	}
+	select {
+	case p.ready <- fmt.Errorf("exited before ready (%v)", p.describeExit()):
+	default:
+	}
+	m.streamGone(p)
+}
+
+func (p *proc) describeExit() string {
+	select {
+	case <-p.exited:
+		if p.exitErr == nil {
+			return "exit status 0"
+		}
+		return p.exitErr.Error()
+	case <-time.After(2 * time.Second):
+		return "ipc stream closed"
+	}
+}
+
+func (m *Master) handshake(p *proc, rd *ipc.Reader) error {
+	f, err := rd.Next()
+	if err != nil {
+		return err
+	}
+	if f.Type != ipc.TypeHello || len(f.Payload) < 2 {
+		return fmt.Errorf("master: worker %d: expected hello, got frame type %d", p.slot.id, f.Type)
+	}
+	if v := binary.LittleEndian.Uint16(f.Payload); v != ipc.Version {
+		reason := fmt.Sprintf("ipc version mismatch: worker speaks v%d, master v%d; restart the server to run the new binary", v, ipc.Version)
+		p.out.Send(&ipc.Header{Type: ipc.TypeError}, []byte(reason), nil)
+		p.ready <- errors.New(reason)
+		return errors.New(reason)
+	}
+	p.out.Send(&ipc.Header{Type: ipc.TypeWelcome}, nil, nil)
+	for {
+		f, err := rd.Next()
+		if err != nil {
+			return err
+		}
+		switch f.Type {
+		case ipc.TypeReady:
+			p.state.Store(StateReady)
+			p.ready <- nil
+			return nil
+		case ipc.TypeError:
+			reason := string(f.Payload)
+			p.ready <- errors.New(reason)
+			return fmt.Errorf("master: worker %d failed to start: %s", p.slot.id, reason)
+		default:
+			if err := m.frame(p, f); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,303 @@
+package master
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/forkd/forkd/ipc"
+	"github.com/forkd/forkd/reactor"
+)
+
+// procBackend is the master reactor's Handler in PROCESS mode: it forwards
+// each complete request or message to a worker over ipc and relays the
+// answer. It runs no user code.
+type procBackend struct {
+	m    *Master
+	rr   atomic.Uint32
+	seed maphash.Seed
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	serving []*proc // per worker slot: the process taking new work (nil: none)
+}
+
+func newProcBackend(m *Master) *procBackend {
+	b := &procBackend{m: m, seed: maphash.MakeSeed(), serving: make([]*proc, m.opts.Workers)}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// httpCall is one request waiting for its worker's response.
+type httpCall struct {
+	done   chan struct{}
+	failed bool
+	resp   []byte // response payload: header section + body
+	arg    uint32 // header section length
+	req    []byte // scratch for the request frame
+}
+
+var callPool = sync.Pool{New: func() any { return &httpCall{done: make(chan struct{}, 1)} }}
+
+// attach makes p the process serving its slot: the slot's WebSockets are
+// handed to it (Resume, with each one's handshake) before any new message.
+func (b *procBackend) attach(p *proc) {
+	id := p.slot.id
+	var hs []byte
+	b.m.reactor.Each(func(c *reactor.Conn) {
+		if c.IsWebSocket() && int(c.Slot.Load()) == id {
+			hs = ipc.AppendHandshake(hs[:0], c.Handshake())
+			p.out.SendWait(&ipc.Header{Type: ipc.TypeResume, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
+		}
+	})
+	b.mu.Lock()
+	b.serving[id] = p
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+// detach stops routing to p (drained or dead).
+func (b *procBackend) detach(p *proc) {
+	b.mu.Lock()
+	if b.serving[p.slot.id] == p {
+		b.serving[p.slot.id] = nil
+	}
+	b.mu.Unlock()
+}
+
+// fail answers every request still waiting on p: 502 at once, no hang.
+func (b *procBackend) fail(p *proc) {
+	p.mu.Lock()
+	calls := p.calls
+	p.calls = make(map[uint32]*httpCall)
+	p.mu.Unlock()
+	for _, c := range calls {
+		c.failed = true
+		c.done <- struct{}{}
+	}
+}
+
+// pick chooses the worker for an HTTP request by the dispatch mode.
+func (b *procBackend) pick(ctx *fasthttp.RequestCtx) *proc {
+	n := len(b.serving)
+	var start int
+	switch b.m.opts.Dispatch {
+	case "round-robin":
+		start = int(b.rr.Add(1) % uint32(n))
+	case "ip":
+		ip := ctx.RemoteIP()
+		start = int(maphash.Bytes(b.seed, ip) % uint64(n))
+	case "idle":
+		return b.idlest()
+	default: // fd: sticky per connection
+		start = int(ctx.ConnID() % uint64(n))
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := 0; i < n; i++ {
+		if p := b.serving[(start+i)%n]; p != nil {
+			return p
+		}
+	}
+	return nil
+}
+
+func (b *procBackend) idlest() *proc {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var best *proc
+	for _, p := range b.serving {
+		if p != nil && (best == nil || p.inflight.Load() < best.inflight.Load()) {
+			best = p
+		}
+	}
+	return best
+}
+
+// HTTP forwards a request and writes back the worker's response.
+func (b *procBackend) HTTP(l *reactor.Listener, ctx *fasthttp.RequestCtx) {
+	p := b.pick(ctx)
+	if p == nil {
+		ctx.Error("Service Unavailable: no worker available", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	call := callPool.Get().(*httpCall)
+	call.failed = false
+	req := call.req[:0]
+	req = appendRemote(req, ctx)
+	hlen := len(req)
+	req = append(req, ctx.Request.Header.Header()...)
+	hlen = len(req) - hlen
+	call.req = req
+
+	p.mu.Lock()
+	seq := p.nextSeq()
+	p.calls[seq] = call
+	p.mu.Unlock()
+	p.inflight.Add(1)
+	err := p.out.Send(&ipc.Header{Type: ipc.TypeRequest, Seq: seq, Code: uint16(l.Index), Arg: uint32(hlen)}, req, ctx.Request.Body())
+	if err != nil {
+		p.mu.Lock()
+		_, mine := p.calls[seq]
+		delete(p.calls, seq)
+		p.mu.Unlock()
+		p.inflight.Add(-1)
+		if !mine { // failed concurrently: the failure signal is queued
+			<-call.done
+		}
+		callPool.Put(call)
+		ctx.Error("Service Unavailable: worker queue full", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	<-call.done
+	p.inflight.Add(-1)
+	if call.failed {
+		callPool.Put(call)
+		ctx.Error("Bad Gateway: worker exited while serving the request", fasthttp.StatusBadGateway)
+		return
+	}
+	resp := &ctx.Response
+	status, flags, err := ipc.ParseResponseHead(call.resp[:call.arg], resp.Header.AddBytesKV)
+	if err != nil {
+		callPool.Put(call)
+		b.m.log.Error().Err(err).Int("worker", p.slot.id).Msg("malformed response from worker")
+		ctx.Error("Bad Gateway: malformed response from worker", fasthttp.StatusBadGateway)
+		return
+	}
+	resp.SetStatusCode(status)
+	resp.SetBody(call.resp[call.arg:])
+	if flags&ipc.RespClose != 0 {
+		ctx.SetConnectionClose()
+	}
+	if cap(call.resp) > 64<<10 {
+		call.resp = nil
+	}
+	callPool.Put(call)
+}
+
+// response delivers a worker's Response frame to the waiting request.
+func (b *procBackend) response(p *proc, f ipc.Frame) {
+	p.mu.Lock()
+	call := p.calls[f.Seq]
+	delete(p.calls, f.Seq)
+	p.mu.Unlock()
+	if call == nil || int(f.Arg) > len(f.Payload) {
+		return
+	}
+	call.resp = append(call.resp[:0], f.Payload...)
+	call.arg = f.Arg
+	call.done <- struct{}{}
+}
+
+// slotFor binds a new WebSocket to a worker slot, for its whole life (so
+// its messages keep their order).
+func (b *procBackend) slotFor(c *reactor.Conn) int {
+	n := len(b.serving)
+	switch b.m.opts.Dispatch {
+	case "round-robin":
+		return int(b.rr.Add(1) % uint32(n))
+	case "ip":
+		host := c.Handshake().Remote
+		if i := lastColon(host); i > 0 {
+			host = host[:i]
+		}
+		return int(maphash.Bytes(b.seed, host) % uint64(n))
+	case "idle":
+		if p := b.idlest(); p != nil {
+			return p.slot.id
+		}
+	}
+	return int(c.ID() % uint64(n))
+}
+
+func lastColon(b []byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == ':' {
+			return i
+		}
+	}
+	return -1
+}
+
+// serving returns the process serving slot id, waiting while it has none
+// (a crashed worker being replaced): reading that connection pauses.
+func (b *procBackend) servingWait(id int) *proc {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.serving[id] == nil {
+		if b.m.reactor.Draining() || b.m.isStopping() {
+			return nil
+		}
+		b.cond.Wait()
+	}
+	return b.serving[id]
+}
+
+func (b *procBackend) Open(c *reactor.Conn) {
+	id := b.slotFor(c)
+	c.Slot.Store(int32(id))
+	b.mu.Lock()
+	p := b.serving[id]
+	b.mu.Unlock()
+	if p == nil {
+		return // the replacement will be told with Resume
+	}
+	hs := ipc.AppendHandshake(nil, c.Handshake())
+	p.out.SendWait(&ipc.Header{Type: ipc.TypeOpen, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
+}
+
+func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
+	for {
+		p := b.servingWait(int(c.Slot.Load()))
+		if p == nil {
+			return
+		}
+		// SendWait blocks while the worker's queue is full: reading this
+		// connection pauses, and TCP pushes back on the client.
+		if p.out.SendWait(&ipc.Header{Type: ipc.TypeMessage, Conn: c.ID(), Flags: uint8(op)}, data, nil) == nil {
+			return
+		}
+		b.detach(p) // its stream broke: wait for the replacement
+	}
+}
+
+func (b *procBackend) Close(c *reactor.Conn, code int, reason string) {
+	b.mu.Lock()
+	p := b.serving[int(c.Slot.Load())]
+	b.mu.Unlock()
+	if p != nil {
+		p.out.Send(&ipc.Header{Type: ipc.TypeClosed, Conn: c.ID(), Code: uint16(code)}, []byte(reason), nil)
+	}
+}
+
+// BufferFull, BufferDrain: in PROCESS mode the outcome of each push
+// (ipc.BufferFull) goes back to the worker that pushed.
+func (b *procBackend) BufferFull(c *reactor.Conn)  {}
+func (b *procBackend) BufferDrain(c *reactor.Conn) {}
+
+// RoomChanged: the master's reactor holds every room itself.
+func (b *procBackend) RoomChanged(string, int) {}
+
+// wakeAll releases readers waiting for a worker (stop).
+func (b *procBackend) wakeAll() {
+	b.mu.Lock()
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+// appendRemote appends the client's address as an ipc field.
+func appendRemote(dst []byte, ctx *fasthttp.RequestCtx) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		dst = a.AddrPort().AppendTo(dst)
+	} else {
+		dst = append(dst, ctx.RemoteAddr().String()...)
+	}
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}

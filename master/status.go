@@ -1,0 +1,160 @@
+package master
+
+import (
+	"encoding/json"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/forkd/forkd/reactor"
+	"github.com/forkd/forkd/worker"
+)
+
+// WorkerStatus is one worker process in `server status`.
+type WorkerStatus struct {
+	ID          int     `json:"id"`
+	Pid         int     `json:"pid"`
+	Kind        string  `json:"kind"` // worker or task
+	State       string  `json:"state"`
+	Connections int     `json:"connections"`
+	Requests    uint64  `json:"requests"`
+	TasksDone   uint64  `json:"tasks_done,omitempty"`
+	RSS         int64   `json:"rss_bytes"`
+	Restarts    int     `json:"restarts"`
+	UptimeSec   float64 `json:"uptime_sec"`
+	Backoff     string  `json:"backoff,omitempty"`
+	LastExit    string  `json:"last_exit,omitempty"`
+	BusPending  int     `json:"bus_pending_bytes"`
+	BusQueued   int     `json:"bus_queued_bytes"` // master -> this worker, not yet written
+	Timers      int     `json:"timers"`
+}
+
+// ListenerStatus is one port.
+type ListenerStatus struct {
+	Name     string `json:"name"`
+	Addr     string `json:"addr"`
+	Protocol string `json:"protocol"`
+}
+
+// Status is what `server status --json` prints.
+type Status struct {
+	Mode        string           `json:"mode"`
+	MasterPid   int              `json:"master_pid"`
+	MasterRSS   int64            `json:"master_rss_bytes"`
+	Started     string           `json:"started"`
+	UptimeSec   float64          `json:"uptime_sec"`
+	Dispatch    string           `json:"dispatch"`
+	Listeners   []ListenerStatus `json:"listeners"`
+	Connections int              `json:"connections"`
+	Workers     []WorkerStatus   `json:"workers"`
+	TaskWorkers []WorkerStatus   `json:"task_workers"`
+}
+
+// Status gathers the server's state, asking each worker for its counters.
+func (m *Master) Status() Status {
+	o := &m.opts
+	st := Status{
+		Mode: o.Mode, MasterPid: os.Getpid(), MasterRSS: rss(os.Getpid()),
+		Started: m.started.UTC().Format(time.RFC3339), UptimeSec: time.Since(m.started).Seconds(),
+		Dispatch: m.dispatchName(), Workers: []WorkerStatus{}, TaskWorkers: []WorkerStatus{},
+	}
+	for i, l := range o.Listeners {
+		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol})
+	}
+	perSlot := map[int]int{}
+	if m.reactor != nil {
+		st.Connections = m.reactor.Len()
+		m.reactor.Each(func(c *reactor.Conn) {
+			if c.IsWebSocket() {
+				perSlot[int(c.Slot.Load())]++
+			}
+		})
+	}
+	type entry struct {
+		sl *slot
+		p  *proc
+	}
+	var entries []entry
+	m.mu.Lock()
+	for _, sl := range m.slots {
+		for _, p := range []*proc{sl.cur, sl.next} {
+			if p != nil {
+				entries = append(entries, entry{sl, p})
+			}
+		}
+		for _, p := range sl.old {
+			entries = append(entries, entry{sl, p})
+		}
+		if sl.cur == nil {
+			entries = append(entries, entry{sl, nil})
+		}
+	}
+	m.mu.Unlock()
+	for _, e := range entries {
+		ws := WorkerStatus{ID: e.sl.id, Kind: "worker", Restarts: e.sl.restarts, LastExit: e.sl.failing}
+		if e.sl.task {
+			ws.Kind = "task"
+		}
+		if e.sl.backoff > 0 && e.sl.failing != "" {
+			ws.Backoff = e.sl.backoff.String()
+		}
+		if e.p == nil {
+			ws.State = "backoff"
+		} else {
+			ws.Pid = e.p.pid
+			ws.State = e.p.State()
+			ws.RSS = rss(e.p.pid)
+			ws.UptimeSec = time.Since(e.p.start).Seconds()
+			ws.BusQueued = e.p.out.Pending()
+			if b, err := e.p.query(ipcStats, time.Second); err == nil {
+				var s worker.Stats
+				if json.Unmarshal(b, &s) == nil {
+					ws.Connections, ws.Requests, ws.TasksDone = s.Connections, s.Requests, s.TasksDone
+					ws.BusPending, ws.Timers = s.BusPending, s.Timers
+				}
+			}
+			if m.reactor != nil && !e.sl.task && ws.State == StateReady {
+				ws.Connections = perSlot[e.sl.id]
+			}
+		}
+		if m.reactor == nil && !e.sl.task {
+			st.Connections += ws.Connections
+		}
+		if e.sl.task {
+			st.TaskWorkers = append(st.TaskWorkers, ws)
+		} else {
+			st.Workers = append(st.Workers, ws)
+		}
+	}
+	return st
+}
+
+// Connections lists every open connection.
+func (m *Master) Connections() []reactor.Info {
+	out := []reactor.Info{}
+	if m.reactor != nil {
+		m.reactor.Each(func(c *reactor.Conn) { out = append(out, c.Info(int(c.Slot.Load()))) })
+	} else {
+		m.mu.Lock()
+		var procs []*proc
+		for _, sl := range m.slots {
+			if sl.cur != nil && !sl.task {
+				procs = append(procs, sl.cur)
+			}
+			procs = append(procs, sl.old...)
+		}
+		m.mu.Unlock()
+		for _, p := range procs {
+			b, err := p.query(ipcConns, 2*time.Second)
+			if err != nil {
+				continue
+			}
+			var infos []reactor.Info
+			if json.Unmarshal(b, &infos) == nil {
+				out = append(out, infos...)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Since < out[j].Since })
+	return out
+}

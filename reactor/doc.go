@@ -1,0 +1,11 @@
+// Package reactor holds client connections: it accepts on listeners, parses
+// HTTP with fasthttp and WebSocket with fasthttp/websocket, absorbs slow and
+// malformed clients, queues output per connection within a bound, and hands
+// complete requests and messages to a Handler. It runs no user code itself.
+//
+// The same reactor serves both modes: in PROCESS mode it lives in the master
+// and its Handler forwards over ipc to the workers; in BASE mode each worker
+// runs one on the SO_REUSEPORT sockets the master handed down and its Handler
+// calls the user's callbacks directly. Rooms (groups of connections) live
+// here too, since they are sets of the connections a reactor holds.
+package reactor

@@ -1,0 +1,454 @@
+package reactor
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/forkd/forkd/ipc"
+)
+
+// Protocol is what a listener speaks.
+type Protocol int
+
+// Protocols.
+const (
+	HTTP      Protocol = iota // HTTP/1.1; WebSocket upgrades when Upgrade is set
+	WebSocket                 // WebSocket only: plain requests get 426
+)
+
+// String names the protocol.
+func (p Protocol) String() string {
+	if p == WebSocket {
+		return "websocket"
+	}
+	return "http"
+}
+
+// Listener describes one port.
+type Listener struct {
+	Name     string
+	Index    int
+	Protocol Protocol
+	Upgrade  bool // an HTTP listener that also accepts WebSocket upgrades
+}
+
+// Handler receives what the reactor has read. Threading: HTTP runs in the
+// connection's fasthttp goroutine and may block (that connection waits);
+// Open, Message and Close run in the WebSocket's read goroutine, in order,
+// and blocking them pauses reading that connection (TCP back-pressure).
+// BufferFull and BufferDrain run in whichever goroutine noticed; they must
+// not block. RoomChanged reports a room's new local member count.
+type Handler interface {
+	HTTP(l *Listener, ctx *fasthttp.RequestCtx)
+	Open(c *Conn)
+	Message(c *Conn, op int, data []byte)
+	Close(c *Conn, code int, reason string)
+	BufferFull(c *Conn)
+	BufferDrain(c *Conn)
+	RoomChanged(room string, members int)
+}
+
+// Options bound what one reactor holds. Zero values take the defaults.
+type Options struct {
+	Owner, Epoch   uint16        // encoded in connection ids
+	MaxPackageSize int           // request body / WebSocket message; default 10 MiB
+	MaxSendBuffer  int           // queued output per connection; default 1 MiB
+	MaxHeaderSize  int           // HTTP request header block; default 16 KiB (431 beyond)
+	MaxConns       int           // beyond it: HTTP 503, WebSocket close 1013; 0 = unlimited
+	HeartbeatIdle  time.Duration // close WebSockets silent this long; 0 = off
+	ReadTimeout    time.Duration // whole request read (slowloris); default 15s
+	IdleTimeout    time.Duration // keep-alive idle; default 60s
+	WriteTimeout   time.Duration // one write; default 15s
+	Log            zerolog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.MaxPackageSize <= 0 {
+		o.MaxPackageSize = 10 << 20
+	}
+	if o.MaxSendBuffer <= 0 {
+		o.MaxSendBuffer = 1 << 20
+	}
+	if o.MaxHeaderSize <= 0 {
+		o.MaxHeaderSize = 16 << 10
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 15 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 60 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 15 * time.Second
+	}
+}
+
+// Reactor holds connections for one process.
+type Reactor struct {
+	opts     Options
+	h        Handler
+	log      zerolog.Logger
+	seq      atomic.Uint32
+	upgrader websocket.FastHTTPUpgrader
+
+	mu        sync.RWMutex
+	conns     map[uint64]*Conn
+	listeners []net.Listener
+	servers   []*fasthttp.Server
+	nconns    atomic.Int64
+	idle      sync.Map // *Conn -> time idle since (HTTP keep-alive between requests)
+	draining  atomic.Bool
+	closed    atomic.Bool
+	done      chan struct{}
+	wg        sync.WaitGroup
+
+	rooms rooms
+}
+
+// New returns a reactor handing what it reads to h.
+func New(opts Options, h Handler) *Reactor {
+	opts.defaults()
+	r := &Reactor{
+		opts:  opts,
+		h:     h,
+		log:   opts.Log,
+		conns: make(map[uint64]*Conn),
+		done:  make(chan struct{}),
+		rooms: rooms{m: make(map[string]map[*Conn]struct{})},
+	}
+	r.upgrader = websocket.FastHTTPUpgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     func(*fasthttp.RequestCtx) bool { return true },
+		Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
+			ctx.Error(reason.Error(), status)
+		},
+	}
+	if opts.HeartbeatIdle > 0 {
+		r.wg.Add(1)
+		go r.heartbeat()
+	}
+	r.wg.Add(1)
+	go r.reapIdle()
+	return r
+}
+
+// Options returns the effective options.
+func (r *Reactor) Options() Options { return r.opts }
+
+type listener struct {
+	net.Listener
+	r *Reactor
+	l *Listener
+}
+
+func (ln *listener) Accept() (net.Conn, error) {
+	nc, err := ln.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	r := ln.r
+	c := &Conn{
+		Conn:     nc,
+		id:       MakeID(r.opts.Owner, r.opts.Epoch, r.seq.Add(1)),
+		r:        r,
+		listener: ln.l,
+		since:    time.Now(),
+	}
+	c.Slot.Store(-1)
+	n := r.nconns.Add(1)
+	if r.opts.MaxConns > 0 && n > int64(r.opts.MaxConns) {
+		c.over = true
+	}
+	r.mu.Lock()
+	r.conns[c.id] = c
+	r.mu.Unlock()
+	return c, nil
+}
+
+func (r *Reactor) forget(c *Conn) {
+	r.mu.Lock()
+	delete(r.conns, c.id)
+	r.mu.Unlock()
+	r.idle.Delete(c)
+	r.nconns.Add(-1)
+	r.leaveAll(c)
+}
+
+// Serve accepts on ln until it is closed (by Drain or Close, then nil).
+func (r *Reactor) Serve(ln net.Listener, l *Listener) error {
+	s := &fasthttp.Server{
+		Handler:                       r.handler(l),
+		Name:                          "forkd",
+		ReadTimeout:                   r.opts.ReadTimeout,
+		IdleTimeout:                   r.opts.IdleTimeout,
+		WriteTimeout:                  r.opts.WriteTimeout,
+		MaxRequestBodySize:            r.opts.MaxPackageSize,
+		ReadBufferSize:                r.opts.MaxHeaderSize,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultDate:                 false,
+		CloseOnShutdown:               true,
+		DisableHeaderNamesNormalizing: false,
+		Logger:                        fasthttpLogger{r.log},
+		ErrorHandler:                  r.errorHandler,
+		ConnState:                     r.connState,
+	}
+	r.mu.Lock()
+	if r.closed.Load() || r.draining.Load() {
+		r.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	r.listeners = append(r.listeners, ln)
+	r.servers = append(r.servers, s)
+	r.mu.Unlock()
+	err := s.Serve(&listener{Listener: ln, r: r, l: l})
+	if r.draining.Load() || r.closed.Load() || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
+	c, ok := nc.(*Conn)
+	if !ok {
+		return
+	}
+	switch st {
+	case fasthttp.StateIdle:
+		r.idle.Store(c, time.Now())
+	case fasthttp.StateActive, fasthttp.StateHijacked, fasthttp.StateClosed:
+		r.idle.Delete(c)
+	}
+}
+
+// errorHandler answers what fasthttp could not parse, once, with the
+// protocol-correct status, and logs it once.
+func (r *Reactor) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	status, msg := fasthttp.StatusBadRequest, "Bad Request"
+	var te interface{ Timeout() bool }
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status, msg = fasthttp.StatusRequestEntityTooLarge, "Request Entity Too Large"
+	case errors.As(err, &small):
+		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "Request Header Fields Too Large"
+	case errors.As(err, &te) && te.Timeout():
+		status, msg = fasthttp.StatusRequestTimeout, "Request Timeout"
+	}
+	r.log.Warn().Int("status", status).Str("remote", ctx.RemoteAddr().String()).Err(err).Msg("bad request")
+	ctx.Error(msg, status)
+	ctx.SetConnectionClose()
+}
+
+func (r *Reactor) handler(l *Listener) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		c, _ := ctx.Conn().(*Conn)
+		upgrade := websocket.FastHTTPIsWebSocketUpgrade(ctx)
+		if c != nil && c.over {
+			r.refuse(ctx, c, upgrade)
+			return
+		}
+		switch {
+		case upgrade && (l.Protocol == WebSocket || l.Upgrade):
+			r.upgrade(ctx, c, l)
+			return
+		case upgrade:
+			ctx.Error("WebSocket upgrades are disabled on this port", fasthttp.StatusBadRequest)
+			ctx.SetConnectionClose()
+			return
+		case l.Protocol == WebSocket:
+			ctx.Response.Header.Set("Upgrade", "websocket")
+			ctx.Error("this port speaks WebSocket only", fasthttp.StatusUpgradeRequired)
+			return
+		}
+		r.h.HTTP(l, ctx)
+		if r.draining.Load() {
+			ctx.SetConnectionClose()
+		}
+	}
+}
+
+// refuse answers a connection accepted beyond MaxConns: HTTP 503, or a
+// completed upgrade followed by close 1013 (try again later).
+func (r *Reactor) refuse(ctx *fasthttp.RequestCtx, c *Conn, upgrade bool) {
+	r.log.Warn().Int("max_conn", r.opts.MaxConns).Str("remote", ctx.RemoteAddr().String()).Msg("connection refused: too many connections")
+	if !upgrade {
+		ctx.Error("Service Unavailable: too many connections", fasthttp.StatusServiceUnavailable)
+		ctx.SetConnectionClose()
+		return
+	}
+	_ = r.upgrader.Upgrade(ctx, func(ws *websocket.Conn) {
+		_ = ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "too many connections"),
+			time.Now().Add(time.Second))
+		c.Close()
+	})
+}
+
+// ErrClosed is returned for operations on a closed reactor.
+var ErrClosed = errors.New("reactor: closed")
+
+// Conn returns the connection with id, or nil.
+func (r *Reactor) Conn(id uint64) *Conn {
+	r.mu.RLock()
+	c := r.conns[id]
+	r.mu.RUnlock()
+	return c
+}
+
+// Push queues a message to connection id. See Conn.Send for outcomes.
+func (r *Reactor) Push(id uint64, op int, data []byte) ipc.Outcome {
+	c := r.Conn(id)
+	if c == nil {
+		return ipc.NoConnection
+	}
+	if len(data) > r.opts.MaxPackageSize {
+		return ipc.TooLarge
+	}
+	return c.Send(op, data)
+}
+
+// CloseConn closes connection id after its queued output.
+func (r *Reactor) CloseConn(id uint64, code int, reason string) ipc.Outcome {
+	c := r.Conn(id)
+	if c == nil {
+		return ipc.NoConnection
+	}
+	return c.CloseWith(code, reason)
+}
+
+// Len reports how many connections are open.
+func (r *Reactor) Len() int { return int(r.nconns.Load()) }
+
+// Each calls f for every open connection (under a read lock: f must not block).
+func (r *Reactor) Each(f func(c *Conn)) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, c := range r.conns {
+		f(c)
+	}
+}
+
+// StopAccepting closes the listeners; open connections go on.
+func (r *Reactor) StopAccepting() {
+	r.mu.Lock()
+	lns := r.listeners
+	r.listeners = nil
+	r.mu.Unlock()
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+// Drain starts a graceful stop: listeners close, every HTTP response from
+// now on carries Connection: close (idle keep-alive connections are closed
+// after a second of idleness), and WebSockets get close 1001 (going away)
+// after their queued output. Wait tells when all connections are gone.
+func (r *Reactor) Drain() {
+	if !r.draining.CompareAndSwap(false, true) {
+		return
+	}
+	r.StopAccepting()
+	r.Each(func(c *Conn) {
+		if c.ws != nil {
+			c.CloseWith(websocket.CloseGoingAway, "server going away")
+		}
+	})
+}
+
+// Draining reports whether Drain was called.
+func (r *Reactor) Draining() bool { return r.draining.Load() }
+
+// Wait blocks until no connection is open or ctx ends.
+func (r *Reactor) Wait(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for r.nconns.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Close closes listeners and every connection now.
+func (r *Reactor) Close() {
+	if !r.closed.CompareAndSwap(false, true) {
+		return
+	}
+	close(r.done)
+	r.StopAccepting()
+	var all []*Conn
+	r.Each(func(c *Conn) { all = append(all, c) })
+	for _, c := range all {
+		c.Close()
+	}
+	r.wg.Wait()
+}
+
+// reapIdle closes keep-alive connections idle for a second once draining.
+func (r *Reactor) reapIdle() {
+	defer r.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case now := <-t.C:
+			if !r.draining.Load() {
+				continue
+			}
+			r.idle.Range(func(k, v any) bool {
+				if now.Sub(v.(time.Time)) >= time.Second {
+					k.(*Conn).Close()
+				}
+				return true
+			})
+		}
+	}
+}
+
+func (r *Reactor) heartbeat() {
+	defer r.wg.Done()
+	every := r.opts.HeartbeatIdle / 4
+	if every < 50*time.Millisecond {
+		every = 50 * time.Millisecond
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case now := <-t.C:
+			limit := now.Add(-r.opts.HeartbeatIdle).UnixNano()
+			var dead []*Conn
+			r.Each(func(c *Conn) {
+				if c.ws != nil && c.lastRead.Load() < limit {
+					dead = append(dead, c)
+				}
+			})
+			for _, c := range dead {
+				r.log.Info().Str("conn", FormatID(c.id)).Dur("idle", r.opts.HeartbeatIdle).Msg("heartbeat timeout")
+				c.CloseWith(websocket.CloseNormalClosure, "heartbeat timeout")
+			}
+		}
+	}
+}
+
+type fasthttpLogger struct{ l zerolog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug().Msgf(format, args...) }

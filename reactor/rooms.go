@@ -1,0 +1,127 @@
+package reactor
+
+import (
+	"sync"
+
+	"github.com/forkd/forkd/ipc"
+)
+
+// rooms maps a room name to the connections of this reactor in it.
+type rooms struct {
+	mu sync.Mutex
+	m  map[string]map[*Conn]struct{}
+}
+
+// Join adds connection id to room. Outcome NoConnection if it is not here.
+func (r *Reactor) Join(id uint64, room string) ipc.Outcome {
+	c := r.Conn(id)
+	if c == nil || c.ws == nil {
+		return ipc.NoConnection
+	}
+	r.rooms.mu.Lock()
+	set := r.rooms.m[room]
+	if set == nil {
+		set = make(map[*Conn]struct{})
+		r.rooms.m[room] = set
+	}
+	_, had := set[c]
+	set[c] = struct{}{}
+	n := len(set)
+	if !had {
+		c.mu.Lock()
+		c.rooms = append(c.rooms, room)
+		c.mu.Unlock()
+	}
+	r.rooms.mu.Unlock()
+	if !had {
+		r.h.RoomChanged(room, n)
+	}
+	return ipc.OK
+}
+
+// Leave removes connection id from room.
+func (r *Reactor) Leave(id uint64, room string) ipc.Outcome {
+	c := r.Conn(id)
+	if c == nil {
+		return ipc.NoConnection
+	}
+	if n, ok := r.leave(c, room); ok {
+		c.mu.Lock()
+		for i, name := range c.rooms {
+			if name == room {
+				c.rooms = append(c.rooms[:i], c.rooms[i+1:]...)
+				break
+			}
+		}
+		c.mu.Unlock()
+		r.h.RoomChanged(room, n)
+	}
+	return ipc.OK
+}
+
+func (r *Reactor) leave(c *Conn, room string) (int, bool) {
+	r.rooms.mu.Lock()
+	defer r.rooms.mu.Unlock()
+	set := r.rooms.m[room]
+	if _, ok := set[c]; !ok {
+		return 0, false
+	}
+	delete(set, c)
+	if len(set) == 0 {
+		delete(r.rooms.m, room)
+	}
+	return len(set), true
+}
+
+// leaveAll takes a closing connection out of all its rooms.
+func (r *Reactor) leaveAll(c *Conn) {
+	c.mu.Lock()
+	names := c.rooms
+	c.rooms = nil
+	c.mu.Unlock()
+	for _, room := range names {
+		if n, ok := r.leave(c, room); ok {
+			r.h.RoomChanged(room, n)
+		}
+	}
+}
+
+// Broadcast queues data to every member of room but except, and returns how
+// many accepted it.
+func (r *Reactor) Broadcast(room string, op int, data []byte, except uint64) int {
+	r.rooms.mu.Lock()
+	set := r.rooms.m[room]
+	members := make([]*Conn, 0, len(set))
+	for c := range set {
+		if c.id != except {
+			members = append(members, c)
+		}
+	}
+	r.rooms.mu.Unlock()
+	n := 0
+	for _, c := range members {
+		if c.Send(op, data) == ipc.OK {
+			n++
+		}
+	}
+	return n
+}
+
+// BroadcastTo queues data to the listed connections of this reactor (the
+// members of a room held here, as the master computed them).
+func (r *Reactor) BroadcastTo(ids []uint64, op int, data []byte) int {
+	n := 0
+	for _, id := range ids {
+		if r.Push(id, op, data) == ipc.OK {
+			n++
+		}
+	}
+	return n
+}
+
+// Count returns the number of members of room held here.
+func (r *Reactor) Count(room string) int {
+	r.rooms.mu.Lock()
+	defer r.rooms.mu.Unlock()
+	return len(r.rooms.m[room])
+}

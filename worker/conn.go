@@ -1,0 +1,186 @@
+package worker
+
+import (
+	"bytes"
+	"sync"
+	"sync/atomic"
+
+	"github.com/forkd/forkd/ipc"
+	"github.com/forkd/forkd/reactor"
+)
+
+// Conn is a WebSocket connection as a worker sees it, in either mode. In
+// BASE mode it is held by this worker's reactor; in PROCESS mode by the
+// master's, and its events arrive over ipc.
+type Conn struct {
+	id       uint64
+	w        *Worker
+	listener int
+	hs       ipc.Handshake // owned copies
+	rc       *reactor.Conn // BASE mode
+	closed   atomic.Bool
+
+	// Ext is the root package's handle for this connection.
+	Ext any
+
+	// PROCESS mode: the connection's events, handled one at a time in order.
+	mu      sync.Mutex
+	events  []event
+	running bool
+}
+
+type event struct {
+	typ  ipc.Type
+	op   int
+	code int
+	bp   *[]byte
+}
+
+// ID returns the connection id.
+func (c *Conn) ID() uint64 { return c.id }
+
+// Worker returns the worker serving the connection.
+func (c *Conn) Worker() *Worker { return c.w }
+
+// Listener returns the index of the listener that accepted the connection.
+func (c *Conn) Listener() int { return c.listener }
+
+// Handshake returns the original upgrade request.
+func (c *Conn) Handshake() *ipc.Handshake { return &c.hs }
+
+// Send queues a message to this connection and returns the outcome.
+func (c *Conn) Send(op int, data []byte) ipc.Outcome {
+	if c.rc != nil {
+		return c.rc.Send(op, data)
+	}
+	return c.w.Push(c.id, op, data)
+}
+
+// Close closes the connection with a close code and reason.
+func (c *Conn) Close(code int, reason string) ipc.Outcome {
+	if c.rc != nil {
+		return c.rc.CloseWith(code, reason)
+	}
+	return c.w.CloseConn(c.id, code, reason)
+}
+
+// Header returns the value of an upgrade request header (case-insensitive).
+func (c *Conn) Header(name string) string {
+	for _, line := range bytes.Split(c.hs.Header, []byte("\r\n")) {
+		i := bytes.IndexByte(line, ':')
+		if i > 0 && bytes.EqualFold(bytes.TrimSpace(line[:i]), []byte(name)) {
+			return string(bytes.TrimSpace(line[i+1:]))
+		}
+	}
+	return ""
+}
+
+var evPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// connEvent (PROCESS mode) files an event from the master under its
+// connection and makes sure one goroutine is working through them.
+func (w *Worker) connEvent(f ipc.Frame) {
+	var c *Conn
+	switch f.Type {
+	case ipc.TypeOpen, ipc.TypeResume:
+		hs, err := ipc.ParseHandshake(f.Payload)
+		if err != nil {
+			w.log.Error().Err(err).Msg("bad handshake frame")
+			return
+		}
+		c = &Conn{id: f.Conn, w: w, listener: int(f.Code)}
+		c.hs = ipc.Handshake{
+			Remote: bytes.Clone(hs.Remote), URI: bytes.Clone(hs.URI),
+			Header: bytes.Clone(hs.Header), Since: hs.Since,
+		}
+		w.mu.Lock()
+		w.conns[c.id] = c
+		w.mu.Unlock()
+	default:
+		w.mu.Lock()
+		c = w.conns[f.Conn]
+		w.mu.Unlock()
+		if c == nil {
+			w.log.Debug().Uint64("conn", f.Conn).Uint8("type", uint8(f.Type)).Msg("event for unknown connection")
+			return
+		}
+	}
+	ev := event{typ: f.Type, op: int(f.Flags), code: int(f.Code)}
+	if f.Type == ipc.TypeMessage {
+		ev.bp = evPool.Get().(*[]byte)
+		*ev.bp = append((*ev.bp)[:0], f.Payload...)
+	} else if f.Type == ipc.TypeClosed {
+		ev.bp = evPool.Get().(*[]byte)
+		*ev.bp = append((*ev.bp)[:0], f.Payload...)
+	}
+	w.inflight.Add(1)
+	c.mu.Lock()
+	c.events = append(c.events, ev)
+	start := !c.running
+	c.running = true
+	c.mu.Unlock()
+	if start {
+		go c.run()
+	}
+}
+
+func (c *Conn) run() {
+	var batch []event
+	for {
+		c.mu.Lock()
+		if len(c.events) == 0 {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		batch, c.events = c.events, batch[:0]
+		c.mu.Unlock()
+		for i := range batch {
+			c.w.dispatch(c, &batch[i])
+			if bp := batch[i].bp; bp != nil && cap(*bp) <= 64<<10 {
+				evPool.Put(bp)
+			}
+			batch[i].bp = nil
+			c.w.inflight.Done()
+		}
+	}
+}
+
+func (w *Worker) dispatch(c *Conn, ev *event) {
+	switch ev.typ {
+	case ipc.TypeOpen:
+		w.guard(c, "OnOpen", func() { w.app.Open(c) })
+	case ipc.TypeResume:
+		w.guard(c, "OnResume", func() { w.app.Resume(c) })
+	case ipc.TypeMessage:
+		w.counted()
+		if c.closed.Load() {
+			return
+		}
+		w.guard(c, "OnMessage", func() { w.app.Message(c, ev.op, *ev.bp) })
+	case ipc.TypeClosed:
+		c.closed.Store(true)
+		w.guard(nil, "OnClose", func() { w.app.Close(c, ev.code, string(*ev.bp)) })
+		w.mu.Lock()
+		delete(w.conns, c.id)
+		w.mu.Unlock()
+	}
+}
+
+// guard runs a user callback; a panic is logged with its stack and closes
+// only the connection it was about (1011), never the process.
+func (w *Worker) guard(c *Conn, where string, f func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			ev := w.log.Error().Str("in", where).Str("stack", stack())
+			if c != nil {
+				ev = ev.Str("conn", reactor.FormatID(c.id))
+			}
+			ev.Msgf("panic: %v", p)
+			if c != nil {
+				c.Close(closeInternal, "internal error")
+			}
+		}
+	}()
+	f()
+}

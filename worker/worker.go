@@ -1,0 +1,364 @@
+package worker
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/forkd/forkd/ipc"
+	"github.com/forkd/forkd/reactor"
+)
+
+// Options start a worker process.
+type Options struct {
+	Config    Config
+	IPC       *os.File   // the socket to the master (fd 3)
+	Listeners []*os.File // BASE mode: one SO_REUSEPORT socket per listener
+	App       App
+	Log       zerolog.Logger
+}
+
+// Worker is one running worker process.
+type Worker struct {
+	cfg Config
+	app App
+	log zerolog.Logger
+	pid int
+
+	out *ipc.Writer
+	r   *reactor.Reactor // BASE mode only
+
+	calls    calls
+	requests atomic.Uint64
+	inflight sync.WaitGroup
+	retired  atomic.Bool
+	draining atomic.Bool
+	stopOnce sync.Once
+	stop     chan drainReq
+
+	mu    sync.Mutex
+	conns map[uint64]*Conn // connections served here (PROCESS: by id; BASE: the reactor's)
+
+	timers timers
+	tasks  taskState
+	// Ext is the root package's handle for this worker.
+	Ext any
+}
+
+// Drain codes (a Drain frame's code).
+const (
+	DrainReload = 1 // graceful, the worker is being replaced
+	DrainStop   = 2 // graceful stop
+	DrainNow    = 3 // stop now
+)
+
+type drainReq struct {
+	reload bool
+	wait   time.Duration
+}
+
+// ErrVersion is returned when the master speaks another ipc version.
+var ErrVersion = errors.New("worker: ipc version mismatch")
+
+// Run is the worker process's main. It returns when the worker has
+// stopped: after a drain, or at once when the master goes away.
+func Run(ctx context.Context, o Options) error {
+	w := &Worker{
+		cfg:   o.Config,
+		app:   o.App,
+		log:   o.Log,
+		pid:   os.Getpid(),
+		conns: make(map[uint64]*Conn),
+		stop:  make(chan drainReq, 1),
+	}
+	w.calls.m = make(map[uint32]*call)
+	w.timers.m = make(map[int]*timer)
+	if w.cfg.CallTimeout <= 0 {
+		w.cfg.CallTimeout = 5 * time.Second
+	}
+	nc, err := net.FileConn(o.IPC)
+	o.IPC.Close()
+	if err != nil {
+		return fmt.Errorf("worker: ipc socket: %w", err)
+	}
+	defer nc.Close()
+	w.out = ipc.NewWriter(nc, 16<<20)
+	rd := ipc.NewReader(nc, ipc.MaxPayload)
+
+	// Handshake: Hello, then Welcome or Error.
+	hello := binary.LittleEndian.AppendUint16(nil, ipc.Version)
+	hello = binary.LittleEndian.AppendUint32(hello, uint32(w.pid))
+	hello = binary.LittleEndian.AppendUint16(hello, uint16(w.cfg.Slot))
+	go w.out.Run()
+	defer w.out.Close()
+	if err := w.out.Send(&ipc.Header{Type: ipc.TypeHello, Arg: uint32(w.cfg.Slot)}, hello, nil); err != nil {
+		return fmt.Errorf("worker: hello: %w", err)
+	}
+	f, err := rd.Next()
+	if err != nil {
+		return fmt.Errorf("worker: waiting for welcome: %w", err)
+	}
+	switch f.Type {
+	case ipc.TypeWelcome:
+	case ipc.TypeError:
+		return fmt.Errorf("%w: %s", ErrVersion, f.Payload)
+	default:
+		return fmt.Errorf("worker: unexpected frame %d before welcome", f.Type)
+	}
+
+	if w.cfg.Mode == ModeBase && !w.cfg.Task {
+		w.r = reactor.New(reactor.Options{
+			Owner:          uint16(w.cfg.Slot),
+			Epoch:          w.cfg.Epoch,
+			MaxPackageSize: w.cfg.MaxPackageSize,
+			MaxSendBuffer:  w.cfg.MaxSendBuffer,
+			MaxConns:       w.cfg.MaxConns,
+			HeartbeatIdle:  w.cfg.HeartbeatIdle,
+			Log:            w.log,
+		}, (*baseHandler)(w))
+		defer w.r.Close()
+	}
+
+	if err := w.startApp(); err != nil {
+		w.out.Send(&ipc.Header{Type: ipc.TypeError}, []byte(err.Error()), nil)
+		w.out.Close()
+		<-w.out.Done()
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	if w.r != nil {
+		for i, f := range o.Listeners {
+			ln, err := net.FileListener(f)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("worker: listener %d: %w", i, err)
+			}
+			l := w.reactorListener(i)
+			g.Go(func() error { return w.r.Serve(ln, l) })
+		}
+	}
+	if err := w.out.Send(&ipc.Header{Type: ipc.TypeReady}, nil, nil); err != nil {
+		return err
+	}
+	w.log.Info().Msg("worker ready")
+
+	readErr := make(chan error, 1)
+	go func() { readErr <- w.readLoop(rd) }()
+
+	var dr drainReq
+	select {
+	case err := <-readErr:
+		// The master went away or broke the stream: stop now.
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+			w.log.Warn().Msg("master gone, exiting")
+		} else {
+			w.log.Error().Err(err).Msg("ipc stream failed, exiting")
+		}
+		w.shutdown(false, 0)
+		return nil
+	case dr = <-w.stop:
+	case <-gctx.Done():
+		if err := g.Wait(); err != nil {
+			w.log.Error().Err(err).Msg("listener failed")
+		}
+		dr.wait = w.cfg.ReloadWait
+	case <-ctx.Done():
+		dr.wait = w.cfg.ReloadWait
+	}
+	w.shutdown(dr.reload, dr.wait)
+	return nil
+}
+
+func (w *Worker) reactorListener(i int) *reactor.Listener {
+	l := w.cfg.Listeners[i]
+	p := reactor.HTTP
+	if l.Protocol == "websocket" {
+		p = reactor.WebSocket
+	}
+	return &reactor.Listener{Name: l.Name, Index: i, Protocol: p, Upgrade: l.Upgrade}
+}
+
+func (w *Worker) startApp() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in OnWorkerStart: %v", p)
+			w.log.Error().Str("stack", string(debug.Stack())).Msg(err.Error())
+		}
+	}()
+	if err := w.app.WorkerStart(w); err != nil {
+		return fmt.Errorf("OnWorkerStart: %w", err)
+	}
+	return nil
+}
+
+// shutdown drains within wait (0: now), runs OnWorkerStop, and flushes ipc.
+func (w *Worker) shutdown(reload bool, wait time.Duration) {
+	w.draining.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if w.r != nil {
+		w.r.Drain()
+		if wait > 0 {
+			if err := w.r.Wait(ctx); err != nil {
+				w.log.Warn().Int("connections", w.r.Len()).Msg("drain deadline reached, closing connections")
+			}
+		}
+	}
+	if wait > 0 {
+		done := make(chan struct{})
+		go func() { w.inflight.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			w.log.Warn().Msg("drain deadline reached with work in flight")
+		}
+	}
+	w.timers.clearAll()
+	func() {
+		defer w.recoverLog("OnWorkerStop")
+		w.app.WorkerStop(w, reload)
+	}()
+	if w.r != nil {
+		w.r.Close()
+	}
+	w.out.Close()
+	select {
+	case <-w.out.Done():
+	case <-time.After(time.Second):
+	}
+	w.log.Info().Bool("reload", reload).Msg("worker stopped")
+}
+
+func (w *Worker) recoverLog(where string) {
+	if p := recover(); p != nil {
+		w.log.Error().Str("stack", string(debug.Stack())).Str("in", where).Msgf("panic: %v", p)
+	}
+}
+
+// readLoop handles frames from the master until the stream ends.
+func (w *Worker) readLoop(rd *ipc.Reader) error {
+	for {
+		f, err := rd.Next()
+		if err != nil {
+			return err
+		}
+		if err := w.handle(f); err != nil {
+			return err
+		}
+		rd.Shrink()
+	}
+}
+
+func (w *Worker) handle(f ipc.Frame) error {
+	switch f.Type {
+	case ipc.TypeRequest:
+		w.serveRequest(f)
+	case ipc.TypeOpen, ipc.TypeResume, ipc.TypeMessage, ipc.TypeClosed:
+		w.connEvent(f)
+	case ipc.TypeResult, ipc.TypeTaskResult:
+		w.calls.finish(f)
+	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast:
+		w.serveBus(f)
+	case ipc.TypePipe:
+		data := append([]byte(nil), f.Payload...)
+		from := int(f.Code)
+		go func() {
+			defer w.recoverLog("OnPipeMessage")
+			w.app.PipeMessage(w, from, data)
+		}()
+	case ipc.TypeTask:
+		w.serveTask(f)
+	case ipc.TypeStats:
+		b, _ := json.Marshal(w.Stats())
+		w.out.Send(&ipc.Header{Type: ipc.TypeStats, Seq: f.Seq}, b, nil)
+	case ipc.TypeConns:
+		b, _ := json.Marshal(w.connInfos())
+		w.out.Send(&ipc.Header{Type: ipc.TypeConns, Seq: f.Seq}, b, nil)
+	case ipc.TypeDrain:
+		dr := drainReq{reload: f.Code == DrainReload}
+		if f.Code != DrainNow {
+			dr.wait = w.cfg.ReloadWait
+		}
+		w.stopOnce.Do(func() { w.stop <- dr })
+	case ipc.TypeError:
+		return fmt.Errorf("worker: master says: %s", f.Payload)
+	default:
+		return fmt.Errorf("worker: unknown frame type %d", f.Type)
+	}
+	return nil
+}
+
+// Stats is what a worker reports for `server status`.
+type Stats struct {
+	Connections int    `json:"connections"`
+	Requests    uint64 `json:"requests"`
+	Timers      int    `json:"timers"`
+	TasksDone   uint64 `json:"tasks_done,omitempty"`
+	BusPending  int    `json:"bus_pending_bytes"`
+	Calls       int    `json:"calls_waiting"`
+}
+
+// Stats returns this worker's counters.
+func (w *Worker) Stats() Stats {
+	s := Stats{Requests: w.requests.Load(), BusPending: w.out.Pending(), TasksDone: w.tasks.done.Load()}
+	if w.r != nil {
+		s.Connections = w.r.Len()
+	} else {
+		w.mu.Lock()
+		s.Connections = len(w.conns)
+		w.mu.Unlock()
+	}
+	w.timers.mu.Lock()
+	s.Timers = len(w.timers.m)
+	w.timers.mu.Unlock()
+	w.calls.mu.Lock()
+	s.Calls = len(w.calls.m)
+	w.calls.mu.Unlock()
+	return s
+}
+
+func (w *Worker) connInfos() []reactor.Info {
+	var out []reactor.Info
+	if w.r != nil {
+		w.r.Each(func(c *reactor.Conn) { out = append(out, c.Info(w.cfg.Slot)) })
+	}
+	return out
+}
+
+// counted is called once per request or message served; at MaxRequest the
+// worker asks its master to be replaced (gracefully).
+func (w *Worker) counted() {
+	n := w.requests.Add(1)
+	if w.cfg.MaxRequest > 0 && n >= uint64(w.cfg.MaxRequest) && w.retired.CompareAndSwap(false, true) {
+		w.log.Info().Uint64("requests", n).Msg("max-request reached, asking to be replaced")
+		w.out.Send(&ipc.Header{Type: ipc.TypeRetire}, nil, nil)
+	}
+}
+
+// ID is the worker's stable id (0..N-1; task workers N..N+T-1).
+func (w *Worker) ID() int { return w.cfg.Slot }
+
+// Pid is the worker's process id.
+func (w *Worker) Pid() int { return w.pid }
+
+// Config returns the worker's configuration.
+func (w *Worker) Config() Config { return w.cfg }
+
+// Log returns the worker's logger (role, worker id and pid attached).
+func (w *Worker) Log() *zerolog.Logger { return &w.log }
+
+// IsTask reports whether this is a task worker.
+func (w *Worker) IsTask() bool { return w.cfg.Task }
