@@ -3,10 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,118 +31,13 @@ func TestBrowserChat(t *testing.T) {
 		t.Fatalf("%s not found under CI: run .ci/install-chromium.sh first (%v)", chromiumPath, err)
 	}
 
-	bin := buildServer(t)
 	for _, mode := range []string{"process", "base"} {
 		t.Run(mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			base := startServer(t, ctx, bin, mode)
-			chatInBrowser(t, ctx, base, mode)
+			s := startServer(t, mode, 2)
+			chatInBrowser(t, ctx, "http://"+s.httpAddr, mode)
 		})
-	}
-}
-
-// buildServer builds this package once and returns the binary's path.
-func buildServer(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "server")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startServer starts `server start` in its own process group, waits until
-// GET /hello answers 200, and registers a cleanup that runs `server stop` and
-// then kills whatever is left of the group. It returns http://127.0.0.1:P1.
-func startServer(t *testing.T, ctx context.Context, bin, mode string) string {
-	t.Helper()
-	dir := t.TempDir()
-	runDir := filepath.Join(dir, "run")
-	httpAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	wsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-
-	logPath := filepath.Join(dir, "server.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "start", "--mode", mode, "--workers", "2",
-		"--http", httpAddr, "--ws", wsAddr, "--run-dir", runDir, "--log-format", "console")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	pgid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-
-	t.Cleanup(func() {
-		defer logf.Close()
-		sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer scancel()
-		out, err := exec.CommandContext(sctx, bin, "stop", "--run-dir", runDir).CombinedOutput()
-		if err != nil {
-			report := t.Errorf
-			if t.Failed() { // the start already went wrong; stop failing is no news
-				report = t.Logf
-			}
-			report("server stop: %v\n%s", err, out)
-		}
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("server (pid %d) still running 10s after stop; killing its group", pgid)
-		}
-		// Sweep the whole group (workers included) whatever happened above.
-		if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			t.Logf("kill -%d: %v", pgid, err)
-		}
-		<-exited
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("server log (%s):\n%s", logPath, b)
-		}
-	})
-
-	base := "http://" + httpAddr
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/hello", nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base
-			}
-		}
-		select {
-		case <-exited:
-			t.Fatalf("server exited before GET /hello answered (last error: %v)", err)
-		case <-ctx.Done():
-			t.Fatalf("GET /hello: %v", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s/hello did not answer 200 within 15s (last error: %v)", base, err)
-		}
 	}
 }
 

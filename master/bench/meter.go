@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,7 +29,8 @@ type meter struct {
 	startCPU map[int]time.Duration
 	peakKiB  uint64
 	winStart time.Time
-	winLen   time.Duration
+	winLen   time.Duration // 0: the window is a count of goal ops instead
+	goal     int64
 	self0    time.Duration
 
 	cancel context.CancelFunc
@@ -63,7 +65,7 @@ func (m *meter) loop(ctx context.Context) {
 	tick := time.NewTicker(sampleEvery)
 	defer tick.Stop()
 	var lastOps int64
-	lastAt := time.Now()
+	var lastAt, lastWin time.Time
 	lastLen := 0
 	for n := 1; ; n++ {
 		select {
@@ -84,15 +86,22 @@ func (m *meter) loop(ctx context.Context) {
 				continue
 			}
 			m.mu.Lock()
-			start, length, opsf := m.winStart, m.winLen, m.ops
+			start, length, goal, opsf, unit := m.winStart, m.winLen, m.goal, m.ops, m.unit
 			m.mu.Unlock()
 			line := m.label + " setting up"
 			if !start.IsZero() && opsf != nil {
+				if start != lastWin {
+					lastWin, lastAt, lastOps = start, start, 0
+				}
 				ops := opsf()
 				rate := float64(ops-lastOps) / now.Sub(lastAt).Seconds()
 				lastOps, lastAt = ops, now
-				line = fmt.Sprintf("%s %.0f/%.0fs %.0f %s/s", m.label,
-					min(now.Sub(start), length).Seconds(), length.Seconds(), rate, m.unit)
+				if length > 0 {
+					line = fmt.Sprintf("%s %.0f/%.0fs %.0f %s/s", m.label,
+						min(now.Sub(start), length).Seconds(), length.Seconds(), rate, unit)
+				} else {
+					line = fmt.Sprintf("%s %d/%d %ss %.0f %s/s", m.label, ops, goal, unit, rate, unit)
+				}
 			}
 			pad := ""
 			if lastLen > len(line) {
@@ -131,9 +140,19 @@ func (m *meter) sample() {
 
 // begin starts the measured window of length d; ops feeds the progress line.
 func (m *meter) begin(d time.Duration, unit string, ops func() int64) {
+	m.beginGoal(d, 0, unit, ops)
+}
+
+// beginCount starts a measured window that ends when goal ops are done.
+func (m *meter) beginCount(goal int, unit string, ops func() int64) {
+	m.beginGoal(0, int64(goal), unit, ops)
+}
+
+func (m *meter) beginGoal(d time.Duration, goal int64, unit string, ops func() int64) {
 	m.sample()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.goal = goal
 	m.startCPU = make(map[int]time.Duration, len(m.lastCPU))
 	for pid, c := range m.lastCPU {
 		m.startCPU[pid] = c
@@ -244,27 +263,61 @@ func (s *closerSet) closeAll() {
 	s.m = nil
 }
 
-// drive runs n load goroutines, each calling loop(i, c, stop) until stop is
-// closed, over a window of length d that begins when they are all started.
-// After the window they get a grace period to finish their current operation,
-// then their connections are closed. It returns the window and the counters.
+// lane is one load goroutine's view of a measured run: its counter, and the
+// start of the window, before which completed operations are not counted
+// (the warm-up).
+type lane struct {
+	*counter
+	base time.Time
+	win  *atomic.Int64 // window start in ns since base; MaxInt64 during warm-up
+}
+
+// done records an operation that started at t0 and took lat, if it started
+// inside the window.
+func (l *lane) done(t0 time.Time, lat time.Duration) {
+	if int64(t0.Sub(l.base)) >= l.win.Load() {
+		l.h.record(lat)
+		l.ops.Add(1)
+	}
+}
+
+// warmup is how long load runs before the window opens: long enough for
+// connections, goroutine pools and caches to reach their steady state.
+func warmup(d time.Duration) time.Duration { return min(d/5, time.Second) }
+
+// drive runs n load goroutines, each calling loop(i, lane, stop) until stop
+// is closed. After a warm-up, a window of length d is measured. After the
+// window the goroutines get a grace period to finish their current
+// operation, then their connections are closed. It returns the window and
+// the counters.
 func drive(ctx context.Context, m *meter, d time.Duration, unit string, n int, conns *closerSet,
-	loop func(i int, c *counter, stop <-chan struct{})) (window, []*counter) {
+	loop func(i int, l *lane, stop <-chan struct{})) (window, []*counter) {
 	cs := make([]*counter, n)
+	var win atomic.Int64
+	win.Store(math.MaxInt64)
+	base := time.Now()
+	lanes := make([]*lane, n)
 	for i := range cs {
 		cs[i] = new(counter)
+		lanes[i] = &lane{counter: cs[i], base: base, win: &win}
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	m.begin(d, unit, sumOps(cs))
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			loop(i, cs[i], stop)
+			loop(i, lanes[i], stop)
 		}()
 	}
-	timer := time.NewTimer(d)
+	timer := time.NewTimer(warmup(d))
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	m.begin(d, unit, sumOps(cs))
+	win.Store(int64(time.Since(base)))
+	timer.Reset(d)
 	select {
 	case <-timer.C:
 	case <-ctx.Done():

@@ -187,12 +187,13 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 		hset.closeAll()
 		return fmt.Errorf("connect: %w", err)
 	}
-	w, cs := drive(ctx, m, s.o.Duration, "msg", n, hset, func(i int, ctr *counter, stop <-chan struct{}) {
+	w, cs := drive(ctx, m, s.o.Duration, "msg", n, hset, func(i int, ctr *lane, stop <-chan struct{}) {
 		c := senders[i]
 		timer := time.NewTimer(time.Hour)
 		defer timer.Stop()
 		var buf []byte
 		for k, seq := i, uint64(1); !stopped(stop); k, seq = k+1, seq+1 {
+			t0 := time.Now()
 			buf = append(buf[:0], heads[k%n]...)
 			body := len(buf)
 			buf = append(buf, pushMarker...)
@@ -200,7 +201,7 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 			buf = append(buf, ':')
 			buf = strconv.AppendUint(buf, seq, 10)
 			buf = append(buf, ':')
-			buf = strconv.AppendInt(buf, int64(time.Since(s.epoch)), 10)
+			buf = strconv.AppendInt(buf, int64(t0.Sub(s.epoch)), 10)
 			buf = append(buf, ';')
 			buf = padBody(buf, body+echoSize)
 			st, err := c.do(buf, false)
@@ -235,8 +236,7 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 					if stopped(stop) {
 						return
 					}
-					ctr.h.record(nt.lat)
-					ctr.ops.Add(1)
+					ctr.done(t0, nt.lat)
 					break wait
 				case <-timer.C:
 					ctr.errs.Add(1)

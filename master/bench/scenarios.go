@@ -75,7 +75,7 @@ func (s *session) benchHTTP(ctx context.Context, t *target, m *meter, r *Result)
 		set.closeAll()
 		return fmt.Errorf("connect: %w", err)
 	}
-	w, cs := drive(ctx, m, s.o.Duration, "req", len(conns), set, func(i int, ctr *counter, stop <-chan struct{}) {
+	w, cs := drive(ctx, m, s.o.Duration, "req", len(conns), set, func(i int, ctr *lane, stop <-chan struct{}) {
 		c := conns[i]
 		for !stopped(stop) {
 			t0 := time.Now()
@@ -100,8 +100,7 @@ func (s *session) benchHTTP(ctx context.Context, t *target, m *meter, r *Result)
 				ctr.errs.Add(1)
 				continue
 			}
-			ctr.h.record(time.Since(t0))
-			ctr.ops.Add(1)
+			ctr.done(t0, time.Since(t0))
 		}
 	})
 	r.fill(w, cs)
@@ -109,7 +108,7 @@ func (s *session) benchHTTP(ctx context.Context, t *target, m *meter, r *Result)
 }
 
 // redialHTTP replaces a broken connection, backing off while dials fail.
-func (s *session) redialHTTP(ctx context.Context, t *target, set *closerSet, ctr *counter, stop <-chan struct{}) *httpConn {
+func (s *session) redialHTTP(ctx context.Context, t *target, set *closerSet, ctr *lane, stop <-chan struct{}) *httpConn {
 	for !stopped(stop) && ctx.Err() == nil {
 		c, err := dialHTTP(ctx, t.httpAddr)
 		if err == nil {
@@ -142,7 +141,7 @@ func (s *session) benchEcho(ctx context.Context, t *target, m *meter, r *Result)
 		set.closeAll()
 		return fmt.Errorf("connect: %w", err)
 	}
-	w, cs := drive(ctx, m, s.o.Duration, "msg", len(conns), set, func(i int, ctr *counter, stop <-chan struct{}) {
+	w, cs := drive(ctx, m, s.o.Duration, "msg", len(conns), set, func(i int, ctr *lane, stop <-chan struct{}) {
 		c := conns[i]
 		for !stopped(stop) {
 			t0 := time.Now()
@@ -172,8 +171,7 @@ func (s *session) benchEcho(ctx context.Context, t *target, m *meter, r *Result)
 				ctr.errs.Add(1)
 				continue
 			}
-			ctr.h.record(time.Since(t0))
-			ctr.ops.Add(1)
+			ctr.done(t0, time.Since(t0))
 		}
 	})
 	r.fill(w, cs)
@@ -186,7 +184,7 @@ func (s *session) benchEcho(ctx context.Context, t *target, m *meter, r *Result)
 func (s *session) benchConnect(ctx context.Context, t *target, m *meter, r *Result) error {
 	payload := bytes.Repeat([]byte{'c'}, echoSize)
 	set := new(closerSet)
-	w, cs := drive(ctx, m, s.o.Duration, "conn", s.o.Conns, set, func(i int, ctr *counter, stop <-chan struct{}) {
+	w, cs := drive(ctx, m, s.o.Duration, "conn", s.o.Conns, set, func(i int, ctr *lane, stop <-chan struct{}) {
 		br := bufio.NewReaderSize(nil, 4<<10)
 		var frame []byte
 		for !stopped(stop) {
@@ -229,8 +227,7 @@ func (s *session) benchConnect(ctx context.Context, t *target, m *meter, r *Resu
 				time.Sleep(time.Millisecond)
 				continue
 			}
-			ctr.h.record(time.Since(t0))
-			ctr.ops.Add(1)
+			ctr.done(t0, time.Since(t0))
 		}
 	})
 	r.fill(w, cs)
@@ -257,7 +254,7 @@ func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result)
 	for range s.o.Conns {
 		brs <- bufio.NewReaderSize(nil, 4<<10)
 	}
-	m.begin(0, "conn", sumOps(ctrs))
+	m.beginCount(n, "conn", sumOps(ctrs))
 	slot := make(chan int, s.o.Conns)
 	for i := range s.o.Conns {
 		slot <- i
