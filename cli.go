@@ -127,7 +127,13 @@ func configSource(flags []cli.Flag) cli.BeforeFunc {
 			return nil
 		}
 		if err := load(c); err != nil {
-			return fmt.Errorf("config %s: %w", c.String("config"), err)
+			// altsrc nests its errors over several lines: keep the innermost.
+			msg := err.Error()
+			if i := strings.LastIndex(msg, "inner error:"); i >= 0 {
+				msg = msg[i+len("inner error:"):]
+			}
+			msg = strings.Trim(strings.Join(strings.Fields(msg), " "), "'")
+			return fmt.Errorf("config %s: %s", c.String("config"), msg)
 		}
 		return nil
 	}

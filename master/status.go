@@ -106,7 +106,9 @@ func (m *Master) Status() Status {
 			ws.RSS = rss(e.p.pid)
 			ws.UptimeSec = time.Since(e.p.start).Seconds()
 			ws.BusQueued = e.p.out.Pending()
-			if b, err := e.p.query(ipcStats, time.Second); err == nil {
+			if ws.State == StateStarting {
+				// Nothing but the handshake goes to a starting worker.
+			} else if b, err := e.p.query(ipcStats, time.Second); err == nil {
 				var s worker.Stats
 				if json.Unmarshal(b, &s) == nil {
 					ws.Connections, ws.Requests, ws.TasksDone = s.Connections, s.Requests, s.TasksDone
@@ -145,6 +147,9 @@ func (m *Master) Connections() []reactor.Info {
 		}
 		m.mu.Unlock()
 		for _, p := range procs {
+			if p.State() == StateStarting {
+				continue
+			}
 			b, err := p.query(ipcConns, 2*time.Second)
 			if err != nil {
 				continue

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -332,4 +333,33 @@ func readJSON(t testing.TB, c *websocket.Conn, limit time.Duration) chatMsg {
 // isReset reports whether err is a connection reset or refused.
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
+}
+
+// httpResp is a minimal parsed HTTP response from a raw connection.
+type httpResp struct {
+	StatusCode int
+	Header     http.Header
+}
+
+func dialTCP(addr string) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err == nil {
+		c.SetDeadline(time.Now().Add(15 * time.Second))
+	}
+	return c, err
+}
+
+// readHTTP reads one response (status, headers, Content-Length body).
+func readHTTP(t testing.TB, br *bufio.Reader) (*httpResp, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return &httpResp{StatusCode: resp.StatusCode, Header: resp.Header}, string(b)
 }

@@ -1,0 +1,40 @@
+# forkd: a multi-process prefork server (Swoole's BASE and PROCESS modes).
+GO      ?= go
+BIN     := bin/server
+
+.PHONY: build run test test-short fuzz bench vet deps clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/server
+
+## run: the server in the foreground on its defaults (HTTP :9501, WebSocket :9502)
+run: build
+	./$(BIN) start --log-format console
+
+## deps: what the tests need beyond Go modules (Chromium for the browser test)
+deps:
+	bash .ci/install-chromium.sh
+
+## test: every test, with the race detector, bounded in time
+test: deps vet
+	$(GO) test -race -count=1 -timeout 25m ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+
+## fuzz: each fuzz target briefly (seed corpora in testdata/)
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzReader$$' -fuzztime=$(FUZZTIME) ./ipc/
+	$(GO) test -run='^$$' -fuzz='^FuzzRoundTrip$$' -fuzztime=$(FUZZTIME) ./ipc/
+	$(GO) test -run='^$$' -fuzz='^FuzzHandshake$$' -fuzztime=$(FUZZTIME) ./ipc/
+
+## bench: micro-benchmarks, then the mode comparison
+bench: build
+	$(GO) test -run='^$$' -bench=. -benchmem ./ipc/
+	./$(BIN) bench --workers 2 --duration 5s --out docs/bench-report.md --chart docs/bench-chart.svg
+
+clean:
+	rm -rf bin run
