@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 )
 
@@ -12,7 +13,9 @@ import (
 // every line carrying role, worker id (-1 for the master) and pid.
 func newLogger(out io.Writer, format, level, role string, id int) zerolog.Logger {
 	if format == "console" {
-		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
+		f, ok := out.(*os.File)
+		color := ok && isatty.IsTerminal(f.Fd())
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly, NoColor: !color}
 	}
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil || level == "" {
