@@ -47,6 +47,8 @@ func (s *Server) runWorker() error {
 	// whole process group) or a stray reload signal must not kill them.
 	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	master.RaiseNoFile()
+	workerProcs(cfg.Workers)
+	defer startProfile(role, &log)()
 	var files []*os.File
 	if cfg.Mode == worker.ModeBase && !cfg.Task {
 		for i := range cfg.Listeners {
@@ -81,6 +83,8 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-package-size", Value: "10MiB", Usage: "largest request body / WebSocket message"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-send-buffer", Value: "1MiB", Usage: "queued output per connection"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-idle", Usage: "close WebSockets silent this long (0: off)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "read-timeout", Value: 15 * time.Second, Usage: "time to read one HTTP request, headers and body (slowloris); 408 after"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "idle-timeout", Value: 60 * time.Second, Usage: "keep-alive connections idle this long are closed"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013 (default: ulimit -n)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
 	}
@@ -139,12 +143,38 @@ func configSource(flags []cli.Flag) cli.BeforeFunc {
 	}
 }
 
+// loadOptions parses args as `start` would (its flags, and the YAML file
+// --config names) into master options, and starts nothing. The config
+// parser's fuzz test enters here; `start` runs the same configSource and
+// options.
+func (s *Server) loadOptions(args []string) (master.Options, error) {
+	runDir := *runDirFlag // flags keep state: never share one between apps
+	sf := append(startFlags(), &runDir)
+	var o master.Options
+	app := &cli.App{
+		Name:           "forkd",
+		Flags:          sf,
+		Before:         configSource(sf),
+		HideHelp:       true,
+		Writer:         io.Discard,
+		ErrWriter:      io.Discard,
+		ExitErrHandler: func(*cli.Context, error) {},
+		Action: func(c *cli.Context) (err error) {
+			o, err = s.options(c)
+			return err
+		},
+	}
+	err := app.Run(append([]string{"forkd"}, args...))
+	return o, err
+}
+
 // options turns the start flags into master options.
 func (s *Server) options(c *cli.Context) (master.Options, error) {
 	o := master.Options{
 		Mode: c.String("mode"), Workers: c.Int("workers"), TaskWorkers: c.Int("task-workers"),
 		Dispatch: c.String("dispatch"), RunDir: c.String("run-dir"), MaxRequest: c.Int("max-request"),
 		HeartbeatIdle: c.Duration("heartbeat-idle"), MaxConns: c.Int("max-conn"), ReloadWait: c.Duration("reload-wait"),
+		ReadTimeout: c.Duration("read-timeout"), IdleTimeout: c.Duration("idle-timeout"),
 		LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Reloadable: !s.NoReload,
 	}
 	var err error
@@ -238,6 +268,7 @@ func (s *Server) start(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer startProfile("master", &o.Log)()
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
@@ -337,8 +368,9 @@ func daemonize(runDir, logFile string) error {
 		cmd.Wait()
 		return fmt.Errorf("start failed: %s", msg)
 	}
+	pid := cmd.Process.Pid // Release sets it to -1
 	cmd.Process.Release()
-	fmt.Fprintf(os.Stderr, "server started in the background (master pid %d), log: %s\n", cmd.Process.Pid, logFile)
+	fmt.Fprintf(os.Stderr, "server started in the background (master pid %d), log: %s\n", pid, logFile)
 	return nil
 }
 

@@ -37,7 +37,7 @@ func status(c *cli.Context) error {
 		}
 		reqs := fmt.Sprint(w.Requests)
 		if w.Kind == "task" {
-			reqs = fmt.Sprintf("%d tasks", w.TasksDone)
+			reqs = fmt.Sprintf("%d tasks, %d queued", w.TasksDone, w.TasksQueued)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\n", w.ID, w.Kind, w.Pid, w.State, w.Connections, reqs,
 			mib(w.RSS), w.Restarts, (time.Duration(w.UptimeSec) * time.Second).String(), note)

@@ -17,6 +17,10 @@
 // OnWorkerStart, not before Run (Workerman's advice, for the same reason:
 // a resource opened in the master would be shared by accident).
 //
+// Each worker process runs with GOMAXPROCS set to its share of the CPUs
+// (CPUs / workers, at least 1: with the default worker count, 1, as in
+// fasthttp's prefork) unless the GOMAXPROCS environment variable is set.
+//
 // Connection ids (ConnID) encode the process that holds the connection, so
 // any worker can push to any connection in one unicast and learn the real
 // outcome: nil, ErrNoConnection, ErrClosed, ErrBufferFull or ErrTimeout.

@@ -124,8 +124,12 @@ type Server struct {
 	// onPipeMessage). Threading: a goroutine per message.
 	OnPipeMessage func(w *Worker, from int, data []byte)
 	// OnTask runs a task in a task worker (Swoole's onTask); its result or
-	// error goes back to the worker that sent it. Threading: a goroutine
-	// per task, in a task worker process.
+	// error goes back to the worker that sent it; from is the sending
+	// worker's id. Threading: in a task worker process, one task at a time
+	// (as a Swoole task worker), in a goroutine of its own; it may block,
+	// which delays only the tasks queued behind it on that task worker (the
+	// master hands new tasks to an idle task worker first). A panic fails
+	// that task (ErrTaskFailed); the task worker lives on.
 	OnTask func(w *Worker, from int, data []byte) ([]byte, error)
 	// OnBufferFull runs when a push to c failed because its send buffer is
 	// full; OnBufferDrain when the buffer has emptied again (BASE mode, and

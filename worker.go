@@ -62,7 +62,9 @@ func (w *Worker) Exists(id ConnID) bool {
 	return err == nil
 }
 
-// Join puts any connection in a room.
+// Join puts any connection in a room. When it returns nil the connection
+// is a member everywhere: a Broadcast sent afterwards, from any process,
+// reaches it.
 func (w *Worker) Join(id ConnID, room string) error {
 	return outcomeErr(w.w.Join(uint64(id), room))
 }
@@ -126,12 +128,16 @@ func (w *Worker) TaskWaitMulti(datas [][]byte, timeout time.Duration) ([][]byte,
 // Tick runs f every interval in this process until ClearTimer or the
 // worker stops (Workerman's Timer::add). Each timer has its own goroutine:
 // a slow callback delays only its own timer, and missed ticks are skipped.
+// Timers keep running while the worker drains and are cleared before
+// OnWorkerStop; a panic in f is logged and the timer goes on.
 func (w *Worker) Tick(interval time.Duration, f func()) int { return w.w.Tick(interval, f) }
 
 // After runs f once after delay (Timer::add with persistent=false).
 func (w *Worker) After(delay time.Duration, f func()) int { return w.w.After(delay, f) }
 
-// ClearTimer stops a timer (Timer::del); false if it was already gone.
+// ClearTimer stops a timer (Timer::del); false if it was already gone (or
+// was an After that has fired). It never waits for a running callback, so a
+// callback may clear its own timer; once it returns no new run starts.
 func (w *Worker) ClearTimer(id int) bool { return w.w.Clear(id) }
 
 // Stats is the worker's counters, as JSON for a status page.

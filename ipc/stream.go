@@ -3,6 +3,7 @@ package ipc
 import (
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 )
 
@@ -104,6 +105,9 @@ func (w *Writer) Run() error {
 		for len(w.pending) == 0 && !w.closed {
 			w.mu.Unlock()
 			<-w.notify
+			// Let the producers that are runnable now add their frames
+			// first: one write then carries them all.
+			runtime.Gosched()
 			w.mu.Lock()
 		}
 		if len(w.pending) == 0 && w.closed {

@@ -150,8 +150,11 @@ func (s *controlServer) handle(c *net.UnixConn) {
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := bufio.NewReaderSize(io.LimitReader(c, maxControlRequest), 4096).ReadSlice('\n')
+	// ReadBytes, not ReadSlice: a line may use the whole 64 KiB, not just
+	// one buffer's worth; past the limit the LimitReader ends the line.
+	line, err := bufio.NewReader(io.LimitReader(c, maxControlRequest)).ReadBytes('\n')
 	if err != nil {
+		log.Warn().Err(err).Int("limit", maxControlRequest).Msg("control: bad request")
 		json.NewEncoder(c).Encode(Response{Error: "bad request: want one JSON line of at most 64 KiB"})
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
@@ -70,11 +71,14 @@ func (m *Master) isStopping() bool {
 	return m.stopping
 }
 
-// drain asks p to stop taking work and exit (worker.Drain* code).
+// drain asks p to stop taking work and exit (worker.Drain* code). Work
+// routed to p before it was detached goes out ahead of the Drain frame, so
+// the worker answers it before it stops.
 func (m *Master) drain(p *proc, code uint16) {
 	if m.backend != nil {
 		m.backend.detach(p)
 	}
+	p.closeGate(2 * time.Second)
 	p.out.Send(&ipc.Header{Type: ipc.TypeDrain, Code: code}, nil, nil)
 }
 
@@ -85,15 +89,28 @@ func (m *Master) streamGone(p *proc) {
 		m.backend.fail(p)
 	}
 	m.rooms.forget(p)
-	// Tasks in flight on a dead task worker fail now rather than time out.
+	// Tasks and bus operations in flight on a dead process fail now rather
+	// than time out.
 	p.mu.Lock()
-	tasks := p.tasks
-	p.tasks = make(map[taskKey]struct{})
+	tasks, routes := p.tasks, p.routes
+	p.tasks, p.routes = make(map[uint32]route), make(map[uint32]route)
 	p.mu.Unlock()
-	for k := range tasks {
-		m.toSlot(int(k.origin)-1, &ipc.Header{Type: ipc.TypeTaskResult, Seq: k.seq, Code: uint16(ipc.Failed)},
-			[]byte(fmt.Sprintf("task worker %d exited mid-task", p.slot.id)))
+	for _, r := range tasks {
+		r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: uint16(ipc.Failed)},
+			[]byte(fmt.Sprintf("task worker %d exited mid-task", p.slot.id)), nil)
 	}
+	for _, r := range routes {
+		r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: uint16(ipc.NoConnection)}, nil, nil)
+	}
+}
+
+// routed takes the route of an answer from p to a forwarded frame.
+func routed(p *proc, m map[uint32]route, seq uint32) (route, bool) {
+	p.mu.Lock()
+	r, ok := m[seq]
+	delete(m, seq)
+	p.mu.Unlock()
+	return r, ok
 }
 
 // current returns the process serving slot id, or nil.
@@ -151,13 +168,14 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 	case ipc.TypeTask:
 		m.task(p, f)
 	case ipc.TypeTaskResult:
-		p.mu.Lock()
-		delete(p.tasks, taskKey{origin: f.Arg, seq: f.Seq})
-		p.mu.Unlock()
-		m.toSlot(int(f.Arg)-1, &ipc.Header{Type: ipc.TypeResult, Seq: f.Seq, Code: f.Code}, f.Payload)
+		if r, ok := routed(p, p.tasks, f.Seq); ok {
+			r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: f.Code}, f.Payload, nil)
+		}
 	case ipc.TypeResult:
 		// BASE: an owner's answer to an operation routed from another worker.
-		m.toSlot(int(f.Arg)-1, &ipc.Header{Type: ipc.TypeResult, Seq: f.Seq, Code: f.Code}, f.Payload)
+		if r, ok := routed(p, p.routes, f.Seq); ok {
+			r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: f.Code}, f.Payload, nil)
+		}
 	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast, ipc.TypeCount:
 		if m.reactor != nil {
 			m.busProcess(p, f)
@@ -198,7 +216,9 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 			result(p, f, ipc.Failed, 0, nil)
 			return
 		}
-		n := r.Broadcast(room, int(f.Flags), data, f.Conn)
+		// The member count, as in BASE mode (not how many accepted it).
+		n := r.Count(room)
+		r.Broadcast(room, int(f.Flags), data, f.Conn)
 		result(p, f, ipc.OK, uint32(n), nil)
 	case ipc.TypeCount:
 		result(p, f, ipc.OK, uint32(r.Count(string(f.Payload))), nil)
@@ -212,6 +232,7 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 	case ipc.TypeJoin:
 		if f.Flags == 1 { // a worker's new local member count
 			m.rooms.set(string(f.Payload), p, int32(f.Arg))
+			result(p, f, ipc.OK, 0, nil) // when it waits (seq != 0)
 			return
 		}
 	case ipc.TypeBroadcast:
@@ -243,7 +264,16 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 		result(p, f, ipc.NoConnection, 0, nil)
 		return
 	}
+	if f.Seq != 0 {
+		dst.mu.Lock()
+		h.Seq = dst.nextSeq()
+		dst.routes[h.Seq] = route{origin: p, seq: f.Seq}
+		dst.mu.Unlock()
+	}
 	if err := dst.out.Send(&h, f.Payload, nil); err != nil {
+		if f.Seq != 0 {
+			routed(dst, dst.routes, h.Seq)
+		}
 		result(p, f, ipc.BufferFull, 0, nil)
 	}
 }
@@ -291,14 +321,19 @@ func (m *Master) task(p *proc, f ipc.Frame) {
 		result(p, f, ipc.BufferFull, 0, []byte("task queue full"))
 		return
 	}
+	if !pick.enter() {
+		// Drained since the pool was read: its replacement is current now.
+		m.task(p, f)
+		return
+	}
+	defer pick.leave()
 	origin := uint32(p.slot.id) + 1
 	pick.mu.Lock()
-	pick.tasks[taskKey{origin: origin, seq: f.Seq}] = struct{}{}
+	seq := pick.nextSeq()
+	pick.tasks[seq] = route{origin: p, seq: f.Seq}
 	pick.mu.Unlock()
-	if err := pick.out.Send(&ipc.Header{Type: ipc.TypeTask, Seq: f.Seq, Arg: origin}, f.Payload, nil); err != nil {
-		pick.mu.Lock()
-		delete(pick.tasks, taskKey{origin: origin, seq: f.Seq})
-		pick.mu.Unlock()
+	if err := pick.out.Send(&ipc.Header{Type: ipc.TypeTask, Seq: seq, Arg: origin}, f.Payload, nil); err != nil {
+		routed(pick, pick.tasks, seq)
 		result(p, f, ipc.BufferFull, 0, []byte("task queue full"))
 	}
 }

@@ -32,6 +32,8 @@ func (m *Master) openListeners() error {
 			MaxSendBuffer:  o.MaxSendBuffer,
 			MaxConns:       o.MaxConns,
 			HeartbeatIdle:  o.HeartbeatIdle,
+			ReadTimeout:    o.ReadTimeout,
+			IdleTimeout:    o.IdleTimeout,
 			Log:            m.log,
 		}, m.backend)
 		return nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
 	"github.com/forkd/forkd/worker"
 )
@@ -49,6 +50,8 @@ type Options struct {
 	MaxSendBuffer  int
 	MaxConns       int
 	HeartbeatIdle  time.Duration
+	ReadTimeout    time.Duration // reading one request (headers and body); 0: reactor default
+	IdleTimeout    time.Duration // keep-alive idle between requests; 0: reactor default
 	ReloadWait     time.Duration
 	ReadyTimeout   time.Duration // how long a starting worker may take; default 30s
 	BusQueue       int           // bytes queued towards one worker; default 16 MiB
@@ -111,6 +114,11 @@ type stopReq struct {
 	done     chan struct{}
 }
 
+// MaxProcessPackage is the largest --max-package-size in PROCESS mode: a
+// request (its header block, up to 16 KiB, and body) or a WebSocket message
+// crosses to its worker in one ipc frame.
+const MaxProcessPackage = ipc.MaxPayload - 64<<10
+
 // ErrRunning is returned by Run when a server already runs in the run dir.
 var ErrRunning = errors.New("server is already running")
 
@@ -129,6 +137,9 @@ func New(o Options) (*Master, error) {
 	case "", "fd", "round-robin", "ip", "idle":
 	default:
 		return nil, fmt.Errorf("master: unknown dispatch mode %q (want round-robin, fd, ip or idle)", o.Dispatch)
+	}
+	if o.Mode == ModeProcess && o.MaxPackageSize > MaxProcessPackage {
+		return nil, fmt.Errorf("master: --max-package-size %d is over %d, the most one ipc frame hands a PROCESS-mode worker", o.MaxPackageSize, MaxProcessPackage)
 	}
 	if o.ReadyTimeout <= 0 {
 		o.ReadyTimeout = 30 * time.Second
@@ -312,6 +323,29 @@ func (m *Master) shutdown(graceful bool) {
 	} else {
 		wait = 2 * time.Second
 	}
+	if graceful {
+		// Workers first: the requests they finish may still hand work to
+		// the task workers, which drain once the workers are gone.
+		var workers, tasks []*proc
+		for _, p := range procs {
+			if p.slot.task {
+				tasks = append(tasks, p)
+			} else {
+				workers = append(workers, p)
+			}
+		}
+		m.stopProcs(workers, code, wait)
+		m.stopProcs(tasks, code, wait)
+	} else {
+		m.stopProcs(procs, code, wait)
+	}
+	close(m.done)
+	m.log.Info().Msg("server stopped")
+}
+
+// stopProcs drains procs (worker.Drain* code) and waits for them to exit,
+// killing those still there after wait (plus a margin for OnWorkerStop).
+func (m *Master) stopProcs(procs []*proc, code uint16, wait time.Duration) {
 	for _, p := range procs {
 		p.intended.Store(true)
 		p.state.Store(StateDraining)
@@ -327,8 +361,6 @@ func (m *Master) shutdown(graceful bool) {
 			<-p.exited
 		}
 	}
-	close(m.done)
-	m.log.Info().Msg("server stopped")
 }
 
 func (m *Master) killAll() {
@@ -360,9 +392,13 @@ func (m *Master) exited(p *proc) {
 		return
 	}
 	up := time.Since(p.start)
-	m.log.Error().Int("worker", sl.id).Int("pid", p.pid).Str("status", exitString(p.exitErr)).
+	why := exitString(p.exitErr)
+	if reason, _ := p.startErr.Load().(string); reason != "" {
+		why = reason + " (" + why + ")"
+	}
+	m.log.Error().Int("worker", sl.id).Int("pid", p.pid).Str("status", why).
 		Dur("uptime", up).Msg("worker exited unexpectedly")
-	m.respawnLater(sl, up, exitString(p.exitErr))
+	m.respawnLater(sl, up, why)
 }
 
 // respawnLater replaces a dead worker with the same id, backing off when it
@@ -389,8 +425,12 @@ func (m *Master) respawnLater(sl *slot, up time.Duration, why string) {
 }
 
 func (m *Master) respawn(sl *slot) {
+	// Not while a reload or max-request replacement runs: it may be
+	// replacing this very slot, and then there is nothing left to do.
+	m.reloadMu.Lock()
+	defer m.reloadMu.Unlock()
 	m.mu.Lock()
-	if m.stopping {
+	if m.stopping || (sl.cur != nil && sl.cur.State() != StateStopped) {
 		m.mu.Unlock()
 		return
 	}

@@ -25,6 +25,10 @@ const (
 	StateReady    = "ready"
 	StateDraining = "draining"
 	StateStopped  = "stopped"
+	// A slot whose process died: a replacement is due at once
+	// (restarting) or after a crash-loop back-off (backoff).
+	StateRestarting = "restarting"
+	StateBackoff    = "backoff"
 )
 
 // proc is one worker process and the master's end of its ipc stream.
@@ -40,24 +44,63 @@ type proc struct {
 	state    atomic.Value  // string
 	ready    chan error    // one value: nil once Ready, or why it never will be
 	exited   chan struct{} // closed when the process is reaped
+	readEnd  chan struct{} // closed when readProc has read the ipc stream to its end
 	exitErr  error
-	intended atomic.Bool // stopped on purpose (drain, stop): no respawn
+	intended atomic.Bool  // stopped on purpose (drain, stop): no respawn
+	startErr atomic.Value // string: why the worker said it could not start
 
 	inflight atomic.Int64 // PROCESS: requests in flight, for dispatch=idle
+
+	// Work sent to p is ordered before its Drain frame (a drained worker
+	// must see every request and message routed to it before it drains):
+	// senders count themselves in with enter, and drain closes the gate,
+	// waits for those inside, and only then sends Drain.
+	senders atomic.Int64
+	drained atomic.Bool
 
 	mu      sync.Mutex
 	calls   map[uint32]*httpCall // PROCESS: HTTP requests awaiting responses
 	queries map[uint32]chan []byte
-	tasks   map[taskKey]struct{} // task worker: tasks in flight
+	tasks   map[uint32]route // task worker: tasks in flight, by the seq the master gave them
+	routes  map[uint32]route // BASE: bus operations routed to p, awaiting its answer
 	seq     uint32
 }
 
-type taskKey struct {
-	origin uint32
+// route is where the answer to a frame forwarded to another process goes:
+// the very process that asked (not whichever serves its slot by then: a
+// reload may have replaced it), under the seq it asked with. The master
+// gives the forwarded frame a seq of the receiver's, so two processes of
+// one slot (old and new, during a reload) never collide.
+type route struct {
+	origin *proc
 	seq    uint32
 }
 
 func (p *proc) State() string { return p.state.Load().(string) }
+
+// enter admits a sender of new work (a request, a message, a connection
+// event) to p; false once p drains: route the work elsewhere.
+func (p *proc) enter() bool {
+	p.senders.Add(1)
+	if p.drained.Load() {
+		p.senders.Add(-1)
+		return false
+	}
+	return true
+}
+
+// leave ends what enter began.
+func (p *proc) leave() { p.senders.Add(-1) }
+
+// closeGate turns new work away from p and waits, at most limit, for the
+// senders already inside to have queued theirs.
+func (p *proc) closeGate(limit time.Duration) {
+	p.drained.Store(true)
+	deadline := time.Now().Add(limit)
+	for p.senders.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
 
 func (p *proc) nextSeq() uint32 {
 	p.seq++
@@ -167,9 +210,11 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 		start:   time.Now(),
 		ready:   make(chan error, 1),
 		exited:  make(chan struct{}),
+		readEnd: make(chan struct{}),
 		calls:   make(map[uint32]*httpCall),
 		queries: make(map[uint32]chan []byte),
-		tasks:   make(map[taskKey]struct{}),
+		tasks:   make(map[uint32]route),
+		routes:  make(map[uint32]route),
 	}
 	p.state.Store(StateStarting)
 	m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker started")
@@ -178,6 +223,13 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 	go func() {
 		p.exitErr = cmd.Wait()
 		p.state.Store(StateStopped)
+		// The worker's last frames (a drained worker's last responses, a
+		// failed one's reason) may still sit in the socket: let readProc
+		// take them, up to the EOF that follows, before closing it.
+		select {
+		case <-p.readEnd:
+		case <-time.After(2 * time.Second):
+		}
 		nc.Close()
 		p.out.Close()
 		close(p.exited)
@@ -209,6 +261,7 @@ func (m *Master) workerConfig(sl *slot, epoch uint16) worker.Config {
 		Workers: o.Workers, TaskWorkers: o.TaskWorkers, Listeners: ls,
 		MaxPackageSize: o.MaxPackageSize, MaxSendBuffer: o.MaxSendBuffer, MaxConns: o.MaxConns,
 		MaxRequest: o.MaxRequest, HeartbeatIdle: o.HeartbeatIdle, ReloadWait: o.ReloadWait,
+		ReadTimeout: o.ReadTimeout, IdleTimeout: o.IdleTimeout,
 		LogFormat: o.LogFormat, LogLevel: o.LogLevel,
 	}
 }
@@ -230,6 +283,7 @@ func (m *Master) readProc(p *proc) {
 			rd.Shrink()
 		}
 	}
+	close(p.readEnd)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		m.log.Error().Err(err).Int("worker", p.slot.id).Int("pid", p.pid).Msg("ipc stream closed")
 		p.cmd.Process.Kill()
@@ -280,6 +334,7 @@ func (m *Master) handshake(p *proc, rd *ipc.Reader) error {
 			return nil
 		case ipc.TypeError:
 			reason := string(f.Payload)
+			p.startErr.Store(reason)
 			p.ready <- errors.New(reason)
 			return fmt.Errorf("master: worker %d failed to start: %s", p.slot.id, reason)
 		default:

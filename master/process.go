@@ -60,8 +60,12 @@ func (b *procBackend) attach(p *proc) {
 	b.mu.Unlock()
 }
 
-// detach stops routing to p (drained or dead).
+// detach stops routing to p (drained or dead). Task workers are never
+// routed to (their slot ids lie past the serving table).
 func (b *procBackend) detach(p *proc) {
+	if p.slot.task {
+		return
+	}
 	b.mu.Lock()
 	if b.serving[p.slot.id] == p {
 		b.serving[p.slot.id] = nil
@@ -75,6 +79,9 @@ func (b *procBackend) fail(p *proc) {
 	calls := p.calls
 	p.calls = make(map[uint32]*httpCall)
 	p.mu.Unlock()
+	if len(calls) > 0 {
+		b.m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Int("requests", len(calls)).Msg("worker gone with requests unanswered: 502")
+	}
 	for _, c := range calls {
 		c.failed = true
 		c.done <- struct{}{}
@@ -106,6 +113,18 @@ func (b *procBackend) pick(ctx *fasthttp.RequestCtx) *proc {
 	return nil
 }
 
+// pickEnter picks a worker for a request and enters its gate (see
+// proc.enter); the caller leaves once the request is queued. A worker
+// being drained is detached first, so the next pick finds another.
+func (b *procBackend) pickEnter(ctx *fasthttp.RequestCtx) *proc {
+	for {
+		p := b.pick(ctx)
+		if p == nil || p.enter() {
+			return p
+		}
+	}
+}
+
 func (b *procBackend) idlest() *proc {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -120,7 +139,7 @@ func (b *procBackend) idlest() *proc {
 
 // HTTP forwards a request and writes back the worker's response.
 func (b *procBackend) HTTP(l *reactor.Listener, ctx *fasthttp.RequestCtx) {
-	p := b.pick(ctx)
+	p := b.pickEnter(ctx)
 	if p == nil {
 		ctx.Error("Service Unavailable: no worker available", fasthttp.StatusServiceUnavailable)
 		return
@@ -140,6 +159,7 @@ func (b *procBackend) HTTP(l *reactor.Listener, ctx *fasthttp.RequestCtx) {
 	p.mu.Unlock()
 	p.inflight.Add(1)
 	err := p.out.Send(&ipc.Header{Type: ipc.TypeRequest, Seq: seq, Code: uint16(l.Index), Arg: uint32(hlen)}, req, ctx.Request.Body())
+	p.leave()
 	if err != nil {
 		p.mu.Lock()
 		_, mine := p.calls[seq]
@@ -161,6 +181,9 @@ func (b *procBackend) HTTP(l *reactor.Listener, ctx *fasthttp.RequestCtx) {
 		return
 	}
 	resp := &ctx.Response
+	// The worker's fasthttp has normalized the names already (or the
+	// handler chose not to): pass them on as they are, as BASE mode would.
+	resp.Header.DisableNormalizing()
 	status, flags, err := ipc.ParseResponseHead(call.resp[:call.arg], resp.Header.AddBytesKV)
 	if err != nil {
 		callPool.Put(call)
@@ -240,14 +263,26 @@ func (b *procBackend) servingWait(id int) *proc {
 func (b *procBackend) Open(c *reactor.Conn) {
 	id := b.slotFor(c)
 	c.Slot.Store(int32(id))
-	b.mu.Lock()
-	p := b.serving[id]
-	b.mu.Unlock()
+	p := b.servingEnter(id)
 	if p == nil {
 		return // the replacement will be told with Resume
 	}
 	hs := ipc.AppendHandshake(nil, c.Handshake())
 	p.out.SendWait(&ipc.Header{Type: ipc.TypeOpen, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
+	p.leave()
+}
+
+// servingEnter returns the process serving slot id with its gate entered
+// (see proc.enter), or nil when there is none.
+func (b *procBackend) servingEnter(id int) *proc {
+	for {
+		b.mu.Lock()
+		p := b.serving[id]
+		b.mu.Unlock()
+		if p == nil || p.enter() {
+			return p
+		}
+	}
 }
 
 func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
@@ -256,9 +291,14 @@ func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
 		if p == nil {
 			return
 		}
+		if !p.enter() {
+			continue // being drained, and detached already: its replacement serves
+		}
 		// SendWait blocks while the worker's queue is full: reading this
 		// connection pauses, and TCP pushes back on the client.
-		if p.out.SendWait(&ipc.Header{Type: ipc.TypeMessage, Conn: c.ID(), Flags: uint8(op)}, data, nil) == nil {
+		err := p.out.SendWait(&ipc.Header{Type: ipc.TypeMessage, Conn: c.ID(), Flags: uint8(op)}, data, nil)
+		p.leave()
+		if err == nil {
 			return
 		}
 		b.detach(p) // its stream broke: wait for the replacement
@@ -266,11 +306,9 @@ func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
 }
 
 func (b *procBackend) Close(c *reactor.Conn, code int, reason string) {
-	b.mu.Lock()
-	p := b.serving[int(c.Slot.Load())]
-	b.mu.Unlock()
-	if p != nil {
+	if p := b.servingEnter(int(c.Slot.Load())); p != nil {
 		p.out.Send(&ipc.Header{Type: ipc.TypeClosed, Conn: c.ID(), Code: uint16(code)}, []byte(reason), nil)
+		p.leave()
 	}
 }
 

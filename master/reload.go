@@ -102,6 +102,7 @@ func (m *Master) replace(sl *slot) (ReloadLine, error) {
 	}
 	m.mu.Lock()
 	sl.cur, sl.next = np, nil
+	sl.failing = "" // a slot in a crash loop is healthy again
 	if old != nil {
 		sl.old = append(sl.old, old)
 	}

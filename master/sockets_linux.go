@@ -32,11 +32,25 @@ func listenReusePort(addr string) (*os.File, net.Addr, error) {
 		return nil, nil, err
 	}
 	defer ln.Close()
-	f, err := ln.(*net.TCPListener).File()
+	// Not TCPListener.File: os/exec hands ExtraFiles over with File.Fd,
+	// and Fd on a File from package net puts the descriptor in blocking
+	// mode. The socket's file description is shared with every worker of
+	// the slot, so each spawn would leave the serving workers' accept
+	// blocked in the kernel, where closing their listener (drain) hangs
+	// until a connection arrives. A File made by os.NewFile on an
+	// already non-blocking descriptor is left as it is.
+	raw, err := ln.(*net.TCPListener).SyscallConn()
 	if err != nil {
 		return nil, nil, fmt.Errorf("master: listener file: %w", err)
 	}
-	return f, ln.Addr(), nil
+	nfd, derr := -1, error(nil)
+	if err := raw.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, nil, fmt.Errorf("master: listener file: %w", err)
+	}
+	if derr != nil {
+		return nil, nil, fmt.Errorf("master: listener file: %w", derr)
+	}
+	return os.NewFile(uintptr(nfd), "reuseport "+ln.Addr().String()), ln.Addr(), nil
 }
 
 // raiseNoFile lifts the soft open-files limit to the hard one.

@@ -19,6 +19,7 @@ type WorkerStatus struct {
 	Connections int     `json:"connections"`
 	Requests    uint64  `json:"requests"`
 	TasksDone   uint64  `json:"tasks_done,omitempty"`
+	TasksQueued int     `json:"tasks_queued,omitempty"` // task worker: handed to it, not yet answered
 	RSS         int64   `json:"rss_bytes"`
 	Restarts    int     `json:"restarts"`
 	UptimeSec   float64 `json:"uptime_sec"`
@@ -70,42 +71,70 @@ func (m *Master) Status() Status {
 			}
 		})
 	}
+	// One entry per live process: the slot's current one (or, while it is
+	// dead and being respawned, the slot itself), a replacement starting,
+	// and old ones draining. Processes already gone are left out.
 	type entry struct {
-		sl *slot
-		p  *proc
+		sl       *slot
+		p        *proc
+		cur      bool
+		restarts int
+		failing  string
+		backoff  time.Duration
 	}
 	var entries []entry
 	m.mu.Lock()
 	for _, sl := range m.slots {
-		for _, p := range []*proc{sl.cur, sl.next} {
-			if p != nil {
-				entries = append(entries, entry{sl, p})
-			}
+		add := func(p *proc) {
+			entries = append(entries, entry{sl: sl, p: p, cur: p == sl.cur, restarts: sl.restarts, failing: sl.failing, backoff: sl.backoff})
+		}
+		if sl.cur == nil || sl.cur.State() == StateStopped {
+			add(nil)
+		} else {
+			add(sl.cur)
+		}
+		if sl.next != nil {
+			add(sl.next)
 		}
 		for _, p := range sl.old {
-			entries = append(entries, entry{sl, p})
-		}
-		if sl.cur == nil {
-			entries = append(entries, entry{sl, nil})
+			if p.State() != StateStopped {
+				add(p)
+			}
 		}
 	}
 	m.mu.Unlock()
 	for _, e := range entries {
-		ws := WorkerStatus{ID: e.sl.id, Kind: "worker", Restarts: e.sl.restarts, LastExit: e.sl.failing}
+		ws := WorkerStatus{ID: e.sl.id, Kind: "worker", Restarts: e.restarts, LastExit: e.failing}
 		if e.sl.task {
 			ws.Kind = "task"
 		}
-		if e.sl.backoff > 0 && e.sl.failing != "" {
-			ws.Backoff = e.sl.backoff.String()
+		if e.backoff > 0 && e.failing != "" {
+			ws.Backoff = e.backoff.String()
 		}
 		if e.p == nil {
-			ws.State = "backoff"
+			// Dead, a replacement due: after the back-off when it keeps
+			// dying young (a crash loop), at once otherwise.
+			ws.State = StateRestarting
+			if ws.Backoff != "" {
+				ws.State = StateBackoff
+			}
 		} else {
 			ws.Pid = e.p.pid
 			ws.State = e.p.State()
+			if ws.State == StateStopped { // exited since the entries were read
+				if !e.cur {
+					continue
+				}
+				ws.State = StateRestarting
+			}
 			ws.RSS = rss(e.p.pid)
 			ws.UptimeSec = time.Since(e.p.start).Seconds()
 			ws.BusQueued = e.p.out.Pending()
+			if e.sl.task {
+				e.p.mu.Lock()
+				ws.TasksQueued = len(e.p.tasks)
+				e.p.mu.Unlock()
+			}
 			if ws.State == StateStarting {
 				// Nothing but the handshake goes to a starting worker.
 			} else if b, err := e.p.query(ipcStats, time.Second); err == nil {

@@ -20,8 +20,8 @@ const (
 // Conn is one client connection held by a reactor: an HTTP keep-alive
 // connection, or a WebSocket after its upgrade. It wraps the accepted
 // net.Conn to count bytes, and owns the connection's output queue: every
-// write goes through the queue and one writer goroutine at a time, started
-// on demand, so no two goroutines ever write one socket.
+// write goes through the queue and one writer goroutine at a time, taken
+// from a pool on demand, so no two goroutines ever write one socket.
 type Conn struct {
 	net.Conn
 	id       uint64
@@ -52,10 +52,10 @@ type Conn struct {
 }
 
 type outMsg struct {
-	op    int
-	data  []byte
-	code  int // close code when op == websocket.CloseMessage
-	bp    *[]byte // pooled buffer holding data, returned after the write
+	op   int
+	data []byte
+	code int     // close code when op == websocket.CloseMessage
+	bp   *[]byte // pooled buffer holding data, returned after the write
 }
 
 // ID returns the connection id (see MakeID).
@@ -149,7 +149,7 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		go c.flush()
+		c.r.flushers.Go(c)
 	}
 	return ipc.OK
 }

@@ -109,6 +109,7 @@ type Reactor struct {
 	closed    atomic.Bool
 	done      chan struct{}
 	wg        sync.WaitGroup
+	flushers  *Pool[*Conn] // goroutines writing queued WebSocket output
 
 	rooms rooms
 }
@@ -124,6 +125,7 @@ func New(opts Options, h Handler) *Reactor {
 		done:  make(chan struct{}),
 		rooms: rooms{m: make(map[string]map[*Conn]struct{})},
 	}
+	r.flushers = NewPool((*Conn).flush)
 	r.upgrader = websocket.FastHTTPUpgrader{
 		ReadBufferSize:  1024,
 		WriteBufferSize: 1024,
@@ -224,7 +226,7 @@ func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
 		return
 	}
 	switch st {
-	case fasthttp.StateIdle:
+	case fasthttp.StateNew, fasthttp.StateIdle:
 		r.idle.Store(c, time.Now())
 	case fasthttp.StateActive, fasthttp.StateHijacked, fasthttp.StateClosed:
 		r.idle.Delete(c)
@@ -395,10 +397,12 @@ func (r *Reactor) Close() {
 	for _, c := range all {
 		c.Close()
 	}
+	r.flushers.Stop()
 	r.wg.Wait()
 }
 
-// reapIdle closes keep-alive connections idle for a second once draining.
+// reapIdle ends keep-alive connections idle for a second once draining
+// (see Conn.shutIdle: without resetting them).
 func (r *Reactor) reapIdle() {
 	defer r.wg.Done()
 	t := time.NewTicker(250 * time.Millisecond)
@@ -412,8 +416,8 @@ func (r *Reactor) reapIdle() {
 				continue
 			}
 			r.idle.Range(func(k, v any) bool {
-				if now.Sub(v.(time.Time)) >= time.Second {
-					k.(*Conn).Close()
+				if now.Sub(v.(time.Time)) >= time.Second && k.(*Conn).shutIdle() {
+					r.idle.Delete(k)
 				}
 				return true
 			})
@@ -442,8 +446,9 @@ func (r *Reactor) heartbeat() {
 				}
 			})
 			for _, c := range dead {
-				r.log.Info().Str("conn", FormatID(c.id)).Dur("idle", r.opts.HeartbeatIdle).Msg("heartbeat timeout")
-				c.CloseWith(websocket.CloseNormalClosure, "heartbeat timeout")
+				if c.CloseWith(websocket.CloseNormalClosure, "heartbeat timeout") == ipc.OK {
+					r.log.Info().Str("conn", FormatID(c.id)).Dur("idle", r.opts.HeartbeatIdle).Msg("heartbeat timeout")
+				}
 			}
 		}
 	}

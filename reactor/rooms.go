@@ -10,6 +10,16 @@ import (
 type rooms struct {
 	mu sync.Mutex
 	m  map[string]map[*Conn]struct{}
+	// report serializes RoomChanged: each report reads the count under it,
+	// so reports cannot overtake each other and the last one is current.
+	report sync.Mutex
+}
+
+// changed reports room's current member count to the handler.
+func (r *Reactor) changed(room string) {
+	r.rooms.report.Lock()
+	defer r.rooms.report.Unlock()
+	r.h.RoomChanged(room, r.Count(room))
 }
 
 // Join adds connection id to room. Outcome NoConnection if it is not here.
@@ -26,7 +36,6 @@ func (r *Reactor) Join(id uint64, room string) ipc.Outcome {
 	}
 	_, had := set[c]
 	set[c] = struct{}{}
-	n := len(set)
 	if !had {
 		c.mu.Lock()
 		c.rooms = append(c.rooms, room)
@@ -34,7 +43,7 @@ func (r *Reactor) Join(id uint64, room string) ipc.Outcome {
 	}
 	r.rooms.mu.Unlock()
 	if !had {
-		r.h.RoomChanged(room, n)
+		r.changed(room)
 	}
 	return ipc.OK
 }
@@ -45,7 +54,7 @@ func (r *Reactor) Leave(id uint64, room string) ipc.Outcome {
 	if c == nil {
 		return ipc.NoConnection
 	}
-	if n, ok := r.leave(c, room); ok {
+	if _, ok := r.leave(c, room); ok {
 		c.mu.Lock()
 		for i, name := range c.rooms {
 			if name == room {
@@ -54,7 +63,7 @@ func (r *Reactor) Leave(id uint64, room string) ipc.Outcome {
 			}
 		}
 		c.mu.Unlock()
-		r.h.RoomChanged(room, n)
+		r.changed(room)
 	}
 	return ipc.OK
 }
@@ -80,8 +89,8 @@ func (r *Reactor) leaveAll(c *Conn) {
 	c.rooms = nil
 	c.mu.Unlock()
 	for _, room := range names {
-		if n, ok := r.leave(c, room); ok {
-			r.h.RoomChanged(room, n)
+		if _, ok := r.leave(c, room); ok {
+			r.changed(room)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package reactor
 import (
 	"errors"
 	"io"
+	"net"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -28,7 +29,11 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 	c.hs.Since = c.since.UnixMilli()
 	err := r.upgrader.Upgrade(ctx, func(ws *websocket.Conn) {
 		_ = c.Conn.SetDeadline(time.Time{})
+		// Under the lock that Each holds: the heartbeat, Drain and status
+		// read c.ws from their own goroutines.
+		r.mu.Lock()
 		c.ws = ws
+		r.mu.Unlock()
 		r.serveWS(c)
 	})
 	if err != nil {
@@ -85,6 +90,13 @@ func (r *Reactor) serveWS(c *Conn) {
 		}
 	}
 	r.leaveAll(c)
+	if code == websocket.CloseProtocolError || code == websocket.CloseMessageTooBig {
+		// Our close frame is out, but the peer may still be sending (the
+		// rest of a too-big message): closing with unread input would reset
+		// the connection and could destroy the close frame before the peer
+		// reads it. Read and discard for a moment first (a lingering close).
+		r.linger(c)
+	}
 	r.h.Close(c, code, reason)
 	// Let queued output (a close frame, say) go out before the socket shuts.
 	c.mu.Lock()
@@ -99,20 +111,36 @@ func (r *Reactor) serveWS(c *Conn) {
 }
 
 // readError turns a read error into the close code the connection ended
-// with, logging protocol violations once.
+// with, logging the peer's protocol violations once.
 func (r *Reactor) readError(c *Conn, err error) (int, string) {
 	var ce *websocket.CloseError
+	var ne net.Error
 	switch {
 	case errors.As(err, &ce):
-		if ce.Code == websocket.CloseProtocolError || ce.Code == websocket.CloseMessageTooBig {
-			r.log.Warn().Str("conn", FormatID(c.id)).Int("code", ce.Code).Str("reason", ce.Text).Msg("websocket closed on bad input")
-		}
+		// The peer's close frame (or 1006 for a connection cut mid-frame).
 		return ce.Code, ce.Text
 	case errors.Is(err, websocket.ErrReadLimit):
-		r.log.Warn().Str("conn", FormatID(c.id)).Int("limit", r.opts.MaxPackageSize).Msg("websocket message too big")
+		r.log.Warn().Str("conn", FormatID(c.id)).Str("remote", c.RemoteAddr().String()).
+			Int("code", websocket.CloseMessageTooBig).Int("limit", r.opts.MaxPackageSize).Msg("websocket message too big")
 		return websocket.CloseMessageTooBig, "message too big"
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.As(err, &ne):
+		return websocket.CloseAbnormalClosure, ""
 	}
-	return websocket.CloseAbnormalClosure, ""
+	// What is left are fasthttp/websocket's own protocol errors (unmasked
+	// client frame, unknown opcode, fragmented or oversized control frame,
+	// reserved bits, a bad close frame): it has already answered them with
+	// close 1002. They carry no type to match, so they are told apart from
+	// I/O errors by elimination, not by their text.
+	r.log.Warn().Str("conn", FormatID(c.id)).Str("remote", c.RemoteAddr().String()).
+		Int("code", websocket.CloseProtocolError).Err(err).Msg("websocket protocol error")
+	return websocket.CloseProtocolError, "protocol error"
+}
+
+// linger reads and discards what the peer still sends, for at most a
+// second or until it closes, so that closing does not reset the connection.
+func (r *Reactor) linger(c *Conn) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, int64(r.opts.MaxPackageSize)+1<<20))
 }
 
 // drainReads reads until the peer answers our close or goes away.

@@ -71,8 +71,19 @@ func (h *baseHandler) BufferDrain(rc *reactor.Conn) {
 }
 
 // RoomChanged tells the master how many members of room this worker holds,
-// so broadcasts go only to workers with members.
+// so broadcasts go only to workers with members. While the room has members
+// here it waits until the master has the count: a Join must not return (and
+// its connection be told it is in) before the master routes the room's
+// broadcasts here, or a broadcast from another worker right after could
+// miss the new member. A room left empty, or a worker draining (whose
+// master may be gone), reports without waiting: a late "0" only costs the
+// master a frame to a worker with no member left.
 func (h *baseHandler) RoomChanged(room string, members int) {
 	w := (*Worker)(h)
-	w.out.SendWait(&ipc.Header{Type: ipc.TypeJoin, Flags: 1, Arg: uint32(members)}, []byte(room), nil)
+	hd := ipc.Header{Type: ipc.TypeJoin, Flags: 1, Arg: uint32(members)}
+	if members > 0 && !w.draining.Load() {
+		w.call(hd, []byte(room), nil, 0)
+		return
+	}
+	w.out.SendWait(&hd, []byte(room), nil)
 }

@@ -41,6 +41,8 @@ type Config struct {
 	MaxConns       int           `json:"max_conns"`
 	MaxRequest     int           `json:"max_request"`
 	HeartbeatIdle  time.Duration `json:"heartbeat_idle"`
+	ReadTimeout    time.Duration `json:"read_timeout"`
+	IdleTimeout    time.Duration `json:"idle_timeout"`
 	ReloadWait     time.Duration `json:"reload_wait"`
 	CallTimeout    time.Duration `json:"call_timeout"`
 	LogFormat      string        `json:"log_format"`

@@ -120,7 +120,7 @@ func (w *Worker) connEvent(f ipc.Frame) {
 	c.running = true
 	c.mu.Unlock()
 	if start {
-		go c.run()
+		w.spawn(job{c: c})
 	}
 }
 

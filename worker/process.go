@@ -21,6 +21,7 @@ type reqCtx struct {
 	rd     bytes.Reader
 	br     *bufio.Reader
 	head   []byte
+	remote []byte // the client address rc.conn holds, as the master sent it
 	seq    uint32
 	listen int
 }
@@ -47,7 +48,8 @@ func (c *ipcConn) SetDeadline(time.Time) error {
 }
 
 // serveRequest parses a Request frame (out of the ipc buffer, which the
-// next frame overwrites) and serves it in its own goroutine.
+// next frame overwrites) and serves it in a goroutine of its own (a pooled
+// one, see job).
 func (w *Worker) serveRequest(f ipc.Frame) {
 	rc := reqPool.Get().(*reqCtx)
 	rc.seq = f.Seq
@@ -58,10 +60,14 @@ func (w *Worker) serveRequest(f ipc.Frame) {
 		w.respondError(rc, fasthttp.StatusBadRequest)
 		return
 	}
-	if ap, err := netip.ParseAddrPort(string(remote)); err == nil {
-		a16 := ap.Addr().As16()
-		rc.conn.addr.IP = append(rc.conn.addr.IP[:0], a16[:]...)
-		rc.conn.addr.Port = int(ap.Port())
+	if !bytes.Equal(remote, rc.remote) { // a pooled context often serves one client again
+		rc.remote = append(rc.remote[:0], remote...)
+		rc.conn.addr.IP, rc.conn.addr.Port = rc.conn.addr.IP[:0], 0
+		if ap, err := netip.ParseAddrPort(string(remote)); err == nil {
+			a16 := ap.Addr().As16()
+			rc.conn.addr.IP = append(rc.conn.addr.IP, a16[:]...)
+			rc.conn.addr.Port = int(ap.Port())
+		}
 	}
 	rc.ctx.Init2(&rc.conn, nil, false)
 	rc.rd.Reset(rest[:f.Arg])
@@ -73,7 +79,7 @@ func (w *Worker) serveRequest(f ipc.Frame) {
 	}
 	rc.ctx.Request.SetBody(rest[f.Arg:])
 	w.inflight.Add(1)
-	go w.runRequest(rc)
+	w.spawn(job{rc: rc})
 }
 
 func (w *Worker) runRequest(rc *reqCtx) {

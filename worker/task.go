@@ -9,8 +9,21 @@ import (
 	"github.com/forkd/forkd/ipc"
 )
 
+// taskState is a task worker's queue: like Swoole's task workers, each runs
+// one task at a time, in the order the master handed them over, so the pool
+// size bounds how many tasks run at once (the master gives a new task to an
+// idle task worker first, and bounds every task worker's queue).
 type taskState struct {
 	done atomic.Uint64
+
+	mu      sync.Mutex
+	queue   []queuedTask
+	running bool
+}
+
+type queuedTask struct {
+	seq, arg uint32
+	data     []byte
 }
 
 // ErrTaskFailed wraps an error returned by OnTask in the task worker.
@@ -55,30 +68,58 @@ func (w *Worker) TaskWaitMulti(datas [][]byte, timeout time.Duration) ([][]byte,
 	return res, outs
 }
 
-// serveTask runs OnTask (task workers) and answers with a TaskResult.
+// serveTask (task workers) queues a task; one goroutine at a time works
+// through the queue, running OnTask and answering each with a TaskResult.
 func (w *Worker) serveTask(f ipc.Frame) {
-	data := append([]byte(nil), f.Payload...)
-	seq, arg, from := f.Seq, f.Arg, int(f.Arg)-1
+	t := queuedTask{seq: f.Seq, arg: f.Arg, data: append([]byte(nil), f.Payload...)}
 	w.inflight.Add(1)
-	go func() {
-		defer w.inflight.Done()
-		w.counted()
-		var res []byte
-		out := ipc.OK
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					w.log.Error().Str("in", "OnTask").Str("stack", stack()).Msgf("panic: %v", p)
-					out, res = ipc.Failed, []byte("panic in OnTask")
-				}
-			}()
-			var err error
-			res, err = w.app.Task(w, from, data)
-			if err != nil {
-				out, res = ipc.Failed, []byte(err.Error())
+	ts := &w.tasks
+	ts.mu.Lock()
+	ts.queue = append(ts.queue, t)
+	start := !ts.running
+	ts.running = true
+	ts.mu.Unlock()
+	if start {
+		go w.runTasks()
+	}
+}
+
+func (w *Worker) runTasks() {
+	ts := &w.tasks
+	for {
+		ts.mu.Lock()
+		if len(ts.queue) == 0 {
+			ts.running = false
+			ts.mu.Unlock()
+			return
+		}
+		t := ts.queue[0]
+		ts.queue[0] = queuedTask{}
+		ts.queue = ts.queue[1:]
+		ts.mu.Unlock()
+		w.runTask(t)
+		w.inflight.Done()
+	}
+}
+
+func (w *Worker) runTask(t queuedTask) {
+	w.counted()
+	from := int(t.arg&0xFFFF) - 1 // low 16 bits: origin slot + 1
+	var res []byte
+	out := ipc.OK
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				w.log.Error().Str("in", "OnTask").Str("stack", stack()).Msgf("panic: %v", p)
+				out, res = ipc.Failed, []byte("panic in OnTask")
 			}
 		}()
-		w.tasks.done.Add(1)
-		w.out.SendWait(&ipc.Header{Type: ipc.TypeTaskResult, Seq: seq, Arg: arg, Code: uint16(out)}, res, nil)
+		var err error
+		res, err = w.app.Task(w, from, t.data)
+		if err != nil {
+			out, res = ipc.Failed, []byte(err.Error())
+		}
 	}()
+	w.tasks.done.Add(1)
+	w.out.SendWait(&ipc.Header{Type: ipc.TypeTaskResult, Seq: t.seq, Arg: t.arg, Code: uint16(out)}, res, nil)
 }

@@ -62,9 +62,12 @@ func (w *Worker) addTimer(d time.Duration, repeat bool, f func()) int {
 			case <-t.stop:
 			case <-tm.C:
 				w.timers.mu.Lock()
+				_, live := w.timers.m[id]
 				delete(w.timers.m, id)
 				w.timers.mu.Unlock()
-				w.runTimer(f)
+				if live { // not cleared at the last moment
+					w.runTimer(f)
+				}
 			}
 			return
 		}
@@ -75,6 +78,14 @@ func (w *Worker) addTimer(d time.Duration, repeat bool, f func()) int {
 			case <-t.stop:
 				return
 			case <-tk.C:
+				// A tick that came due while the callback ran, or together
+				// with ClearTimer, must not run once the timer is cleared
+				// (select picks among ready cases at random).
+				select {
+				case <-t.stop:
+					return
+				default:
+				}
 				w.runTimer(f)
 			}
 		}

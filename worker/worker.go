@@ -51,8 +51,9 @@ type Worker struct {
 	mu    sync.Mutex
 	conns map[uint64]*Conn // connections served here (PROCESS: by id; BASE: the reactor's)
 
-	timers timers
-	tasks  taskState
+	timers  timers
+	tasks   taskState
+	runners *reactor.Pool[job] // PROCESS: goroutines serving requests and connection events
 	// Ext is the root package's handle for this worker.
 	Ext any
 }
@@ -84,6 +85,7 @@ func Run(ctx context.Context, o Options) error {
 		stop:  make(chan drainReq, 1),
 	}
 	w.calls.m = make(map[uint32]*call)
+	w.runners = reactor.NewPool(w.runJob)
 	w.timers.m = make(map[int]*timer)
 	if w.cfg.CallTimeout <= 0 {
 		w.cfg.CallTimeout = 5 * time.Second
@@ -126,6 +128,8 @@ func Run(ctx context.Context, o Options) error {
 			MaxSendBuffer:  w.cfg.MaxSendBuffer,
 			MaxConns:       w.cfg.MaxConns,
 			HeartbeatIdle:  w.cfg.HeartbeatIdle,
+			ReadTimeout:    w.cfg.ReadTimeout,
+			IdleTimeout:    w.cfg.IdleTimeout,
 			Log:            w.log,
 		}, (*baseHandler)(w))
 		defer w.r.Close()
@@ -227,6 +231,7 @@ func (w *Worker) shutdown(reload bool, wait time.Duration) {
 		}
 	}
 	w.timers.clearAll()
+	w.runners.Stop()
 	func() {
 		defer w.recoverLog("OnWorkerStop")
 		w.app.WorkerStop(w, reload)

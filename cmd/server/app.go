@@ -4,6 +4,8 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -28,6 +30,9 @@ func newServer() *forkd.Server {
 			OnOpen: onOpen, OnMessage: onMessage, OnClose: onClose, OnResume: onResume},
 	}
 	s.OnWorkerStart = func(w *forkd.Worker) error {
+		if err := failStartHook(); err != nil {
+			return err
+		}
 		if !w.IsTask() {
 			// A per-process timer: a stats line every minute (Workerman's Timer::add).
 			w.Tick(time.Minute, func() {
@@ -35,6 +40,14 @@ func newServer() *forkd.Server {
 			})
 		}
 		return nil
+	}
+	// A client that does not read its pushes: its send buffer fills
+	// (pushes fail with ErrBufferFull), then drains once it reads again.
+	s.OnBufferFull = func(c *forkd.Conn) {
+		c.Worker().Log().Warn().Str("conn", c.ID().String()).Msg("send buffer full")
+	}
+	s.OnBufferDrain = func(c *forkd.Conn) {
+		c.Worker().Log().Info().Str("conn", c.ID().String()).Msg("send buffer drained")
 	}
 	s.OnTask = func(w *forkd.Worker, from int, data []byte) ([]byte, error) {
 		ms, err := strconv.Atoi(string(data))
@@ -45,6 +58,24 @@ func newServer() *forkd.Server {
 		return []byte(strconv.Itoa(w.ID())), nil
 	}
 	return s
+}
+
+// envFailStartFile names a file whose existence makes OnWorkerStart fail:
+// a test hook for a reload whose replacement cannot start. Set it in the
+// environment of `server start`; create the file before `server reload`
+// and the first replacement refuses to start, the reload stops, and the
+// old workers keep serving. Unset (the default), it does nothing.
+const envFailStartFile = "FORKD_FAIL_START_FILE"
+
+func failStartHook() error {
+	name := os.Getenv(envFailStartFile)
+	if name == "" {
+		return nil
+	}
+	if _, err := os.Stat(name); err == nil {
+		return fmt.Errorf("refusing to start: %s exists (%s)", name, envFailStartFile)
+	}
+	return nil
 }
 
 func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
@@ -83,6 +114,10 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 			return
 		}
 		ctx.SetBodyString(strconv.Itoa(n))
+	case "/panic":
+		// Shows crash isolation: the worker recovers, logs the stack and
+		// answers 500; nothing else is affected.
+		panic("GET /panic: deliberate panic in an HTTP handler")
 	case "/slow":
 		ms, err := strconv.Atoi(string(ctx.QueryArgs().Peek("ms")))
 		if err != nil || ms < 0 || ms > 60000 {
@@ -142,6 +177,9 @@ func broadcast(w *forkd.Worker, room string, ev event) {
 	}
 }
 
+// panicMessage, sent as a whole message on /echo, makes OnMessage panic.
+const panicMessage = "__panic__"
+
 func onOpen(c *forkd.Conn) {
 	switch c.Path() {
 	case "/echo":
@@ -154,12 +192,14 @@ func onOpen(c *forkd.Conn) {
 			st.name = "guest-" + c.ID().String()
 		}
 		c.SetContext(&st)
+		// The welcome goes first: once the connection is in the room, the
+		// room's traffic (another member's join, say) may reach it at once.
+		id := c.Worker().ID()
+		send(c, event{Type: "welcome", Conn: c.ID().String(), Worker: &id, Room: st.room})
 		if err := c.Join(st.room); err != nil {
 			c.Close(forkd.CloseInternal, "could not join room")
 			return
 		}
-		id := c.Worker().ID()
-		send(c, event{Type: "welcome", Conn: c.ID().String(), Worker: &id, Room: st.room})
 		broadcast(c.Worker(), st.room, event{Type: "join", Room: st.room, Name: st.name})
 	default:
 		c.Close(forkd.ClosePolicy, "unknown path: use /echo or /chat")
@@ -184,6 +224,11 @@ func onResume(c *forkd.Conn) {
 func onMessage(c *forkd.Conn, t forkd.MessageType, data []byte) {
 	st, _ := c.Context().(*chatState)
 	if st == nil { // /echo
+		if string(data) == panicMessage {
+			// Shows crash isolation: this connection is closed with 1011,
+			// the stack is logged, the worker and its other connections go on.
+			panic("/echo: deliberate panic in OnMessage")
+		}
 		c.Send(t, data)
 		return
 	}

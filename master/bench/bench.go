@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mattn/go-isatty"
 )
 
 // Scenario names, in the order they run and are shown.
@@ -53,6 +55,7 @@ type Options struct {
 	idleConns        int
 	broadcastMembers int
 	idleSettle       time.Duration
+	readyTimeout     time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -109,6 +112,9 @@ func (o *Options) setDefaults() error {
 	if o.idleSettle <= 0 {
 		o.idleSettle = time.Second
 	}
+	if o.readyTimeout <= 0 {
+		o.readyTimeout = readyTimeout
+	}
 	return nil
 }
 
@@ -126,19 +132,20 @@ type Report struct {
 
 // Machine describes the host.
 type Machine struct {
-	CPUs   int    `json:"cpus"`
-	Model  string `json:"model"`
-	Kernel string `json:"kernel"`
-	Go     string `json:"go"`
+	CPUs   int     `json:"cpus"`
+	Model  string  `json:"model"`
+	Kernel string  `json:"kernel"`
+	Go     string  `json:"go"`
+	Load1  float64 `json:"load1_at_start"` // 1-minute load average when the run began
 }
 
 func (m Machine) String() string {
-	return fmt.Sprintf("%d CPUs, %s, Linux %s, %s", m.CPUs, m.Model, m.Kernel, m.Go)
+	return fmt.Sprintf("%d CPUs, %s, Linux %s, %s, load average %.2f at start", m.CPUs, m.Model, m.Kernel, m.Go, m.Load1)
 }
 
 func thisMachine() Machine {
 	model, kernel := machineInfo()
-	return Machine{CPUs: runtime.NumCPU(), Model: model, Kernel: kernel, Go: runtime.Version()}
+	return Machine{CPUs: runtime.NumCPU(), Model: model, Kernel: kernel, Go: runtime.Version(), Load1: loadAverage()}
 }
 
 // Result is one scenario in one mode.
@@ -168,10 +175,10 @@ type Result struct {
 
 // IdleStats is the idle scenario's memory figure.
 type IdleStats struct {
-	Conns            int       `json:"conns"`
-	KiBPerConn       float64   `json:"kib_per_conn"`        // summed RSS growth of all server processes / conns
-	HolderKiBPerConn float64   `json:"holder_kib_per_conn"` // the process that grew most / conns
-	Procs            []ProcRSS `json:"procs"`
+	Conns      int       `json:"conns"`
+	KiBPerConn float64   `json:"kib_per_conn"` // summed RSS growth of all server processes / conns
+	Procs      []ProcRSS `json:"procs"`
+	Error      string    `json:"error,omitempty"` // some connections failed: how many, and the first error
 }
 
 // ProcRSS is one server process's RSS around the idle scenario.
@@ -181,6 +188,11 @@ type ProcRSS struct {
 	BeforeKiB uint64 `json:"before_kib"`
 	AfterKiB  uint64 `json:"after_kib"`
 	DeltaKiB  int64  `json:"delta_kib"`
+	// Conns is how many of the connections this process holds, as the
+	// server's status reports it (0: not reported); KiBPerConn is then
+	// DeltaKiB / Conns.
+	Conns      int     `json:"conns,omitempty"`
+	KiBPerConn float64 `json:"kib_per_conn,omitempty"`
 }
 
 // PushStats describes the push targets.
@@ -225,11 +237,39 @@ type session struct {
 	o     *Options
 	epoch time.Time // push timestamps are nanoseconds since epoch
 	nonce string    // makes room names unique per run
+	tty   bool      // Progress is a terminal: one line rewritten with \r
 }
 
 func newSession(o *Options) *session {
-	return &session{o: o, epoch: time.Now(),
+	s := &session{o: o, epoch: time.Now(),
 		nonce: strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)}
+	if f, ok := o.Progress.(*os.File); ok {
+		s.tty = isatty.IsTerminal(f.Fd())
+	}
+	return s
+}
+
+// live is where the meter keeps its rewritten progress line: only on a
+// terminal (elsewhere \r would pile up); other writers get a line per
+// scenario from logf.
+func (s *session) live() io.Writer {
+	if s.tty {
+		return s.o.Progress
+	}
+	return nil
+}
+
+// logf writes one finished progress line.
+func (s *session) logf(format string, args ...any) {
+	if s.o.Progress == io.Discard {
+		return
+	}
+	line := fmt.Sprintf(format, args...)
+	if s.tty {
+		fmt.Fprintf(s.o.Progress, "\r\033[K%s\n", line)
+	} else {
+		fmt.Fprintln(s.o.Progress, line)
+	}
 }
 
 type scenarioFunc func(s *session, ctx context.Context, t *target, m *meter, r *Result) error
@@ -248,22 +288,43 @@ var scenarioUnits = map[string]string{
 	ScenarioBroadcast: "delivery", ScenarioConnect: "conn", ScenarioIdle: "conn",
 }
 
-// runTarget runs every scenario against t. A scenario that cannot run is
+// runTarget runs every scenario against *tp. A scenario that cannot run is
 // recorded in its Result; a server that died or a cancelled ctx ends the
-// whole run with an error.
-func (s *session) runTarget(ctx context.Context, t *target) ([]*Result, error) {
+// whole run with an error. The idle scenario gets a freshly started server
+// (unless it is the first to run), so that memory freed by earlier scenarios
+// and reused by the idle connections does not hide what they cost; *tp is
+// then the new server, which the caller stops.
+func (s *session) runTarget(ctx context.Context, tp **target) ([]*Result, error) {
 	var out []*Result
+	ran := false
 	for _, sc := range s.o.Scenarios {
+		t := *tp
 		r := &Result{Scenario: sc, Mode: t.mode, Unit: scenarioUnits[sc]}
 		out = append(out, r)
 		if t.mode == modeBaseline && !slices.Contains(baselineScenarios, sc) {
 			r.NA = true
 			continue
 		}
-		m := newMeter(ctx, t, "["+t.mode+"] "+sc, s.o.Progress)
+		if sc == ScenarioIdle && ran && t.cmd != nil {
+			stopErr := t.stop()
+			nt, err := startTarget(ctx, s.o, t.mode)
+			if err != nil {
+				return out, errors.Join(err, stopErr)
+			}
+			*tp, t = nt, nt
+			s.logf("[%s] restarted for idle: http %s, ws %s", t.mode, t.httpAddr, t.wsAddr)
+		}
+		ran = true
+		m := newMeter(ctx, t, "["+t.mode+"] "+sc, s.live())
 		err := scenarioFuncs[sc](s, ctx, t, m, r)
 		r.PeakRSSMiB = m.peakMiB()
 		m.close()
+		if err != nil {
+			s.logf("[%s] %s: error: %v", t.mode, sc, err)
+		} else {
+			s.logf("[%s] %s: %s %s/s, p99 %s, %s per server CPU-s, %d errors", t.mode, sc,
+				fmtCount(r.OpsPerSec), r.Unit, fmtLatency(r.P99us), fmtCount(r.OpsPerCPU), r.Errors)
+		}
 		if ctx.Err() != nil {
 			return out, ctx.Err()
 		}
@@ -294,24 +355,32 @@ func Run(ctx context.Context, o Options) error {
 	s := newSession(&o)
 	rep := &Report{Command: strings.Join(os.Args, " "), Machine: thisMachine(), Modes: o.Modes,
 		Workers: o.Workers, Conns: o.Conns, Duration: o.Duration.String(), Scenarios: o.Scenarios}
+	if l := rep.Machine.Load1; l > 0.5*float64(rep.Machine.CPUs) {
+		s.logf("[bench] warning: load average %.2f on %d CPUs: other work on this machine will skew the figures", l, rep.Machine.CPUs)
+	}
+	var stopErrs []error
 	for _, mode := range append([]string{modeBaseline}, o.Modes...) {
 		if mode == modeBaseline && !hasBaselineScenario(o.Scenarios) {
 			continue
 		}
-		fmt.Fprintf(o.Progress, "\r[%s] starting", mode)
 		t, err := startTarget(ctx, &o, mode)
 		if err != nil {
-			fmt.Fprint(o.Progress, "\r                    \r")
 			return err
 		}
-		rs, err := s.runTarget(ctx, t)
+		var ps []string
+		for _, p := range t.procs(ctx) {
+			ps = append(ps, p.role+"="+strconv.Itoa(p.pid))
+		}
+		s.logf("[%s] started: http %s, ws %s, %s", mode, t.httpAddr, t.wsAddr, strings.Join(ps, " "))
+		rs, err := s.runTarget(ctx, &t)
 		stopErr := t.stop()
 		rep.Results = append(rep.Results, rs...)
 		if err != nil {
 			return errors.Join(err, stopErr)
 		}
-		if stopErr != nil {
-			return stopErr
+		if stopErr != nil { // the figures stand; say so at the end
+			s.logf("[%s] %v", mode, stopErr)
+			stopErrs = append(stopErrs, stopErr)
 		}
 	}
 	rep.sortResults(o.Modes)
@@ -326,9 +395,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("bench: %d scenario(s) could not run: %s", len(failed), strings.Join(failed, "; "))
+		stopErrs = append(stopErrs, fmt.Errorf("bench: %d scenario(s) could not run: %s", len(failed), strings.Join(failed, "; ")))
 	}
-	return nil
+	return errors.Join(stopErrs...)
 }
 
 func hasBaselineScenario(scs []string) bool {

@@ -4,15 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -220,6 +215,14 @@ func TestMarkerFields(t *testing.T) {
 	}
 }
 
+func TestFirstInt(t *testing.T) {
+	for in, want := range map[string]int{"1000": 1000, "1000\n": 1000, `{"members":42}`: 42, "none": -1, "": -1} {
+		if got := firstInt([]byte(in)); got != want {
+			t.Errorf("firstInt(%q): got %d, want %d", in, got, want)
+		}
+	}
+}
+
 func TestFrameEncoding(t *testing.T) {
 	for _, n := range []int{0, 64, 125, 126, 65535, 65536} {
 		f := appendFrame(nil, opBinary, bytes.Repeat([]byte{'a'}, n))
@@ -261,8 +264,8 @@ func sampleReport() *Report {
 			{Scenario: "http", Mode: "process", OpsPerSec: 61234, P50us: 800, P99us: 3500, ServerCPU: 4.9, OpsPerCPU: 74808, Ratio: &ratio, PeakRSSMiB: 40, Errors: 3, LoadgenCPU: 2.9},
 			{Scenario: "push", Mode: "baseline", NA: true},
 			{Scenario: "push", Mode: "base", Error: "join chat: boom"},
-			{Scenario: "idle", Mode: "base", OpsPerSec: 5000, Idle: &IdleStats{Conns: 10000, KiBPerConn: 9.5, HolderKiBPerConn: 5.1,
-				Procs: []ProcRSS{{Pid: 1, Role: "worker 0", DeltaKiB: 51000}, {Pid: 2, Role: "worker 1", DeltaKiB: 44000}}}},
+			{Scenario: "idle", Mode: "base", OpsPerSec: 5000, Idle: &IdleStats{Conns: 10000, KiBPerConn: 9.5,
+				Procs: []ProcRSS{{Pid: 1, Role: "worker 0", DeltaKiB: 51000, Conns: 5100, KiBPerConn: 10}, {Pid: 2, Role: "worker 1", DeltaKiB: 44000}}}},
 		}}
 }
 
@@ -290,7 +293,7 @@ func TestTable(t *testing.T) {
 		t.Errorf("want a blank line between the 3 scenarios:\n%s", out)
 	}
 	notes := strings.Join(rep.notes(), "\n")
-	for _, want := range []string{"push [base]: error: join chat: boom", "9.5 KiB each", "worker 0 +49.8 MiB"} {
+	for _, want := range []string{"push [base]: error: join chat: boom", "9.5 KiB each", "worker 0 +49.8 MiB for 5100 conns (10.0 KiB each), worker 1 +43.0 MiB"} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("notes lack %q:\n%s", want, notes)
 		}
@@ -339,219 +342,5 @@ func TestOptionsDefaults(t *testing.T) {
 	}
 	if err := Run(context.Background(), Options{}); err == nil || !strings.Contains(err.Error(), "Exe") {
 		t.Errorf("no Exe: got %v", err)
-	}
-}
-
-// startBaseline runs Baseline in this process until the test ends.
-func startBaseline(t *testing.T) *target {
-	t.Helper()
-	addrs, err := freeAddrs(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Baseline(ctx, addrs[0], addrs[1]) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Baseline: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Baseline did not return within 10s of cancel")
-		}
-	})
-	tg := &target{mode: modeBaseline, workers: 1, httpAddr: addrs[0], wsAddr: addrs[1], inProcess: true}
-	if err := tg.waitReady(context.Background(), 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return tg
-}
-
-func TestScenariosAgainstBaseline(t *testing.T) {
-	tg := startBaseline(t)
-	o := Options{Conns: 8, Duration: 300 * time.Millisecond, Scenarios: []string{"http", "echo", "connect", "idle", "push"},
-		idleConns: 300, idleSettle: 50 * time.Millisecond}
-	if err := o.setDefaults(); err != nil {
-		t.Fatal(err)
-	}
-	var progress bytes.Buffer
-	o.Progress = &lockedWriter{w: &progress}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	rs, err := newSession(&o).runTarget(ctx, tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rs) != 5 {
-		t.Fatalf("got %d results, want 5", len(rs))
-	}
-	for _, r := range rs {
-		t.Run(r.Scenario, func(t *testing.T) {
-			if r.Scenario == "push" {
-				if !r.NA {
-					t.Errorf("baseline push: got %+v, want n/a", r)
-				}
-				return
-			}
-			if r.Error != "" || r.Ops <= 0 || r.OpsPerSec <= 0 || r.P50us <= 0 || r.P99us < r.P50us || r.Errors != 0 {
-				t.Errorf("got %+v", r)
-			}
-			if r.ServerCPU <= 0 || r.LoadgenCPU <= 0 || r.PeakRSSMiB <= 0 {
-				t.Errorf("figures: got cpu %v loadgen %v rss %v", r.ServerCPU, r.LoadgenCPU, r.PeakRSSMiB)
-			}
-			if r.Scenario == "idle" && (r.Idle == nil || r.Idle.Conns != 300 || len(r.Idle.Procs) != 1) {
-				t.Errorf("idle: got %+v", r.Idle)
-			}
-		})
-	}
-}
-
-// progressLog logs progress lines that start a new phase.
-type progressLog struct{ t *testing.T }
-
-func (p progressLog) Write(b []byte) (int, error) {
-	if s := strings.TrimSpace(string(b)); strings.HasSuffix(s, "setting up") || strings.HasSuffix(s, "starting") {
-		p.t.Log(time.Now().Format("15:04:05.000"), s)
-	}
-	return len(b), nil
-}
-
-// lockedWriter is a Writer safe for the meter's goroutine and the test.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func TestRunWithFakeServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns processes")
-	}
-	t.Setenv(helperEnv, "1")
-	dir := t.TempDir()
-	var out bytes.Buffer
-	o := Options{
-		Exe: os.Args[0], Modes: []string{"process", "base"}, Workers: 2, Conns: 8,
-		Duration: 300 * time.Millisecond, Out: filepath.Join(dir, "report.md"), Chart: filepath.Join(dir, "chart.svg"),
-		Stdout: &out, Progress: progressLog{t}, idleConns: 200, broadcastMembers: 50, idleSettle: 50 * time.Millisecond,
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	if err := Run(ctx, o); err != nil {
-		t.Fatalf("Run: %v\n%s", err, out.String())
-	}
-	t.Logf("\n%s", out.String())
-	table := out.String()
-	for _, sc := range AllScenarios {
-		for _, mode := range []string{"baseline", "process", "base"} {
-			if !strings.Contains(table, "\n"+sc+" ") && !strings.HasPrefix(table, sc) {
-				t.Errorf("no %s rows", sc)
-			}
-			_ = mode
-		}
-	}
-	if n := strings.Count(table, "n/a"); n != 2*9 {
-		t.Errorf("got %d n/a cells, want 18 (baseline push and broadcast)", n)
-	}
-	if strings.Contains(table, " error ") || strings.Contains(table, "error:") {
-		t.Errorf("a scenario failed:\n%s", table)
-	}
-	for _, f := range []string{o.Out, o.Chart} {
-		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
-			t.Errorf("%s: %v", f, err)
-		}
-	}
-	// The JSON form parses and has every row.
-	out.Reset()
-	o.JSON, o.Out, o.Chart = true, "", ""
-	o.Scenarios = []string{"http", "broadcast"}
-	if err := Run(ctx, o); err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("JSON: %v\n%s", err, out.String())
-	}
-	if len(rep.Results) != 6 {
-		t.Errorf("JSON results: got %d, want 6", len(rep.Results))
-	}
-	for _, r := range rep.Results {
-		if r.Scenario == "broadcast" && r.Mode != "baseline" && (r.Broadcast == nil || r.Broadcast.Broadcasts == 0 || r.Ops != int64(r.Broadcast.Broadcasts)*50 && r.Ops < int64(r.Broadcast.Broadcasts)*50) {
-			t.Errorf("broadcast: got %+v %+v", r, r.Broadcast)
-		}
-	}
-}
-
-func TestStartTargetNotReady(t *testing.T) {
-	t.Setenv(helperEnv, "1")
-	o := Options{Exe: os.Args[0], Workers: 1}
-	_ = o.setDefaults()
-	// "start" with a mode the helper accepts but an address it cannot bind.
-	o.Exe = "/bin/false"
-	_, err := startTarget(context.Background(), &o, "base")
-	if err == nil || !strings.Contains(err.Error(), "server in mode base exited") {
-		t.Errorf("got %v, want an exit error", err)
-	}
-}
-
-// TestLoadgenAgainstWrk compares the http scenario with wrk on the same
-// baseline server. Opt in: FORKD_BENCH_WRK=1 (needs wrk in PATH).
-func TestLoadgenAgainstWrk(t *testing.T) {
-	if os.Getenv("FORKD_BENCH_WRK") != "1" {
-		t.Skip("set FORKD_BENCH_WRK=1 to compare with wrk")
-	}
-	wrk, err := exec.LookPath("wrk")
-	if err != nil {
-		t.Skip("wrk not installed")
-	}
-	t.Setenv(helperEnv, "1")
-	o := Options{Exe: os.Args[0], Conns: 64, Duration: 5 * time.Second, Scenarios: []string{"http"}}
-	_ = o.setDefaults()
-	tg, err := startTarget(context.Background(), &o, modeBaseline)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tg.stop()
-	if p, _ := strconv.Atoi(os.Getenv("FORKD_BENCH_PROCS")); p > 0 {
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(p))
-	}
-	for round := range 2 {
-		rs, err := newSession(&o).runTarget(context.Background(), tg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ours := rs[0]
-		cmd := exec.Command(wrk, "-t1", "-c64", "-d5s", "--latency", "http://"+tg.httpAddr+"/hello")
-		m := newMeter(context.Background(), tg, "wrk", nil)
-		m.begin(5*time.Second, "req", nil)
-		b, err := cmd.CombinedOutput()
-		w := m.end()
-		m.close()
-		if err != nil {
-			t.Fatalf("wrk: %v\n%s", err, b)
-		}
-		var theirs float64
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) == 2 && f[0] == "Requests/sec:" {
-				theirs, _ = strconv.ParseFloat(f[1], 64)
-			}
-		}
-		diff := (ours.OpsPerSec - theirs) / theirs
-		wrkPerCPU := theirs * w.elapsed.Seconds() / w.serverCPU.Seconds()
-		t.Logf("round %d: bench %.0f req/s (p50 %.0fus p99 %.0fus, server CPU %.2fs, loadgen CPU %.2fs, %.0f req/server-CPU-s); "+
-			"wrk %.0f req/s (server CPU %.2fs, %.0f req/server-CPU-s); diff %+.1f%% req/s, %+.1f%% req/server-CPU-s\n%s",
-			round, ours.OpsPerSec, ours.P50us, ours.P99us, ours.ServerCPU, ours.LoadgenCPU, ours.OpsPerCPU,
-			theirs, w.serverCPU.Seconds(), wrkPerCPU, diff*100, (ours.OpsPerCPU-wrkPerCPU)/wrkPerCPU*100, b)
-		if math.Abs(diff) > 0.15 {
-			t.Errorf("bench and wrk differ by %.1f%%", diff*100)
-		}
 	}
 }

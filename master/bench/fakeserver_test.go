@@ -51,6 +51,11 @@ func helperMain(args []string) int {
 			return 1
 		}
 	case "start":
+		if os.Getenv("FORKD_BENCH_TEST_HANG") == "1" {
+			fmt.Fprintln(os.Stderr, "helper: hanging instead of listening")
+			<-ctx.Done()
+			return 1
+		}
 		st := map[string]any{"mode": *mode, "master_pid": os.Getpid()}
 		var ws []map[string]any
 		for i := range *workers {
@@ -197,7 +202,9 @@ func (f *fakeChat) chat(c *websocket.Conn, room, name string) {
 	if f.rooms[room] == nil {
 		f.rooms[room] = map[string]*fakeMember{}
 	}
-	f.rooms[room][id] = m
+	if os.Getenv("FORKD_BENCH_TEST_LOSE") != "1" || f.seq%10 != 0 { // a buggy server loses every 10th join
+		f.rooms[room][id] = m
+	}
 	var others []*fakeMember
 	for oid, o := range f.rooms[room] {
 		if oid != id {

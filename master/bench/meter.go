@@ -18,10 +18,11 @@ import (
 // end bracket the measured window.
 type meter struct {
 	t        *target
-	label    string // "[process] http"
-	progress io.Writer
+	label    string    // "[process] http"
+	progress io.Writer // nil: no progress line
 	unit     string
 	ops      func() int64 // live count for the progress line
+	phase    string       // shown outside the window
 
 	mu       sync.Mutex
 	procs    []proc
@@ -46,11 +47,10 @@ type window struct {
 
 const sampleEvery = 100 * time.Millisecond
 
+// newMeter starts sampling t's processes. When progress is not nil, a
+// progress line is kept on it (rewritten with \r).
 func newMeter(ctx context.Context, t *target, label string, progress io.Writer) *meter {
-	if progress == nil {
-		progress = io.Discard
-	}
-	m := &meter{t: t, label: label, progress: progress, lastCPU: map[int]time.Duration{}}
+	m := &meter{t: t, label: label, progress: progress, lastCPU: map[int]time.Duration{}, phase: "setting up"}
 	m.procs = t.procs(ctx)
 	m.sample()
 	sctx, cancel := context.WithCancel(ctx)
@@ -67,6 +67,11 @@ func (m *meter) loop(ctx context.Context) {
 	var lastOps int64
 	var lastAt, lastWin time.Time
 	lastLen := 0
+	if m.progress != nil {
+		first := m.label + " " + m.phase
+		fmt.Fprint(m.progress, "\r"+first)
+		lastLen = len(first)
+	}
 	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
@@ -74,22 +79,25 @@ func (m *meter) loop(ctx context.Context) {
 				fmt.Fprintf(m.progress, "\r%s\r", strings.Repeat(" ", lastLen))
 			}
 			return
-		case now := <-tick.C:
+		case <-tick.C:
 			if n%10 == 0 && !m.t.inProcess { // a respawned worker joins
-				ps := m.t.procs(ctx)
+				m.mu.Lock()
+				prev := m.procs
+				m.mu.Unlock()
+				ps := m.t.refreshProcs(ctx, prev)
 				m.mu.Lock()
 				m.procs = ps
 				m.mu.Unlock()
 			}
 			m.sample()
-			if n%5 != 0 || m.progress == io.Discard {
+			if n%5 != 0 || m.progress == nil {
 				continue
 			}
 			m.mu.Lock()
-			start, length, goal, opsf, unit := m.winStart, m.winLen, m.goal, m.ops, m.unit
+			start, length, goal, opsf, unit, phase := m.winStart, m.winLen, m.goal, m.ops, m.unit, m.phase
 			m.mu.Unlock()
-			line := m.label + " setting up"
-			if !start.IsZero() && opsf != nil {
+			line := m.label + " " + phase
+			if now := time.Now(); !start.IsZero() && opsf != nil && now.After(start) {
 				if start != lastWin {
 					lastWin, lastAt, lastOps = start, start, 0
 				}
@@ -172,7 +180,7 @@ func (m *meter) end() window {
 	for pid, c := range m.lastCPU {
 		cpu += c - m.startCPU[pid] // a pid born in the window counts whole
 	}
-	m.ops = nil
+	m.ops, m.phase = nil, "finishing"
 	return window{elapsed: now.Sub(m.winStart), serverCPU: cpu, loadgenCPU: self - m.self0}
 }
 

@@ -167,3 +167,17 @@ func machineInfo() (model, kernel string) {
 	}
 	return model, kernel
 }
+
+// loadAverage is the 1-minute load average, or 0 when unknown.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := bytes.Fields(b)
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(f[0]), 64)
+	return v
+}

@@ -159,10 +159,18 @@ func (rep *Report) notes() []string {
 		case r.Idle != nil:
 			var ps []string
 			for _, p := range r.Idle.Procs {
-				ps = append(ps, fmt.Sprintf("%s %+.1f MiB", p.Role, float64(p.DeltaKiB)/1024))
+				s := fmt.Sprintf("%s %+.1f MiB", p.Role, float64(p.DeltaKiB)/1024)
+				if p.Conns > 0 {
+					s += fmt.Sprintf(" for %d conns (%.1f KiB each)", p.Conns, p.KiBPerConn)
+				}
+				ps = append(ps, s)
 			}
-			out = append(out, fmt.Sprintf("%s%d idle connections: %.1f KiB each over all server processes, %.1f KiB in the one that grew most (%s)",
-				tag, r.Idle.Conns, r.Idle.KiBPerConn, r.Idle.HolderKiBPerConn, strings.Join(ps, ", ")))
+			s := fmt.Sprintf("%s%d idle connections: %.1f KiB each over all server processes; %s",
+				tag, r.Idle.Conns, r.Idle.KiBPerConn, strings.Join(ps, ", "))
+			if r.Idle.Error != "" {
+				s += "; connections that failed: " + r.Idle.Error
+			}
+			out = append(out, s)
 		case r.Push != nil:
 			out = append(out, fmt.Sprintf("%s%d targets, by worker %s", tag, r.Push.Targets, fmtPerWorker(r.Push.TargetsPerWorker)))
 		case r.Broadcast != nil:
@@ -170,7 +178,7 @@ func (rep *Report) notes() []string {
 			s := fmt.Sprintf("%s%d members (by worker %s), %d broadcasts (%.0f/s), %d incomplete",
 				tag, b.Members, fmtPerWorker(b.MembersPerWorker), b.Broadcasts, float64(b.Broadcasts)/max(r.Seconds, 1e-9), b.Incomplete)
 			if b.CountMismatch > 0 {
-				s += fmt.Sprintf(", %d with a member count other than %d", b.CountMismatch, b.Members)
+				s += fmt.Sprintf(", %d where the server counted other than %d members (then timed to its count)", b.CountMismatch, b.Members)
 			}
 			if b.LastError != "" {
 				s += ", last error: " + b.LastError

@@ -266,7 +266,14 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 	// of an earlier broadcast can never count toward the current one.
 	var state atomic.Uint64
 	var delivered atomic.Int64
+	var want atomic.Int64 // receipts that complete the current broadcast
 	done := make(chan uint64, 1)
+	signal := func(seq uint64) {
+		select {
+		case done <- seq:
+		default:
+		}
+	}
 	var rwg sync.WaitGroup
 	for _, mb := range ms {
 		rwg.Add(1)
@@ -287,11 +294,8 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 					}
 					if state.CompareAndSwap(v, v+1) {
 						delivered.Add(1)
-						if int(v&0xFFFFFFFF)+1 == n {
-							select {
-							case done <- f[0]:
-							default:
-							}
+						if int64(v&0xFFFFFFFF)+1 >= want.Load() {
+							signal(f[0])
 						}
 						break
 					}
@@ -314,9 +318,12 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 	var buf []byte
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	// one broadcast: returns the members the server said it reached and
-	// whether every member got it within timeout.
-	broadcast := func(seq uint64, timeout time.Duration) (int, bool, error) {
+	// One broadcast: it is complete when as many members as the server says
+	// it sent to (normally n) have it. It returns that count and whether the
+	// broadcast completed within timeout, giving up early when no member
+	// received anything for stall.
+	broadcast := func(seq uint64, timeout, stall time.Duration) (int, bool, error) {
+		want.Store(int64(n))
 		state.Store(seq << 32)
 		buf = append(buf[:0], head...)
 		body := len(buf)
@@ -331,26 +338,41 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 		if st != 200 {
 			return 0, false, &statusError{what: "POST /broadcast", code: st, body: truncate(string(hc.body), 100)}
 		}
-		count, _ := strconv.Atoi(string(bytes.TrimSpace(hc.body)))
-		timer.Reset(timeout)
+		count := firstInt(hc.body)
+		if count > 0 && count < n { // the server knows fewer members: wait for those
+			want.Store(int64(count))
+			if int(state.Load()&0xFFFFFFFF) >= count {
+				signal(seq)
+			}
+		}
+		deadline := time.Now().Add(timeout)
+		progress, progressAt := state.Load(), time.Now()
 		for {
+			timer.Reset(min(time.Until(deadline), time.Second))
 			select {
 			case got := <-done:
 				if got == seq {
 					return count, true, nil
 				}
-			case <-timer.C:
-				return count, false, nil
+			case now := <-timer.C:
+				if now.After(deadline) {
+					return count, false, nil
+				}
+				if v := state.Load(); v != progress {
+					progress, progressAt = v, now
+				} else if now.Sub(progressAt) > stall {
+					return count, false, nil
+				}
 			case <-ctx.Done():
 				return count, false, ctx.Err()
 			}
 		}
 	}
 	// The warm-up broadcast waits out the storm of join announcements.
-	if count, ok, err := broadcast(1, warmupTimeout); err != nil || !ok {
+	if count, ok, err := broadcast(1, warmupTimeout, 10*time.Second); err != nil || !ok {
 		if err == nil {
-			err = fmt.Errorf("warm-up broadcast reached %d of %d members in %v (server reported %d)",
-				state.Load()&0xFFFFFFFF, n, warmupTimeout, count)
+			err = fmt.Errorf("warm-up broadcast reached %d of %d members (the server reported sending to %d)",
+				state.Load()&0xFFFFFFFF, n, count)
 		}
 		return err
 	}
@@ -361,13 +383,11 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 	deadline := time.Now().Add(s.o.Duration)
 	for seq := uint64(2); time.Now().Before(deadline) && ctx.Err() == nil; seq++ {
 		t0 := time.Now()
-		count, ok, err := broadcast(seq, deliveryTimeout)
+		count, ok, err := broadcast(seq, deliveryTimeout, deliveryTimeout)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			ctr.errs.Add(1)
-			if !errors.Is(err, errBadResponse) && bs.LastError == "" {
-				bs.LastError = err.Error()
-			}
+			bs.LastError = err.Error()
 			var se *statusError
 			if hc.close || !errors.As(err, &se) {
 				hset.remove(hc)
@@ -394,6 +414,23 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 	r.fill(w, []*counter{ctr})
 	r.Broadcast = bs
 	return nil
+}
+
+// firstInt returns the first decimal number in b ("1000", "1000\n" or
+// `{"members":1000}`), or -1.
+func firstInt(b []byte) int {
+	i := bytes.IndexAny(b, "0123456789")
+	if i < 0 {
+		return -1
+	}
+	n := 0
+	for _, c := range b[i:] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 // statusError is an unexpected HTTP status.

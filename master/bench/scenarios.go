@@ -165,6 +165,9 @@ func (s *session) benchEcho(ctx context.Context, t *target, m *meter, r *Result)
 						return
 					}
 				}
+				if c == nil {
+					return
+				}
 				continue
 			}
 			if op != opBinary || !bytes.Equal(c.msg, payload) {
@@ -234,9 +237,9 @@ func (s *session) benchConnect(ctx context.Context, t *target, m *meter, r *Resu
 	return nil
 }
 
-// benchIdle opens IdleConns idle WebSocket connections to /echo and reports
-// how much RSS the server's processes grew per connection. The window is the
-// opening of the connections (ops = connections opened).
+// benchIdle opens 10,000 (Options.idleConns) idle WebSocket connections to
+// /echo and reports how much RSS the server's processes grew per connection.
+// The window is the opening of the connections (ops = connections opened).
 func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result) error {
 	n := s.o.idleConns
 	if lim, err := raiseNoFile(); err == nil && lim < uint64(n)+256 {
@@ -291,9 +294,18 @@ func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result)
 	if err != nil && r.Ops == 0 {
 		return fmt.Errorf("connect: %w", err)
 	}
+	idle := &IdleStats{Conns: int(r.Ops)}
+	if err != nil {
+		idle.Error = err.Error()
+	}
 	time.Sleep(s.o.idleSettle)
 	after := m.rssByProc()
-	idle := &IdleStats{Conns: int(r.Ops)}
+	conns := t.connsByPid(ctx)
+	if t.inProcess || t.mode == modeBaseline {
+		for pid := range after {
+			conns[pid] = int(r.Ops)
+		}
+	}
 	m.mu.Lock()
 	procs := m.procs
 	m.mu.Unlock()
@@ -304,16 +316,16 @@ func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result)
 		if !okb && !oka {
 			continue
 		}
-		d := int64(a) - int64(b)
-		total += d
-		idle.Procs = append(idle.Procs, ProcRSS{Pid: p.pid, Role: p.role, BeforeKiB: b, AfterKiB: a, DeltaKiB: d})
+		pr := ProcRSS{Pid: p.pid, Role: p.role, BeforeKiB: b, AfterKiB: a, DeltaKiB: int64(a) - int64(b), Conns: conns[p.pid]}
+		if pr.Conns > 0 {
+			pr.KiBPerConn = float64(pr.DeltaKiB) / float64(pr.Conns)
+		}
+		total += pr.DeltaKiB
+		idle.Procs = append(idle.Procs, pr)
 	}
 	sort.Slice(idle.Procs, func(i, j int) bool { return idle.Procs[i].DeltaKiB > idle.Procs[j].DeltaKiB })
 	if idle.Conns > 0 {
 		idle.KiBPerConn = float64(total) / float64(idle.Conns)
-		if len(idle.Procs) > 0 {
-			idle.HolderKiBPerConn = float64(idle.Procs[0].DeltaKiB) / float64(idle.Conns)
-		}
 	}
 	r.Idle = idle
 	return nil

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -107,7 +106,7 @@ func startTarget(ctx context.Context, o *Options, mode string) (*target, error) 
 		t.waitErr = t.cmd.Wait()
 		close(t.done)
 	}()
-	if err := t.waitReady(ctx, readyTimeout); err != nil {
+	if err := t.waitReady(ctx, o.readyTimeout); err != nil {
 		t.stop()
 		return nil, err
 	}
@@ -209,12 +208,14 @@ func probe(ctx context.Context, t *target) error {
 
 // statusJSON is the part of `server status --json` bench reads.
 type statusJSON struct {
-	Mode      string `json:"mode"`
-	MasterPid int    `json:"master_pid"`
-	Workers   []struct {
-		ID    int    `json:"id"`
-		Pid   int    `json:"pid"`
-		State string `json:"state"`
+	Mode        string `json:"mode"`
+	MasterPid   int    `json:"master_pid"`
+	Connections int    `json:"connections"`
+	Workers     []struct {
+		ID          int    `json:"id"`
+		Pid         int    `json:"pid"`
+		State       string `json:"state"`
+		Connections int    `json:"connections"`
 	} `json:"workers"`
 	TaskWorkers []struct {
 		ID  int `json:"id"`
@@ -241,7 +242,12 @@ func (t *target) status(ctx context.Context) (*statusJSON, error) {
 
 // procs lists the server's processes: what status --json reports plus any
 // other member of the server's process group.
-func (t *target) procs(ctx context.Context) []proc {
+func (t *target) procs(ctx context.Context) []proc { return t.refreshProcs(ctx, nil) }
+
+// refreshProcs lists the server's processes. With prev it does not ask
+// `status` (which costs the server CPU) but keeps prev's roles and adds any
+// new member of the process group, such as a respawned worker.
+func (t *target) refreshProcs(ctx context.Context, prev []proc) []proc {
 	if t.inProcess {
 		return []proc{{pid: os.Getpid(), role: "baseline"}}
 	}
@@ -253,15 +259,21 @@ func (t *target) procs(ctx context.Context) []proc {
 			ps = append(ps, proc{pid: pid, role: role})
 		}
 	}
-	if t.mode == modeBaseline {
+	for _, p := range prev {
+		add(p.pid, p.role)
+	}
+	switch {
+	case t.mode == modeBaseline:
 		add(t.cmd.Process.Pid, "baseline")
-	} else if st, err := t.status(ctx); err == nil {
-		add(st.MasterPid, "master")
-		for _, w := range st.Workers {
-			add(w.Pid, "worker "+strconv.Itoa(w.ID))
-		}
-		for _, w := range st.TaskWorkers {
-			add(w.Pid, "task "+strconv.Itoa(w.ID))
+	case prev == nil:
+		if st, err := t.status(ctx); err == nil {
+			add(st.MasterPid, "master")
+			for _, w := range st.Workers {
+				add(w.Pid, "worker "+strconv.Itoa(w.ID))
+			}
+			for _, w := range st.TaskWorkers {
+				add(w.Pid, "task "+strconv.Itoa(w.ID))
+			}
 		}
 	}
 	for _, pid := range groupPids(t.cmd.Process.Pid) {
@@ -277,6 +289,30 @@ func (t *target) procs(ctx context.Context) []proc {
 	return ps
 }
 
+// connsByPid asks the server how many connections each process holds. In
+// PROCESS mode the master holds every connection (its reactor); in BASE mode
+// each worker holds its own.
+func (t *target) connsByPid(ctx context.Context) map[int]int {
+	out := map[int]int{}
+	if t.inProcess || t.mode == modeBaseline {
+		return out
+	}
+	st, err := t.status(ctx)
+	if err != nil {
+		return out
+	}
+	if st.Mode == "process" && st.Connections > 0 {
+		out[st.MasterPid] = st.Connections
+		return out
+	}
+	for _, w := range st.Workers {
+		if w.Connections > 0 {
+			out[w.Pid] = w.Connections
+		}
+	}
+	return out
+}
+
 func (t *target) remember(pid int) {
 	for _, k := range t.known {
 		if k == pid {
@@ -286,48 +322,66 @@ func (t *target) remember(pid int) {
 	t.known = append(t.known, pid)
 }
 
-// stop stops the server (`stop`, then SIGKILL to its process group and to
-// every pid it ever reported) and removes its run dir. Safe to call on any
-// target; it never uses the caller's (maybe cancelled) context.
+// stop stops the server and removes its run dir: `stop` (for the real
+// server), then SIGTERM to its process group if it is still there, then
+// SIGKILL to the group and to every pid it ever reported. Safe to call on
+// any target; it never uses the caller's (maybe cancelled) context.
 func (t *target) stop() error {
 	if t.cmd == nil {
 		return nil
 	}
+	defer os.RemoveAll(t.runDir)
 	var errs []error
-	if t.mode != modeBaseline {
+	exitedWithin := func(d time.Duration) bool {
+		select {
+		case <-t.done:
+			return true
+		case <-time.After(d):
+			return false
+		}
+	}
+	stopped := false
+	if t.mode != modeBaseline && t.exited() == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 		cmd := exec.CommandContext(ctx, t.exe, "stop", "--run-dir", t.runDir)
-		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-		if t.exited() == nil {
-			if err := cmd.Run(); err != nil {
-				errs = append(errs, fmt.Errorf("bench: stop server in mode %s: %w", t.mode, err))
-			}
-		}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
 		cancel()
-	} else {
-		_ = killGroup(t.cmd.Process.Pid, syscall.SIGTERM)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bench: stop server in mode %s: %w: %s", t.mode, err, bytes.TrimSpace(out.Bytes())))
+		} else if stopped = exitedWithin(5 * time.Second); !stopped {
+			errs = append(errs, fmt.Errorf("bench: server in mode %s did not exit within 5s of stop", t.mode))
+		}
 	}
-	select {
-	case <-t.done:
-	case <-time.After(5 * time.Second):
-		errs = append(errs, fmt.Errorf("bench: server in mode %s did not exit within 5s of stop; killed", t.mode))
+	if !stopped {
+		_ = killGroup(t.cmd.Process.Pid, syscall.SIGTERM)
+		exitedWithin(2 * time.Second)
 	}
 	_ = killGroup(t.cmd.Process.Pid, syscall.SIGKILL)
-	for _, pid := range t.known {
-		if _, err := readProcStat(pid); err == nil {
+	for _, pid := range t.known { // workers that left the group, if any
+		if sameExe(pid, t.exe) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	select {
-	case <-t.done:
-	case <-time.After(5 * time.Second):
+	if !exitedWithin(5 * time.Second) {
 		errs = append(errs, fmt.Errorf("bench: server process %d survived SIGKILL", t.cmd.Process.Pid))
 	}
-	os.RemoveAll(t.runDir)
 	if t.mode == modeBaseline {
-		return nil // killing it is how it stops
+		return nil // a signal is how it stops
 	}
 	return errors.Join(errs...)
+}
+
+// sameExe reports whether pid is alive and runs exe (so a recycled pid is
+// never signalled).
+func sameExe(pid int, exe string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	arg0, _, _ := bytes.Cut(b, []byte{0})
+	return filepath.Base(string(arg0)) == filepath.Base(exe)
 }
 
 func truncate(s string, n int) string {

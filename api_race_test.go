@@ -1,0 +1,5 @@
+//go:build race
+
+package forkd_test
+
+const apiRace = true

@@ -1,0 +1,511 @@
+package forkd_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/forkd/forkd"
+	"github.com/forkd/forkd/master"
+)
+
+// TestAPIConnID: a ConnID reads back from its string form; anything else
+// is an error.
+func TestAPIConnID(t *testing.T) {
+	for _, id := range []forkd.ConnID{0, 1, 1<<48 | 1<<32 | 7, 0xFFFF<<48 | 3<<32 | 99, ^forkd.ConnID(0)} {
+		got, err := forkd.ParseConnID(id.String())
+		if err != nil || got != id {
+			t.Errorf("ParseConnID(%q): got %d, %v; want %d", id.String(), got, err, id)
+		}
+	}
+	for _, bad := range []string{"", "x", "-1", "1e3", "18446744073709551616", "0x10"} {
+		if _, err := forkd.ParseConnID(bad); err == nil {
+			t.Errorf("ParseConnID(%q): got no error", bad)
+		}
+	}
+}
+
+// apiServer is the test program testdata/taskapp, started with the
+// library's own CLI in its own process group.
+type apiServer struct {
+	t        *testing.T
+	bin      string
+	runDir   string
+	httpAddr string
+	wsAddr   string
+	logPath  string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	pids     map[int]bool
+}
+
+// buildTaskApp builds testdata/taskapp (with -race under -race).
+func buildTaskApp(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "taskapp")
+	args := []string{"build", "-o", bin}
+	if apiRace {
+		args = append(args, "-race")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", append(args, "./testdata/taskapp")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build ./testdata/taskapp: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func apiFreeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startAPIServer runs `bin start --mode mode --workers 2 --task-workers 2`
+// on free loopback ports, waits until it serves, and registers a cleanup
+// that stops it and checks that none of its processes is left.
+func startAPIServer(t *testing.T, bin, mode string) *apiServer {
+	t.Helper()
+	dir := t.TempDir()
+	s := &apiServer{t: t, bin: bin, runDir: filepath.Join(dir, "run"), httpAddr: apiFreeAddr(t), wsAddr: apiFreeAddr(t),
+		logPath: filepath.Join(dir, "server.log"), pids: map[int]bool{}}
+	logf, err := os.Create(s.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd = exec.Command(bin, "start", "--mode", mode, "--workers", "2", "--task-workers", "2",
+		"--http", s.httpAddr, "--ws", s.wsAddr, "--run-dir", s.runDir, "--log-format", "console")
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatal(err)
+	}
+	s.exited = make(chan struct{})
+	go func() { s.cmd.Wait(); logf.Close(); close(s.exited) }()
+	s.pids[s.cmd.Process.Pid] = true
+	t.Cleanup(s.stop)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-s.exited:
+			t.Fatalf("server exited before it was ready\n%s", s.log())
+		default:
+		}
+		if resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + s.httpAddr + "/hello"); err == nil {
+			resp.Body.Close()
+			if st, err := s.status(); err == nil && resp.StatusCode == 200 && len(st.TaskWorkers) == 2 {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready after 30s\n%s", s.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *apiServer) log() string {
+	b, _ := os.ReadFile(s.logPath)
+	return string(b)
+}
+
+// status runs `status --json` and records every pid in it.
+func (s *apiServer) status() (master.Status, error) {
+	var st master.Status
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, s.bin, "status", "--json", "--run-dir", s.runDir).Output()
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return st, fmt.Errorf("status --json: %v: %s", err, out)
+	}
+	for _, w := range append(st.Workers, st.TaskWorkers...) {
+		if w.Pid > 0 {
+			s.pids[w.Pid] = true
+		}
+	}
+	return st, nil
+}
+
+func (s *apiServer) stop() {
+	t := s.t
+	select {
+	case <-s.exited:
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, s.bin, "stop", "--run-dir", s.runDir).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Errorf("stop: %v\n%s", err, out)
+		}
+		select {
+		case <-s.exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("server still running 10s after stop")
+		}
+	}
+	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.exited
+	for pid := range s.pids {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil || bytes.Contains(b, []byte(") Z ")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("process %d outlived the server; killing it", pid)
+				syscall.Kill(pid, syscall.SIGKILL)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if t.Failed() {
+		t.Logf("server log:\n%s", s.log())
+	}
+}
+
+// waitTasksIdle waits until no task worker has a task (a task that timed
+// out for its sender still runs to its end in the task worker).
+func (s *apiServer) waitTasksIdle() {
+	s.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := s.status()
+		if err != nil {
+			s.t.Fatalf("status: %v", err)
+		}
+		busy := 0
+		for _, w := range st.TaskWorkers {
+			busy += w.TasksQueued
+		}
+		if busy == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("task workers still busy after 15s: %+v", st.TaskWorkers)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var apiClient = &http.Client{Timeout: 30 * time.Second}
+
+// get fetches path (on a new connection when fresh, so the kernel or the
+// dispatcher may pick another worker) and decodes its JSON into v.
+func (s *apiServer) get(path string, fresh bool, v any) {
+	s.t.Helper()
+	c := apiClient
+	if fresh {
+		c = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	}
+	resp, err := c.Get("http://" + s.httpAddr + path)
+	if err != nil {
+		s.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		s.t.Fatalf("GET %s: got %d %q", path, resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		s.t.Fatalf("GET %s: %v: %s", path, err, b)
+	}
+}
+
+// TestAPI drives the worker API through testdata/taskapp, in both modes:
+// tasks in their three shapes, timers, pipe messages, and the Sender and
+// pipe messages from a task worker.
+func TestAPI(t *testing.T) {
+	bin := buildTaskApp(t)
+	for _, mode := range []string{"process", "base"} {
+		t.Run(mode, func(t *testing.T) {
+			s := startAPIServer(t, bin, mode)
+			t.Run("Task", func(t *testing.T) { apiTask(t, s) })
+			t.Run("TaskWaitMulti", func(t *testing.T) { apiTaskWaitMulti(t, s) })
+			t.Run("Timers", func(t *testing.T) { apiTimers(t, s) })
+			t.Run("Pipe", func(t *testing.T) { apiPipe(t, s) })
+			t.Run("TaskWorkerSender", func(t *testing.T) { apiTaskWorkerSender(t, s) })
+		})
+	}
+}
+
+type taskReply struct {
+	Worker      int     `json:"worker"`
+	Result      string  `json:"result"`
+	Err         string  `json:"err"`
+	Kind        string  `json:"kind"`
+	ReturnedMs  float64 `json:"returned_ms"`
+	FinishedMs  float64 `json:"finished_ms"`
+	TookMs      float64 `json:"took_ms"`
+	SameProcess bool    `json:"same_process"`
+}
+
+// apiTask: Task returns at once and its done callback gets the result (or
+// the task's error) in the sending worker; TaskWait returns the result, the
+// task's error wrapped in ErrTaskFailed, or ErrTimeout in time.
+func apiTask(t *testing.T, s *apiServer) {
+	var r taskReply
+	s.get("/task?data="+url.QueryEscape("sleep|300"), false, &r)
+	if r.Kind != "ok" || (r.Result != "2" && r.Result != "3") || !r.SameProcess {
+		t.Errorf("Task(sleep 300ms): got %+v, want ok with a task worker id (2 or 3) in the sending process", r)
+	}
+	if r.ReturnedMs > 100 || r.FinishedMs < 290 {
+		t.Errorf("Task(sleep 300ms): returned after %.1fms, finished after %.1fms; want it to return at once and finish after ~300ms", r.ReturnedMs, r.FinishedMs)
+	}
+	s.get("/task?data="+url.QueryEscape("fail|no luck"), false, &r)
+	if r.Kind != "failed" || r.Err != "forkd: task failed: no luck" {
+		t.Errorf("Task(fail): got kind %q err %q, want failed \"forkd: task failed: no luck\"", r.Kind, r.Err)
+	}
+
+	tests := []struct {
+		name, data, timeout string
+		kind, result, err   string
+	}{
+		{name: "echo", data: "echo|hi", kind: "ok"},
+		{name: "error", data: "fail|bad input", kind: "failed", err: "forkd: task failed: bad input"},
+		{name: "panic", data: "panic", kind: "failed", err: "forkd: task failed: panic in OnTask"},
+		{name: "timeout", data: "sleep|2000", timeout: "200", kind: "timeout", err: forkd.ErrTimeout.Error()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := "/taskwait?data=" + url.QueryEscape(tc.data)
+			if tc.timeout != "" {
+				path += "&timeout=" + tc.timeout
+			}
+			var r taskReply
+			s.get(path, false, &r)
+			if r.Kind != tc.kind || r.Err != tc.err {
+				t.Errorf("TaskWait(%q): got kind %q err %q, want %q %q", tc.data, r.Kind, r.Err, tc.kind, tc.err)
+			}
+			if tc.name == "echo" {
+				want0, want1 := fmt.Sprintf("hi@2<-%d", r.Worker), fmt.Sprintf("hi@3<-%d", r.Worker)
+				if r.Result != want0 && r.Result != want1 {
+					t.Errorf("TaskWait(echo): got %q, want %q or %q (task worker id, sending worker id)", r.Result, want0, want1)
+				}
+			}
+			if tc.kind == "timeout" && (r.TookMs < 190 || r.TookMs > 1500) {
+				t.Errorf("TaskWait with a 200ms timeout returned after %.1fms", r.TookMs)
+			}
+		})
+	}
+}
+
+// apiTaskWaitMulti: results and errors come in the order of the inputs,
+// run in parallel over the pool, and a slow one times out alone.
+func apiTaskWaitMulti(t *testing.T, s *apiServer) {
+	var r struct {
+		Results []string `json:"results"`
+		Kinds   []string `json:"kinds"`
+		Errs    []string `json:"errs"`
+		TookMs  float64  `json:"took_ms"`
+		Worker  int      `json:"worker"`
+	}
+	s.waitTasksIdle() // the timed-out tasks of apiTask may still run
+	q := url.Values{"d": {"echo|a", "fail|b", "echo|c", "sleep|300", "sleep|300"}}
+	s.get("/multi?"+q.Encode(), false, &r)
+	wantKinds := []string{"ok", "failed", "ok", "ok", "ok"}
+	if fmt.Sprint(r.Kinds) != fmt.Sprint(wantKinds) {
+		t.Fatalf("TaskWaitMulti kinds: got %v (%q), want %v", r.Kinds, r.Errs, wantKinds)
+	}
+	for i, prefix := range []string{"a@", "", "c@"} {
+		if prefix != "" && !bytes.HasPrefix([]byte(r.Results[i]), []byte(prefix)) {
+			t.Errorf("TaskWaitMulti result %d: got %q, want %s...", i, r.Results[i], prefix)
+		}
+	}
+	if r.Errs[1] != "forkd: task failed: b" {
+		t.Errorf("TaskWaitMulti error 1: got %q", r.Errs[1])
+	}
+	// Two 300ms tasks on two task workers run side by side (plus the quick
+	// ones queued behind them at worst).
+	if r.TookMs > 1200 {
+		t.Errorf("TaskWaitMulti took %.1fms, want the two 300ms tasks in parallel", r.TookMs)
+	}
+	q = url.Values{"d": {"echo|x", "sleep|3000"}, "timeout": {"300"}}
+	s.get("/multi?"+q.Encode(), false, &r)
+	if fmt.Sprint(r.Kinds) != "[ok timeout]" || r.TookMs > 2000 {
+		t.Errorf("TaskWaitMulti with a 300ms timeout: got %v after %.1fms, want [ok timeout] promptly", r.Kinds, r.TookMs)
+	}
+}
+
+// apiTimers: Tick fires at its interval within tolerance and stops when
+// cleared; a slow callback delays only its own timer; After fires once; a
+// cleared After never fires; ClearTimer reports whether the timer was live.
+func apiTimers(t *testing.T, s *apiServer) {
+	var r struct {
+		Ticks           []float64 `json:"ticks_ms"`
+		TicksAfterClear int       `json:"ticks_after_clear"`
+		SlowRuns        int       `json:"slow_runs"`
+		SlowAfterClear  int       `json:"slow_after_clear"`
+		AfterMs         float64   `json:"after_ms"`
+		ClearAfterFired bool      `json:"clear_after_fired"`
+		ClearedFired    bool      `json:"cleared_fired"`
+		ClearPending    bool      `json:"clear_pending"`
+		ClearFirst      bool      `json:"clear_first"`
+		ClearAgain      bool      `json:"clear_again"`
+		TimersBefore    int       `json:"timers_before"`
+		TimersDuring    int       `json:"timers_during"`
+		TimersAfter     int       `json:"timers_after"`
+	}
+	s.get("/timers", false, &r)
+	t.Logf("ticks at %v ms; slow runs %d; after at %.1fms", r.Ticks, r.SlowRuns, r.AfterMs)
+	// 600ms of a 50ms Tick: 12 ticks; allow a scheduler hiccup or two.
+	if n := len(r.Ticks); n < 9 || n > 13 {
+		t.Errorf("Tick(50ms) over 600ms: got %d ticks, want about 12", n)
+	}
+	// Never early; on average at the interval (a loaded machine may delay
+	// one tick, and a Ticker then skips rather than bunches).
+	for i, at := range r.Ticks {
+		if want := float64(50 * (i + 1)); at < want-5 {
+			t.Errorf("tick %d at %.1fms, before its time (%.0fms)", i+1, at, want)
+		}
+	}
+	if n := len(r.Ticks); n >= 2 {
+		if mean := (r.Ticks[n-1] - r.Ticks[0]) / float64(n-1); mean < 45 || mean > 75 {
+			t.Errorf("Tick(50ms): mean interval %.1fms, want about 50ms", mean)
+		}
+	}
+	if r.TicksAfterClear > 0 {
+		t.Errorf("Tick kept firing after ClearTimer: %d more ticks", r.TicksAfterClear)
+	}
+	// The slow Tick (200ms callback every 50ms) skips what it missed: 3-4
+	// runs; the fast one beside it was not slowed (checked above).
+	if r.SlowRuns < 2 || r.SlowRuns > 5 || r.SlowAfterClear > 0 {
+		t.Errorf("slow Tick: %d runs in 600ms, %d after clear; want 3-4 and none after", r.SlowRuns, r.SlowAfterClear)
+	}
+	if r.AfterMs < 145 || r.AfterMs > 300 {
+		t.Errorf("After(150ms) fired at %.1fms", r.AfterMs)
+	}
+	if r.ClearedFired || !r.ClearPending {
+		t.Errorf("After cleared before firing: fired %v, ClearTimer returned %v; want not fired, true", r.ClearedFired, r.ClearPending)
+	}
+	if !r.ClearFirst || r.ClearAgain || r.ClearAfterFired {
+		t.Errorf("ClearTimer: live Tick %v, again %v, fired After %v; want true, false, false", r.ClearFirst, r.ClearAgain, r.ClearAfterFired)
+	}
+	if r.TimersDuring != r.TimersBefore+3 || r.TimersAfter != r.TimersBefore {
+		t.Errorf("Stats timers: before %d, during %d, after %d; want +3 while running, back after", r.TimersBefore, r.TimersDuring, r.TimersAfter)
+	}
+}
+
+type pipeReply struct {
+	Worker     int    `json:"worker"`
+	To         int    `json:"to"`
+	Kind       string `json:"kind"`
+	Err        string `json:"err"`
+	PongFrom   int    `json:"pong_from"`
+	PongWorker int    `json:"pong_worker"`
+}
+
+// apiPipe: SendMessage from worker 0 reaches worker 1's OnPipeMessage (and
+// back), with the right from; an invalid worker id is an error.
+func apiPipe(t *testing.T, s *apiServer) {
+	seen := map[string]bool{}
+	for try := 0; try < 100 && !(seen["0->1"] && seen["1->0"]); try++ {
+		// Ask the serving worker to message the other one; a new connection
+		// each time so both workers get to serve.
+		to := try % 2
+		var r pipeReply
+		s.get("/pipe?to="+strconv.Itoa(to), true, &r)
+		if r.Worker == to {
+			continue // it served itself; a self-message is fine but not the point
+		}
+		if r.Kind != "ok" || r.PongFrom != to || r.PongWorker != to {
+			t.Fatalf("worker %d SendMessage(%d): got %+v, want a pong from worker %d", r.Worker, to, r, to)
+		}
+		seen[fmt.Sprintf("%d->%d", r.Worker, to)] = true
+	}
+	if !seen["0->1"] {
+		t.Fatalf("never got worker 0 to message worker 1: %v", seen)
+	}
+	// A worker may message a task worker too (ids 2, 3), and itself.
+	var r pipeReply
+	s.get("/pipe?to=3", false, &r)
+	if r.Kind != "ok" || r.PongFrom != 3 || r.PongWorker != 3 {
+		t.Errorf("SendMessage(3) to a task worker: got %+v, want a pong from 3", r)
+	}
+	for _, to := range []string{"4", "99", "-1"} {
+		var r pipeReply
+		s.get("/pipe?to="+to, false, &r)
+		if r.Kind != "unavailable" || r.Err != forkd.ErrUnavailable.Error() {
+			t.Errorf("SendMessage(%s): got %+v, want ErrUnavailable", to, r)
+		}
+	}
+}
+
+// apiTaskWorkerSender: a task worker sends pipe messages and pushes to
+// connections held anywhere, with real outcomes.
+func apiTaskWorkerSender(t *testing.T, s *apiServer) {
+	var r pipeReply
+	s.get("/taskpipe", false, &r)
+	if r.Kind != "ok" || (r.PongFrom != 2 && r.PongFrom != 3) || r.PongWorker != r.PongFrom {
+		t.Errorf("a task worker's SendMessage back to worker %d: got %+v, want ok from task worker 2 or 3", r.Worker, r)
+	}
+	// Connections on both workers.
+	perWorker := map[int]string{}
+	var conns []*websocket.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for try := 0; try < 100 && len(perWorker) < 2; try++ {
+		c, resp, err := websocket.DefaultDialer.Dial("ws://"+s.wsAddr+"/", nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		resp.Body.Close()
+		conns = append(conns, c)
+		var hello struct {
+			Conn   string `json:"conn"`
+			Worker int    `json:"worker"`
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := c.ReadJSON(&hello); err != nil {
+			t.Fatalf("read hello: %v", err)
+		}
+		if _, ok := perWorker[hello.Worker]; !ok {
+			perWorker[hello.Worker] = hello.Conn
+			text := "from a task to " + hello.Conn
+			var tr taskReply
+			s.get("/taskpush?"+url.Values{"conn": {hello.Conn}, "text": {text}}.Encode(), false, &tr)
+			if tr.Kind != "ok" || tr.Result != "ok" {
+				t.Fatalf("task worker Push to conn %s on worker %d: got %+v, want ok", hello.Conn, hello.Worker, tr)
+			}
+			_, b, err := c.ReadMessage()
+			if err != nil || string(b) != text {
+				t.Fatalf("conn on worker %d: got %q, %v; want %q", hello.Worker, b, err, text)
+			}
+		}
+	}
+	if len(perWorker) < 2 {
+		t.Fatalf("connections landed on workers %v only", perWorker)
+	}
+	var tr taskReply
+	s.get("/taskpush?conn=1&text=x", false, &tr)
+	if tr.Kind != "ok" || tr.Result != "noconn" {
+		t.Errorf("task worker Push to an unknown id: got %+v, want ErrNoConnection", tr)
+	}
+}
