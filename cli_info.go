@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -80,16 +82,22 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "out", Usage: "write a markdown report"},
 			&cli.StringFlag{Name: "chart", Usage: "write a chart (.svg or .png)"},
 			&cli.BoolFlag{Name: "json"},
+			&cli.IntFlag{Name: "idle-conns", Value: 10000, Usage: "idle scenario: WebSocket connections held open"},
+			&cli.IntFlag{Name: "members", Value: 1000, Usage: "broadcast scenario: room size"},
 		},
 		Action: func(c *cli.Context) error {
 			exe, err := os.Executable()
 			if err != nil {
 				return err
 			}
-			return bench.Run(c.Context, bench.Options{
+			// Ctrl-C must reach bench, so it stops the servers it started.
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return bench.Run(ctx, bench.Options{
 				Exe: exe, Modes: split(c.String("modes")), Workers: c.Int("workers"), Duration: c.Duration("duration"),
 				Conns: c.Int("conns"), Scenarios: split(c.String("scenarios")), Out: c.String("out"), Chart: c.String("chart"),
 				JSON: c.Bool("json"), Stdout: os.Stdout, Progress: os.Stderr,
+				IdleConns: c.Int("idle-conns"), Members: c.Int("members"),
 			})
 		},
 	}

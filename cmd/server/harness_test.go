@@ -46,6 +46,9 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	// A race-built binary sleeps a second at exit by default: every CLI
+	// call (status, stop) would pay it.
+	os.Setenv("GORACE", "atexit_sleep_ms=0")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

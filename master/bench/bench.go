@@ -51,11 +51,12 @@ type Options struct {
 	Stdout    io.Writer     // table or JSON; default os.Stdout
 	Progress  io.Writer     // a progress line rewritten with \r; default none
 
-	// Scenario sizes, fixed for users; tests shrink them.
-	idleConns        int
-	broadcastMembers int
-	idleSettle       time.Duration
-	readyTimeout     time.Duration
+	IdleConns int // idle scenario: connections held open; default 10,000
+	Members   int // broadcast scenario: room size; default 1,000
+
+	// Tests shorten the idle scenario's settling pause.
+	idleSettle   time.Duration
+	readyTimeout time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -103,11 +104,11 @@ func (o *Options) setDefaults() error {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
-	if o.idleConns <= 0 {
-		o.idleConns = defaultIdleConns
+	if o.IdleConns <= 0 {
+		o.IdleConns = defaultIdleConns
 	}
-	if o.broadcastMembers <= 0 {
-		o.broadcastMembers = defaultBroadcastMembers
+	if o.Members <= 0 {
+		o.Members = defaultBroadcastMembers
 	}
 	if o.idleSettle <= 0 {
 		o.idleSettle = time.Second

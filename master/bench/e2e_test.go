@@ -58,7 +58,7 @@ func startBaseline(t *testing.T) *target {
 func TestScenariosAgainstBaseline(t *testing.T) {
 	tg := startBaseline(t)
 	o := Options{Conns: 8, Duration: 300 * time.Millisecond, Scenarios: []string{"http", "echo", "connect", "idle", "push"},
-		idleConns: 300, idleSettle: 50 * time.Millisecond}
+		IdleConns: 300, idleSettle: 50 * time.Millisecond}
 	if err := o.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestRunWithFakeServer(t *testing.T) {
 	o := Options{
 		Exe: os.Args[0], Modes: []string{"process", "base"}, Workers: 2, Conns: 8,
 		Duration: 300 * time.Millisecond, Out: filepath.Join(dir, "report.md"), Chart: filepath.Join(dir, "chart.svg"),
-		Stdout: &out, Progress: progressLog{t}, idleConns: 200, broadcastMembers: 50, idleSettle: 50 * time.Millisecond,
+		Stdout: &out, Progress: progressLog{t}, IdleConns: 200, Members: 50, idleSettle: 50 * time.Millisecond,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -178,7 +178,7 @@ func TestBroadcastServerLosesMembers(t *testing.T) {
 	t.Setenv("FORKD_BENCH_TEST_LOSE", "1")
 	var out bytes.Buffer
 	o := Options{Exe: os.Args[0], Modes: []string{"base"}, Workers: 1, Conns: 8, Duration: 300 * time.Millisecond,
-		Scenarios: []string{"broadcast"}, Stdout: &out, JSON: true, broadcastMembers: 50}
+		Scenarios: []string{"broadcast"}, Stdout: &out, JSON: true, Members: 50}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := Run(ctx, o); err != nil {

@@ -256,7 +256,7 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 // /broadcast at a time, each waited for until the last member has it. One op
 // is one member delivery; latency is the time until the last member.
 func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Result) error {
-	n := s.o.broadcastMembers
+	n := s.o.Members
 	room := "bench-bcast-" + s.nonce
 	ms, set, err := joinAll(ctx, t.wsAddr, n, func(int) string { return room })
 	if err != nil {

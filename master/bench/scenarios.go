@@ -237,11 +237,11 @@ func (s *session) benchConnect(ctx context.Context, t *target, m *meter, r *Resu
 	return nil
 }
 
-// benchIdle opens 10,000 (Options.idleConns) idle WebSocket connections to
+// benchIdle opens 10,000 (Options.IdleConns) idle WebSocket connections to
 // /echo and reports how much RSS the server's processes grew per connection.
 // The window is the opening of the connections (ops = connections opened).
 func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result) error {
-	n := s.o.idleConns
+	n := s.o.IdleConns
 	if lim, err := raiseNoFile(); err == nil && lim < uint64(n)+256 {
 		return fmt.Errorf("RLIMIT_NOFILE hard limit %d is too low for %d connections", lim, n)
 	}
