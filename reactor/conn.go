@@ -32,6 +32,10 @@ type Conn struct {
 	lastRead atomic.Int64 // unix nanos of the last message, for heartbeats
 	over     bool         // accepted over MaxConns: answered with 503/1013 and closed
 	closed   atomic.Bool
+	// idleSince is when an HTTP keep-alive connection went idle between
+	// requests (unix nanos), 0 while a request is active, idleShut once a
+	// drain has shut it.
+	idleSince atomic.Int64
 
 	// Set once at upgrade.
 	ws *websocket.Conn
@@ -57,6 +61,8 @@ type outMsg struct {
 	code int     // close code when op == websocket.CloseMessage
 	bp   *[]byte // pooled buffer holding data, returned after the write
 }
+
+const idleShut = -1
 
 // ID returns the connection id (see MakeID).
 func (c *Conn) ID() uint64 { return c.id }

@@ -104,7 +104,6 @@ type Reactor struct {
 	listeners []net.Listener
 	servers   []*fasthttp.Server
 	nconns    atomic.Int64
-	idle      sync.Map // *Conn -> time idle since (HTTP keep-alive between requests)
 	draining  atomic.Bool
 	closed    atomic.Bool
 	done      chan struct{}
@@ -181,7 +180,6 @@ func (r *Reactor) forget(c *Conn) {
 	r.mu.Lock()
 	delete(r.conns, c.id)
 	r.mu.Unlock()
-	r.idle.Delete(c)
 	r.nconns.Add(-1)
 	r.leaveAll(c)
 }
@@ -225,11 +223,15 @@ func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
 	if !ok {
 		return
 	}
+	// An atomic on the connection, not a map: this runs twice per request.
+	if c.idleSince.Load() == idleShut {
+		return
+	}
 	switch st {
 	case fasthttp.StateNew, fasthttp.StateIdle:
-		r.idle.Store(c, time.Now())
+		c.idleSince.Store(time.Now().UnixNano())
 	case fasthttp.StateActive, fasthttp.StateHijacked, fasthttp.StateClosed:
-		r.idle.Delete(c)
+		c.idleSince.Store(0)
 	}
 }
 
@@ -415,12 +417,18 @@ func (r *Reactor) reapIdle() {
 			if !r.draining.Load() {
 				continue
 			}
-			r.idle.Range(func(k, v any) bool {
-				if now.Sub(v.(time.Time)) >= time.Second && k.(*Conn).shutIdle() {
-					r.idle.Delete(k)
+			limit := now.Add(-time.Second).UnixNano()
+			var idle []*Conn
+			r.Each(func(c *Conn) {
+				if since := c.idleSince.Load(); since > 0 && since <= limit {
+					idle = append(idle, c)
 				}
-				return true
 			})
+			for _, c := range idle {
+				if c.shutIdle() {
+					c.idleSince.Store(idleShut)
+				}
+			}
 		}
 	}
 }
