@@ -86,6 +86,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "read-timeout", Value: 15 * time.Second, Usage: "time to read one HTTP request, headers and body (slowloris); 408 after"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "idle-timeout", Value: 60 * time.Second, Usage: "keep-alive connections idle this long are closed"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013 (default: ulimit -n)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
 	}
 }
@@ -93,7 +94,7 @@ func startFlags() []cli.Flag {
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
 
 func (s *Server) cli() *cli.App {
-	sf := append(startFlags(), runDirFlag)
+	sf := startFlags()
 	name := s.Name
 	if name == "" {
 		name = filepath.Base(os.Args[0])
@@ -148,8 +149,7 @@ func configSource(flags []cli.Flag) cli.BeforeFunc {
 // parser's fuzz test enters here; `start` runs the same configSource and
 // options.
 func (s *Server) loadOptions(args []string) (master.Options, error) {
-	runDir := *runDirFlag // flags keep state: never share one between apps
-	sf := append(startFlags(), &runDir)
+	sf := startFlags()
 	var o master.Options
 	app := &cli.App{
 		Name:           "forkd",
