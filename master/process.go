@@ -270,6 +270,9 @@ func (b *procBackend) Open(c *reactor.Conn) {
 	hs := ipc.AppendHandshake(nil, c.Handshake())
 	p.out.SendWait(&ipc.Header{Type: ipc.TypeOpen, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
 	p.leave()
+	// Data records the process told of the connection. Only this
+	// connection's read goroutine (Open, Message) touches it.
+	c.Data = p
 }
 
 // servingEnter returns the process serving slot id with its gate entered
@@ -294,9 +297,20 @@ func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
 		if !p.enter() {
 			continue // being drained, and detached already: its replacement serves
 		}
+		var err error
+		if c.Data != p {
+			// This worker has not been told of the connection: it opened
+			// while the slot changed hands (attach's Resume may have missed
+			// it). Tell it now; a worker ignores a second Resume.
+			hs := ipc.AppendHandshake(nil, c.Handshake())
+			err = p.out.SendWait(&ipc.Header{Type: ipc.TypeResume, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
+			c.Data = p
+		}
 		// SendWait blocks while the worker's queue is full: reading this
 		// connection pauses, and TCP pushes back on the client.
-		err := p.out.SendWait(&ipc.Header{Type: ipc.TypeMessage, Conn: c.ID(), Flags: uint8(op)}, data, nil)
+		if err == nil {
+			err = p.out.SendWait(&ipc.Header{Type: ipc.TypeMessage, Conn: c.ID(), Flags: uint8(op)}, data, nil)
+		}
 		p.leave()
 		if err == nil {
 			return

@@ -94,6 +94,11 @@ func (w *Worker) connEvent(f ipc.Frame) {
 			Header: bytes.Clone(hs.Header), Since: hs.Since,
 		}
 		w.mu.Lock()
+		if w.conns[c.id] != nil {
+			// Told twice (a Resume racing a slot change): once is enough.
+			w.mu.Unlock()
+			return
+		}
 		w.conns[c.id] = c
 		w.mu.Unlock()
 	default:
