@@ -132,8 +132,9 @@ type Server struct {
 	// that task (ErrTaskFailed); the task worker lives on.
 	OnTask func(w *Worker, from int, data []byte) ([]byte, error)
 	// OnBufferFull runs when a push to c failed because its send buffer is
-	// full; OnBufferDrain when the buffer has emptied again (BASE mode, and
-	// in PROCESS mode the pusher gets ErrBufferFull).
+	// full (the pusher also gets ErrBufferFull); OnBufferDrain when the
+	// buffer has emptied again. Threading: in the worker serving c, in order
+	// with c's other callbacks in PROCESS mode; must not block long.
 	OnBufferFull  func(c *Conn)
 	OnBufferDrain func(c *Conn)
 

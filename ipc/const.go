@@ -47,6 +47,7 @@ const (
 	TypeMessage  Type = 13 // m->w: WebSocket message; flags = opcode
 	TypeClosed   Type = 14 // m->w: WebSocket closed; code = close code
 	TypeResume   Type = 15 // m->w: WebSocket now served by this worker; payload = handshake
+	TypeBuffer   Type = 16 // m->w: a WebSocket's send buffer filled (code 1) or drained (code 0)
 
 	// The bus: any worker -> owner (master in PROCESS mode, the owning worker in BASE mode).
 	TypePush      Type = 20 // push; flags = opcode; conn = target; seq != 0 wants a Result

@@ -47,6 +47,7 @@ var allTypes = []struct {
 	{name: "TypeMessage", typ: TypeMessage, want: 13},
 	{name: "TypeClosed", typ: TypeClosed, want: 14},
 	{name: "TypeResume", typ: TypeResume, want: 15},
+	{name: "TypeBuffer", typ: TypeBuffer, want: 16},
 	{name: "TypePush", typ: TypePush, want: 20},
 	{name: "TypeClose", typ: TypeClose, want: 21},
 	{name: "TypeQuery", typ: TypeQuery, want: 22},

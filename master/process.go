@@ -326,10 +326,23 @@ func (b *procBackend) Close(c *reactor.Conn, code int, reason string) {
 	}
 }
 
-// BufferFull, BufferDrain: in PROCESS mode the outcome of each push
-// (ipc.BufferFull) goes back to the worker that pushed.
-func (b *procBackend) BufferFull(c *reactor.Conn)  {}
-func (b *procBackend) BufferDrain(c *reactor.Conn) {}
+// BufferFull and BufferDrain tell the worker serving the connection, which
+// runs OnBufferFull / OnBufferDrain in order with the connection's other
+// callbacks; the pusher also gets ipc.BufferFull as its outcome.
+func (b *procBackend) BufferFull(c *reactor.Conn)  { b.bufferEvent(c, 1) }
+func (b *procBackend) BufferDrain(c *reactor.Conn) { b.bufferEvent(c, 0) }
+
+func (b *procBackend) bufferEvent(c *reactor.Conn, code uint16) {
+	b.mu.Lock()
+	var p *proc
+	if id := int(c.Slot.Load()); id >= 0 && id < len(b.serving) {
+		p = b.serving[id]
+	}
+	b.mu.Unlock()
+	if p != nil {
+		p.out.Send(&ipc.Header{Type: ipc.TypeBuffer, Conn: c.ID(), Code: code}, nil, nil)
+	}
+}
 
 // RoomChanged: the master's reactor holds every room itself.
 func (b *procBackend) RoomChanged(string, int) {}

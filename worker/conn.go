@@ -163,6 +163,12 @@ func (w *Worker) dispatch(c *Conn, ev *event) {
 			return
 		}
 		w.guard(c, "OnMessage", func() { w.app.Message(c, ev.op, *ev.bp) })
+	case ipc.TypeBuffer:
+		if ev.code == 1 {
+			w.guard(nil, "OnBufferFull", func() { w.app.BufferFull(c) })
+		} else {
+			w.guard(nil, "OnBufferDrain", func() { w.app.BufferDrain(c) })
+		}
 	case ipc.TypeClosed:
 		c.closed.Store(true)
 		w.guard(nil, "OnClose", func() { w.app.Close(c, ev.code, string(*ev.bp)) })

@@ -271,7 +271,7 @@ func (w *Worker) handle(f ipc.Frame) error {
 	switch f.Type {
 	case ipc.TypeRequest:
 		w.serveRequest(f)
-	case ipc.TypeOpen, ipc.TypeResume, ipc.TypeMessage, ipc.TypeClosed:
+	case ipc.TypeOpen, ipc.TypeResume, ipc.TypeMessage, ipc.TypeClosed, ipc.TypeBuffer:
 		w.connEvent(f)
 	case ipc.TypeResult, ipc.TypeTaskResult:
 		w.calls.finish(f)

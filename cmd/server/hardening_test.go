@@ -631,9 +631,9 @@ func TestHardenSlowConsumer(t *testing.T) {
 		if growth > 100<<20 {
 			t.Fatalf("server RSS grew by %d MiB while pushing 100 MiB to a client that never reads", growth>>20)
 		}
-		if mode == "base" { // OnBufferFull runs in the worker holding the connection
-			s.expectLogged(t, 1, "send buffer full", welcome.Conn)
-		}
+		// OnBufferFull runs in the worker serving the connection, in both
+		// modes (in PROCESS mode the master tells it).
+		s.expectLogged(t, 1, "send buffer full", welcome.Conn)
 
 		// The client reads again: the buffer drains and pushes work.
 		done := make(chan struct{})
@@ -650,9 +650,7 @@ func TestHardenSlowConsumer(t *testing.T) {
 			resp, _ := s.post("/push?conn="+welcome.Conn, "hello again")
 			return resp.StatusCode == 200
 		})
-		if mode == "base" {
-			s.expectLogged(t, 1, "send buffer drained", welcome.Conn)
-		}
+		s.expectLogged(t, 1, "send buffer drained", welcome.Conn)
 		c.Close()
 		<-done
 	})
