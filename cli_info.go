@@ -31,7 +31,7 @@ func status(c *cli.Context) error {
 		fmt.Printf("listener %-6s %s (%s)\n", l.Name, l.Addr, l.Protocol)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKIND\tPID\tSTATE\tCONNS\tREQUESTS\tRSS\tRESTARTS\tUPTIME\tNOTE")
+	fmt.Fprintln(tw, "ID\tKIND\tPID\tSTATE\tCONNS\tREQUESTS\tRSS\tRESTARTS\tUPTIME\tBUS QUEUED/DROPPED\tNOTE")
 	for _, w := range append(st.Workers, st.TaskWorkers...) {
 		note := ""
 		if w.Backoff != "" {
@@ -41,8 +41,9 @@ func status(c *cli.Context) error {
 		if w.Kind == "task" {
 			reqs = fmt.Sprintf("%d tasks, %d queued", w.TasksDone, w.TasksQueued)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\n", w.ID, w.Kind, w.Pid, w.State, w.Connections, reqs,
-			mib(w.RSS), w.Restarts, (time.Duration(w.UptimeSec) * time.Second).String(), note)
+		bus := fmt.Sprintf("%dB/%d", w.BusQueued+w.BusPending, w.BusDropped+w.BusDroppedOut)
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", w.ID, w.Kind, w.Pid, w.State, w.Connections, reqs,
+			mib(w.RSS), w.Restarts, (time.Duration(w.UptimeSec) * time.Second).String(), bus, note)
 	}
 	return tw.Flush()
 }

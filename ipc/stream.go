@@ -20,12 +20,10 @@ type Writer struct {
 	pending []byte
 	spare   []byte
 	closed  bool
-	err     error
 	space   *sync.Cond // signalled when pending shrinks or the writer closes
 	notify  chan struct{}
 	done    chan struct{}
-	written uint64 // frames handed to the kernel, for stats
-	frames  uint64 // frames appended
+	dropped uint64 // frames refused because the queue was full (Send)
 }
 
 // NewWriter returns a Writer over w holding at most limit pending bytes
@@ -71,6 +69,7 @@ func (w *Writer) send(h *Header, a, b []byte, wait bool) error {
 			break
 		}
 		if !wait {
+			w.dropped++
 			w.mu.Unlock()
 			return ErrFull
 		}
@@ -78,7 +77,6 @@ func (w *Writer) send(h *Header, a, b []byte, wait bool) error {
 	}
 	wake := len(w.pending) == 0
 	w.pending = AppendFrame(w.pending, h, a, b)
-	w.frames++
 	w.mu.Unlock()
 	if wake {
 		select {
@@ -87,6 +85,13 @@ func (w *Writer) send(h *Header, a, b []byte, wait bool) error {
 		}
 	}
 	return nil
+}
+
+// Dropped reports how many frames Send refused because the queue was full.
+func (w *Writer) Dropped() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dropped
 }
 
 // Pending reports the bytes queued and not yet written.
@@ -130,7 +135,6 @@ func (w *Writer) Run() error {
 		}
 		if err != nil {
 			w.closed = true
-			w.err = err
 			w.pending = w.pending[:0]
 			w.space.Broadcast()
 			w.mu.Unlock()

@@ -27,7 +27,12 @@ type WorkerStatus struct {
 	LastExit    string  `json:"last_exit,omitempty"`
 	BusPending  int     `json:"bus_pending_bytes"`
 	BusQueued   int     `json:"bus_queued_bytes"` // master -> this worker, not yet written
-	Timers      int     `json:"timers"`
+	// Frames refused because a bounded bus queue was full (the caller got
+	// ErrBufferFull/ErrUnavailable or HTTP 503): worker -> master, and
+	// master -> worker.
+	BusDropped    uint64 `json:"bus_dropped"`
+	BusDroppedOut uint64 `json:"bus_dropped_to_worker"`
+	Timers        int    `json:"timers"`
 }
 
 // ListenerStatus is one port.
@@ -130,6 +135,7 @@ func (m *Master) Status() Status {
 			ws.RSS = rss(e.p.pid)
 			ws.UptimeSec = time.Since(e.p.start).Seconds()
 			ws.BusQueued = e.p.out.Pending()
+			ws.BusDroppedOut = e.p.out.Dropped()
 			if e.sl.task {
 				e.p.mu.Lock()
 				ws.TasksQueued = len(e.p.tasks)
@@ -141,7 +147,7 @@ func (m *Master) Status() Status {
 				var s worker.Stats
 				if json.Unmarshal(b, &s) == nil {
 					ws.Connections, ws.Requests, ws.TasksDone = s.Connections, s.Requests, s.TasksDone
-					ws.BusPending, ws.Timers = s.BusPending, s.Timers
+					ws.BusPending, ws.Timers, ws.BusDropped = s.BusPending, s.Timers, s.BusDropped
 				}
 			}
 			if m.reactor != nil && !e.sl.task && ws.State == StateReady {

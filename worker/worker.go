@@ -313,12 +313,13 @@ type Stats struct {
 	Timers      int    `json:"timers"`
 	TasksDone   uint64 `json:"tasks_done,omitempty"`
 	BusPending  int    `json:"bus_pending_bytes"`
+	BusDropped  uint64 `json:"bus_dropped"`
 	Calls       int    `json:"calls_waiting"`
 }
 
 // Stats returns this worker's counters.
 func (w *Worker) Stats() Stats {
-	s := Stats{Requests: w.requests.Load(), BusPending: w.out.Pending(), TasksDone: w.tasks.done.Load()}
+	s := Stats{Requests: w.requests.Load(), BusPending: w.out.Pending(), BusDropped: w.out.Dropped(), TasksDone: w.tasks.done.Load()}
 	if w.r != nil {
 		s.Connections = w.r.Len()
 	} else {
