@@ -126,6 +126,11 @@ func (m *Master) Status() Status {
 		} else {
 			ws.Pid = e.p.pid
 			ws.State = e.p.State()
+			if ws.State == StateReady && e.cur {
+				// Serving again: the crash loop is over (respawn clears the
+				// slot's note a moment after the worker says Ready).
+				ws.Backoff, ws.LastExit = "", ""
+			}
 			if ws.State == StateStopped { // exited since the entries were read
 				if !e.cur {
 					continue

@@ -36,6 +36,14 @@ type Conn struct {
 	// requests (unix nanos), 0 while a request is active, idleShut once a
 	// drain has shut it.
 	idleSince atomic.Int64
+	// Timeouts are kept by the reactor's sweeper, not by per-request
+	// deadlines (three runtime timer updates per request, about a tenth
+	// of a worker's CPU): when a request began to be read (0: none),
+	// whether its handler runs, and when a write began (0: none), all on
+	// the reactor's coarse clock.
+	activeSince atomic.Int64
+	handling    atomic.Bool
+	writeSince  atomic.Int64
 
 	// Set once at upgrade.
 	ws *websocket.Conn
@@ -88,7 +96,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 
 // Write counts bytes out.
 func (c *Conn) Write(b []byte) (int, error) {
+	c.writeSince.Store(c.r.clock.Load())
 	n, err := c.Conn.Write(b)
+	c.writeSince.Store(0)
 	c.out.Add(uint64(n))
 	return n, err
 }
@@ -207,8 +217,7 @@ func (c *Conn) write(m *outMsg) error {
 		time.AfterFunc(time.Second, func() { c.Close() })
 		return nil
 	}
-	_ = c.Conn.SetWriteDeadline(deadline)
-	return c.ws.WriteMessage(m.op, m.data)
+	return c.ws.WriteMessage(m.op, m.data) // the sweeper bounds a stuck write
 }
 
 // abort drops queued output after a write error and closes the socket.

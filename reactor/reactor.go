@@ -106,6 +106,7 @@ type Reactor struct {
 	nconns    atomic.Int64
 	draining  atomic.Bool
 	closed    atomic.Bool
+	clock     atomic.Int64 // coarse unix nanos, advanced by sweep's ticker
 	done      chan struct{}
 	wg        sync.WaitGroup
 	flushers  *Pool[*Conn] // goroutines writing queued WebSocket output
@@ -138,9 +139,56 @@ func New(opts Options, h Handler) *Reactor {
 		r.wg.Add(1)
 		go r.heartbeat()
 	}
-	r.wg.Add(1)
+	r.clock.Store(time.Now().UnixNano())
+	r.wg.Add(2)
 	go r.reapIdle()
+	go r.sweep()
 	return r
+}
+
+// sweep keeps the coarse clock and the HTTP timeouts. A connection past
+// one gets a deadline in the past, so fasthttp's own read or write fails
+// as if its deadline had passed: a request being read too long (slowloris)
+// is answered 408, an idle keep-alive connection is closed, a stuck write
+// is cut. The timeouts are thus enforced within a tick (100 ms).
+func (r *Reactor) sweep() {
+	defer r.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	past := time.Unix(0, 1)
+	for {
+		select {
+		case <-r.done:
+			return
+		case tm := <-t.C:
+			now := tm.UnixNano()
+			r.clock.Store(now)
+			readLimit := now - int64(r.opts.ReadTimeout)
+			idleLimit := now - int64(r.opts.IdleTimeout)
+			writeLimit := now - int64(r.opts.WriteTimeout)
+			var reads, writes []*Conn
+			r.Each(func(c *Conn) {
+				if a := c.activeSince.Load(); a > 0 && a < readLimit && !c.handling.Load() {
+					reads = append(reads, c)
+				} else if i := c.idleSince.Load(); i > 0 && i < idleLimit {
+					reads = append(reads, c)
+				}
+				if w := c.writeSince.Load(); w > 0 && w < writeLimit {
+					writes = append(writes, c)
+				}
+			})
+			for _, c := range reads {
+				c.activeSince.Store(0)
+				if c.idleSince.Load() != idleShut {
+					c.idleSince.Store(0)
+				}
+				_ = c.Conn.SetReadDeadline(past)
+			}
+			for _, c := range writes {
+				_ = c.Conn.SetWriteDeadline(past)
+			}
+		}
+	}
 }
 
 // Options returns the effective options.
@@ -187,11 +235,10 @@ func (r *Reactor) forget(c *Conn) {
 // Serve accepts on ln until it is closed (by Drain or Close, then nil).
 func (r *Reactor) Serve(ln net.Listener, l *Listener) error {
 	s := &fasthttp.Server{
-		Handler:                       r.handler(l),
-		Name:                          "forkd",
-		ReadTimeout:                   r.opts.ReadTimeout,
-		IdleTimeout:                   r.opts.IdleTimeout,
-		WriteTimeout:                  r.opts.WriteTimeout,
+		Handler: r.handler(l),
+		Name:    "forkd",
+		// No ReadTimeout, IdleTimeout or WriteTimeout here: the sweeper
+		// keeps them (see sweep) without a deadline update per request.
 		MaxRequestBodySize:            r.opts.MaxPackageSize,
 		ReadBufferSize:                r.opts.MaxHeaderSize,
 		DisablePreParseMultipartForm:  true,
@@ -223,15 +270,24 @@ func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
 	if !ok {
 		return
 	}
-	// An atomic on the connection, not a map: this runs twice per request.
-	if c.idleSince.Load() == idleShut {
-		return
-	}
+	// Atomics on the connection, not a map: this runs twice per request.
+	now := r.clock.Load()
 	switch st {
-	case fasthttp.StateNew, fasthttp.StateIdle:
-		c.idleSince.Store(time.Now().UnixNano())
-	case fasthttp.StateActive, fasthttp.StateHijacked, fasthttp.StateClosed:
-		c.idleSince.Store(0)
+	case fasthttp.StateNew, fasthttp.StateActive: // reading a request
+		c.activeSince.Store(now)
+		if c.idleSince.Load() != idleShut {
+			c.idleSince.Store(0)
+		}
+	case fasthttp.StateIdle:
+		c.activeSince.Store(0)
+		if c.idleSince.Load() != idleShut {
+			c.idleSince.Store(now)
+		}
+	case fasthttp.StateHijacked, fasthttp.StateClosed:
+		c.activeSince.Store(0)
+		if c.idleSince.Load() != idleShut {
+			c.idleSince.Store(0)
+		}
 	}
 }
 
@@ -275,7 +331,13 @@ func (r *Reactor) handler(l *Listener) fasthttp.RequestHandler {
 			ctx.Error("this port speaks WebSocket only", fasthttp.StatusUpgradeRequired)
 			return
 		}
+		if c != nil {
+			c.handling.Store(true)
+		}
 		r.h.HTTP(l, ctx)
+		if c != nil {
+			c.handling.Store(false)
+		}
 		if r.draining.Load() {
 			ctx.SetConnectionClose()
 		}
