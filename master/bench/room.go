@@ -176,16 +176,9 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 		set.closeAll()
 		rwg.Wait()
 	}()
-	senders, err := dialAll(ctx, n, 16, func(ctx context.Context, _ int) (*httpConn, error) { return dialHTTP(ctx, t.httpAddr) })
-	hset := new(closerSet)
-	for _, c := range senders {
-		if c != nil {
-			hset.add(c)
-		}
-	}
+	senders, hset, err := dialSet(ctx, n, 16, func(ctx context.Context, _ int) (*httpConn, error) { return dialHTTP(ctx, t.httpAddr) })
 	if err != nil {
-		hset.closeAll()
-		return fmt.Errorf("connect: %w", err)
+		return err
 	}
 	w, cs := drive(ctx, m, s.o.Duration, "msg", n, hset, func(i int, ctr *lane, stop <-chan struct{}) {
 		c := senders[i]
@@ -204,25 +197,11 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 			buf = strconv.AppendInt(buf, int64(t0.Sub(s.epoch)), 10)
 			buf = append(buf, ';')
 			buf = padBody(buf, body+echoSize)
-			st, err := c.do(buf, false)
-			if stopped(stop) {
+			ok, end := s.roundTrip(ctx, t, hset, ctr, stop, &c, buf)
+			if end {
 				return
 			}
-			if err != nil || c.close {
-				if err != nil {
-					ctr.errs.Add(1)
-				}
-				hset.remove(c)
-				c.Close()
-				if c = s.redialHTTP(ctx, t, hset, ctr, stop); c == nil {
-					return
-				}
-				if err != nil {
-					continue
-				}
-			}
-			if st != 200 {
-				ctr.errs.Add(1)
+			if !ok {
 				continue
 			}
 			timer.Reset(deliveryTimeout)

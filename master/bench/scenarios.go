@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 	"time"
@@ -62,42 +63,21 @@ func dialAll[T any](ctx context.Context, n, par int, dial func(ctx context.Conte
 // benchHTTP: Conns keep-alive connections doing GET /hello back to back.
 func (s *session) benchHTTP(ctx context.Context, t *target, m *meter, r *Result) error {
 	req := httpGet(t.httpAddr, "/hello")
-	conns, err := dialAll(ctx, s.o.Conns, 16, func(ctx context.Context, _ int) (*httpConn, error) {
+	conns, set, err := dialSet(ctx, s.o.Conns, 16, func(ctx context.Context, _ int) (*httpConn, error) {
 		return dialHTTP(ctx, t.httpAddr)
 	})
-	set := new(closerSet)
-	for _, c := range conns {
-		if c != nil {
-			set.add(c)
-		}
-	}
 	if err != nil {
-		set.closeAll()
-		return fmt.Errorf("connect: %w", err)
+		return err
 	}
 	w, cs := drive(ctx, m, s.o.Duration, "req", len(conns), set, func(i int, ctr *lane, stop <-chan struct{}) {
 		c := conns[i]
 		for !stopped(stop) {
 			t0 := time.Now()
-			st, err := c.do(req, false)
-			if stopped(stop) {
+			ok, end := s.roundTrip(ctx, t, set, ctr, stop, &c, req)
+			if end {
 				return
 			}
-			if err != nil || c.close {
-				if err != nil {
-					ctr.errs.Add(1)
-				}
-				set.remove(c)
-				c.Close()
-				if c = s.redialHTTP(ctx, t, set, ctr, stop); c == nil {
-					return
-				}
-				if err != nil {
-					continue
-				}
-			}
-			if st != 200 {
-				ctr.errs.Add(1)
+			if !ok {
 				continue
 			}
 			ctr.done(t0, time.Since(t0))
@@ -105,6 +85,55 @@ func (s *session) benchHTTP(ctx context.Context, t *target, m *meter, r *Result)
 	})
 	r.fill(w, cs)
 	return nil
+}
+
+// dialSet dials n connections (par at a time) and files them in a new
+// closerSet; on failure it closes those it opened.
+func dialSet[T interface {
+	comparable
+	io.Closer
+}](ctx context.Context, n, par int, dial func(ctx context.Context, i int) (T, error)) ([]T, *closerSet, error) {
+	conns, err := dialAll(ctx, n, par, dial)
+	set := new(closerSet)
+	var none T
+	for _, c := range conns {
+		if c != none {
+			set.add(c)
+		}
+	}
+	if err != nil {
+		set.closeAll()
+		return nil, nil, fmt.Errorf("connect: %w", err)
+	}
+	return conns, set, nil
+}
+
+// roundTrip sends req on *c and reads the response. A broken or closing
+// connection is replaced (a broken one counts an error). ok: a 200 came
+// back; end: the lane must stop (the window ended or no redial worked).
+func (s *session) roundTrip(ctx context.Context, t *target, set *closerSet, ctr *lane, stop <-chan struct{}, c **httpConn, req []byte) (ok, end bool) {
+	st, err := (*c).do(req, false)
+	if stopped(stop) {
+		return false, true
+	}
+	if err != nil || (*c).close {
+		if err != nil {
+			ctr.errs.Add(1)
+		}
+		set.remove(*c)
+		(*c).Close()
+		if *c = s.redialHTTP(ctx, t, set, ctr, stop); *c == nil {
+			return false, true
+		}
+		if err != nil {
+			return false, false
+		}
+	}
+	if st != 200 {
+		ctr.errs.Add(1)
+		return false, false
+	}
+	return true, false
 }
 
 // redialHTTP replaces a broken connection, backing off while dials fail.
@@ -128,18 +157,11 @@ func (s *session) redialHTTP(ctx context.Context, t *target, set *closerSet, ctr
 func (s *session) benchEcho(ctx context.Context, t *target, m *meter, r *Result) error {
 	payload := bytes.Repeat([]byte{'e'}, echoSize)
 	frame := appendFrame(nil, opBinary, payload)
-	conns, err := dialAll(ctx, s.o.Conns, 16, func(ctx context.Context, _ int) (*wsConn, error) {
+	conns, set, err := dialSet(ctx, s.o.Conns, 16, func(ctx context.Context, _ int) (*wsConn, error) {
 		return dialWS(ctx, t.wsAddr, "/echo")
 	})
-	set := new(closerSet)
-	for _, c := range conns {
-		if c != nil {
-			set.add(c)
-		}
-	}
 	if err != nil {
-		set.closeAll()
-		return fmt.Errorf("connect: %w", err)
+		return err
 	}
 	w, cs := drive(ctx, m, s.o.Duration, "msg", len(conns), set, func(i int, ctr *lane, stop <-chan struct{}) {
 		c := conns[i]
