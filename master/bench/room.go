@@ -35,6 +35,9 @@ type member struct {
 	worker int
 }
 
+// joinType marks a join announcement on /chat.
+var joinType = []byte(`"type":"join"`)
+
 // welcome is the first message on /chat.
 type welcome struct {
 	Type   string          `json:"type"`
@@ -245,7 +248,8 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 	// of an earlier broadcast can never count toward the current one.
 	var state atomic.Uint64
 	var delivered atomic.Int64
-	var want atomic.Int64 // receipts that complete the current broadcast
+	var want atomic.Int64  // receipts that complete the current broadcast
+	var joins atomic.Int64 // join announcements received, to wait out their storm
 	done := make(chan uint64, 1)
 	signal := func(seq uint64) {
 		select {
@@ -264,6 +268,9 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 				}
 				f, ok := markerFields(mb.ws.msg, bcastMarker)
 				if !ok {
+					if bytes.Contains(mb.ws.msg, joinType) {
+						joins.Add(1)
+					}
 					continue
 				}
 				for {
@@ -347,7 +354,22 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 			}
 		}
 	}
-	// The warm-up broadcast waits out the storm of join announcements.
+	// Wait out the storm of join announcements (n joins, each to every
+	// member present: up to n*n/2 messages) until it has been quiet for a
+	// moment; measured broadcasts would otherwise compete with its tail.
+	for quietSince, last, begin := time.Now(), int64(-1), time.Now(); time.Since(begin) < warmupTimeout; {
+		if j := joins.Load(); j != last {
+			last, quietSince = j, time.Now()
+		} else if time.Since(quietSince) > 500*time.Millisecond {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// The warm-up broadcast waits out whatever is still queued.
 	if count, ok, err := broadcast(1, warmupTimeout, 10*time.Second); err != nil || !ok {
 		if err == nil {
 			err = fmt.Errorf("warm-up broadcast reached %d of %d members (the server reported sending to %d)",
