@@ -16,53 +16,6 @@ import (
 	"github.com/fasthttp/websocket"
 )
 
-// heldSockets returns the inodes of the sockets pid holds open.
-func heldSockets(t testing.TB, pid int) map[string]bool {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatalf("read %s: %v", dir, err)
-	}
-	out := map[string]bool{}
-	for _, e := range ents {
-		l, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err == nil && strings.HasPrefix(l, "socket:[") {
-			out[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
-		}
-	}
-	return out
-}
-
-// listenSockets returns the inodes of the TCP sockets listening on port.
-func listenSockets(t testing.TB, port int) map[string]bool {
-	t.Helper()
-	f, err := os.Open("/proc/net/tcp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 10 || fs[3] != "0A" { // 0A: LISTEN
-			continue
-		}
-		_, hexPort, _ := strings.Cut(fs[1], ":")
-		if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil && int(p) == port {
-			out[fs[9]] = true
-		}
-	}
-	return out
-}
-
-func addrPort(addr string) int {
-	_, p, _ := strings.Cut(addr, ":")
-	n, _ := strconv.Atoi(p)
-	return n
-}
-
 // TestFoundationBase: in BASE mode every worker answers HTTP and holds its
 // own SO_REUSEPORT listening socket for each port, which the master keeps
 // open too (so a worker's death never resets queued connections).
@@ -91,16 +44,16 @@ func TestFoundationBase(t *testing.T) {
 			}
 			// Sockets: one listening socket per worker and port, distinct
 			// across workers, each also held by the master.
-			masterSocks := heldSockets(t, st.MasterPid)
+			masterSocks := pidSockets(t, st.MasterPid)
 			for _, addr := range []string{s.httpAddr, s.wsAddr} {
-				listening := listenSockets(t, addrPort(addr))
+				listening := tcpListeners(t, addr)
 				if len(listening) != workers {
 					t.Errorf("port %s: got %d listening sockets, want %d (one per worker slot)", addr, len(listening), workers)
 				}
 				owner := map[string]int{}
 				for _, w := range st.Workers {
 					mine := 0
-					for ino := range heldSockets(t, w.Pid) {
+					for ino := range pidSockets(t, w.Pid) {
 						if listening[ino] {
 							mine++
 							if prev, ok := owner[ino]; ok {
