@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -49,6 +51,7 @@ func newServer() *forkd.Server {
 	s.OnBufferDrain = func(c *forkd.Conn) {
 		c.Worker().Log().Info().Str("conn", c.ID().String()).Msg("send buffer drained")
 	}
+	s.OnPipeMessage = onRosterRequest
 	s.OnTask = func(w *forkd.Worker, from int, data []byte) ([]byte, error) {
 		ms, err := strconv.Atoi(string(data))
 		if err != nil || ms < 0 {
@@ -201,6 +204,8 @@ func onOpen(c *forkd.Conn) {
 			return
 		}
 		broadcast(c.Worker(), st.room, event{Type: "join", Room: st.room, Name: st.name})
+		roster.add(st.room, c.ID(), st.name)
+		sendRoster(c, st.room)
 	default:
 		c.Close(forkd.ClosePolicy, "unknown path: use /echo or /chat")
 	}
@@ -218,6 +223,7 @@ func onResume(c *forkd.Conn) {
 			st.name = "guest-" + c.ID().String()
 		}
 		c.SetContext(&st)
+		roster.add(st.room, c.ID(), st.name)
 	}
 }
 
@@ -237,6 +243,86 @@ func onMessage(c *forkd.Conn, t forkd.MessageType, data []byte) {
 
 func onClose(c *forkd.Conn, code int, reason string) {
 	if st, _ := c.Context().(*chatState); st != nil {
+		roster.remove(st.room, c.ID())
 		broadcast(c.Worker(), st.room, event{Type: "leave", Room: st.room, Name: st.name})
 	}
+}
+
+// roster is this process's share of who is in which chat room: the members
+// whose callbacks run here. A newcomer is told who was there before it
+// ({"type":"member"} per member): this worker answers from its own share,
+// and asks every other worker for theirs with a pipe message.
+var roster = rosterSet{rooms: map[string]map[forkd.ConnID]string{}}
+
+type rosterSet struct {
+	mu    sync.Mutex
+	rooms map[string]map[forkd.ConnID]string
+}
+
+func (r *rosterSet) add(room string, id forkd.ConnID, name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rooms[room] == nil {
+		r.rooms[room] = map[forkd.ConnID]string{}
+	}
+	r.rooms[room][id] = name
+}
+
+func (r *rosterSet) remove(room string, id forkd.ConnID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.rooms[room], id)
+	if len(r.rooms[room]) == 0 {
+		delete(r.rooms, room)
+	}
+}
+
+// names lists the members of room held here, but one.
+func (r *rosterSet) names(room string, except forkd.ConnID) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for id, name := range r.rooms[room] {
+		if id != except {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// sendRoster tells newcomer c who is in room: this worker's members at
+// once, the other workers' through OnPipeMessage (onRosterRequest).
+func sendRoster(c *forkd.Conn, room string) {
+	w := c.Worker()
+	pushRoster(w, c.ID(), room)
+	req := []byte("roster\n" + room + "\n" + c.ID().String())
+	for id := 0; id < w.Workers(); id++ {
+		if id != w.ID() {
+			if err := w.SendMessage(id, req); err != nil {
+				w.Log().Debug().Err(err).Int("to", id).Msg("roster request not sent")
+			}
+		}
+	}
+}
+
+func pushRoster(w *forkd.Worker, to forkd.ConnID, room string) {
+	for _, name := range roster.names(room, to) {
+		b, _ := json.Marshal(event{Type: "member", Room: room, Name: name})
+		if err := w.Push(to, forkd.TextMessage, b); err != nil {
+			return // the newcomer is gone
+		}
+	}
+}
+
+// onRosterRequest answers another worker's "roster\nROOM\nCONN" request.
+func onRosterRequest(w *forkd.Worker, from int, data []byte) {
+	parts := strings.SplitN(string(data), "\n", 3)
+	if len(parts) != 3 || parts[0] != "roster" {
+		return
+	}
+	id, err := forkd.ParseConnID(parts[2])
+	if err != nil {
+		return
+	}
+	pushRoster(w, id, parts[1])
 }

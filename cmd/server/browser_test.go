@@ -114,6 +114,9 @@ func chatInBrowser(t *testing.T, ctx context.Context, base, mode string) {
 	join(tabB, "bob")
 	waitJS(t, tabA, "alice sees bob in #members",
 		`[...document.querySelectorAll("#members > *")].some(e => e.textContent.includes("bob"))`)
+	// bob joined after alice: the roster tells him she is there.
+	waitJS(t, tabB, "bob sees alice in #members",
+		`[...document.querySelectorAll("#members > *")].some(e => e.textContent.includes("alice"))`)
 
 	// bob types and presses Enter; alice clicks the Send button.
 	if err := chromedp.Do(tabB, chromedp.SendKeys(chromedp.ID("text"), "hello from bob"+kb.Enter)); err != nil {

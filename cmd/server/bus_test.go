@@ -460,3 +460,36 @@ func TestBusUpgrade(t *testing.T) {
 		})
 	}
 }
+
+// TestBusChatRoster: a newcomer is told who was already in the room
+// ({"type":"member"}), members held by either worker.
+func TestBusChatRoster(t *testing.T) {
+	for _, mode := range []string{"process", "base"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := startServer(t, mode, 2)
+			const room = "roster"
+			members := chatRoom(t, s, s.wsAddr, room, 4)
+			late := joinChat(t, s, s.wsAddr, room, "late")
+			want := map[string]bool{}
+			for _, m := range members {
+				want[m.name] = true
+			}
+			late.waitUntil(t, 10*time.Second, "a member event for everyone already there", func(seen []string) bool {
+				got := map[string]bool{}
+				for _, e := range events(seen, "member") {
+					if e.Room != room || e.Name == "late" {
+						t.Fatalf("member event %+v: want room %q and never the newcomer itself", e, room)
+					}
+					got[e.Name] = true
+				}
+				for name := range want {
+					if !got[name] {
+						return false
+					}
+				}
+				return true
+			})
+		})
+	}
+}
