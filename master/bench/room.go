@@ -156,25 +156,16 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 		notes[i] = make(chan note, 4)
 	}
 	var rwg sync.WaitGroup
-	for _, mb := range ms {
-		rwg.Add(1)
-		go func() {
-			defer rwg.Done()
-			for {
-				if _, err := mb.ws.readMessage(); err != nil {
-					return
-				}
-				f, ok := markerFields(mb.ws.msg, pushMarker)
-				if !ok || f[0] >= uint64(n) {
-					continue
-				}
-				select {
-				case notes[f[0]] <- note{seq: f[1], lat: time.Since(s.epoch) - time.Duration(f[2])}:
-				default:
-				}
-			}
-		}()
-	}
+	readMembers(ms, &rwg, func(msg []byte) {
+		f, ok := markerFields(msg, pushMarker)
+		if !ok || f[0] >= uint64(n) {
+			return
+		}
+		select {
+		case notes[f[0]] <- note{seq: f[1], lat: time.Since(s.epoch) - time.Duration(f[2])}:
+		default:
+		}
+	})
 	defer func() {
 		set.closeAll()
 		rwg.Wait()
@@ -258,37 +249,28 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 		}
 	}
 	var rwg sync.WaitGroup
-	for _, mb := range ms {
-		rwg.Add(1)
-		go func() {
-			defer rwg.Done()
-			for {
-				if _, err := mb.ws.readMessage(); err != nil {
-					return
-				}
-				f, ok := markerFields(mb.ws.msg, bcastMarker)
-				if !ok {
-					if bytes.Contains(mb.ws.msg, joinType) {
-						joins.Add(1)
-					}
-					continue
-				}
-				for {
-					v := state.Load()
-					if v>>32 != f[0] {
-						break
-					}
-					if state.CompareAndSwap(v, v+1) {
-						delivered.Add(1)
-						if int64(v&0xFFFFFFFF)+1 >= want.Load() {
-							signal(f[0])
-						}
-						break
-					}
-				}
+	readMembers(ms, &rwg, func(msg []byte) {
+		f, ok := markerFields(msg, bcastMarker)
+		if !ok {
+			if bytes.Contains(msg, joinType) {
+				joins.Add(1)
 			}
-		}()
-	}
+			return
+		}
+		for {
+			v := state.Load()
+			if v>>32 != f[0] {
+				return
+			}
+			if state.CompareAndSwap(v, v+1) {
+				delivered.Add(1)
+				if int64(v&0xFFFFFFFF)+1 >= want.Load() {
+					signal(f[0])
+				}
+				return
+			}
+		}
+	})
 	defer func() {
 		set.closeAll()
 		rwg.Wait()
@@ -443,4 +425,22 @@ type statusError struct {
 
 func (e *statusError) Error() string {
 	return fmt.Sprintf("%s: status %d: %q", e.what, e.code, e.body)
+}
+
+// readMembers runs one reader per member, handing on every message it
+// receives (valid until on returns) until its connection ends; wg counts
+// the readers.
+func readMembers(ms []*member, wg *sync.WaitGroup, on func(msg []byte)) {
+	for _, mb := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if _, err := mb.ws.readMessage(); err != nil {
+					return
+				}
+				on(mb.ws.msg)
+			}
+		}()
+	}
 }
