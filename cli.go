@@ -233,6 +233,7 @@ func (s *Server) start(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	keepSysmonAwake()
 	daemonChild := os.Getenv(master.EnvRole) == master.RoleMaster
 	if c.Bool("daemon") && !daemonChild {
 		return daemonize(o.RunDir, c.String("log-file"))

@@ -85,8 +85,14 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json"},
 			&cli.IntFlag{Name: "idle-conns", Value: 10000, Usage: "idle scenario: WebSocket connections held open"},
 			&cli.IntFlag{Name: "members", Value: 1000, Usage: "broadcast scenario: room size"},
+			&cli.BoolFlag{Name: "tuned-baseline", Usage: "give the baseline process the sysmon setting the server runs with (see docs/BENCHMARKS.md)"},
 		},
 		Action: func(c *cli.Context) error {
+			keepSysmonAwake() // the load generator and the servers it starts
+			baselineEnv := plainEnv()
+			if c.Bool("tuned-baseline") {
+				baselineEnv = os.Environ()
+			}
 			exe, err := os.Executable()
 			if err != nil {
 				return err
@@ -97,7 +103,7 @@ func benchCommand() *cli.Command {
 			return bench.Run(ctx, bench.Options{
 				Exe: exe, Modes: split(c.String("modes")), Workers: c.Int("workers"), Duration: c.Duration("duration"),
 				Conns: c.Int("conns"), Scenarios: split(c.String("scenarios")), Out: c.String("out"), Chart: c.String("chart"),
-				JSON: c.Bool("json"), Stdout: os.Stdout, Progress: os.Stderr,
+				JSON: c.Bool("json"), Stdout: os.Stdout, Progress: os.Stderr, BaselineEnv: baselineEnv,
 				IdleConns: c.Int("idle-conns"), Members: c.Int("members"),
 			})
 		},

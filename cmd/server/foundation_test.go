@@ -222,3 +222,41 @@ func TestConfigFile(t *testing.T) {
 		t.Errorf("bad config: got %v %q, want exit 1 with one line", err, out)
 	}
 }
+
+// TestSysmonSetting: the master re-executes itself with the sysmon setting
+// (same pid), its workers inherit it, and FORKD_SYSMON=default keeps the
+// runtime's default.
+func TestSysmonSetting(t *testing.T) {
+	godebug := func(pid int) string {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range strings.Split(string(b), "\x00") {
+			if v, ok := strings.CutPrefix(e, "GODEBUG="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	for _, tc := range []struct{ env, want string }{
+		{"", "schedtrace=2147483647"},
+		{"default", ""},
+	} {
+		t.Run("FORKD_SYSMON="+tc.env, func(t *testing.T) {
+			t.Setenv("FORKD_SYSMON", tc.env)
+			t.Setenv("GODEBUG", "")
+			s := startServer(t, "process", 1)
+			st := s.status()
+			if st.MasterPid != s.cmd.Process.Pid {
+				t.Fatalf("master pid %d, started %d: the re-execution must keep the pid", st.MasterPid, s.cmd.Process.Pid)
+			}
+			pids := []int{st.MasterPid, st.Workers[0].Pid}
+			for _, pid := range pids {
+				if got := godebug(pid); got != tc.want {
+					t.Errorf("pid %d: GODEBUG=%q, want %q", pid, got, tc.want)
+				}
+			}
+		})
+	}
+}

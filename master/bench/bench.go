@@ -54,6 +54,11 @@ type Options struct {
 	IdleConns int // idle scenario: connections held open; default 10,000
 	Members   int // broadcast scenario: room size; default 1,000
 
+	// BaselineEnv is the baseline process's environment; nil: this
+	// process's. (The server re-executes itself with a runtime setting the
+	// baseline, a plain fasthttp process, does not get unless asked.)
+	BaselineEnv []string
+
 	// Tests shorten the idle scenario's settling pause.
 	idleSettle   time.Duration
 	readyTimeout time.Duration

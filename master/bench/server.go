@@ -95,6 +95,9 @@ func startTarget(ctx context.Context, o *Options, mode string) (*target, error) 
 	}
 	t.cmd = exec.Command(o.Exe, args...)
 	t.cmd.Stdout, t.cmd.Stderr = errf, errf
+	if mode == modeBaseline {
+		t.cmd.Env = o.BaselineEnv // nil: this process's
+	}
 	t.cmd.SysProcAttr = setpgid()
 	if err := t.cmd.Start(); err != nil {
 		errf.Close()
