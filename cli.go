@@ -74,6 +74,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ws", Usage: "WebSocket listener address (default 0.0.0.0:9502)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Usage: "NAME=ADDR for any other declared listener"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-http-upgrade", Usage: "refuse WebSocket upgrades on HTTP ports"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "reactor-num", Usage: "PROCESS mode: threads running the master's reactor (default: the CPU count)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "dispatch", Value: "fd", Usage: "PROCESS mode routing: round-robin, fd, ip, idle"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-file", Usage: "log file (default stderr; daemon: RUN-DIR/server.log)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "json", Usage: "json or console"}),
@@ -172,7 +173,7 @@ func (s *Server) loadOptions(args []string) (master.Options, error) {
 func (s *Server) options(c *cli.Context) (master.Options, error) {
 	o := master.Options{
 		Mode: c.String("mode"), Workers: c.Int("workers"), TaskWorkers: c.Int("task-workers"),
-		Dispatch: c.String("dispatch"), RunDir: c.String("run-dir"), MaxRequest: c.Int("max-request"),
+		Dispatch: c.String("dispatch"), ReactorNum: c.Int("reactor-num"), RunDir: c.String("run-dir"), MaxRequest: c.Int("max-request"),
 		HeartbeatIdle: c.Duration("heartbeat-idle"), MaxConns: c.Int("max-conn"), ReloadWait: c.Duration("reload-wait"),
 		ReadTimeout: c.Duration("read-timeout"), IdleTimeout: c.Duration("idle-timeout"),
 		LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Reloadable: !s.NoReload,

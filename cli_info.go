@@ -25,8 +25,12 @@ func status(c *cli.Context) error {
 	if c.Bool("json") {
 		return json.NewEncoder(os.Stdout).Encode(st)
 	}
-	fmt.Printf("mode %s   master pid %d   uptime %s   dispatch %s   connections %d   master rss %s\n",
-		st.Mode, st.MasterPid, (time.Duration(st.UptimeSec) * time.Second).String(), st.Dispatch, st.Connections, mib(st.MasterRSS))
+	reactors := ""
+	if st.ReactorNum > 0 {
+		reactors = fmt.Sprintf("   reactor threads %d", st.ReactorNum)
+	}
+	fmt.Printf("mode %s   master pid %d   uptime %s   dispatch %s%s   connections %d   master rss %s\n",
+		st.Mode, st.MasterPid, (time.Duration(st.UptimeSec) * time.Second).String(), st.Dispatch, reactors, st.Connections, mib(st.MasterRSS))
 	for _, l := range st.Listeners {
 		fmt.Printf("listener %-6s %s (%s)\n", l.Name, l.Addr, l.Protocol)
 	}

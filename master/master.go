@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,7 @@ type Options struct {
 	TaskWorkers    int
 	Listeners      []Listener
 	Dispatch       string // round-robin, fd, ip, idle
+	ReactorNum     int    // PROCESS mode: the master's GOMAXPROCS; 0: DefaultReactorNum
 	RunDir         string
 	MaxRequest     int
 	MaxPackageSize int
@@ -119,6 +121,12 @@ type stopReq struct {
 // crosses to its worker in one ipc frame.
 const MaxProcessPackage = ipc.MaxPayload - 64<<10
 
+// DefaultReactorNum is the master's GOMAXPROCS in PROCESS mode unless
+// --reactor-num says otherwise: the CPU count, as Swoole's reactor_num.
+// (On the 2-core machine of docs/BENCHMARKS.md, 1 and 2 served the same
+// requests per CPU-second within the noise.)
+func DefaultReactorNum() int { return runtime.NumCPU() }
+
 // ErrRunning is returned by Run when a server already runs in the run dir.
 var ErrRunning = errors.New("server is already running")
 
@@ -137,6 +145,12 @@ func New(o Options) (*Master, error) {
 	case "", "fd", "round-robin", "ip", "idle":
 	default:
 		return nil, fmt.Errorf("master: unknown dispatch mode %q (want round-robin, fd, ip or idle)", o.Dispatch)
+	}
+	if o.ReactorNum < 0 {
+		return nil, fmt.Errorf("master: --reactor-num must not be negative, got %d", o.ReactorNum)
+	}
+	if o.ReactorNum == 0 {
+		o.ReactorNum = DefaultReactorNum()
 	}
 	if o.Mode == ModeProcess && o.MaxPackageSize > MaxProcessPackage {
 		return nil, fmt.Errorf("master: --max-package-size %d is over %d, the most one ipc frame hands a PROCESS-mode worker", o.MaxPackageSize, MaxProcessPackage)
@@ -182,6 +196,9 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	}
 	defer unlock()
 	raiseNoFile()
+	if o.Mode == ModeProcess {
+		runtime.GOMAXPROCS(o.ReactorNum)
+	}
 	m.spawner = newSpawner()
 
 	if err := m.openListeners(); err != nil {

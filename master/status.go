@@ -3,6 +3,7 @@ package master
 import (
 	"encoding/json"
 	"os"
+	"runtime"
 	"sort"
 	"time"
 
@@ -50,6 +51,7 @@ type Status struct {
 	Started     string           `json:"started"`
 	UptimeSec   float64          `json:"uptime_sec"`
 	Dispatch    string           `json:"dispatch"`
+	ReactorNum  int              `json:"reactor_num,omitempty"` // PROCESS mode: the master's GOMAXPROCS
 	Listeners   []ListenerStatus `json:"listeners"`
 	Connections int              `json:"connections"`
 	Workers     []WorkerStatus   `json:"workers"`
@@ -62,7 +64,7 @@ func (m *Master) Status() Status {
 	st := Status{
 		Mode: o.Mode, MasterPid: os.Getpid(), MasterRSS: rss(os.Getpid()),
 		Started: m.started.UTC().Format(time.RFC3339), UptimeSec: time.Since(m.started).Seconds(),
-		Dispatch: m.dispatchName(), Workers: []WorkerStatus{}, TaskWorkers: []WorkerStatus{},
+		Dispatch: m.dispatchName(), ReactorNum: m.reactorNum(), Workers: []WorkerStatus{}, TaskWorkers: []WorkerStatus{},
 	}
 	for i, l := range o.Listeners {
 		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol})
@@ -202,4 +204,11 @@ func (m *Master) Connections() []reactor.Info {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Since < out[j].Since })
 	return out
+}
+
+func (m *Master) reactorNum() int {
+	if m.opts.Mode != ModeProcess {
+		return 0
+	}
+	return runtime.GOMAXPROCS(0)
 }

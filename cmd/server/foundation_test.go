@@ -260,3 +260,26 @@ func TestSysmonSetting(t *testing.T) {
 		})
 	}
 }
+
+// TestStartRefusesBadFlags: a bad start flag is one clear line and exit 1,
+// before anything listens.
+func TestStartRefusesBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--mode", "threads"}, "unknown mode"},
+		{[]string{"--dispatch", "random"}, "unknown dispatch mode"},
+		{[]string{"--workers", "0"}, "--workers must be at least 1"},
+		{[]string{"--reactor-num", "-1"}, "--reactor-num must not be negative"},
+		{[]string{"--max-package-size", "12 parsecs"}, "--max-package-size"},
+	} {
+		args := append([]string{"start", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--run-dir", t.TempDir()}, tc.args...)
+		out, err := exec.Command(serverBin, args...).CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if !ok || ee.ExitCode() != 1 || len(lines) != 1 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("start %s: got %v %q, want exit 1 and one line saying %q", strings.Join(tc.args, " "), err, out, tc.want)
+		}
+	}
+}

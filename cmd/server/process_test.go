@@ -55,7 +55,10 @@ func TestProcessOnlyMasterListens(t *testing.T) {
 // TestProcessRoundRobinOneConnection: with --dispatch round-robin the
 // requests of one keep-alive connection are served by both workers.
 func TestProcessRoundRobinOneConnection(t *testing.T) {
-	s := startServer(t, "process", 2, "--dispatch", "round-robin")
+	s := startServer(t, "process", 2, "--dispatch", "round-robin", "--reactor-num", "1")
+	if st := s.status(); st.ReactorNum != 1 {
+		t.Errorf("status reactor_num %d, want 1 (--reactor-num 1)", st.ReactorNum)
+	}
 	nc, err := net.DialTimeout("tcp", s.httpAddr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
