@@ -35,8 +35,6 @@ type member struct {
 	worker int
 }
 
-// joinType marks a join announcement on /chat.
-var joinType = []byte(`"type":"join"`)
 
 // welcome is the first message on /chat.
 type welcome struct {
@@ -240,7 +238,7 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 	var state atomic.Uint64
 	var delivered atomic.Int64
 	var want atomic.Int64  // receipts that complete the current broadcast
-	var joins atomic.Int64 // join announcements received, to wait out their storm
+	var joins atomic.Int64 // join announcements and roster entries received, to wait out their storm
 	done := make(chan uint64, 1)
 	signal := func(seq uint64) {
 		select {
@@ -252,9 +250,7 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 	readMembers(ms, &rwg, func(msg []byte) {
 		f, ok := markerFields(msg, bcastMarker)
 		if !ok {
-			if bytes.Contains(msg, joinType) {
-				joins.Add(1)
-			}
+			joins.Add(1) // a join announcement or a roster entry
 			return
 		}
 		for {
@@ -337,8 +333,10 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 		}
 	}
 	// Wait out the storm of join announcements (n joins, each to every
-	// member present: up to n*n/2 messages) until it has been quiet for a
-	// moment; measured broadcasts would otherwise compete with its tail.
+	// member present: up to n*n/2 messages) and of roster entries (each
+	// newcomer is told of every member already in: as many again) until it
+	// has been quiet for a moment; measured broadcasts would otherwise
+	// compete with its tail.
 	for quietSince, last, begin := time.Now(), int64(-1), time.Now(); time.Since(begin) < warmupTimeout; {
 		if j := joins.Load(); j != last {
 			last, quietSince = j, time.Now()
