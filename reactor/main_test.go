@@ -7,5 +7,11 @@ import (
 )
 
 // TestMain fails the package if a test leaves a goroutine behind (a
-// reactor not closed, a pool not stopped).
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// reactor not closed, a pool not stopped). fasthttp's process-wide date
+// updater, and its worker pools' cleaners (which notice a stopped server
+// only after their sleep), are not ours.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"))
+}

@@ -248,6 +248,15 @@ func (r *Reactor) Serve(ln net.Listener, l *Listener) error {
 		Logger:                        fasthttpLogger{r.log},
 		ErrorHandler:                  r.errorHandler,
 		ConnState:                     r.connState,
+		// A hijacked (upgraded) connection stays ours after the upgrade
+		// handler returns: serveWS may return while the connection's
+		// writer is still flushing (it closes the socket itself, a moment
+		// later). By default fasthttp would close it at once and recycle
+		// the wrapper the WebSocket writes through, so that a late write
+		// found a nil connection (a panic that took the process down) or,
+		// had the wrapper been handed to the next upgrade, another
+		// client's socket.
+		KeepHijackedConns: true,
 	}
 	r.mu.Lock()
 	if r.closed.Load() || r.draining.Load() {

@@ -35,7 +35,6 @@ type member struct {
 	worker int
 }
 
-
 // welcome is the first message on /chat.
 type welcome struct {
 	Type   string          `json:"type"`

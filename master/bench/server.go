@@ -129,17 +129,46 @@ func (t *target) exited() error {
 	}
 }
 
-// stderrTail returns the last lines the child wrote, for error messages.
+// stderrTail returns what the child wrote that explains its end, for error
+// messages: from a Go panic or fatal error on if there is one (the goroutine
+// dump after it can be long), else the last lines. A long stderr is also
+// kept whole in the temporary directory, and the message names the file.
 func (t *target) stderrTail() string {
 	b, err := os.ReadFile(t.errPath)
 	if err != nil || len(bytes.TrimSpace(b)) == 0 {
 		return ""
 	}
 	b = bytes.TrimSpace(b)
+	kept := ""
 	if len(b) > 800 {
+		name := filepath.Join(os.TempDir(), fmt.Sprintf("forkd-bench-%s-%d.log", t.mode, t.cmd.Process.Pid))
+		if os.WriteFile(name, b, 0o644) == nil {
+			kept = " (whole stderr: " + name + ")"
+		}
+	}
+	if i := panicStart(b); i >= 0 {
+		b = b[i:]
+		if len(b) > 800 {
+			b = b[:800]
+		}
+	} else if len(b) > 800 {
 		b = b[len(b)-800:]
 	}
-	return ": " + string(b)
+	return kept + ": " + string(b)
+}
+
+// panicStart returns where a Go panic's or fatal error's report begins in
+// b, or -1.
+func panicStart(b []byte) int {
+	for _, m := range [][]byte{[]byte("\npanic: "), []byte("\nfatal error: ")} {
+		if bytes.HasPrefix(b, m[1:]) {
+			return 0
+		}
+		if i := bytes.Index(b, m); i >= 0 {
+			return i + 1
+		}
+	}
+	return -1
 }
 
 // waitReady polls GET /hello and a WebSocket /echo handshake until both
