@@ -140,8 +140,7 @@ func New(opts Options, h Handler) *Reactor {
 		go r.heartbeat()
 	}
 	r.clock.Store(time.Now().UnixNano())
-	r.wg.Add(2)
-	go r.reapIdle()
+	r.wg.Add(1)
 	go r.sweep()
 	return r
 }
@@ -150,7 +149,8 @@ func New(opts Options, h Handler) *Reactor {
 // one gets a deadline in the past, so fasthttp's own read or write fails
 // as if its deadline had passed: a request being read too long (slowloris)
 // is answered 408, an idle keep-alive connection is closed, a stuck write
-// is cut. The timeouts are thus enforced within a tick (100 ms).
+// is cut. The timeouts are thus enforced within a tick (100 ms). While
+// the reactor drains, it also ends idle keep-alive connections.
 func (r *Reactor) sweep() {
 	defer r.wg.Done()
 	t := time.NewTicker(100 * time.Millisecond)
@@ -166,17 +166,32 @@ func (r *Reactor) sweep() {
 			readLimit := now - int64(r.opts.ReadTimeout)
 			idleLimit := now - int64(r.opts.IdleTimeout)
 			writeLimit := now - int64(r.opts.WriteTimeout)
-			var reads, writes []*Conn
+			// Once draining, keep-alive connections idle for a second end
+			// (see Conn.shutIdle: without resetting them).
+			shutLimit := int64(0)
+			if r.draining.Load() {
+				shutLimit = now - int64(time.Second)
+			}
+			var reads, writes, shut []*Conn
 			r.Each(func(c *Conn) {
-				if a := c.activeSince.Load(); a > 0 && a < readLimit && !c.handling.Load() {
+				a, i := c.activeSince.Load(), c.idleSince.Load()
+				switch {
+				case a > 0 && a < readLimit && !c.handling.Load():
 					reads = append(reads, c)
-				} else if i := c.idleSince.Load(); i > 0 && i < idleLimit {
+				case i > 0 && i < idleLimit:
 					reads = append(reads, c)
+				case i > 0 && i <= shutLimit:
+					shut = append(shut, c)
 				}
 				if w := c.writeSince.Load(); w > 0 && w < writeLimit {
 					writes = append(writes, c)
 				}
 			})
+			for _, c := range shut {
+				if c.shutIdle() {
+					c.idleSince.Store(idleShut)
+				}
+			}
 			for _, c := range reads {
 				c.activeSince.Store(0)
 				if c.idleSince.Load() != idleShut {
@@ -472,36 +487,6 @@ func (r *Reactor) Close() {
 	}
 	r.flushers.Stop()
 	r.wg.Wait()
-}
-
-// reapIdle ends keep-alive connections idle for a second once draining
-// (see Conn.shutIdle: without resetting them).
-func (r *Reactor) reapIdle() {
-	defer r.wg.Done()
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.done:
-			return
-		case now := <-t.C:
-			if !r.draining.Load() {
-				continue
-			}
-			limit := now.Add(-time.Second).UnixNano()
-			var idle []*Conn
-			r.Each(func(c *Conn) {
-				if since := c.idleSince.Load(); since > 0 && since <= limit {
-					idle = append(idle, c)
-				}
-			})
-			for _, c := range idle {
-				if c.shutIdle() {
-					c.idleSince.Store(idleShut)
-				}
-			}
-		}
-	}
 }
 
 func (r *Reactor) heartbeat() {

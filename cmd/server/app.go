@@ -187,14 +187,7 @@ func onOpen(c *forkd.Conn) {
 	switch c.Path() {
 	case "/echo":
 	case "/chat":
-		st := chatState{room: c.Query("room"), name: c.Query("name")}
-		if st.room == "" {
-			st.room = "lobby"
-		}
-		if st.name == "" {
-			st.name = "guest-" + c.ID().String()
-		}
-		c.SetContext(&st)
+		st := newChatState(c)
 		// The welcome goes first: once the connection is in the room, the
 		// room's traffic (another member's join, say) may reach it at once.
 		id := c.Worker().ID()
@@ -211,18 +204,25 @@ func onOpen(c *forkd.Conn) {
 	}
 }
 
+// newChatState reads a chat connection's room and name from its handshake
+// and keeps them as its context.
+func newChatState(c *forkd.Conn) *chatState {
+	st := &chatState{room: c.Query("room"), name: c.Query("name")}
+	if st.room == "" {
+		st.room = "lobby"
+	}
+	if st.name == "" {
+		st.name = "guest-" + c.ID().String()
+	}
+	c.SetContext(st)
+	return st
+}
+
 // onResume rebuilds a chat connection's state in a worker that took it
 // over (PROCESS mode): the room membership lives on in the master.
 func onResume(c *forkd.Conn) {
 	if c.Path() == "/chat" {
-		st := chatState{room: c.Query("room"), name: c.Query("name")}
-		if st.room == "" {
-			st.room = "lobby"
-		}
-		if st.name == "" {
-			st.name = "guest-" + c.ID().String()
-		}
-		c.SetContext(&st)
+		st := newChatState(c)
 		roster.add(st.room, c.ID(), st.name)
 	}
 }
