@@ -294,60 +294,74 @@ var scenarioUnits = map[string]string{
 	ScenarioBroadcast: "delivery", ScenarioConnect: "conn", ScenarioIdle: "conn",
 }
 
-// runTarget runs every scenario against *tp. A scenario that cannot run is
-// recorded in its Result; a server that died or a cancelled ctx ends the
-// whole run with an error. The idle scenario gets a freshly started server
-// (unless it is the first to run), so that memory freed by earlier scenarios
-// and reused by the idle connections does not hide what they cost; *tp is
-// then the new server, which the caller stops.
+// runTarget runs every scenario against *tp, in order (see runScenario).
 func (s *session) runTarget(ctx context.Context, tp **target) ([]*Result, error) {
 	var out []*Result
 	ran := false
 	for _, sc := range s.o.Scenarios {
-		t := *tp
-		r := &Result{Scenario: sc, Mode: t.mode, Unit: scenarioUnits[sc]}
+		r, err := s.runScenario(ctx, tp, sc, &ran)
 		out = append(out, r)
-		if t.mode == modeBaseline && !slices.Contains(baselineScenarios, sc) {
-			r.NA = true
-			continue
-		}
-		if sc == ScenarioIdle && ran && t.cmd != nil {
-			stopErr := t.stop()
-			nt, err := startTarget(ctx, s.o, t.mode)
-			if err != nil {
-				return out, errors.Join(err, stopErr)
-			}
-			*tp, t = nt, nt
-			s.logf("[%s] restarted for idle: http %s, ws %s", t.mode, t.httpAddr, t.wsAddr)
-		}
-		ran = true
-		m := newMeter(ctx, t, "["+t.mode+"] "+sc, s.live())
-		err := scenarioFuncs[sc](s, ctx, t, m, r)
-		r.PeakRSSMiB = m.peakMiB()
-		m.close()
 		if err != nil {
-			s.logf("[%s] %s: error: %v", t.mode, sc, err)
-		} else {
-			s.logf("[%s] %s: %s %s/s, p99 %s, %s per server CPU-s, %d errors", t.mode, sc,
-				fmtCount(r.OpsPerSec), r.Unit, fmtLatency(r.P99us), fmtCount(r.OpsPerCPU), r.Errors)
-		}
-		if ctx.Err() != nil {
-			return out, ctx.Err()
-		}
-		if xerr := t.exited(); xerr != nil {
-			return out, fmt.Errorf("%w during scenario %s", xerr, sc)
-		}
-		if err != nil {
-			r.Error = err.Error()
+			return out, err
 		}
 	}
 	return out, nil
 }
 
-// Run starts the baseline and then the server in each mode, runs the
-// scenarios against each, and prints the comparison. It returns an error
-// when a server cannot be started or dies, when ctx is cancelled, or (after
-// printing the table) when some scenario could not run.
+// runScenario runs scenario sc against *tp. A scenario that cannot run is
+// recorded in its Result; a server that died or a cancelled ctx is an
+// error that ends the whole run. *ran says whether an earlier scenario ran
+// against this target: the idle scenario then gets a freshly started server,
+// so that memory freed by earlier scenarios and reused by the idle
+// connections does not hide what they cost; *tp is then the new server,
+// which the caller stops.
+func (s *session) runScenario(ctx context.Context, tp **target, sc string, ran *bool) (*Result, error) {
+	t := *tp
+	r := &Result{Scenario: sc, Mode: t.mode, Unit: scenarioUnits[sc]}
+	if t.mode == modeBaseline && !slices.Contains(baselineScenarios, sc) {
+		r.NA = true
+		return r, nil
+	}
+	if sc == ScenarioIdle && *ran && t.cmd != nil {
+		stopErr := t.stop()
+		nt, err := startTarget(ctx, s.o, t.mode)
+		if err != nil {
+			return r, errors.Join(err, stopErr)
+		}
+		*tp, t = nt, nt
+		s.logf("[%s] restarted for idle: http %s, ws %s", t.mode, t.httpAddr, t.wsAddr)
+	}
+	*ran = true
+	m := newMeter(ctx, t, "["+t.mode+"] "+sc, s.live())
+	err := scenarioFuncs[sc](s, ctx, t, m, r)
+	r.PeakRSSMiB = m.peakMiB()
+	m.close()
+	if err != nil {
+		s.logf("[%s] %s: error: %v", t.mode, sc, err)
+	} else {
+		s.logf("[%s] %s: %s %s/s, p99 %s, %s per server CPU-s, %d errors", t.mode, sc,
+			fmtCount(r.OpsPerSec), r.Unit, fmtLatency(r.P99us), fmtCount(r.OpsPerCPU), r.Errors)
+	}
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	if xerr := t.exited(); xerr != nil {
+		return r, fmt.Errorf("%w during scenario %s", xerr, sc)
+	}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r, nil
+}
+
+// Run starts the baseline and the server in each mode, then runs each
+// scenario against each of them in turn, so that the figures a ratio
+// compares are measured minutes apart at most, not a whole run apart (on
+// a noisy machine the difference matters). The servers not under load sit
+// idle meanwhile; each one's CPU and memory are measured on its own
+// processes. Run prints the comparison, and returns an error when a server
+// cannot be started or dies, when ctx is cancelled, or (after printing the
+// table) when some scenario could not run.
 func Run(ctx context.Context, o Options) error {
 	if err := o.setDefaults(); err != nil {
 		return err
@@ -364,7 +378,18 @@ func Run(ctx context.Context, o Options) error {
 	if l := rep.Machine.Load1; l > 0.5*float64(rep.Machine.CPUs) {
 		s.logf("[bench] warning: load average %.2f on %d CPUs: other work on this machine will skew the figures", l, rep.Machine.CPUs)
 	}
+	var targets []*target
 	var stopErrs []error
+	stopAll := func() {
+		for _, t := range targets {
+			if err := t.stop(); err != nil { // the figures stand; say so at the end
+				s.logf("[%s] %v", t.mode, err)
+				stopErrs = append(stopErrs, err)
+			}
+		}
+		targets = nil
+	}
+	defer stopAll()
 	for _, mode := range append([]string{modeBaseline}, o.Modes...) {
 		if mode == modeBaseline && !hasBaselineScenario(o.Scenarios) {
 			continue
@@ -373,26 +398,28 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
+		targets = append(targets, t)
 		var ps []string
 		for _, p := range t.procs(ctx) {
 			ps = append(ps, p.role+"="+strconv.Itoa(p.pid))
 		}
 		s.logf("[%s] started: http %s, ws %s, %s", mode, t.httpAddr, t.wsAddr, strings.Join(ps, " "))
-		rs, err := s.runTarget(ctx, &t)
-		stopErr := t.stop()
-		rep.Results = append(rep.Results, rs...)
-		if err != nil {
-			return errors.Join(err, stopErr)
-		}
-		if stopErr != nil { // the figures stand; say so at the end
-			s.logf("[%s] %v", mode, stopErr)
-			stopErrs = append(stopErrs, stopErr)
+	}
+	ran := make([]bool, len(targets))
+	for _, sc := range o.Scenarios {
+		for i := range targets {
+			r, err := s.runScenario(ctx, &targets[i], sc, &ran[i])
+			rep.Results = append(rep.Results, r)
+			if err != nil {
+				return err
+			}
 		}
 	}
+	stopAll()
 	rep.sortResults(o.Modes)
 	rep.computeRatios()
 	if err := rep.write(&o); err != nil {
-		return err
+		return errors.Join(append([]error{err}, stopErrs...)...)
 	}
 	var failed []string
 	for _, r := range rep.Results {
