@@ -244,12 +244,42 @@ func TestAPI(t *testing.T) {
 	for _, mode := range []string{"process", "base"} {
 		t.Run(mode, func(t *testing.T) {
 			s := startAPIServer(t, bin, mode)
+			t.Run("RemoteAddr", func(t *testing.T) { apiRemoteAddr(t, s) })
 			t.Run("Task", func(t *testing.T) { apiTask(t, s) })
 			t.Run("TaskWaitMulti", func(t *testing.T) { apiTaskWaitMulti(t, s) })
 			t.Run("Timers", func(t *testing.T) { apiTimers(t, s) })
 			t.Run("Pipe", func(t *testing.T) { apiPipe(t, s) })
 			t.Run("TaskWorkerSender", func(t *testing.T) { apiTaskWorkerSender(t, s) })
 		})
+	}
+}
+
+// apiRemoteAddr: a handler sees the client's own address and port, in
+// PROCESS mode too, where the master holds the socket and sends the address
+// along with each request.
+func apiRemoteAddr(t *testing.T, s *apiServer) {
+	var local string
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				local = nc.LocalAddr().String()
+			}
+			return nc, err
+		},
+	}}
+	resp, err := c.Get("http://" + s.httpAddr + "/remote")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct{ Addr, IP string }
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Addr != local || r.IP != "127.0.0.1" {
+		t.Errorf("handler saw RemoteAddr %q, RemoteIP %q; the client is %s", r.Addr, r.IP, local)
 	}
 }
 

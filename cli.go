@@ -74,7 +74,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ws", Usage: "WebSocket listener address (default 0.0.0.0:9502)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Usage: "NAME=ADDR for any other declared listener"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-http-upgrade", Usage: "refuse WebSocket upgrades on HTTP ports"}),
-		altsrc.NewIntFlag(&cli.IntFlag{Name: "reactor-num", Usage: "PROCESS mode: threads running the master's reactor (default: the CPU count)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "reactor-num", Usage: "PROCESS mode: threads running the master's reactor (default: half the CPUs, at least 1)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "dispatch", Value: "fd", Usage: "PROCESS mode routing: round-robin, fd, ip, idle"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-file", Usage: "log file (default stderr; daemon: RUN-DIR/server.log)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "json", Usage: "json or console"}),

@@ -5,7 +5,7 @@ import "errors"
 // Version is the wire-format version. A worker announces it in its Hello
 // frame; a master that speaks another version answers with an Error frame
 // and closes the stream, so a new binary under an old master fails fast.
-const Version uint16 = 1
+const Version uint16 = 2
 
 // HeaderSize is the fixed size of every frame header.
 //
@@ -41,7 +41,7 @@ const (
 	TypeConns   Type = 8 // m->w query (seq), w->m reply (seq) with JSON payload
 
 	// PROCESS mode: reactor <-> worker.
-	TypeRequest  Type = 10 // m->w: HTTP request; code = listener; arg = header length; payload = remote addr (len u8) + header + body
+	TypeRequest  Type = 10 // m->w: HTTP request; code = listener; arg = header length; payload = remote addr field (u32 length, then AppendAddr or nothing) + header + body
 	TypeResponse Type = 11 // w->m: HTTP response; seq = request seq; arg = header length; payload = header + body
 	TypeOpen     Type = 12 // m->w: WebSocket opened; code = listener; payload = handshake (see EncodeHandshake)
 	TypeMessage  Type = 13 // m->w: WebSocket message; flags = opcode

@@ -14,7 +14,7 @@ func TestConstants(t *testing.T) {
 		got  uint64
 		want uint64
 	}{
-		{name: "Version", got: uint64(Version), want: 1},
+		{name: "Version", got: uint64(Version), want: 2},
 		{name: "HeaderSize", got: HeaderSize, want: 24},
 		{name: "MaxPayload", got: MaxPayload, want: 64 << 20},
 	}

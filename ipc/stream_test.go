@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -779,5 +780,28 @@ func TestWriterBufferReuse(t *testing.T) {
 				t.Errorf("spare capacity: got %v, want %v (burst buffer dropped)", got, tt.wantSpare)
 			}
 		})
+	}
+}
+
+func TestAddrRoundTrip(t *testing.T) {
+	for _, s := range []string{"127.0.0.1:40123", "[::1]:8080", "[2001:db8::7]:1", "10.0.0.2:65535"} {
+		ap := netip.MustParseAddrPort(s)
+		b := AppendAddr([]byte{9}, ap)
+		if len(b) != 1+AddrSize {
+			t.Fatalf("%s: encoded in %d bytes, want %d", s, len(b)-1, AddrSize)
+		}
+		ip, port, ok := ParseAddr(b[1:])
+		if !ok {
+			t.Fatalf("%s: not decoded", s)
+		}
+		got, _ := netip.AddrFromSlice(ip)
+		if got.Unmap() != ap.Addr() || port != int(ap.Port()) {
+			t.Fatalf("%s: decoded %s port %d", s, got, port)
+		}
+	}
+	for _, n := range []int{0, 4, 16, AddrSize + 1} {
+		if _, _, ok := ParseAddr(make([]byte, n)); ok {
+			t.Fatalf("%d bytes decoded as an address", n)
+		}
 	}
 }

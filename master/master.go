@@ -122,10 +122,15 @@ type stopReq struct {
 const MaxProcessPackage = ipc.MaxPayload - 64<<10
 
 // DefaultReactorNum is the master's GOMAXPROCS in PROCESS mode unless
-// --reactor-num says otherwise: the CPU count, as Swoole's reactor_num.
-// (On the 2-core machine of docs/BENCHMARKS.md, 1 and 2 served the same
-// requests per CPU-second within the noise.)
-func DefaultReactorNum() int { return runtime.NumCPU() }
+// --reactor-num says otherwise: half the CPUs, at least one. The master's
+// Go runtime shares the machine with the workers' (each of which gets its
+// share of the CPUs, see forkd's worker runtime setting). With a P per CPU
+// it wakes a second thread to steal every small burst of runnable
+// goroutines; on the 2-core machine of docs/BENCHMARKS.md one P instead of
+// two cut the master's CPU per request by about 10% (HTTP and WebSocket
+// echo, in six of six alternating runs) at the same or a higher request
+// rate, with 64 and with 256 clients.
+func DefaultReactorNum() int { return max(1, runtime.NumCPU()/2) }
 
 // ErrRunning is returned by Run when a server already runs in the run dir.
 var ErrRunning = errors.New("server is already running")

@@ -21,13 +21,16 @@ type procBackend struct {
 	rr   atomic.Uint32
 	seed maphash.Seed
 
+	// serving holds, per worker slot, the process taking new work (nil:
+	// none). Read without a lock on every request; changed under mu, whose
+	// cond wakes the readers waiting for a slot's replacement.
+	serving []atomic.Pointer[proc]
 	mu      sync.Mutex
 	cond    *sync.Cond
-	serving []*proc // per worker slot: the process taking new work (nil: none)
 }
 
 func newProcBackend(m *Master) *procBackend {
-	b := &procBackend{m: m, seed: maphash.MakeSeed(), serving: make([]*proc, m.opts.Workers)}
+	b := &procBackend{m: m, seed: maphash.MakeSeed(), serving: make([]atomic.Pointer[proc], m.opts.Workers)}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
@@ -55,7 +58,7 @@ func (b *procBackend) attach(p *proc) {
 		}
 	})
 	b.mu.Lock()
-	b.serving[id] = p
+	b.serving[id].Store(p)
 	b.cond.Broadcast()
 	b.mu.Unlock()
 }
@@ -67,9 +70,7 @@ func (b *procBackend) detach(p *proc) {
 		return
 	}
 	b.mu.Lock()
-	if b.serving[p.slot.id] == p {
-		b.serving[p.slot.id] = nil
-	}
+	b.serving[p.slot.id].CompareAndSwap(p, nil)
 	b.mu.Unlock()
 }
 
@@ -103,10 +104,8 @@ func (b *procBackend) pick(ctx *fasthttp.RequestCtx) *proc {
 	default: // fd: sticky per connection
 		start = int(ctx.ConnID() % uint64(n))
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	for i := 0; i < n; i++ {
-		if p := b.serving[(start+i)%n]; p != nil {
+		if p := b.serving[(start+i)%n].Load(); p != nil {
 			return p
 		}
 	}
@@ -126,10 +125,9 @@ func (b *procBackend) pickEnter(ctx *fasthttp.RequestCtx) *proc {
 }
 
 func (b *procBackend) idlest() *proc {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var best *proc
-	for _, p := range b.serving {
+	for i := range b.serving {
+		p := b.serving[i].Load()
 		if p != nil && (best == nil || p.inflight.Load() < best.inflight.Load()) {
 			best = p
 		}
@@ -246,18 +244,23 @@ func lastColon(b []byte) int {
 	return -1
 }
 
-// serving returns the process serving slot id, waiting while it has none
-// (a crashed worker being replaced): reading that connection pauses.
+// servingWait returns the process serving slot id, waiting while it has
+// none (a crashed worker being replaced): reading that connection pauses.
 func (b *procBackend) servingWait(id int) *proc {
+	if p := b.serving[id].Load(); p != nil {
+		return p
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for b.serving[id] == nil {
+	for {
+		if p := b.serving[id].Load(); p != nil {
+			return p
+		}
 		if b.m.reactor.Draining() || b.m.isStopping() {
 			return nil
 		}
 		b.cond.Wait()
 	}
-	return b.serving[id]
 }
 
 func (b *procBackend) Open(c *reactor.Conn) {
@@ -279,9 +282,7 @@ func (b *procBackend) Open(c *reactor.Conn) {
 // (see proc.enter), or nil when there is none.
 func (b *procBackend) servingEnter(id int) *proc {
 	for {
-		b.mu.Lock()
-		p := b.serving[id]
-		b.mu.Unlock()
+		p := b.serving[id].Load()
 		if p == nil || p.enter() {
 			return p
 		}
@@ -333,12 +334,10 @@ func (b *procBackend) BufferFull(c *reactor.Conn)  { b.bufferEvent(c, 1) }
 func (b *procBackend) BufferDrain(c *reactor.Conn) { b.bufferEvent(c, 0) }
 
 func (b *procBackend) bufferEvent(c *reactor.Conn, code uint16) {
-	b.mu.Lock()
 	var p *proc
 	if id := int(c.Slot.Load()); id >= 0 && id < len(b.serving) {
-		p = b.serving[id]
+		p = b.serving[id].Load()
 	}
-	b.mu.Unlock()
 	if p != nil {
 		p.out.Send(&ipc.Header{Type: ipc.TypeBuffer, Conn: c.ID(), Code: code}, nil, nil)
 	}
@@ -354,15 +353,13 @@ func (b *procBackend) wakeAll() {
 	b.mu.Unlock()
 }
 
-// appendRemote appends the client's address as an ipc field.
+// appendRemote appends the client's address as an ipc field: ipc.AppendAddr
+// for a TCP client, empty otherwise.
 func appendRemote(dst []byte, ctx *fasthttp.RequestCtx) []byte {
-	start := len(dst)
-	dst = append(dst, 0, 0, 0, 0)
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		dst = a.AddrPort().AppendTo(dst)
-	} else {
-		dst = append(dst, ctx.RemoteAddr().String()...)
+	a, ok := ctx.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return binary.LittleEndian.AppendUint32(dst, 0)
 	}
-	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
-	return dst
+	dst = binary.LittleEndian.AppendUint32(dst, ipc.AddrSize)
+	return ipc.AppendAddr(dst, a.AddrPort())
 }

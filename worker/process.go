@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -21,7 +20,6 @@ type reqCtx struct {
 	rd     bytes.Reader
 	br     *bufio.Reader
 	head   []byte
-	remote []byte // the client address rc.conn holds, as the master sent it
 	seq    uint32
 	listen int
 }
@@ -60,14 +58,10 @@ func (w *Worker) serveRequest(f ipc.Frame) {
 		w.respondError(rc, fasthttp.StatusBadRequest)
 		return
 	}
-	if !bytes.Equal(remote, rc.remote) { // a pooled context often serves one client again
-		rc.remote = append(rc.remote[:0], remote...)
-		rc.conn.addr.IP, rc.conn.addr.Port = rc.conn.addr.IP[:0], 0
-		if ap, err := netip.ParseAddrPort(string(remote)); err == nil {
-			a16 := ap.Addr().As16()
-			rc.conn.addr.IP = append(rc.conn.addr.IP, a16[:]...)
-			rc.conn.addr.Port = int(ap.Port())
-		}
+	rc.conn.addr.IP, rc.conn.addr.Port = rc.conn.addr.IP[:0], 0
+	if ip, port, ok := ipc.ParseAddr(remote); ok {
+		rc.conn.addr.IP = append(rc.conn.addr.IP, ip...)
+		rc.conn.addr.Port = port
 	}
 	rc.ctx.Init2(&rc.conn, nil, false)
 	rc.rd.Reset(rest[:f.Arg])

@@ -55,9 +55,10 @@ func TestProcessOnlyMasterListens(t *testing.T) {
 // TestProcessRoundRobinOneConnection: with --dispatch round-robin the
 // requests of one keep-alive connection are served by both workers.
 func TestProcessRoundRobinOneConnection(t *testing.T) {
-	s := startServer(t, "process", 2, "--dispatch", "round-robin", "--reactor-num", "1")
-	if st := s.status(); st.ReactorNum != 1 {
-		t.Errorf("status reactor_num %d, want 1 (--reactor-num 1)", st.ReactorNum)
+	rn := master.DefaultReactorNum() + 1 // not the default, so that the flag shows
+	s := startServer(t, "process", 2, "--dispatch", "round-robin", "--reactor-num", strconv.Itoa(rn))
+	if st := s.status(); st.ReactorNum != rn {
+		t.Errorf("status reactor_num %d, want %d (--reactor-num %d)", st.ReactorNum, rn, rn)
 	}
 	nc, err := net.DialTimeout("tcp", s.httpAddr, 5*time.Second)
 	if err != nil {
@@ -103,6 +104,9 @@ func TestProcessRoundRobinOneConnection(t *testing.T) {
 // comes back complete and in order.
 func TestProcessEchoSizes(t *testing.T) {
 	s := startServer(t, "process", 2)
+	if st := s.status(); st.ReactorNum != master.DefaultReactorNum() {
+		t.Errorf("status reactor_num %d, want the default %d", st.ReactorNum, master.DefaultReactorNum())
+	}
 	sizes := []int{0, 1, 125, 126, 127, 65535, 65536, 1 << 20}
 	rng := rand.New(rand.NewPCG(1, 2))
 	payload := func(op, n int) []byte {

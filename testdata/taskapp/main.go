@@ -172,6 +172,9 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("X-Worker-Id", strconv.Itoa(w.ID()))
 		ctx.SetBodyString("hello")
 
+	case "/remote": // the client's address, as the handler sees it
+		reply(ctx, w, map[string]any{"addr": ctx.RemoteAddr().String(), "ip": ctx.RemoteIP().String()})
+
 	case "/task": // fire-and-forget with a done callback (onFinish)
 		type fin struct {
 			res  []byte
