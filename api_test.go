@@ -455,8 +455,10 @@ func apiPipe(t *testing.T, s *apiServer) {
 	seen := map[string]bool{}
 	for try := 0; try < 100 && !(seen["0->1"] && seen["1->0"]); try++ {
 		// Ask the serving worker to message the other one; a new connection
-		// each time so both workers get to serve.
-		to := try % 2
+		// each time so both workers get to serve. The targets go 0, 0, 1, 1:
+		// with connections spread alternately (--dispatch fd), a target that
+		// simply alternated would meet the same worker's parity every time.
+		to := (try / 2) % 2
 		var r pipeReply
 		s.get("/pipe?to="+strconv.Itoa(to), true, &r)
 		if r.Worker == to {
