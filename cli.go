@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 
+	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/master"
 	"github.com/forkd/forkd/master/bench"
 	"github.com/forkd/forkd/worker"
@@ -52,11 +53,19 @@ func (s *Server) runWorker() error {
 	var files []*os.File
 	if cfg.Mode == worker.ModeBase && !cfg.Task {
 		for i := range cfg.Listeners {
-			files = append(files, os.NewFile(uintptr(4+i), "listener"))
+			files = append(files, os.NewFile(uintptr(5+i), "listener"))
 		}
 	}
+	in, err := ipc.PipeFile(3, "ipc-in")
+	if err != nil {
+		return fmt.Errorf("worker: ipc pipe from the master (fd 3): %w", err)
+	}
+	out, err := ipc.PipeFile(4, "ipc-out")
+	if err != nil {
+		return fmt.Errorf("worker: ipc pipe to the master (fd 4): %w", err)
+	}
 	err = worker.Run(context.Background(), worker.Options{
-		Config: cfg, IPC: os.NewFile(3, "ipc"), Listeners: files, App: &app{s: s}, Log: log,
+		Config: cfg, IPCIn: in, IPCOut: out, Listeners: files, App: &app{s: s}, Log: log,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("worker failed")

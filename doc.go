@@ -5,7 +5,7 @@
 //
 // Two modes, one program. In PROCESS mode (the default) the master holds
 // every client connection in reactor goroutines and forwards complete
-// requests and WebSocket messages to worker processes over unix sockets; a
+// requests and WebSocket messages to worker processes over pipes; a
 // worker that crashes costs no connection, and its replacement is told
 // which connections it now serves (OnResume). In BASE mode each worker
 // accepts on its own SO_REUSEPORT socket and owns its connections, with no

@@ -1,6 +1,9 @@
 package ipc
 
-import "testing"
+import (
+	"io"
+	"testing"
+)
 
 // loopReader serves an encoded block of frames forever, so a Reader can be
 // driven without I/O or allocation.
@@ -98,12 +101,27 @@ func BenchmarkReaderNext(b *testing.B) {
 // over a unix socketpair, with a goroutine draining the other end with a
 // Reader: the path every frame between master and worker takes.
 func BenchmarkWriterUnix(b *testing.B) {
-	b.Run("producers=1", func(b *testing.B) { benchWriterUnix(b, false) })
-	b.Run("producers=GOMAXPROCS", func(b *testing.B) { benchWriterUnix(b, true) })
+	pair := func(b *testing.B) (io.WriteCloser, io.ReadCloser) { return socketPair(b) }
+	b.Run("producers=1", func(b *testing.B) { benchWriter(b, pair, false) })
+	b.Run("producers=GOMAXPROCS", func(b *testing.B) { benchWriter(b, pair, true) })
 }
 
-func benchWriterUnix(b *testing.B, parallel bool) {
-	wc, rc := socketPair(b)
+// BenchmarkWriterPipe is BenchmarkWriterUnix over the transport the master
+// and a worker use (two pipes, see Pipe; this is one of them).
+func BenchmarkWriterPipe(b *testing.B) {
+	pair := func(b *testing.B) (io.WriteCloser, io.ReadCloser) {
+		r, w, err := Pipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return w, r
+	}
+	b.Run("producers=1", func(b *testing.B) { benchWriter(b, pair, false) })
+	b.Run("producers=GOMAXPROCS", func(b *testing.B) { benchWriter(b, pair, true) })
+}
+
+func benchWriter(b *testing.B, pair func(*testing.B) (io.WriteCloser, io.ReadCloser), parallel bool) {
+	wc, rc := pair(b)
 	defer rc.Close()
 	defer wc.Close()
 

@@ -26,7 +26,8 @@ type connPair func(t testing.TB) (a, b net.Conn)
 
 // testConnTypes are the transports the codec must work over (after
 // hashicorp/yamux's testConnTypes): an in-memory synchronous pipe, a unix
-// socketpair as the master hands to a worker, and a unix socket listener.
+// socketpair and a unix socket listener. (The master and a worker use two
+// OS pipes, see Pipe and TestPipeStream.)
 var testConnTypes = []struct {
 	name string
 	pair connPair

@@ -37,7 +37,7 @@ type proc struct {
 	epoch uint16
 	pid   int
 	cmd   *exec.Cmd
-	nc    net.Conn
+	in    *os.File // ipc from the worker (out writes the other pipe)
 	out   *ipc.Writer
 	start time.Time
 
@@ -168,13 +168,20 @@ func (s *spawner) start(cmd *exec.Cmd) error {
 
 // spawn starts a worker process for slot sl.
 func (m *Master) spawn(sl *slot) (*proc, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	// The ipc stream is two pipes (see ipc.Pipe): the worker reads fd 3
+	// and writes fd 4.
+	toR, toW, err := ipc.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("master: socketpair: %w", err)
+		return nil, fmt.Errorf("master: ipc pipe: %w", err)
 	}
-	parent := os.NewFile(uintptr(fds[0]), "ipc-master")
-	child := os.NewFile(uintptr(fds[1]), "ipc-worker")
-	defer child.Close()
+	fromR, fromW, err := ipc.Pipe()
+	if err != nil {
+		toR.Close()
+		toW.Close()
+		return nil, fmt.Errorf("master: ipc pipe: %w", err)
+	}
+	defer toR.Close()
+	defer fromW.Close()
 
 	m.mu.Lock()
 	m.epochs++
@@ -184,29 +191,23 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 	cfg := m.workerConfig(sl, epoch)
 	cmd := exec.Command(m.opts.Exe, m.opts.Args...)
 	cmd.Env = append(filterEnv(os.Environ()), cfg.Encode(), EnvRole+"="+RoleWorker)
-	cmd.ExtraFiles = append([]*os.File{child}, sl.files...)
+	cmd.ExtraFiles = append([]*os.File{toR, fromW}, sl.files...)
 	cmd.Stdin = nil
 	cmd.Stdout = m.opts.Output
 	cmd.Stderr = m.opts.Output
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := m.spawner.start(cmd); err != nil {
-		parent.Close()
+		toW.Close()
+		fromR.Close()
 		return nil, fmt.Errorf("master: start worker %d: %w", sl.id, err)
-	}
-	nc, err := net.FileConn(parent)
-	parent.Close()
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return nil, fmt.Errorf("master: worker %d ipc: %w", sl.id, err)
 	}
 	p := &proc{
 		slot:    sl,
 		epoch:   epoch,
 		pid:     cmd.Process.Pid,
 		cmd:     cmd,
-		nc:      nc,
-		out:     ipc.NewWriter(nc, m.opts.BusQueue),
+		in:      fromR,
+		out:     ipc.NewWriter(toW, m.opts.BusQueue),
 		start:   time.Now(),
 		ready:   make(chan error, 1),
 		exited:  make(chan struct{}),
@@ -230,8 +231,11 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 		case <-p.readEnd:
 		case <-time.After(2 * time.Second):
 		}
-		nc.Close()
+		fromR.Close()
 		p.out.Close()
+		// The writer ends with the worker: its pipe has no reader (EPIPE).
+		<-p.out.Done()
+		toW.Close()
 		close(p.exited)
 		m.exited(p)
 	}()
@@ -268,7 +272,7 @@ func (m *Master) workerConfig(sl *slot, epoch uint16) worker.Config {
 
 // readProc handles the handshake, then every frame the worker sends.
 func (m *Master) readProc(p *proc) {
-	rd := ipc.NewReader(p.nc, ipc.MaxPayload)
+	rd := ipc.NewReader(p.in, ipc.MaxPayload)
 	err := m.handshake(p, rd)
 	if err == nil {
 		for {

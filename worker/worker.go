@@ -24,7 +24,8 @@ import (
 // Options start a worker process.
 type Options struct {
 	Config    Config
-	IPC       *os.File   // the socket to the master (fd 3)
+	IPCIn     *os.File   // the pipe from the master (fd 3, see ipc.PipeFile)
+	IPCOut    *os.File   // the pipe to the master (fd 4)
 	Listeners []*os.File // BASE mode: one SO_REUSEPORT socket per listener
 	App       App
 	Log       zerolog.Logger
@@ -90,14 +91,10 @@ func Run(ctx context.Context, o Options) error {
 	if w.cfg.CallTimeout <= 0 {
 		w.cfg.CallTimeout = 5 * time.Second
 	}
-	nc, err := net.FileConn(o.IPC)
-	o.IPC.Close()
-	if err != nil {
-		return fmt.Errorf("worker: ipc socket: %w", err)
-	}
-	defer nc.Close()
-	w.out = ipc.NewWriter(nc, 16<<20)
-	rd := ipc.NewReader(nc, ipc.MaxPayload)
+	defer o.IPCIn.Close()
+	defer o.IPCOut.Close()
+	w.out = ipc.NewWriter(o.IPCOut, 16<<20)
+	rd := ipc.NewReader(o.IPCIn, ipc.MaxPayload)
 
 	// Handshake: Hello, then Welcome or Error.
 	hello := binary.LittleEndian.AppendUint16(nil, ipc.Version)
