@@ -41,10 +41,14 @@ func Pipe() (r, w *os.File, err error) {
 
 // PipeFile makes an inherited pipe end (a worker's fd 3 or 4) non-blocking
 // and returns it as a File in the runtime's poller, so that a read or write
-// waiting on it parks only its goroutine and Close ends it.
+// waiting on it parks only its goroutine and Close ends it. It also marks it
+// close-on-exec: a process the worker's own code starts must not inherit
+// it (it would keep the stream open after the worker died, and the master
+// would not see the worker go).
 func PipeFile(fd uintptr, name string) (*os.File, error) {
 	if err := unix.SetNonblock(int(fd), true); err != nil {
 		return nil, err
 	}
+	unix.CloseOnExec(int(fd))
 	return os.NewFile(fd, name), nil
 }

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPipeStream: frames of every size up to many times the pipe's
@@ -77,10 +79,10 @@ func TestPipeReaderGone(t *testing.T) {
 }
 
 // TestPipeFile: an inherited blocking pipe end becomes a File in the
-// poller (a read waiting on it honours a deadline).
+// poller (a read waiting on it honours a deadline), closed on exec.
 func TestPipeFile(t *testing.T) {
 	var fds [2]int
-	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil { // blocking, as a child inherits it
+	if err := syscall.Pipe2(fds[:], 0); err != nil { // blocking and inheritable, as a worker gets it
 		t.Fatal(err)
 	}
 	defer syscall.Close(fds[1])
@@ -94,5 +96,9 @@ func TestPipeFile(t *testing.T) {
 	}
 	if _, err := f.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read on an empty pipe: %v, want a deadline error", err)
+	}
+	flags, err := unix.FcntlInt(uintptr(fds[0]), unix.F_GETFD, 0)
+	if err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Fatalf("inherited end not close-on-exec (flags %#x, %v): a child of the worker would inherit it", flags, err)
 	}
 }

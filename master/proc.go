@@ -233,9 +233,7 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 		}
 		fromR.Close()
 		p.out.Close()
-		// The writer ends with the worker: its pipe has no reader (EPIPE).
-		<-p.out.Done()
-		toW.Close()
+		toW.Close() // ends a write waiting on the pipe (nothing reads it now)
 		close(p.exited)
 		m.exited(p)
 	}()
