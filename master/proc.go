@@ -138,7 +138,7 @@ func (p *proc) query(t ipc.Type, timeout time.Duration) ([]byte, error) {
 // spawner starts every child from one goroutine locked to its OS thread for
 // the master's whole life: Pdeathsig fires when the *thread* that forked
 // the child exits (golang/go#27505), and this thread never does. Workers
-// also exit on EOF from their ipc socket, which covers every way a master
+// also exit on EOF from their ipc pipe, which covers every way a master
 // can die.
 type spawner struct {
 	reqs chan spawnReq

@@ -6,5 +6,5 @@
 // handlers see the same Conn and Worker, and every bus operation (push,
 // close, rooms, pipe messages, tasks) returns its real outcome.
 //
-// A worker exits when its master goes away: EOF on the ipc socket.
+// A worker exits when its master goes away: EOF on the ipc pipe.
 package worker
