@@ -210,8 +210,8 @@ func (c *Conn) write(m *outMsg) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	deadline := time.Now().Add(c.r.opts.WriteTimeout)
 	if m.op == websocket.CloseMessage {
+		deadline := time.Now().Add(c.r.opts.WriteTimeout)
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(m.code, string(m.data)), deadline)
 		// Give the peer a moment to answer the close, then cut.
 		time.AfterFunc(time.Second, func() { c.Close() })

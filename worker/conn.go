@@ -24,9 +24,7 @@ type Conn struct {
 	Ext any
 
 	// PROCESS mode: the connection's events, handled one at a time in order.
-	mu      sync.Mutex
-	events  []event
-	running bool
+	events serial[event]
 }
 
 type event struct {
@@ -111,20 +109,12 @@ func (w *Worker) connEvent(f ipc.Frame) {
 		}
 	}
 	ev := event{typ: f.Type, op: int(f.Flags), code: int(f.Code)}
-	if f.Type == ipc.TypeMessage {
-		ev.bp = evPool.Get().(*[]byte)
-		*ev.bp = append((*ev.bp)[:0], f.Payload...)
-	} else if f.Type == ipc.TypeClosed {
+	if f.Type == ipc.TypeMessage || f.Type == ipc.TypeClosed { // the message, or the close reason
 		ev.bp = evPool.Get().(*[]byte)
 		*ev.bp = append((*ev.bp)[:0], f.Payload...)
 	}
 	w.inflight.Add(1)
-	c.mu.Lock()
-	c.events = append(c.events, ev)
-	start := !c.running
-	c.running = true
-	c.mu.Unlock()
-	if start {
+	if c.events.add(ev) {
 		w.spawn(job{c: c})
 	}
 }
@@ -132,14 +122,10 @@ func (w *Worker) connEvent(f ipc.Frame) {
 func (c *Conn) run() {
 	var batch []event
 	for {
-		c.mu.Lock()
-		if len(c.events) == 0 {
-			c.running = false
-			c.mu.Unlock()
+		var ok bool
+		if batch, ok = c.events.take(batch); !ok {
 			return
 		}
-		batch, c.events = c.events, batch[:0]
-		c.mu.Unlock()
 		for i := range batch {
 			c.w.dispatch(c, &batch[i])
 			if bp := batch[i].bp; bp != nil && cap(*bp) <= 64<<10 {

@@ -14,11 +14,8 @@ import (
 // size bounds how many tasks run at once (the master gives a new task to an
 // idle task worker first, and bounds every task worker's queue).
 type taskState struct {
-	done atomic.Uint64
-
-	mu      sync.Mutex
-	queue   []queuedTask
-	running bool
+	done  atomic.Uint64
+	queue serial[queuedTask]
 }
 
 type queuedTask struct {
@@ -73,32 +70,23 @@ func (w *Worker) TaskWaitMulti(datas [][]byte, timeout time.Duration) ([][]byte,
 func (w *Worker) serveTask(f ipc.Frame) {
 	t := queuedTask{seq: f.Seq, arg: f.Arg, data: append([]byte(nil), f.Payload...)}
 	w.inflight.Add(1)
-	ts := &w.tasks
-	ts.mu.Lock()
-	ts.queue = append(ts.queue, t)
-	start := !ts.running
-	ts.running = true
-	ts.mu.Unlock()
-	if start {
+	if w.tasks.queue.add(t) {
 		go w.runTasks()
 	}
 }
 
 func (w *Worker) runTasks() {
-	ts := &w.tasks
+	var batch []queuedTask
 	for {
-		ts.mu.Lock()
-		if len(ts.queue) == 0 {
-			ts.running = false
-			ts.mu.Unlock()
+		var ok bool
+		if batch, ok = w.tasks.queue.take(batch); !ok {
 			return
 		}
-		t := ts.queue[0]
-		ts.queue[0] = queuedTask{}
-		ts.queue = ts.queue[1:]
-		ts.mu.Unlock()
-		w.runTask(t)
-		w.inflight.Done()
+		for i := range batch {
+			w.runTask(batch[i])
+			batch[i] = queuedTask{} // let its data go
+			w.inflight.Done()
+		}
 	}
 }
 

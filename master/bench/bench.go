@@ -294,20 +294,6 @@ var scenarioUnits = map[string]string{
 	ScenarioBroadcast: "delivery", ScenarioConnect: "conn", ScenarioIdle: "conn",
 }
 
-// runTarget runs every scenario against *tp, in order (see runScenario).
-func (s *session) runTarget(ctx context.Context, tp **target) ([]*Result, error) {
-	var out []*Result
-	ran := false
-	for _, sc := range s.o.Scenarios {
-		r, err := s.runScenario(ctx, tp, sc, &ran)
-		out = append(out, r)
-		if err != nil {
-			return out, err
-		}
-	}
-	return out, nil
-}
-
 // runScenario runs scenario sc against *tp. A scenario that cannot run is
 // recorded in its Result; a server that died or a cancelled ctx is an
 // error that ends the whole run. *ran says whether an earlier scenario ran

@@ -390,3 +390,17 @@ func TestLoadgenAgainstWrk(t *testing.T) {
 		t.Errorf("bench and wrk differ by %.1f%% (median req/s)", diff*100)
 	}
 }
+
+// runTarget runs every scenario against *tp, in order (see runScenario).
+func (s *session) runTarget(ctx context.Context, tp **target) ([]*Result, error) {
+	var out []*Result
+	ran := false
+	for _, sc := range s.o.Scenarios {
+		r, err := s.runScenario(ctx, tp, sc, &ran)
+		out = append(out, r)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
