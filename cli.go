@@ -257,9 +257,14 @@ func (s *Server) start(c *cli.Context) error {
 		if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 			return err
 		}
-		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if daemonChild {
+			if err := master.CheckRunDir(o.RunDir); err != nil {
+				return err
+			}
+		}
+		f, err := master.OpenNoFollow("log file", logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
-			return fmt.Errorf("log file: %w", err)
+			return err
 		}
 		defer f.Close()
 		out = f
@@ -331,13 +336,18 @@ func daemonize(runDir, logFile string) error {
 	}
 	if pid, err := master.ReadPid(runDir); err == nil {
 		return fmt.Errorf("%w (pid %d, run dir %s)", master.ErrRunning, pid, runDir)
+	} else if errors.Is(err, master.ErrPermission) {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 		return err
 	}
-	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err := master.CheckRunDir(runDir); err != nil {
+		return err
+	}
+	lf, err := master.OpenNoFollow("log file", logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
-		return fmt.Errorf("log file: %w", err)
+		return err
 	}
 	defer lf.Close()
 	pr, pw, err := os.Pipe()
@@ -391,13 +401,28 @@ func stop(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := master.Call(dir, master.Request{Cmd: "stop", Graceful: c.Bool("graceful")}, 0); err != nil && errors.Is(err, master.ErrNotRunning) {
+	if err := askStop(dir, c.Bool("graceful")); err != nil {
 		return err
 	}
 	if err := waitGone(dir, pid, 2*time.Minute); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "server stopped (master pid %d)\n", pid)
+	return nil
+}
+
+// askStop sends stop. The master answers before it stops, but the answer
+// may be lost as it exits: only a refusal or a master that is not there
+// is an error (said at once, not after waiting for an exit that will not
+// come).
+func askStop(dir string, graceful bool) error {
+	resp, err := master.Call(dir, master.Request{Cmd: "stop", Graceful: graceful}, 10*time.Second)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, master.ErrNotRunning) || errors.Is(err, master.ErrPermission) || (resp != nil && resp.Error != "") {
+		return err
+	}
 	return nil
 }
 
@@ -433,8 +458,12 @@ func printReload(lines []master.ReloadLine) {
 
 func (s *Server) restart(c *cli.Context) error {
 	dir := c.String("run-dir")
-	if pid, err := master.ReadPid(dir); err == nil {
-		if _, err := master.Call(dir, master.Request{Cmd: "stop", Graceful: c.Bool("graceful")}, 0); err != nil && errors.Is(err, master.ErrNotRunning) {
+	pid, err := master.ReadPid(dir)
+	if errors.Is(err, master.ErrPermission) {
+		return err
+	}
+	if err == nil {
+		if err := askStop(dir, c.Bool("graceful")); err != nil {
 			return err
 		}
 		if err := waitGone(dir, pid, 2*time.Minute); err != nil {

@@ -195,6 +195,9 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(o.RunDir, 0o755); err != nil {
 		return fmt.Errorf("master: run dir: %w", err)
 	}
+	if err := CheckRunDir(o.RunDir); err != nil {
+		return err
+	}
 	unlock, err := takePidFile(o.RunDir)
 	if err != nil {
 		return err
