@@ -5,7 +5,7 @@ import "errors"
 // Version is the wire-format version. A worker announces it in its Hello
 // frame; a master that speaks another version answers with an Error frame
 // and closes the stream, so a new binary under an old master fails fast.
-const Version uint16 = 2
+const Version uint16 = 3
 
 // HeaderSize is the fixed size of every frame header.
 //
@@ -65,7 +65,17 @@ const (
 	// Task workers.
 	TypeTask       Type = 40 // worker -> master -> task worker; arg = origin slot
 	TypeTaskResult Type = 41 // task worker -> master -> origin; code = Outcome
+
+	// Bounds and liveness.
+	TypeCredit Type = 50 // PROCESS w->m: conn = id; arg = Message events of conn handled since the last Credit (the master may send that many more)
+	TypePing   Type = 51 // m->w: liveness check; seq = ping number
+	TypePong   Type = 52 // w->m: answer to Ping, sent from the worker's event loop; seq = the ping's
 )
+
+// BroadcastSkippedSize is the payload of a Broadcast's Result: the number
+// of members skipped (send buffer full, or closing) as u32 little endian;
+// the Result's arg carries the members reached.
+const BroadcastSkippedSize = 4
 
 // Outcome is the result of a bus operation, carried in a Result frame's code.
 type Outcome uint16

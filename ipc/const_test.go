@@ -14,7 +14,8 @@ func TestConstants(t *testing.T) {
 		got  uint64
 		want uint64
 	}{
-		{name: "Version", got: uint64(Version), want: 2},
+		{name: "Version", got: uint64(Version), want: 3},
+		{name: "BroadcastSkippedSize", got: BroadcastSkippedSize, want: 4},
 		{name: "HeaderSize", got: HeaderSize, want: 24},
 		{name: "MaxPayload", got: MaxPayload, want: 64 << 20},
 	}
@@ -61,6 +62,9 @@ var allTypes = []struct {
 	{name: "TypeCount", typ: TypeCount, want: 30},
 	{name: "TypeTask", typ: TypeTask, want: 40},
 	{name: "TypeTaskResult", typ: TypeTaskResult, want: 41},
+	{name: "TypeCredit", typ: TypeCredit, want: 50},
+	{name: "TypePing", typ: TypePing, want: 51},
+	{name: "TypePong", typ: TypePong, want: 52},
 }
 
 func TestTypeValues(t *testing.T) {

@@ -87,6 +87,7 @@ func (m *Master) streamGone(p *proc) {
 	if m.backend != nil && !p.slot.task {
 		m.backend.detach(p)
 		m.backend.fail(p)
+		m.backend.wakeFlows(p)
 	}
 	m.rooms.forget(p)
 	// Tasks and bus operations in flight on a dead process fail now rather
@@ -158,6 +159,10 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		}
 	case ipc.TypeRetire:
 		go m.retire(p)
+	case ipc.TypeCredit:
+		if m.backend != nil {
+			m.backend.credit(p, f)
+		}
 	case ipc.TypePipe:
 		to := int(f.Arg)
 		if to < 0 || to >= len(m.slots) || !m.toSlot(to, &ipc.Header{Type: ipc.TypePipe, Code: f.Code}, f.Payload) {

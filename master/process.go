@@ -27,10 +27,19 @@ type procBackend struct {
 	serving []atomic.Pointer[proc]
 	mu      sync.Mutex
 	cond    *sync.Cond
+
+	// Per-connection credit (credit.go): each WebSocket's wsFlow by id.
+	flows      sync.Map
+	maxPending int // bytes of one connection's messages a worker may hold unhandled
+	stopped    atomic.Bool
 }
 
 func newProcBackend(m *Master) *procBackend {
 	b := &procBackend{m: m, seed: maphash.MakeSeed(), serving: make([]atomic.Pointer[proc], m.opts.Workers)}
+	b.maxPending = m.opts.MaxSendBuffer
+	if b.maxPending <= 0 {
+		b.maxPending = 1 << 20
+	}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
@@ -50,13 +59,20 @@ var callPool = sync.Pool{New: func() any { return &httpCall{done: make(chan stru
 // handed to it (Resume, with each one's handshake) before any new message.
 func (b *procBackend) attach(p *proc) {
 	id := p.slot.id
-	var hs []byte
+	var conns []*reactor.Conn
 	b.m.reactor.Each(func(c *reactor.Conn) {
 		if c.IsWebSocket() && int(c.Slot.Load()) == id {
-			hs = ipc.AppendHandshake(hs[:0], c.Handshake())
-			p.out.SendWait(&ipc.Header{Type: ipc.TypeResume, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
+			conns = append(conns, c)
 		}
 	})
+	// Outside Each (which holds the reactor's lock): a turn may take a
+	// moment, while the connection's reader finishes queueing a message.
+	for _, c := range conns {
+		f := b.flowOf(c)
+		f.take()
+		b.takeover(c, f, p)
+		f.release()
+	}
 	b.mu.Lock()
 	b.serving[id].Store(p)
 	b.cond.Broadcast()
@@ -266,16 +282,23 @@ func (b *procBackend) servingWait(id int) *proc {
 func (b *procBackend) Open(c *reactor.Conn) {
 	id := b.slotFor(c)
 	c.Slot.Store(int32(id))
+	f := b.flowOf(c)
+	f.take()
+	defer f.release()
 	p := b.servingEnter(id)
 	if p == nil {
 		return // the replacement will be told with Resume
 	}
 	hs := ipc.AppendHandshake(nil, c.Handshake())
-	p.out.SendWait(&ipc.Header{Type: ipc.TypeOpen, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
+	err := p.out.SendWait(&ipc.Header{Type: ipc.TypeOpen, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
 	p.leave()
-	// Data records the process told of the connection. Only this
-	// connection's read goroutine (Open, Message) touches it.
-	c.Data = p
+	if err == nil {
+		f.mu.Lock()
+		if f.p == nil {
+			f.p = p
+		}
+		f.mu.Unlock()
+	}
 }
 
 // servingEnter returns the process serving slot id with its gate entered
@@ -290,6 +313,7 @@ func (b *procBackend) servingEnter(id int) *proc {
 }
 
 func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
+	f := b.flowOf(c)
 	for {
 		p := b.servingWait(int(c.Slot.Load()))
 		if p == nil {
@@ -298,32 +322,60 @@ func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
 		if !p.enter() {
 			continue // being drained, and detached already: its replacement serves
 		}
-		var err error
-		if c.Data != p {
-			// This worker has not been told of the connection: it opened
-			// while the slot changed hands (attach's Resume may have missed
-			// it). Tell it now; a worker ignores a second Resume.
-			hs := ipc.AppendHandshake(nil, c.Handshake())
-			err = p.out.SendWait(&ipc.Header{Type: ipc.TypeResume, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
-			c.Data = p
-		}
-		// SendWait blocks while the worker's queue is full: reading this
-		// connection pauses, and TCP pushes back on the client.
+		// The connection's credit gate: waiting here pauses reading this
+		// connection (TCP back-pressure) until its worker catches up.
+		f.take()
+		err := b.takeover(c, f, p)
 		if err == nil {
-			err = p.out.SendWait(&ipc.Header{Type: ipc.TypeMessage, Conn: c.ID(), Flags: uint8(op)}, data, nil)
+			err = b.waitCredit(f, p, len(data))
 		}
+		if err == nil {
+			// Kept until the worker says it handled the message: if it dies
+			// first, its replacement gets it (takeover). So once kept, the
+			// message is delivered whatever the send below says.
+			f.keep(op, data)
+			p.out.SendWait(&ipc.Header{Type: ipc.TypeMessage, Conn: c.ID(), Flags: uint8(op)}, data, nil)
+			f.release()
+			p.leave()
+			return
+		}
+		f.release()
 		p.leave()
-		if err == nil {
+		if b.stopped.Load() {
 			return
 		}
 		b.detach(p) // its stream broke: wait for the replacement
 	}
 }
 
+// Close tells the worker serving c, after everything c sent before it:
+// a worker that died with messages of c unhandled has them redelivered to
+// its replacement first, which this waits for.
 func (b *procBackend) Close(c *reactor.Conn, code int, reason string) {
-	if p := b.servingEnter(int(c.Slot.Load())); p != nil {
-		p.out.Send(&ipc.Header{Type: ipc.TypeClosed, Conn: c.ID(), Code: uint16(code)}, []byte(reason), nil)
+	f := b.flowOf(c)
+	defer func() {
+		b.flows.Delete(c.ID())
+		f.free()
+	}()
+	for {
+		p := b.servingWait(int(c.Slot.Load()))
+		if p == nil {
+			return
+		}
+		if !p.enter() {
+			continue
+		}
+		f.take()
+		err := b.takeover(c, f, p)
+		if err == nil {
+			err = p.out.SendWait(&ipc.Header{Type: ipc.TypeClosed, Conn: c.ID(), Code: uint16(code)}, []byte(reason), nil)
+		}
+		f.release()
 		p.leave()
+		if err == nil || b.stopped.Load() {
+			return
+		}
+		b.detach(p)
 	}
 }
 
@@ -346,11 +398,13 @@ func (b *procBackend) bufferEvent(c *reactor.Conn, code uint16) {
 // RoomChanged: the master's reactor holds every room itself.
 func (b *procBackend) RoomChanged(string, int) {}
 
-// wakeAll releases readers waiting for a worker (stop).
+// wakeAll releases readers waiting for a worker or for credit (stop).
 func (b *procBackend) wakeAll() {
+	b.stopped.Store(true)
 	b.mu.Lock()
 	b.cond.Broadcast()
 	b.mu.Unlock()
+	b.wakeFlows(nil)
 }
 
 // appendRemote appends the client's address as an ipc field: ipc.AppendAddr
