@@ -74,7 +74,7 @@ func (s *Server) runWorker() error {
 }
 
 func startFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML config file; its keys are these flags' names (flags win)"},
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "mode", Value: "process", Usage: "process or base"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "worker processes"}),
@@ -98,7 +98,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013 (default: ulimit -n)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
-	}
+	}, boundsFlags()...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -187,6 +187,7 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 		ReadTimeout: c.Duration("read-timeout"), IdleTimeout: c.Duration("idle-timeout"),
 		LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Reloadable: !s.NoReload,
 	}
+	boundsOptions(c, &o)
 	var err error
 	if o.MaxPackageSize, err = parseSize(c.String("max-package-size")); err != nil {
 		return o, fmt.Errorf("--max-package-size: %w", err)

@@ -159,6 +159,8 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		}
 	case ipc.TypeRetire:
 		go m.retire(p)
+	case ipc.TypePong:
+		p.pong()
 	case ipc.TypeCredit:
 		if m.backend != nil {
 			m.backend.credit(p, f)

@@ -113,4 +113,5 @@ func (m *Master) serveReactor() {
 		}()
 	}
 	m.plain = nil // the reactor owns and closes them now
+	go m.sweepRequests()
 }

@@ -60,6 +60,12 @@ type Options struct {
 	Reloadable     bool          // workers take part in reload (Workerman's reloadable)
 	LogFormat      string
 	LogLevel       string
+	// WorkerTimeout: a worker silent (no Pong) this long is unresponsive,
+	// twice this long killed and replaced; default DefaultWorkerTimeout.
+	WorkerTimeout time.Duration
+	// RequestTimeout: PROCESS mode, an HTTP request a worker has not
+	// answered in this long gets 504; default DefaultRequestTimeout.
+	RequestTimeout time.Duration
 
 	Exe    string    // binary to run as workers
 	Args   []string  // its arguments
@@ -165,6 +171,15 @@ func New(o Options) (*Master, error) {
 	}
 	if o.ReloadWait <= 0 {
 		o.ReloadWait = 10 * time.Second
+	}
+	if o.WorkerTimeout < 0 || o.RequestTimeout < 0 {
+		return nil, fmt.Errorf("master: --worker-timeout and --request-timeout must not be negative")
+	}
+	if o.WorkerTimeout == 0 {
+		o.WorkerTimeout = DefaultWorkerTimeout
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = DefaultRequestTimeout
 	}
 	if o.BusQueue <= 0 {
 		o.BusQueue = 16 << 20

@@ -50,6 +50,7 @@ type proc struct {
 	startErr atomic.Value // string: why the worker said it could not start
 
 	inflight atomic.Int64 // PROCESS: requests in flight, for dispatch=idle
+	lastPong atomic.Int64 // unix nanos of the worker's last Pong (watchdog.go)
 
 	// Work sent to p is ordered before its Drain frame (a drained worker
 	// must see every request and message routed to it before it drains):
@@ -218,9 +219,11 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 		routes:  make(map[uint32]route),
 	}
 	p.state.Store(StateStarting)
+	p.pong()
 	m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker started")
 	go p.out.Run()
 	go m.readProc(p)
+	go m.watch(p)
 	go func() {
 		p.exitErr = cmd.Wait()
 		p.state.Store(StateStopped)

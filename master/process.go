@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -46,11 +47,13 @@ func newProcBackend(m *Master) *procBackend {
 
 // httpCall is one request waiting for its worker's response.
 type httpCall struct {
-	done   chan struct{}
-	failed bool
-	resp   []byte // response payload: header section + body
-	arg    uint32 // header section length
-	req    []byte // scratch for the request frame
+	done     chan struct{}
+	failed   bool   // the worker died: 502
+	timedOut bool   // not answered within RequestTimeout: 504
+	start    int64  // unix nanos when it was handed to the worker
+	resp     []byte // response payload: header section + body
+	arg      uint32 // header section length
+	req      []byte // scratch for the request frame
 }
 
 var callPool = sync.Pool{New: func() any { return &httpCall{done: make(chan struct{}, 1)} }}
@@ -159,7 +162,8 @@ func (b *procBackend) HTTP(l *reactor.Listener, ctx *fasthttp.RequestCtx) {
 		return
 	}
 	call := callPool.Get().(*httpCall)
-	call.failed = false
+	call.failed, call.timedOut = false, false
+	call.start = time.Now().UnixNano()
 	req := call.req[:0]
 	req = appendRemote(req, ctx)
 	hlen := len(req)
@@ -189,6 +193,11 @@ func (b *procBackend) HTTP(l *reactor.Listener, ctx *fasthttp.RequestCtx) {
 	}
 	<-call.done
 	p.inflight.Add(-1)
+	if call.timedOut {
+		callPool.Put(call)
+		ctx.Error("Gateway Timeout: the worker did not answer within --request-timeout", fasthttp.StatusGatewayTimeout)
+		return
+	}
 	if call.failed {
 		callPool.Put(call)
 		ctx.Error("Bad Gateway: worker exited while serving the request", fasthttp.StatusBadGateway)

@@ -34,6 +34,9 @@ type WorkerStatus struct {
 	BusDropped    uint64 `json:"bus_dropped"`
 	BusDroppedOut uint64 `json:"bus_dropped_to_worker"`
 	Timers        int    `json:"timers"`
+	// SilentSec: an unresponsive worker's time since its last answer to
+	// the master's ping.
+	SilentSec float64 `json:"silent_sec,omitempty"`
 }
 
 // ListenerStatus is one port.
@@ -150,6 +153,9 @@ func (m *Master) Status() Status {
 			}
 			if ws.State == StateStarting {
 				// Nothing but the handshake goes to a starting worker.
+			} else if ws.State == StateUnresponsive {
+				// It would not answer the query either.
+				ws.SilentSec = time.Since(time.Unix(0, e.p.lastPong.Load())).Seconds()
 			} else if b, err := e.p.query(ipcStats, time.Second); err == nil {
 				var s worker.Stats
 				if json.Unmarshal(b, &s) == nil {
