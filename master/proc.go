@@ -75,6 +75,7 @@ type proc struct {
 type route struct {
 	origin *proc
 	seq    uint32
+	sum    *broadcastSum // a BASE broadcast's share: added up, not forwarded
 }
 
 func (p *proc) State() string { return p.state.Load().(string) }
