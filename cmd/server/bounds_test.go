@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/forkd/forkd/master"
+)
+
+// Tests of issue 21, "nothing unbounded, nothing hangs" (docs/limits.md).
+
+// floodBound is how far a process's resident memory may grow while one
+// client floods it: the documented per-connection bounds (docs/limits.md:
+// a worker holds at most --max-send-buffer of a connection's unhandled
+// input plus one message; the master a copy of the same and the
+// connection's output buffer) are a few MiB here, and the rest is slack
+// for the garbage collector and the race detector's shadow memory. The
+// unbounded queue this replaces grew a worker by over a gigabyte in 10s.
+const floodBound = 96 << 20
+
+// TestBoundsFlood: a client sends 64 KiB messages to /echo as fast as it
+// can for 10s and never reads. In both modes the master's and the
+// worker's memory stay within the bound, and /hello on the same server
+// (and worker) keeps answering.
+func TestBoundsFlood(t *testing.T) {
+	inModes(t, func(t *testing.T, mode string) {
+		s := startHardened(t, mode, 1, "--max-send-buffer", "256KiB")
+		base := s.status()
+		if len(base.Workers) != 1 {
+			t.Fatalf("got %d workers, want 1", len(base.Workers))
+		}
+		ws := s.dial(s.wsAddr, "/echo")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var sent atomic.Int64
+		flooding := make(chan struct{})
+		go func() {
+			defer close(flooding)
+			msg := make([]byte, 64<<10)
+			for ctx.Err() == nil {
+				ws.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+				if err := ws.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+					if ctx.Err() == nil && !strings.Contains(err.Error(), "timeout") {
+						t.Errorf("flood write: %v", err)
+					}
+					if !strings.Contains(err.Error(), "timeout") {
+						return
+					}
+					// A timed-out write leaves the connection unusable
+					// (a partial frame): the flood ends, pressure held.
+					<-ctx.Done()
+					return
+				}
+				sent.Add(int64(len(msg)))
+			}
+		}()
+		var hello, slow atomic.Int64
+		helloDone := make(chan struct{})
+		go func() {
+			defer close(helloDone)
+			c := &http.Client{Timeout: 10 * time.Second}
+			for ctx.Err() == nil {
+				begin := time.Now()
+				resp, err := c.Get("http://" + s.httpAddr + "/hello")
+				if err != nil {
+					t.Errorf("GET /hello during the flood: %v", err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != "hello" {
+					t.Errorf("GET /hello during the flood: got %d %q, want 200 hello", resp.StatusCode, b)
+					return
+				}
+				if time.Since(begin) > 2*time.Second {
+					slow.Add(1)
+				}
+				hello.Add(1)
+			}
+		}()
+		var maxMaster, maxWorker int64
+		for ctx.Err() == nil {
+			st := s.status()
+			maxMaster = max(maxMaster, st.MasterRSS-base.MasterRSS)
+			for _, w := range st.Workers {
+				maxWorker = max(maxWorker, w.RSS-base.Workers[0].RSS)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		<-flooding
+		<-helloDone
+		st := s.status()
+		maxMaster = max(maxMaster, st.MasterRSS-base.MasterRSS)
+		for _, w := range st.Workers {
+			maxWorker = max(maxWorker, w.RSS-base.Workers[0].RSS)
+		}
+		t.Logf("%s: flooded %d MiB; RSS growth master %d MiB, worker %d MiB; %d /hello answered (%d over 2s)",
+			mode, sent.Load()>>20, maxMaster>>20, maxWorker>>20, hello.Load(), slow.Load())
+		if maxMaster > floodBound || maxWorker > floodBound {
+			t.Errorf("RSS grew by master %d MiB, worker %d MiB; want each at most %d MiB", maxMaster>>20, maxWorker>>20, floodBound>>20)
+		}
+		if hello.Load() < 5 {
+			t.Errorf("got %d /hello answers during the flood, want it to keep serving", hello.Load())
+		}
+		// The flooding connection is still served once it reads.
+		ws.Close()
+		c := s.dial(s.wsAddr, "/echo")
+		echoOK(t, c, "after the flood")
+	})
+}
+
+// TestBoundsBroadcastSkipped: a room member that never reads fills its
+// send buffer; from then on POST /broadcast reports it skipped, not
+// reached, in the plain count, the headers and the JSON answer.
+func TestBoundsBroadcastSkipped(t *testing.T) {
+	inModes(t, func(t *testing.T, mode string) {
+		s := startHardened(t, mode, 2, "--max-send-buffer", "64KiB")
+		stuck := s.dial(s.wsAddr, "/chat?room=r21&name=stuck") // never read
+		reader := joinChat(t, s, s.wsAddr, "r21", "reader")
+		_ = stuck
+		body := strings.Repeat("x", 256<<10)
+		var reached, skipped int
+		for i := 0; i < 400; i++ {
+			req, _ := http.NewRequest("POST", "http://"+s.httpAddr+"/broadcast?room=r21", strings.NewReader(body))
+			req.Header.Set("Accept", "application/json")
+			resp, err := httpClient.Do(req)
+			if err != nil {
+				t.Fatalf("POST /broadcast: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("POST /broadcast: got %d %q, want 200", resp.StatusCode, b)
+			}
+			var res struct{ Reached, Skipped int }
+			if err := json.Unmarshal(b, &res); err != nil {
+				t.Fatalf("POST /broadcast JSON: %v: %q", err, b)
+			}
+			if h := resp.Header.Get("X-Broadcast-Skipped"); h != strconv.Itoa(res.Skipped) {
+				t.Fatalf("got X-Broadcast-Skipped %q, want %d as in the JSON", h, res.Skipped)
+			}
+			if res.Reached+res.Skipped != 2 {
+				t.Fatalf("got reached %d + skipped %d, want 2 members", res.Reached, res.Skipped)
+			}
+			reached, skipped = res.Reached, res.Skipped
+			if skipped == 1 {
+				break
+			}
+		}
+		if skipped != 1 || reached != 1 {
+			t.Fatalf("after filling the non-reader's buffer: got reached %d skipped %d, want 1 and 1", reached, skipped)
+		}
+		// The plain answer: the count of members reached, headers for both.
+		resp, b := s.post("/broadcast?room=r21", "small")
+		if string(b) != "1" || resp.Header.Get("X-Broadcast-Reached") != "1" || resp.Header.Get("X-Broadcast-Skipped") != "1" {
+			t.Fatalf("plain /broadcast: got %q reached=%q skipped=%q, want \"1\", 1, 1", b,
+				resp.Header.Get("X-Broadcast-Reached"), resp.Header.Get("X-Broadcast-Skipped"))
+		}
+		reader.waitUntil(t, 20*time.Second, "the last broadcast", func(seen []string) bool { return contains(seen, "small") })
+	})
+}
+
+// TestBoundsCrashLoop: clients send numbered messages to /echo while the
+// worker serving them is SIGKILLed five times in a row (PROCESS mode):
+// every message is echoed at least once (a message whose OnMessage ran
+// just before the kill may be echoed twice), and no connection closes.
+func TestBoundsCrashLoop(t *testing.T) {
+	s := startHardened(t, "process", 1)
+	const clients, window = 8, 16
+	type client struct {
+		c    *websocket.Conn
+		mu   sync.Mutex
+		got  map[int]int
+		sent int
+		err  error
+	}
+	cs := make([]*client, clients)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range cs {
+		cl := &client{c: s.dial(s.wsAddr, "/echo"), got: map[int]int{}}
+		cs[i] = cl
+		credit := make(chan struct{}, window)
+		for j := 0; j < window; j++ {
+			credit <- struct{}{}
+		}
+		wg.Add(2)
+		go func() { // reader: counts every echo
+			defer wg.Done()
+			for {
+				_, b, err := cl.c.ReadMessage()
+				if err != nil {
+					if ctx.Err() == nil {
+						cl.mu.Lock()
+						cl.err = err
+						cl.mu.Unlock()
+					}
+					return
+				}
+				n, _ := strconv.Atoi(strings.TrimPrefix(string(b), "m"))
+				cl.mu.Lock()
+				cl.got[n]++
+				first := cl.got[n] == 1
+				cl.mu.Unlock()
+				if first {
+					select {
+					case credit <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+		go func() { // writer: at most window messages unanswered
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-ctx.Done():
+					return
+				case <-credit:
+				}
+				cl.mu.Lock()
+				cl.sent = n + 1
+				cl.mu.Unlock()
+				if err := cl.c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("m%d", n))); err != nil {
+					cl.mu.Lock()
+					cl.err = err
+					cl.mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	for kill := 0; kill < 5; kill++ {
+		var pid int
+		waitFor(t, 30*time.Second, "worker 0 ready", func() bool {
+			pid = s.workerPids()[0]
+			return pid > 0
+		})
+		time.Sleep(100 * time.Millisecond) // messages in flight to it
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitFor(t, 30*time.Second, "worker 0 replaced", func() bool {
+			p := s.workerPids()[0]
+			return p > 0 && p != pid
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	// Every message sent is echoed: wait for the last ones.
+	dups := 0
+	waitFor(t, 30*time.Second, "every message echoed", func() bool {
+		for _, cl := range cs {
+			cl.mu.Lock()
+			n, err := cl.sent, cl.err
+			missing := 0
+			for i := 0; i < n; i++ {
+				if cl.got[i] == 0 {
+					missing++
+				}
+			}
+			cl.mu.Unlock()
+			if err != nil {
+				t.Fatalf("client: %v (PROCESS mode must keep the connection)", err)
+			}
+			if missing > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	total := 0
+	for _, cl := range cs {
+		cl.mu.Lock()
+		total += cl.sent
+		for _, k := range cl.got {
+			dups += k - 1
+		}
+		cl.mu.Unlock()
+		cl.c.Close()
+	}
+	wg.Wait()
+	t.Logf("%d messages over 5 kills: all echoed, %d twice", total, dups)
+	if !strings.Contains(s.log(), "redelivering messages a dead worker never handled") {
+		t.Logf("no redelivery was needed this run")
+	}
+	if st := s.status(); st.Workers[0].State != master.StateReady {
+		t.Errorf("got worker 0 %s, want ready", st.Workers[0].State)
+	}
+}
