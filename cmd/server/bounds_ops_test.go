@@ -302,3 +302,81 @@ func TestBoundsRunDirFiles(t *testing.T) {
 		_ = s
 	})
 }
+
+// TestBoundsWatchdogTask: a SIGSTOPped task worker is shown unresponsive
+// and gets no new tasks (callers are told at once), the task it holds
+// fails when it is killed, and its replacement serves /slow again.
+func TestBoundsWatchdogTask(t *testing.T) {
+	const timeout = 2 * time.Second
+	s := startHardened(t, "process", 1, "--task-workers", "1", "--worker-timeout", timeout.String())
+	if resp, _ := s.get("/slow?ms=1"); resp.StatusCode != 200 {
+		t.Fatalf("/slow before: got %d, want 200", resp.StatusCode)
+	}
+	stopped := s.status().TaskWorkers[0].Pid
+	if err := syscall.Kill(stopped, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(stopped, syscall.SIGCONT)
+	type answer struct {
+		code int
+		took time.Duration
+	}
+	answers := make(chan answer, 1000)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 30 * time.Second}
+			for ctx.Err() == nil {
+				begin := time.Now()
+				resp, err := c.Get("http://" + s.httpAddr + "/slow?ms=1")
+				if err != nil {
+					t.Errorf("/slow: %v", err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				answers <- answer{code: resp.StatusCode, took: time.Since(begin)}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	}
+	saw := false
+	waitFor(t, 4*timeout+20*time.Second, "the task worker replaced", func() bool {
+		for _, w := range s.status().TaskWorkers {
+			if w.Pid == stopped && w.State == master.StateUnresponsive {
+				saw = true
+			}
+			if w.Pid != stopped && w.State == master.StateReady {
+				return true
+			}
+		}
+		return false
+	})
+	if !saw {
+		t.Errorf("status never showed the task worker %s", master.StateUnresponsive)
+	}
+	waitFor(t, 20*time.Second, "/slow served again", func() bool {
+		resp, _ := s.get("/slow?ms=1")
+		return resp.StatusCode == 200
+	})
+	cancel()
+	wg.Wait()
+	close(answers)
+	codes := map[int]int{}
+	for a := range answers {
+		codes[a.code]++
+		if a.took > 2*timeout+15*time.Second {
+			t.Errorf("/slow took %s, want it answered within the watchdog's bound", a.took)
+		}
+		if a.code != 200 && a.code != 502 && a.code != 503 {
+			t.Errorf("/slow: got %d, want 200, 502 (task lost with its worker) or 503 (no task worker)", a.code)
+		}
+	}
+	t.Logf("/slow answers by status: %v", codes)
+	if codes[503] == 0 {
+		t.Errorf("no /slow was refused while the task worker was unresponsive")
+	}
+}
