@@ -45,6 +45,10 @@ type Response struct {
 	Reload      []ReloadLine `json:"reload,omitempty"`
 }
 
+// ErrNoAnswer means the master took a request and closed without an
+// answer (as a stopping master may).
+var ErrNoAnswer = errors.New("control: no answer from master")
+
 // ErrNotRunning means no master answers in the run dir.
 var ErrNotRunning = errors.New("server is not running")
 
@@ -211,12 +215,15 @@ func Call(dir string, req Request, timeout time.Duration) (*Response, error) {
 		c.SetDeadline(time.Now().Add(timeout))
 	}
 	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return nil, fmt.Errorf("control: %w", err)
-	}
+	// A master that refuses the peer answers and closes without reading:
+	// the write may then fail (EPIPE), and the answer is still there.
+	_, werr := c.Write(append(b, '\n'))
 	var resp Response
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
-		return nil, fmt.Errorf("control: no answer from master: %w", err)
+		if werr != nil {
+			return nil, fmt.Errorf("control: %w", werr)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
 	if resp.Error == refusedMsg {
 		return &resp, fmt.Errorf("%w (the master runs as another user)", ErrPermission)

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -30,32 +32,45 @@ import (
 // unbounded queue this replaces grew a worker by over a gigabyte in 10s.
 const floodBound = 96 << 20
 
-// TestBoundsFlood: a client sends 64 KiB messages to /echo as fast as it
-// can for 10s and never reads. In both modes the master's and the
-// worker's memory stay within the bound, and /hello on the same server
-// (and worker) keeps answering.
+// TestBoundsFlood: a client sends 64 KiB messages to /echo (16 KiB text
+// to /chat) as fast as it can for 10s and never reads. In both modes the
+// master's and the worker's memory stay within the bound, and /hello on
+// the same server (and worker) keeps answering.
 func TestBoundsFlood(t *testing.T) {
+	for _, tc := range []struct {
+		name, path string
+		op, size   int
+	}{
+		{name: "echo", path: "/echo", op: websocket.BinaryMessage, size: 64 << 10},
+		{name: "chat", path: "/chat?room=flood&name=f", op: websocket.TextMessage, size: 16 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) { floodOnce(t, tc.path, tc.op, tc.size) })
+	}
+}
+
+func floodOnce(t *testing.T, path string, op, size int) {
 	inModes(t, func(t *testing.T, mode string) {
 		s := startHardened(t, mode, 1, "--max-send-buffer", "256KiB")
 		base := s.status()
 		if len(base.Workers) != 1 {
 			t.Fatalf("got %d workers, want 1", len(base.Workers))
 		}
-		ws := s.dial(s.wsAddr, "/echo")
+		ws := s.dial(s.wsAddr, path)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		var sent atomic.Int64
 		flooding := make(chan struct{})
 		go func() {
 			defer close(flooding)
-			msg := make([]byte, 64<<10)
+			msg := []byte(strings.Repeat("f", size))
 			for ctx.Err() == nil {
 				ws.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
-				if err := ws.WriteMessage(websocket.BinaryMessage, msg); err != nil {
-					if ctx.Err() == nil && !strings.Contains(err.Error(), "timeout") {
-						t.Errorf("flood write: %v", err)
-					}
-					if !strings.Contains(err.Error(), "timeout") {
+				if err := ws.WriteMessage(op, msg); err != nil {
+					var ne net.Error
+					if !errors.As(err, &ne) || !ne.Timeout() {
+						if ctx.Err() == nil {
+							t.Errorf("flood write: %v", err)
+						}
 						return
 					}
 					// A timed-out write leaves the connection unusable
