@@ -240,8 +240,20 @@ func (b *procBackend) response(p *proc, f ipc.Frame) {
 }
 
 // slotFor binds a new WebSocket to a worker slot, for its whole life (so
-// its messages keep their order).
+// its messages keep their order): the dispatch mode's choice, or the next
+// slot that has a worker when that one has none (dead, or unresponsive).
 func (b *procBackend) slotFor(c *reactor.Conn) int {
+	id := b.slotChoice(c)
+	n := len(b.serving)
+	for i := 0; i < n; i++ {
+		if b.serving[(id+i)%n].Load() != nil {
+			return (id + i) % n
+		}
+	}
+	return id
+}
+
+func (b *procBackend) slotChoice(c *reactor.Conn) int {
 	n := len(b.serving)
 	switch b.m.opts.Dispatch {
 	case "round-robin":

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fasthttp/websocket"
 
 	"github.com/forkd/forkd/master"
 )
@@ -35,6 +39,31 @@ func TestBoundsWatchdog(t *testing.T) {
 			return len(before) == 2
 		})
 		stopped := before[0]
+		// PROCESS mode: WebSockets, one per worker (round-robin), each sends
+		// a message while the worker is stopped: the one on the hung worker
+		// keeps its connection and gets its echo from the replacement.
+		var wss []*websocket.Conn
+		if mode == "process" {
+			for i := 0; i < 2; i++ {
+				c := s.dial(s.wsAddr, "/echo")
+				echoOK(t, c, "before")
+				wss = append(wss, c)
+			}
+			out, err := s.run("connections", "--json")
+			var infos []master.ConnInfo
+			if err != nil || json.Unmarshal([]byte(out), &infos) != nil {
+				t.Fatalf("connections: %v: %s", err, out)
+			}
+			slots := map[int]bool{}
+			for _, i := range infos {
+				if i.Protocol == "websocket" {
+					slots[i.Worker] = true
+				}
+			}
+			if !slots[0] || !slots[1] {
+				t.Fatalf("got WebSockets on workers %v, want one on each", slots)
+			}
+		}
 		// Load: fresh connections (BASE mode: the kernel hashes some to the
 		// stopped worker's socket, where they wait for the replacement).
 		ctx, cancel := context.WithCancel(context.Background())
@@ -51,6 +80,11 @@ func TestBoundsWatchdog(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer syscall.Kill(stopped, syscall.SIGCONT)
+		for i, c := range wss {
+			if err := c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("during %d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
 		for i := 0; i < 4; i++ {
 			wg.Add(1)
 			go func() {
@@ -89,6 +123,14 @@ func TestBoundsWatchdog(t *testing.T) {
 		}
 		if !waitPidGone(stopped, 10*time.Second) {
 			t.Fatalf("the hung worker (pid %d) is still there", stopped)
+		}
+		for i, c := range wss {
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			_, b, err := c.ReadMessage()
+			if err != nil || string(b) != fmt.Sprintf("during %d", i) {
+				t.Errorf("WebSocket %d: got %q, %v; want the echo of the message sent while its worker hung", i, b, err)
+			}
+			echoOK(t, c, "after")
 		}
 		after := s.workerPids()
 		syscall.Kill(stopped, syscall.SIGCONT) // it is dead: nothing happens
