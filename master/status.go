@@ -163,7 +163,7 @@ func (m *Master) Status() Status {
 					ws.BusPending, ws.Timers, ws.BusDropped = s.BusPending, s.Timers, s.BusDropped
 				}
 			}
-			if m.reactor != nil && !e.sl.task && ws.State == StateReady {
+			if m.reactor != nil && !e.sl.task && (ws.State == StateReady || ws.State == StateUnresponsive) {
 				ws.Connections = perSlot[e.sl.id]
 			}
 		}
