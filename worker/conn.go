@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
@@ -148,7 +149,9 @@ func (w *Worker) dispatch(c *Conn, ev *event) {
 		if c.closed.Load() {
 			return
 		}
+		t0 := time.Now()
 		w.guard(c, "OnMessage", func() { w.app.Message(c, ev.op, *ev.bp) })
+		w.m.MessageLatency.Observe(time.Since(t0))
 	case ipc.TypeBuffer:
 		if ev.code == 1 {
 			w.guard(nil, "OnBufferFull", func() { w.app.BufferFull(c) })

@@ -212,7 +212,7 @@ func (s *server) statusErr() (master.Status, error) {
 	}
 	s.mu.Lock()
 	s.pids[st.MasterPid] = true
-	for _, w := range append(st.Workers, st.TaskWorkers...) {
+	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {
 		if w.Pid > 0 {
 			s.pids[w.Pid] = true
 		}
