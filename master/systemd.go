@@ -47,7 +47,7 @@ func (m *Master) notifyReady() {
 // notifyReloading opens a reload (systemd's Type=notify-reload protocol:
 // RELOADING=1 with the CLOCK_MONOTONIC time, closed by READY=1).
 func (m *Master) notifyReloading() {
-	m.notify("RELOADING=1\n" + daemon.SdNotifyMonotonicUsec() + "\nSTATUS=reloading")
+	m.notify("RELOADING=1\n" + daemon.SdNotifyMonotonicUsec() + "STATUS=reloading")
 }
 
 // watchdog pings systemd (WatchdogSec=) at half the interval it asks for,

@@ -137,6 +137,9 @@ func (w *Worker) stopProcess(wait time.Duration) {
 		return
 	}
 	u.cancel()
+	// Even a stop that does not wait for work (stop without -g) gives the
+	// function a moment to return: it may be committing a consumed message.
+	wait = max(wait, time.Second)
 	select {
 	case <-u.done:
 	case <-time.After(wait):
