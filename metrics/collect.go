@@ -39,7 +39,7 @@ var (
 	DescWSBytes       = desc("websocket_bytes_total", "WebSocket payload bytes read from (in) and written to (out) clients.", "direction")
 	DescMsgLatency    = desc("websocket_message_duration_seconds", "Time a worker's OnMessage took; its count is messages handled.")
 	DescBufferFull    = desc("send_buffer_full_total", "Times a connection's send buffer filled (OnBufferFull).")
-	DescPushes        = desc("pushes_total", "Pushes to a connection by this process, by outcome.", "outcome")
+	DescPushes        = desc("pushes_total", "Sends to a connection (Push, Conn.Send) by this process, by outcome.", "outcome")
 	DescBroadcasts    = desc("broadcasts_total", "Room broadcasts sent by this process.")
 	DescPipe          = desc("pipe_messages_total", "Pipe messages sent and received by this process.", "direction")
 	DescTasks         = desc("tasks_total", "Tasks run by a task worker, by result.", "result")

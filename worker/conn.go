@@ -50,7 +50,9 @@ func (c *Conn) Handshake() *ipc.Handshake { return &c.hs }
 // Send queues a message to this connection and returns the outcome.
 func (c *Conn) Send(op int, data []byte) ipc.Outcome {
 	if c.rc != nil {
-		return c.rc.Send(op, data)
+		out := c.rc.Send(op, data)
+		c.w.m.Push(uint16(out)) // a push in PROCESS mode (below): counted alike
+		return out
 	}
 	return c.w.Push(c.id, op, data)
 }
