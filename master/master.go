@@ -114,7 +114,7 @@ type Master struct {
 	addrs     []string
 	passed    map[string][]*os.File // sockets passed by systemd, by name
 	plain     []net.Listener        // PROCESS mode listeners
-	slotFiles [][]*os.File   // BASE mode: per slot, per listener
+	slotFiles [][]*os.File          // BASE mode: per slot, per listener
 	reactor   *reactor.Reactor
 	backend   *procBackend
 
