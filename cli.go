@@ -48,7 +48,7 @@ func (s *Server) runWorker() error {
 	log := newLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel, role, cfg.Slot)
 	// The master manages workers over ipc; a terminal's Ctrl-C (sent to the
 	// whole process group) or a stray reload signal must not kill them.
-	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
 	master.RaiseNoFile()
 	workerProcs(cfg.Workers)
 	defer startProfile(role, &log)()

@@ -13,10 +13,12 @@ import (
 )
 
 // SigReopenLogs makes the master and every worker reopen --log-file (as
-// `server reopen-logs` does): SIGRTMIN, as Swoole uses, since SIGUSR1 and
-// SIGUSR2 are reload and SIGHUP ends a foreground server with its
-// terminal. `kill -s RTMIN PID` (or `kill -34 PID`) sends it.
-const SigReopenLogs = syscall.Signal(34)
+// `server reopen-logs` does): SIGRTMIN+1, signal 35. Not SIGUSR1/SIGUSR2
+// (reload), not SIGHUP (it ends a foreground server with its terminal),
+// and not SIGRTMIN itself, which Swoole uses: on Linux that is signal 34,
+// which the Go runtime keeps for itself (musl's SIGSYNCCALL) and never lets
+// a program catch. `kill -s RTMIN+1 PID` (or `kill -35 PID`) sends it.
+const SigReopenLogs = syscall.Signal(35)
 
 // opsFlags are `start`'s flags for running in production (docs/operations.md).
 func opsFlags() []cli.Flag {
@@ -50,6 +52,6 @@ func reopenLogs(c *cli.Context) error {
 }
 
 func reopenLogsCommand() *cli.Command {
-	return &cli.Command{Name: "reopen-logs", Usage: "reopen --log-file in every process (logrotate's postrotate; signal: RTMIN)",
+	return &cli.Command{Name: "reopen-logs", Usage: "reopen --log-file in every process (logrotate's postrotate; signal: RTMIN+1)",
 		Flags: []cli.Flag{runDirFlag}, Action: reopenLogs}
 }
