@@ -11,9 +11,11 @@ build:
 run: build
 	./$(BIN) start --log-format console
 
-## deps: what the tests need beyond Go modules (Chromium for the browser test)
+## deps: what the tests need beyond Go modules (Chromium for the browser test,
+## systemd-socket-activate for the socket-activation test)
 deps:
 	bash .ci/install-chromium.sh
+	bash .ci/install-systemd.sh
 
 ## test: every test, with the race detector, bounded in time
 test: deps vet

@@ -168,4 +168,3 @@ func procArgv0(t *testing.T, pid int) string {
 	first, _, _ := strings.Cut(string(b), "\x00")
 	return first
 }
-
