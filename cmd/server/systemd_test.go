@@ -64,7 +64,8 @@ func expectNotify(t *testing.T, ch <-chan string, want string) string {
 // which binds the HTTP port, passes it as LISTEN_FDS (named "http"), and
 // starts the server on the first connection, with a notify socket of the
 // test's own: READY=1 once the listeners serve, RELOADING=1 (with
-// MONOTONIC_USEC) then READY=1 around a reload, STOPPING=1 on stop. The
+// MONOTONIC_USEC) then READY=1 around a reload, STOPPING=1 on stop, and
+// WATCHDOG=1 pings when WATCHDOG_USEC asks for them. The
 // passed socket is used and nothing is bound for it: --http names an
 // address the test holds, which a bind would fail on.
 func TestSystemdSocketActivate(t *testing.T) {
@@ -100,6 +101,8 @@ func TestSystemdSocketActivate(t *testing.T) {
 			if !strings.Contains(ready, "STATUS=serving: "+mode+" mode, 2 workers") {
 				t.Errorf("READY=1 without the STATUS line: %q", ready)
 			}
+			// WatchdogSec= (WATCHDOG_USEC): pinged at half the interval.
+			expectNotify(t, notes, "WATCHDOG=1")
 			st := s.status()
 			if got := st.Listeners[0].Addr; got != s.httpAddr {
 				t.Errorf("http listener: got %s, want the passed socket %s", got, s.httpAddr)
@@ -143,7 +146,7 @@ func startActivated(t *testing.T, mode, notifyPath, heldAddr string) *server {
 		t.Fatal(err)
 	}
 	s.cmd = exec.Command("systemd-socket-activate", "-l", s.httpAddr, "--fdname=http",
-		"-E", "NOTIFY_SOCKET="+notifyPath, "-E", "GORACE="+os.Getenv("GORACE"),
+		"-E", "NOTIFY_SOCKET="+notifyPath, "-E", "GORACE="+os.Getenv("GORACE"), "-E", "WATCHDOG_USEC=300000",
 		serverBin, "start", "--mode", mode, "--workers", "2", "--http", heldAddr, "--ws", s.wsAddr,
 		"--run-dir", s.runDir, "--log-format", "console")
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
