@@ -53,7 +53,7 @@ func (s *Server) runWorker() error {
 	workerProcs(cfg.Workers)
 	defer startProfile(role, &log)()
 	var files []*os.File
-	if cfg.Mode == worker.ModeBase && !cfg.Task {
+	if cfg.Mode == worker.ModeBase && !cfg.Task && cfg.Process == "" {
 		for i := range cfg.Listeners {
 			files = append(files, os.NewFile(uintptr(5+i), "listener"))
 		}
