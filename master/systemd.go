@@ -40,7 +40,12 @@ func (m *Master) statusLine() string {
 }
 
 // notifyReady says READY=1: every worker is ready and the listeners serve.
+// Not once a stop has begun (a reload cut short by it must not undo the
+// STOPPING=1 systemd has been told).
 func (m *Master) notifyReady() {
+	if m.isStopping() {
+		return
+	}
 	m.notify("READY=1\n" + m.statusLine())
 }
 
