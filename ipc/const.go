@@ -70,6 +70,10 @@ const (
 	TypeCredit Type = 50 // PROCESS w->m: conn = id; arg = Message events of conn handled since the last Credit (the master may send that many more)
 	TypePing   Type = 51 // m->w: liveness check; seq = ping number
 	TypePong   Type = 52 // w->m: answer to Ping, sent from the worker's event loop; seq = the ping's
+
+	// Operations.
+	TypeMetrics    Type = 60 // m->w query (seq); w->m reply (seq), payload = Prometheus metric families, protobuf, length-delimited
+	TypeReopenLogs Type = 61 // m->w (seq): reopen the log file; w->m reply (seq), code = Outcome, payload = error text
 )
 
 // BroadcastSkippedSize is the payload of a Broadcast's Result: the number

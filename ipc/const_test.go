@@ -65,6 +65,8 @@ var allTypes = []struct {
 	{name: "TypeCredit", typ: TypeCredit, want: 50},
 	{name: "TypePing", typ: TypePing, want: 51},
 	{name: "TypePong", typ: TypePong, want: 52},
+	{name: "TypeMetrics", typ: TypeMetrics, want: 60},
+	{name: "TypeReopenLogs", typ: TypeReopenLogs, want: 61},
 }
 
 func TestTypeValues(t *testing.T) {

@@ -5,46 +5,18 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+
+	"github.com/forkd/forkd/worker"
 )
 
 // ErrPermission means the master refused a control client, or the client
 // may not reach the run dir's files: said at once, never a wait.
 var ErrPermission = errors.New("permission denied")
 
-// OpenNoFollow opens path (flags as os.OpenFile) without following a
-// symbolic link in its last component, and only if it is a regular file
-// with one name: a run dir or log directory others can write to must not
-// turn the master's pid file or log into a write to some other file (a
-// planted symlink or hard link to /etc/passwd, say). A file that exists
-// with wider permissions than perm is narrowed to perm.
+// OpenNoFollow opens a pid or log file without following a planted link
+// (see worker.OpenNoFollow).
 func OpenNoFollow(what, path string, flag int, perm os.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, perm)
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, fmt.Errorf("%s %s is a symbolic link: refusing to follow it", what, path)
-		}
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		f.Close()
-		return nil, fmt.Errorf("%s %s is not a regular file: refusing to use it", what, path)
-	}
-	if st.Nlink > 1 {
-		f.Close()
-		return nil, fmt.Errorf("%s %s has %d hard links: refusing to use it", what, path, st.Nlink)
-	}
-	if os.FileMode(st.Mode)&os.ModePerm&^perm != 0 && int(st.Uid) == os.Geteuid() {
-		if err := f.Chmod(perm); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-	}
-	return f, nil
+	return worker.OpenNoFollow(what, path, flag, perm)
 }
 
 // CheckRunDir refuses, when running as root, a run dir that users other

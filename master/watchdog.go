@@ -50,7 +50,7 @@ func (m *Master) watch(p *proc) {
 			return
 		case silent >= limit && st == StateReady:
 			if p.state.CompareAndSwap(StateReady, StateUnresponsive) {
-				if m.backend != nil && !p.slot.task {
+				if m.backend != nil && p.slot.worker() {
 					m.backend.detach(p)
 				}
 				m.logHung(p, silent, "worker unresponsive: no new work for it")
@@ -58,7 +58,7 @@ func (m *Master) watch(p *proc) {
 		case silent < limit && st == StateUnresponsive:
 			if p.state.CompareAndSwap(StateUnresponsive, StateReady) {
 				m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Dur("silent", silent).Msg("worker answers again")
-				if m.backend != nil && !p.slot.task && m.current(p.slot.id) == p && !p.drained.Load() {
+				if m.backend != nil && p.slot.worker() && m.current(p.slot.id) == p && !p.drained.Load() {
 					m.backend.reattach(p)
 				}
 			}
@@ -73,7 +73,7 @@ func (p *proc) pong() { p.lastPong.Store(time.Now().UnixNano()) }
 func (m *Master) killHung(p *proc, silent time.Duration) {
 	m.logHung(p, silent, "worker hung: killing and replacing it")
 	p.state.Store(StateUnresponsive)
-	if m.backend != nil && !p.slot.task {
+	if m.backend != nil && p.slot.worker() {
 		m.backend.detach(p)
 	}
 	p.cmd.Process.Kill()
@@ -84,11 +84,11 @@ func (m *Master) logHung(p *proc, silent time.Duration, msg string) {
 	p.mu.Lock()
 	reqs, tasks, routes := len(p.calls), len(p.tasks), len(p.routes)
 	p.mu.Unlock()
-	ev := m.log.Error().Int("worker", p.slot.id).Int("pid", p.pid).Bool("task_worker", p.slot.task).
+	ev := m.log.Error().Int("worker", p.slot.id).Int("pid", p.pid).Str("kind", p.slot.kind()).
 		Dur("silent", silent).Dur("timeout", m.opts.WorkerTimeout).
 		Int("http_in_flight", reqs).Int("tasks_in_flight", tasks).Int("bus_ops_in_flight", routes).
 		Int("bus_queued_bytes", p.out.Pending()).Dur("uptime", time.Since(p.start))
-	if m.backend != nil && !p.slot.task {
+	if m.backend != nil && p.slot.worker() {
 		conns, msgs := m.backend.pending(p)
 		ev = ev.Int("ws_conns_waiting", conns).Int("ws_messages_unhandled", msgs)
 	}
@@ -121,7 +121,7 @@ func (m *Master) sweepRequests() {
 		m.mu.Lock()
 		var procs []*proc
 		for _, sl := range m.slots {
-			if sl.task {
+			if !sl.worker() {
 				continue
 			}
 			for _, p := range append([]*proc{sl.cur, sl.next}, sl.old...) {
