@@ -17,6 +17,11 @@ var _ worker.App = (*app)(nil)
 func (a *app) WorkerStart(w *worker.Worker) error {
 	a.w = &Worker{w: w, s: a.s}
 	w.Ext = a.w
+	g, err := NewAPIGuard(w.APIToken(), w.Config().APIAllow)
+	if err != nil {
+		return err
+	}
+	a.w.api = g
 	if a.s.OnWorkerStart != nil {
 		return a.s.OnWorkerStart(a.w)
 	}

@@ -65,7 +65,7 @@ func (s *Server) runWorker() error {
 		return fmt.Errorf("worker: ipc pipe to the master (fd 4): %w", err)
 	}
 	err = worker.Run(context.Background(), worker.Options{
-		Config: cfg, IPCIn: in, IPCOut: out, Listeners: files, App: &app{s: s}, Log: log,
+		Config: cfg, IPCIn: in, IPCOut: out, Listeners: files, App: &app{s: s}, Log: log, TLSConfigs: s.tlsConfigs(),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("worker failed")
@@ -74,7 +74,7 @@ func (s *Server) runWorker() error {
 }
 
 func startFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML config file; its keys are these flags' names (flags win)"},
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "mode", Value: "process", Usage: "process or base"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "worker processes"}),
@@ -98,7 +98,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013 (default: ulimit -n)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
-	}
+	}, securityFlags()...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -235,6 +235,9 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 	if o.MaxConns <= 0 {
 		o.MaxConns = int(master.RaiseNoFile()) - 64
 	}
+	if err := s.securityOptions(c, &o); err != nil {
+		return o, err
+	}
 	return o, nil
 }
 
@@ -270,7 +273,7 @@ func (s *Server) start(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	o.Args = os.Args[1:]
+	o.Args = redactArgs(os.Args[1:])
 	if daemonChild {
 		o.Ready = readyPipe()
 		signal.Ignore(syscall.SIGHUP)

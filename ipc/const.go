@@ -5,7 +5,7 @@ import "errors"
 // Version is the wire-format version. A worker announces it in its Hello
 // frame; a master that speaks another version answers with an Error frame
 // and closes the stream, so a new binary under an old master fails fast.
-const Version uint16 = 2
+const Version uint16 = 3
 
 // HeaderSize is the fixed size of every frame header.
 //
@@ -65,6 +65,9 @@ const (
 	// Task workers.
 	TypeTask       Type = 40 // worker -> master -> task worker; arg = origin slot
 	TypeTaskResult Type = 41 // task worker -> master -> origin; code = Outcome
+
+	// Security (70-74).
+	TypeSecrets Type = 70 // m->w: payload = JSON Secrets; sent right after Welcome and again whenever they change (reload, ticket key rotation)
 )
 
 // Outcome is the result of a bus operation, carried in a Result frame's code.

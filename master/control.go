@@ -144,7 +144,7 @@ func (s *controlServer) serve() {
 func (s *controlServer) handle(c *net.UnixConn) {
 	log := s.m.log
 	uid, err := peerUID(c)
-	if err != nil || (uid != 0 && uid != uint32(os.Getuid())) {
+	if err != nil || !s.m.controlUID(uid) {
 		log.Warn().Uint32("uid", uid).Err(err).Msg("control: peer refused")
 		json.NewEncoder(c).Encode(Response{Error: "permission denied"})
 		return
