@@ -119,7 +119,8 @@ func (s *Server) cli() *cli.App {
 			{Name: "stop", Usage: "stop the server (-g: gracefully)", Flags: []cli.Flag{runDirFlag,
 				&cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}, Usage: "finish in-flight work, close WebSockets with 1001"}}, Action: stop},
 			{Name: "reload", Usage: "rolling restart of the workers, one at a time", Flags: []cli.Flag{runDirFlag,
-				&cli.BoolFlag{Name: "tasks-only", Usage: "reload only the task workers (Swoole's SIGUSR2)"}}, Action: reload},
+				&cli.BoolFlag{Name: "tasks-only", Usage: "reload only the task workers (Swoole's SIGUSR2)"},
+				&cli.BoolFlag{Name: "tls-only", Usage: "only re-read the TLS certificates: no worker is replaced, no connection touched"}}, Action: reload},
 			{Name: "restart", Usage: "stop, then start with these flags", Flags: append(sf, &cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}}),
 				Before: configSource(sf), Action: s.restart},
 			{Name: "status", Usage: "mode, master and workers", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: status},
@@ -417,7 +418,7 @@ func waitGone(dir string, pid int, limit time.Duration) error {
 }
 
 func reload(c *cli.Context) error {
-	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "reload", TasksOnly: c.Bool("tasks-only")}, 30*time.Minute)
+	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "reload", TasksOnly: c.Bool("tasks-only"), TLSOnly: c.Bool("tls-only")}, 30*time.Minute)
 	if resp != nil {
 		printReload(resp.Reload)
 	}

@@ -32,6 +32,7 @@ type Request struct {
 	Cmd       string `json:"cmd"` // status, connections, stop, reload
 	Graceful  bool   `json:"graceful,omitempty"`
 	TasksOnly bool   `json:"tasks_only,omitempty"`
+	TLSOnly   bool   `json:"tls_only,omitempty"` // reload: re-read the certificates, replace no worker
 }
 
 // Response answers a Request (one JSON line).
@@ -172,7 +173,11 @@ func (s *controlServer) handle(c *net.UnixConn) {
 	case "connections":
 		resp.Connections = s.m.Connections()
 	case "reload":
-		resp.Reload, err = s.m.Reload(req.TasksOnly)
+		if req.TLSOnly {
+			resp.Reload, err = s.m.ReloadTLS()
+		} else {
+			resp.Reload, err = s.m.Reload(req.TasksOnly)
+		}
 		if err != nil {
 			resp.Error = err.Error()
 		}

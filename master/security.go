@@ -335,3 +335,24 @@ func (m *Master) controlUID(uid uint32) bool {
 	cr := m.opts.Credential
 	return cr != nil && uid == cr.Uid
 }
+
+// ReloadTLS is `reload --tls-only`: the certificates are re-read and put
+// in use by every process serving TLS, and no worker is replaced (in BASE
+// mode a reload would end the replaced workers' WebSockets with 1001).
+func (m *Master) ReloadTLS() ([]ReloadLine, error) {
+	m.reloadMu.Lock()
+	defer m.reloadMu.Unlock()
+	if err := m.ReloadCerts(); err != nil {
+		return nil, err
+	}
+	var lines []ReloadLine
+	for i, l := range m.opts.Listeners {
+		if l.TLSCert != "" {
+			lines = append(lines, ReloadLine{ID: i, Kind: "listener " + l.Name, Note: "certificate re-read from " + l.TLSCert})
+		}
+	}
+	if lines == nil {
+		return nil, fmt.Errorf("no listener has certificate files to re-read")
+	}
+	return lines, nil
+}

@@ -75,7 +75,7 @@ func (t *TLS) SetTicketKeys(keys [][32]byte) {
 func ParseKeyPair(certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("reactor: tls: %w", err)
+		return nil, fmt.Errorf("reactor: %w", err)
 	}
 	if c.Leaf == nil {
 		if len(c.Certificate) == 0 {
