@@ -88,12 +88,12 @@ func (g *APIGuard) Check(ctx *fasthttp.RequestCtx) bool {
 	auth := ctx.Request.Header.Peek("Authorization")
 	given, ok := bearer(auth)
 	if !ok || !g.TokenOK(given) {
+		ctx.Error("Unauthorized: send Authorization: Bearer TOKEN", fasthttp.StatusUnauthorized) // resets headers: first
 		if len(auth) == 0 {
 			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="forkd"`)
 		} else {
 			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="forkd", error="invalid_token"`)
 		}
-		ctx.Error("Unauthorized: send Authorization: Bearer TOKEN", fasthttp.StatusUnauthorized)
 		return false
 	}
 	return true
