@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -27,6 +28,8 @@ func securityFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ws-tls-key", Usage: "PEM private key for the ws listener"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen-tls-cert", Usage: "NAME=FILE: certificate for any listener"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen-tls-key", Usage: "NAME=FILE: private key for any listener"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "tls-ticket-rotate", Value: master.DefaultTicketRotate,
+			Usage: "make a new TLS session ticket key this often (the last 24 still resume)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "api-token", EnvVars: []string{master.EnvAPIToken},
 			Usage: "bearer token the operator API (/push, /broadcast, ...) requires; prefer FORKD_API_TOKEN or --api-token-file (a command line is visible to every user)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "api-token-file", Usage: "file holding the API token"}),
@@ -95,6 +98,9 @@ func (s *Server) securityOptions(c *cli.Context, o *master.Options) error {
 		}
 	}
 	o.APIToken = token
+	if o.TicketRotate = c.Duration("tls-ticket-rotate"); o.TicketRotate < 10*time.Millisecond {
+		return fmt.Errorf("--tls-ticket-rotate %s: want at least 10ms", o.TicketRotate)
+	}
 	o.APIAllow = c.StringSlice("api-allow")
 	if _, err := NewAPIGuard(token, o.APIAllow); err != nil {
 		return err

@@ -72,6 +72,7 @@ type Options struct {
 	APIAllow       []string            // CIDRs that may call the operator API
 	AllowedOrigins []string            // WebSocket Origins allowed besides the server's own
 	MaxConnPerIP   int                 // 0: off
+	TicketRotate   time.Duration       // TLS session ticket key lifetime as the newest; 0: DefaultTicketRotate
 	Credential     *syscall.Credential // --user/--group: workers run as this; nil: as the master
 
 	Exe    string    // binary to run as workers

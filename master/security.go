@@ -14,12 +14,12 @@ import (
 	"github.com/forkd/forkd/reactor"
 )
 
-// Session ticket keys: a new one every TicketRotate, the last TicketKeep
-// kept for decryption, so a ticket resumes for up to TicketRotate x
-// TicketKeep after it was issued.
+// Session ticket keys: a new one every Options.TicketRotate (default
+// DefaultTicketRotate), the last TicketKeep kept for decryption, so a
+// ticket resumes for up to TicketRotate x TicketKeep after it was issued.
 const (
-	TicketRotate = time.Hour
-	TicketKeep   = 24
+	DefaultTicketRotate = time.Hour
+	TicketKeep          = 24
 )
 
 // security is the master's share of TLS and the operator API: the
@@ -168,7 +168,11 @@ func newTicketKey() ([32]byte, error) {
 // rotateTickets makes a new ticket key every TicketRotate and hands the
 // set to every process terminating TLS.
 func (m *Master) rotateTickets() {
-	t := time.NewTicker(TicketRotate)
+	every := m.opts.TicketRotate
+	if every <= 0 {
+		every = DefaultTicketRotate
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

@@ -422,3 +422,40 @@ func TestUserDrop(t *testing.T) {
 		}
 	})
 }
+
+// TestMaxConnPerIPWorkerCrash: in BASE mode the connections of a worker
+// that dies (SIGKILL: it uncounts nothing) stop counting once the master
+// has reaped it, so its replacement admits the address again.
+func TestMaxConnPerIPWorkerCrash(t *testing.T) {
+	s := startServer(t, "base", 1, "--max-conn-per-ip", "2")
+	for i := 0; i < 2; i++ {
+		s.dial(s.wsAddr, "/echo")
+	}
+	refused := func() bool {
+		c, err := s.dialErr(s.wsAddr, "/echo")
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _, err = c.ReadMessage()
+		return websocket.IsCloseError(err, websocket.CloseTryAgainLater)
+	}
+	if !refused() {
+		t.Fatalf("a third connection was not refused")
+	}
+	old := s.workerPids()[0]
+	syscall.Kill(old, syscall.SIGKILL)
+	waitFor(t, 20*time.Second, "a replacement worker", func() bool {
+		pid, ok := s.workerPids()[0]
+		return ok && pid != old
+	})
+	for i := 0; i < 2; i++ {
+		c := s.dial(s.wsAddr, "/echo")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		c.WriteMessage(websocket.TextMessage, []byte("back"))
+		if _, b, err := c.ReadMessage(); err != nil || string(b) != "back" {
+			t.Fatalf("connection %d after the crash: %v %q (the dead worker's connections still count)", i+1, err, b)
+		}
+	}
+}

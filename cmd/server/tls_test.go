@@ -376,3 +376,39 @@ func TestTLSResumeAcrossWorkers(t *testing.T) {
 	}
 	t.Fatalf("no session resumed on another worker in 80 connections")
 }
+
+// TestTLSTicketRotation: the master makes a new ticket key every
+// --tls-ticket-rotate and hands it to every process; a ticket still
+// resumes a while after a few rotations (old keys still decrypt) and no
+// longer once its key has been dropped (24 rotations later).
+func TestTLSTicketRotation(t *testing.T) {
+	ca := newTestCA(t)
+	for _, mode := range []string{"process", "base"} {
+		t.Run(mode, func(t *testing.T) {
+			s, _, _ := startTLSServer(t, ca, mode, 2, "--tls-ticket-rotate", "50ms")
+			cfg := ca.tlsConfig()
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+			connect := func() bool {
+				t.Helper()
+				c, err := tls.Dial("tcp", s.httpAddr, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				io.WriteString(c, "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+				readHTTP(t, bufio.NewReader(c)) // reading takes the ticket too
+				return c.ConnectionState().DidResume
+			}
+			connect()
+			time.Sleep(250 * time.Millisecond) // about 5 rotations
+			if !connect() {
+				t.Fatalf("a ticket a few rotations old did not resume")
+			}
+			time.Sleep(3 * time.Second) // about 60 rotations: its key is gone
+			if connect() {
+				t.Fatalf("a ticket whose key was rotated out still resumed")
+			}
+		})
+	}
+}
