@@ -97,6 +97,11 @@ func (m *Master) setupSecurity() error {
 	}
 	sec.seed = binary.LittleEndian.Uint64(b[:])
 	if m.opts.MaxConnPerIP > 0 && m.opts.Mode == ModeBase {
+		// A slot has at most two live processes (the serving one and its
+		// replacement, or the replacement and the old one draining: a
+		// reload waits for the old to exit before the next slot, and a
+		// dead process's row is freed when it is reaped), so a row is
+		// always free; the spare ones are margin.
 		rows := 2*m.opts.Workers + 4
 		f, err := reactor.NewSharedIPFile(rows)
 		if err != nil {
