@@ -33,19 +33,20 @@ type APIGuard struct {
 	allow    []netip.Prefix
 }
 
-// DefaultAPIAllow is who may call the operator API when no token and no
+// defaultAPIAllow is who may call the operator API when no token and no
 // --api-allow are set.
-var DefaultAPIAllow = []string{"127.0.0.1/32", "::1/128"}
+var defaultAPIAllow = []string{"127.0.0.1/32", "::1/128"}
 
 // NewAPIGuard returns a guard for token ("": none) and allow (CIDRs or
-// single addresses; nil: the defaults above).
+// single addresses, or comma-separated lists of them; nil: with no token
+// 127.0.0.1 and ::1, with a token any address).
 func NewAPIGuard(token string, allow []string) (*APIGuard, error) {
 	g := &APIGuard{hasToken: token != ""}
 	if g.hasToken {
 		g.token = sha256.Sum256([]byte(token))
 	}
 	if len(allow) == 0 && !g.hasToken {
-		allow = DefaultAPIAllow
+		allow = defaultAPIAllow
 	}
 	for _, a := range allow {
 		for _, s := range strings.Split(a, ",") {

@@ -42,6 +42,11 @@ func (a *app) HTTP(w *worker.Worker, listener int, ctx *fasthttp.RequestCtx) {
 		ctx.Error("Not Found", fasthttp.StatusNotFound)
 		return
 	}
+	if ls := w.Config().Listeners; listener < len(ls) && ls[listener].TLS {
+		// The request came over TLS (terminated by the master in PROCESS
+		// mode): ctx.URI() says https. ctx.IsTLS() does not know.
+		ctx.URI().SetScheme("https")
+	}
 	a.s.Listeners[listener].Handler(a.w, ctx)
 }
 

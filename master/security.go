@@ -204,11 +204,11 @@ func (m *Master) rotateTickets() {
 // ReloadCerts re-reads every certificate file. On any error nothing
 // changes: the certificates in use stay, and the error says why.
 func (m *Master) ReloadCerts() error {
-	any := false
+	files := false
 	for i := range m.opts.Listeners {
-		any = any || m.opts.Listeners[i].TLSCert != ""
+		files = files || m.opts.Listeners[i].TLSCert != ""
 	}
-	if !any {
+	if !files {
 		return nil
 	}
 	certs, pems, err := m.loadCerts()

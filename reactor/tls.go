@@ -98,8 +98,9 @@ func DescribeCert(c *tls.Certificate) (subject string, names []string, notAfter 
 	return c.Leaf.Subject.String(), c.Leaf.DNSNames, c.Leaf.NotAfter
 }
 
-// tlsConn is a server-side TLS connection that keeps the TCP connection
-// underneath reachable (for the drain's half-close, see shutIdle).
+// wrapTLS makes an accepted connection a server-side TLS one; the TCP
+// connection stays reachable through it (tls.Conn.NetConn, for the
+// drain's half-close, see shutIdle).
 func wrapTLS(nc net.Conn, t *TLS) net.Conn {
 	return tls.Server(nc, t.cfg)
 }

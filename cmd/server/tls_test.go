@@ -412,3 +412,28 @@ func TestTLSTicketRotation(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSConfigFile: the TLS keys work in the --config file, and a
+// listener gets its certificate by name (listen-tls-cert NAME=FILE).
+func TestTLSConfigFile(t *testing.T) {
+	ca := newTestCA(t)
+	s := newTestServer(t, "base")
+	httpCert, httpKey := ca.issue(t, s.dir, "http", "http-cert")
+	wsCert, wsKey := ca.issue(t, s.dir, "ws", "ws-cert")
+	cfg := filepath.Join(s.dir, "forkd.yaml")
+	yaml := fmt.Sprintf("http-tls-cert: %s\nhttp-tls-key: %s\nlisten-tls-cert:\n  - ws=%s\nlisten-tls-key:\n  - ws=%s\n",
+		httpCert, httpKey, wsCert, wsKey)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.scheme = "https"
+	s.client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.tlsConfig()}}
+	s.launch(2, "--config", cfg)
+	if cn := peerCN(t, ca, s.httpAddr); cn != "http-cert" {
+		t.Errorf("http listener: got certificate %q, want http-cert", cn)
+	}
+	if cn := peerCN(t, ca, s.wsAddr); cn != "ws-cert" {
+		t.Errorf("ws listener: got certificate %q, want ws-cert", cn)
+	}
+	echoOnce(t, dialWSS(t, ca, s.wsAddr, "/echo"), "from the config file")
+}
