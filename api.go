@@ -17,11 +17,12 @@ import (
 // id, is the lock.
 //
 // The rules, in order:
-//   - the client's address must be in the allowed networks: by default,
-//     with no token, only 127.0.0.1 and ::1 (the addresses a client on this
-//     host connects from; the rest of 127.0.0.0/8 is not included, so a
-//     test can stand in for a remote client from 127.0.0.2); with a token,
-//     by default any address. Otherwise 403.
+//   - the client's address must be allowed: with no token, 127.0.0.1 and
+//     ::1 (the addresses a client on this host connects from; the rest of
+//     127.0.0.0/8 is not included, so a test can stand in for a remote
+//     client from 127.0.0.2) plus the allow list (--api-allow widens);
+//     with a token, any address, or, if an allow list is given, those two
+//     and the list. Otherwise 403.
 //   - with a token, the request must carry `Authorization: Bearer TOKEN`,
 //     compared in constant time. Otherwise 401 with WWW-Authenticate.
 //
@@ -38,15 +39,15 @@ type APIGuard struct {
 var defaultAPIAllow = []string{"127.0.0.1/32", "::1/128"}
 
 // NewAPIGuard returns a guard for token ("": none) and allow (CIDRs or
-// single addresses, or comma-separated lists of them; nil: with no token
-// 127.0.0.1 and ::1, with a token any address).
+// single addresses, or comma-separated lists of them), which widens
+// loopback (see APIGuard).
 func NewAPIGuard(token string, allow []string) (*APIGuard, error) {
 	g := &APIGuard{hasToken: token != ""}
 	if g.hasToken {
 		g.token = sha256.Sum256([]byte(token))
 	}
-	if len(allow) == 0 && !g.hasToken {
-		allow = defaultAPIAllow
+	if len(allow) > 0 || !g.hasToken {
+		allow = append(append([]string(nil), defaultAPIAllow...), allow...)
 	}
 	for _, a := range allow {
 		for _, s := range strings.Split(a, ",") {

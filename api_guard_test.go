@@ -48,7 +48,9 @@ func TestAPIGuard(t *testing.T) {
 		{name: "default/remote v6", remote: "[2001:db8::1]:5000", want: 403},
 		{name: "allow/inside", allow: []string{"10.0.0.0/8,192.0.2.7"}, remote: "10.9.8.7:1"},
 		{name: "allow/single", allow: []string{"10.0.0.0/8,192.0.2.7"}, remote: "192.0.2.7:1"},
-		{name: "allow/outside", allow: []string{"10.0.0.0/8"}, remote: "127.0.0.1:1", want: 403},
+		{name: "allow/outside", allow: []string{"10.0.0.0/8"}, remote: "192.0.2.1:1", want: 403},
+		{name: "allow/loopback stays", allow: []string{"10.0.0.0/8"}, remote: "127.0.0.1:1"},
+		{name: "allow/127.0.0.2 listed", allow: []string{"127.0.0.2/32"}, remote: "127.0.0.2:1"},
 		{name: "token/missing", token: tok, remote: "127.0.0.1:1", want: 401, wantAuth: `Bearer realm="forkd"`},
 		{name: "token/wrong", token: tok, remote: "127.0.0.1:1", auth: "Bearer t0kem", want: 401, wantAuth: `Bearer realm="forkd", error="invalid_token"`},
 		{name: "token/longer", token: tok, remote: "127.0.0.1:1", auth: "Bearer t0ken0", want: 401, wantAuth: `Bearer realm="forkd", error="invalid_token"`},
@@ -58,6 +60,7 @@ func TestAPIGuard(t *testing.T) {
 		{name: "token/scheme case", token: tok, remote: "198.51.100.1:1", auth: "bearer " + tok},
 		{name: "token+allow/right token, wrong address", token: tok, allow: []string{"10.0.0.0/8"}, remote: "198.51.100.1:1", auth: "Bearer " + tok, want: 403},
 		{name: "token+allow/both", token: tok, allow: []string{"10.0.0.0/8"}, remote: "10.0.0.1:1", auth: "Bearer " + tok},
+		{name: "token+allow/loopback, no token", token: tok, allow: []string{"10.0.0.0/8"}, remote: "127.0.0.1:1", want: 401, wantAuth: `Bearer realm="forkd"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

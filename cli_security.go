@@ -33,7 +33,7 @@ func securityFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "api-token", EnvVars: []string{master.EnvAPIToken},
 			Usage: "bearer token the operator API (/push, /broadcast, ...) requires; prefer FORKD_API_TOKEN or --api-token-file (a command line is visible to every user)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "api-token-file", Usage: "file holding the API token"}),
-		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "api-allow", Usage: "CIDR,...: addresses that may call the operator API (default without a token: 127.0.0.1 and ::1 only)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "api-allow", Usage: "CIDR,...: addresses that may call the operator API besides 127.0.0.1 and ::1 (with a token: restricts it to those)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "allowed-origins", Usage: "ORIGIN,...: browser origins that may open WebSockets besides the server's own (* for any; https://*.example.com)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "user", Usage: "run workers and task workers as this user (the master, as root, binds the ports)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "group", Usage: "with --user: run them with this group (default: the user's)"}),

@@ -114,9 +114,13 @@ func TestAPIDefaultLoopbackOnly(t *testing.T) {
 			t.Fatalf("push from %s with --api-allow: got %d %q, want 200", remoteSource, code, body)
 		}
 		nothingForged(t, victim, "allowed")
-		// The list replaces the default: 127.0.0.1 is no longer in it.
-		if code, _, _ := apiCall(t, "127.0.0.1", s.httpAddr, "/push?conn="+vid, "", "x"); code != http.StatusForbidden {
-			t.Errorf("push from 127.0.0.1 with --api-allow %s/32: got %d, want 403", remoteSource, code)
+		// The list widens the default: 127.0.0.1 still may; 127.0.0.3 may not.
+		if code, _, body := apiCall(t, "127.0.0.1", s.httpAddr, "/push?conn="+vid, "", "local"); code != 200 {
+			t.Errorf("push from 127.0.0.1 with --api-allow %s/32: got %d %q, want 200", remoteSource, code, body)
+		}
+		nothingForged(t, victim, "local")
+		if code, _, _ := apiCall(t, "127.0.0.3", s.httpAddr, "/push?conn="+vid, "", forged); code != http.StatusForbidden {
+			t.Errorf("push from 127.0.0.3 with --api-allow %s/32: got %d, want 403", remoteSource, code)
 		}
 	})
 }
