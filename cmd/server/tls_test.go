@@ -437,3 +437,26 @@ func TestTLSConfigFile(t *testing.T) {
 	}
 	echoOnce(t, dialWSS(t, ca, s.wsAddr, "/echo"), "from the config file")
 }
+
+// TestTLSReloadKeepAlive: a full reload of a TLS server under keep-alive
+// https load fails no request in either mode. In BASE mode the draining
+// workers end idle TLS connections with close_notify and a FIN, never a
+// reset, as they do plain ones (docs/reload.md).
+func TestTLSReloadKeepAlive(t *testing.T) {
+	ca := newTestCA(t)
+	for _, mode := range []string{"process", "base"} {
+		t.Run(mode, func(t *testing.T) {
+			s, _, _ := startTLSServer(t, ca, mode, 2)
+			dial := func(addr string) (net.Conn, error) {
+				return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, ca.tlsConfig())
+			}
+			load := startKeepAliveLoadDial(t, dial, s.httpAddr, "/hello", 8)
+			time.Sleep(300 * time.Millisecond)
+			if out, err := s.run("reload"); err != nil {
+				t.Fatalf("reload: %v\n%s", err, out)
+			}
+			time.Sleep(1500 * time.Millisecond) // idle connections of the drained workers end
+			load.check(t)
+		})
+	}
+}
