@@ -294,7 +294,7 @@ func (m *Master) logReady() {
 		if l.Protocol == "http" && l.Upgrade {
 			proto = "http+websocket"
 		}
-		m.log.Info().Str("listener", l.Name).Str("addr", m.addrs[i]).Str("protocol", proto).Msg("listening")
+		m.log.Info().Str("listener", l.Name).Str("addr", m.addrs[i]).Str("protocol", proto).Bool("tls", m.listenerTLS(i)).Msg("listening")
 	}
 	m.log.Info().Str("mode", o.Mode).Int("workers", o.Workers).Int("task_workers", o.TaskWorkers).
 		Int("master_pid", os.Getpid()).Str("dispatch", m.dispatchName()).Msg("server ready")

@@ -365,3 +365,18 @@ func (m *Master) ReloadTLS() ([]ReloadLine, error) {
 	}
 	return lines, nil
 }
+
+// listenerStatus describes listener i for `status`, with its certificate.
+func (m *Master) listenerStatus(i int, l Listener) ListenerStatus {
+	ls := ListenerStatus{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol, TLS: m.listenerTLS(i)}
+	m.sec.mu.Lock()
+	var c *tls.Certificate
+	if i < len(m.sec.certs) {
+		c = m.sec.certs[i]
+	}
+	m.sec.mu.Unlock()
+	if subject, _, notAfter := reactor.DescribeCert(c); subject != "" {
+		ls.CertSubject, ls.CertExpires = subject, notAfter.UTC().Format(time.RFC3339)
+	}
+	return ls
+}

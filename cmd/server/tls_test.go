@@ -289,6 +289,11 @@ func TestTLSReloadCert(t *testing.T) {
 					}
 				}
 			}
+			for _, l := range s.status().Listeners {
+				if !l.TLS || !strings.Contains(l.CertSubject, "second") || l.CertExpires == "" {
+					t.Errorf("status after reload: listener %+v, want tls with certificate second", l)
+				}
+			}
 			// Opened before: still up, still on the first certificate.
 			echoOnce(t, ws, "after")
 			echoOnce(t, up, "after")
