@@ -347,6 +347,10 @@ func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
 // errorHandler answers what fasthttp could not parse, once, with the
 // protocol-correct status, and logs it once.
 func (r *Reactor) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	if plainOnTLS(err) {
+		r.log.Warn().Str("remote", ctx.RemoteAddr().String()).Msg("bad request: plain HTTP on a TLS port")
+		return
+	}
 	status, msg := fasthttp.StatusBadRequest, "Bad Request"
 	var te interface{ Timeout() bool }
 	var small *fasthttp.ErrSmallBuffer

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -103,4 +104,22 @@ func DescribeCert(c *tls.Certificate) (subject string, names []string, notAfter 
 // drain's half-close, see shutIdle).
 func wrapTLS(nc net.Conn, t *TLS) net.Conn {
 	return tls.Server(nc, t.cfg)
+}
+
+// plainOnTLS answers a plain HTTP request sent to a TLS port, in plain
+// HTTP on the TCP connection underneath (as net/http does), and reports
+// whether err was that. Other handshake failures get no answer: there
+// is no protocol to answer them in.
+func plainOnTLS(err error) bool {
+	var re tls.RecordHeaderError
+	if !errors.As(err, &re) || re.Conn == nil {
+		return false
+	}
+	switch string(re.RecordHeader[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH", "CONNE":
+		_ = re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		return true
+	}
+	return false
 }

@@ -205,13 +205,15 @@ func TestTLSEcho(t *testing.T) {
 				tc.Close()
 				t.Errorf("a TLS 1.1 handshake succeeded")
 			}
-			// Plain HTTP on the TLS port is not answered as HTTP.
-			if resp, err := (&http.Client{Timeout: 3 * time.Second}).Get("http://" + s.httpAddr + "/hello"); err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if string(b) == "hello" {
-					t.Errorf("plain http on the TLS port was served")
-				}
+			// Plain HTTP on the TLS port: a plain 400 saying so, never served.
+			resp, err = (&http.Client{Timeout: 3 * time.Second}).Get("http://" + s.httpAddr + "/hello")
+			if err != nil {
+				t.Fatalf("plain http on the TLS port: %v; want a 400", err)
+			}
+			b, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 400 || !strings.Contains(string(b), "HTTP request to an HTTPS server") {
+				t.Errorf("plain http on the TLS port: got %d %q, want 400 saying it is a TLS port", resp.StatusCode, b)
 			}
 		})
 	}
@@ -462,6 +464,34 @@ func TestTLSReloadKeepAlive(t *testing.T) {
 			}
 			time.Sleep(1500 * time.Millisecond) // idle connections of the drained workers end
 			load.check(t)
+		})
+	}
+}
+
+// TestTLSSlowHandshake: a client that starts a TLS handshake and stalls is
+// cut by --read-timeout, as a slow plain request is, in both modes; the
+// server goes on serving.
+func TestTLSSlowHandshake(t *testing.T) {
+	ca := newTestCA(t)
+	for _, mode := range []string{"process", "base"} {
+		t.Run(mode, func(t *testing.T) {
+			s, _, _ := startTLSServer(t, ca, mode, 1, "--read-timeout", "500ms")
+			c, err := net.DialTimeout("tcp", s.wsAddr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write([]byte{0x16, 0x03, 0x01, 0x02}) // the start of a ClientHello record
+			start := time.Now()
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.ReadAll(c)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("a stalled handshake was still open after 10s")
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("a stalled handshake was cut after %s, want about the 500ms read timeout", took)
+			}
+			echoOnce(t, dialWSS(t, ca, s.wsAddr, "/echo"), "still serving")
 		})
 	}
 }
