@@ -152,13 +152,13 @@ func (m *Master) reactorTLS(i int) *reactor.TLS {
 		return nil
 	}
 	t := reactor.NewTLS(m.opts.Listeners[i].TLSConfig)
+	m.sec.mu.Lock()
+	defer m.sec.mu.Unlock()
 	if c := m.sec.certs[i]; c != nil {
 		t.SetCertificate(c)
 	}
 	t.SetTicketKeys(m.sec.keys)
-	m.sec.mu.Lock()
 	m.sec.tls[i] = t
-	m.sec.mu.Unlock()
 	return t
 }
 
