@@ -192,9 +192,10 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 
 	cfg := m.workerConfig(sl, epoch)
 	cmd := exec.Command(m.opts.Exe, m.opts.Args...)
+	cmd.Args[0] = cfg.Title // what ps and /proc/PID/cmdline show
 	cmd.ExtraFiles = append([]*os.File{toR, fromW}, sl.files...)
 	row := -1
-	if m.sec.perIP != nil && !sl.task {
+	if m.sec.perIP != nil && sl.worker() {
 		row = m.perIPRow()
 		cfg.PerIPFD, cfg.PerIPRow, cfg.PerIPRows, cfg.PerIPSeed = 3+len(cmd.ExtraFiles), row, len(m.sec.perIPRows), m.sec.seed
 		cmd.ExtraFiles = append(cmd.ExtraFiles, m.sec.perIPFile)
@@ -265,6 +266,11 @@ func filterEnv(env []string) []string {
 			strings.HasPrefix(e, EnvAPIToken+"=") {
 			continue
 		}
+		// systemd's variables are the master's: a worker must not
+		// notify readiness or claim the passed sockets.
+		if name, _, _ := strings.Cut(e, "="); systemdEnv[name] {
+			continue
+		}
 		out = append(out, e)
 	}
 	return out
@@ -284,6 +290,7 @@ func (m *Master) workerConfig(sl *slot, epoch uint16) worker.Config {
 		ReadTimeout: o.ReadTimeout, IdleTimeout: o.IdleTimeout,
 		LogFormat: o.LogFormat, LogLevel: o.LogLevel,
 		APIAllow: o.APIAllow, AllowedOrigins: o.AllowedOrigins, MaxConnPerIP: o.MaxConnPerIP, PerIPFD: -1, PerIPRow: -1,
+		LogFile: o.LogFile, Process: sl.process, Title: m.title(sl),
 	}
 }
 

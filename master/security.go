@@ -245,7 +245,7 @@ func (m *Master) applySecrets() {
 	m.mu.Lock()
 	var procs []*proc
 	for _, sl := range m.slots {
-		if sl.task {
+		if !sl.worker() { // task workers and user processes hold no listener
 			continue
 		}
 		for _, p := range append([]*proc{sl.cur, sl.next}, sl.old...) {
@@ -272,7 +272,7 @@ func (m *Master) welcome(p *proc) {
 
 func (m *Master) sendSecretsLocked(p *proc) {
 	s := ipc.Secrets{APIToken: m.opts.APIToken}
-	if m.opts.Mode == ModeBase && !p.slot.task {
+	if m.opts.Mode == ModeBase && p.slot.worker() {
 		for i := range m.opts.Listeners {
 			if !m.listenerTLS(i) {
 				continue

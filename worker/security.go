@@ -34,7 +34,7 @@ func (w *Worker) setupSecurity(payload []byte, own []*tls.Config) error {
 		return fmt.Errorf("worker: bad secrets frame: %w", err)
 	}
 	w.sec.token = s.APIToken
-	if w.cfg.Mode == ModeBase && !w.cfg.Task {
+	if w.cfg.Mode == ModeBase && !w.cfg.Task && w.cfg.Process == "" {
 		w.sec.tls = make([]*reactor.TLS, len(w.cfg.Listeners))
 		for i, l := range w.cfg.Listeners {
 			if !l.TLS {
