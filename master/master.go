@@ -67,10 +67,10 @@ type Options struct {
 	Reloadable     bool          // workers take part in reload (Workerman's reloadable)
 	LogFormat      string
 	LogLevel       string
-	LogFile        string              // the file behind Output, reopened by ReopenLogs ("" : not a file)
-	MetricsAddr    string              // --metrics: serve Prometheus /metrics here ("": off)
-	Name           string              // --name, in every process title
-	Processes      []string            // user processes (Server.Processes), by name; slots after the task workers
+	LogFile        string   // the file behind Output, reopened by ReopenLogs ("" : not a file)
+	MetricsAddr    string   // --metrics: serve Prometheus /metrics here ("": off)
+	Name           string   // --name, in every process title
+	Processes      []string // user processes (Server.Processes), by name; slots after the task workers
 	// Security (docs/security.md).
 	APIToken       string              // the operator API's bearer token ("": none); never logged
 	APIAllow       []string            // CIDRs that may call the operator API
