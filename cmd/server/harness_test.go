@@ -140,6 +140,9 @@ func (s *server) launch(workers int, args ...string) {
 
 func (s *server) waitReady(limit time.Duration) {
 	s.t.Helper()
+	if s.client == nil { // a server made without newTestServer
+		s.scheme, s.client = "http", &http.Client{Timeout: time.Second}
+	}
 	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {
