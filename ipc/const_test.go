@@ -14,7 +14,8 @@ func TestConstants(t *testing.T) {
 		got  uint64
 		want uint64
 	}{
-		{name: "Version", got: uint64(Version), want: 2},
+		{name: "Version", got: uint64(Version), want: 3},
+		{name: "ClosedReply", got: uint64(ClosedReply), want: 1},
 		{name: "HeaderSize", got: HeaderSize, want: 24},
 		{name: "MaxPayload", got: MaxPayload, want: 64 << 20},
 	}
