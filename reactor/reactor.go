@@ -94,10 +94,10 @@ func (o *Options) defaults() {
 
 // Reactor holds connections for one process.
 type Reactor struct {
-	opts     Options
-	h        Handler
-	log      zerolog.Logger
-	seq      atomic.Uint32
+	opts Options
+	h    Handler
+	log  zerolog.Logger
+	seq  atomic.Uint32
 
 	mu        sync.RWMutex
 	conns     map[uint64]*Conn

@@ -218,4 +218,3 @@ func (r *Reactor) finish(c *Conn, src io.Reader, d time.Duration) {
 	drain(c.Conn, src, lingerTime, int64(r.opts.MaxPackageSize)+lingerBytes)
 	c.closeNow()
 }
-
