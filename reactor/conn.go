@@ -67,11 +67,14 @@ type Conn struct {
 	closing bool // a close is queued: accept no more output
 	full    bool // OnBufferFull fired, OnBufferDrain pending
 	rooms   []string
-	// The closing handshake: the code of our close frame once queued, the
-	// peer's close received, our reply deferred to the handler
-	// (DeferCloseReply), our close written.
+	// The closing handshake: the code of our close frame once queued; a
+	// close we owe (the reply to the peer's close, or the one failing the
+	// connection: the read loop has ended), its code and reason; the close
+	// deferred to the handler (DeferCloseReply); our close written.
 	sentCode   int
-	peerClosed bool
+	owe        bool
+	oweCode    int
+	oweReason  string
 	deferred   bool
 	closeSent  bool
 
@@ -192,18 +195,27 @@ func (c *Conn) CloseWith(code int, reason string) ipc.Outcome {
 }
 
 // DeferCloseReply, called by a Handler's Close, says that the handler
-// will answer the peer's close itself (with CloseWith) once everything
-// the peer sent before it has been handled and answered, as PROCESS mode's
-// worker does. It reports false, and defers nothing, unless the peer's
-// close is waiting for a reply. The reactor replies anyway after a bound.
+// will send the close the reactor owes (the reply to the peer's close, or
+// the close failing the connection) itself, with CloseWith, once every
+// message that came before has been handled and answered, as PROCESS
+// mode's worker does. It reports false, and defers nothing, unless such a
+// close is owed and not yet queued. The reactor sends it anyway after a
+// bound.
 func (c *Conn) DeferCloseReply() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.peerClosed || c.closing || c.closed.Load() {
+	if !c.owe || c.closing || c.closed.Load() {
 		return false
 	}
 	c.deferred = true
 	return true
+}
+
+// owed records the close the read loop ended owing.
+func (c *Conn) owed(code int, reason string) {
+	c.mu.Lock()
+	c.owe, c.oweCode, c.oweReason = true, code, reason
+	c.mu.Unlock()
 }
 
 // EchoCode is the code a close reply carries: the peer's, or 1000 when
@@ -237,6 +249,9 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 	if m.op == opClose {
 		c.closing = true
 		c.sentCode = m.code
+		if c.deferred && m.code == c.oweCode && len(m.data) == 2 && c.oweReason != "" {
+			m.data = closePayload(m.code, c.oweReason) // the handler's echo of a failure: keep its reason
+		}
 	}
 	c.queue = append(c.queue, m)
 	c.queued += len(m.data)
@@ -344,14 +359,14 @@ func (c *Conn) closeWritten(err error) {
 	c.mu.Lock()
 	already := c.closeSent
 	c.closeSent = true
-	peer := c.peerClosed
+	owe := c.owe
 	c.mu.Unlock()
 	if already {
 		return
 	}
 	if err == nil {
 		closeWrite(c.Conn)
-		if !peer {
+		if !owe {
 			_ = c.Conn.SetReadDeadline(time.Now().Add(closeWait))
 		}
 	}

@@ -150,47 +150,47 @@ read:
 		}
 	}
 	r.leaveAll(c)
-	switch {
-	case fail != nil:
+	if fail != nil {
 		r.log.Warn().Str("conn", FormatID(c.id)).Str("remote", c.RemoteAddr().String()).
 			Int("code", fail.code).Str("reason", fail.reason).Msg("websocket protocol error")
-		c.CloseWith(fail.code, fail.reason)
-		r.h.Close(c, fail.code, fail.reason)
-		r.finish(c, src, r.opts.WriteTimeout)
-	case peer:
-		c.mu.Lock()
-		c.peerClosed = true
-		c.mu.Unlock()
-		r.h.Close(c, code, reason)
-		c.mu.Lock()
-		reply := !c.closing && !c.deferred
-		wait := r.opts.WriteTimeout
-		if c.deferred {
-			wait = closeReplyWait
-		}
-		c.mu.Unlock()
-		if reply {
-			c.CloseWith(EchoCode(code), "")
-		}
-		if !c.waitClose(wait) {
-			// The handler never answered: reply now.
-			c.CloseWith(EchoCode(code), "")
-		}
-		r.finish(c, src, r.opts.WriteTimeout)
-	default:
+		code, reason = fail.code, fail.reason
+	}
+	if fail == nil && !peer {
 		// The connection ended without a close from the peer: cut, reset,
 		// or no reply to our close within closeWait.
 		c.mu.Lock()
 		if c.sentCode != 0 {
 			code, reason = c.sentCode, "no close reply"
 		}
-		c.mu.Unlock()
-		r.h.Close(c, code, reason)
-		c.mu.Lock()
 		c.closing = true
 		c.mu.Unlock()
+		r.h.Close(c, code, reason)
 		c.closeNow()
+		return
 	}
+	// We owe a close: the reply to the peer's (echoing its code), or the
+	// one failing the connection. It follows what the handler sends for
+	// the messages before (the handler may take it over: DeferCloseReply).
+	send, sendReason := EchoCode(code), ""
+	if fail != nil {
+		send, sendReason = fail.code, fail.reason
+	}
+	c.owed(send, sendReason)
+	r.h.Close(c, code, reason)
+	c.mu.Lock()
+	now := !c.closing && !c.deferred
+	wait := r.opts.WriteTimeout
+	if c.deferred {
+		wait = closeReplyWait
+	}
+	c.mu.Unlock()
+	if now {
+		c.CloseWith(send, sendReason)
+	}
+	if !c.waitClose(wait) {
+		c.CloseWith(send, sendReason) // the handler never sent it
+	}
+	r.finish(c, src, r.opts.WriteTimeout)
 }
 
 // waitClose waits up to d for our close frame to be written.
