@@ -11,9 +11,11 @@ build:
 run: build
 	./$(BIN) start --log-format console
 
-## deps: what the tests need beyond Go modules (Chromium for the browser test)
+## deps: what the tests need beyond Go modules (Chromium for the browser test,
+## python3-websockets for the conformance suite's second client)
 deps:
 	bash .ci/install-chromium.sh
+	bash .ci/install-python-websockets.sh
 
 ## test: every test, with the race detector, bounded in time
 test: deps vet

@@ -151,8 +151,19 @@ read:
 	}
 	r.leaveAll(c)
 	if fail != nil {
-		r.log.Warn().Str("conn", FormatID(c.id)).Str("remote", c.RemoteAddr().String()).
-			Int("code", fail.code).Str("reason", fail.reason).Msg("websocket protocol error")
+		msg := "websocket protocol error"
+		switch fail.code {
+		case CloseInvalidPayload:
+			msg = "websocket: invalid UTF-8 in text message"
+		case CloseMessageTooBig:
+			msg = "websocket message too big"
+		}
+		ev := r.log.Warn().Str("conn", FormatID(c.id)).Str("remote", c.RemoteAddr().String()).
+			Int("code", fail.code).Str("reason", fail.reason)
+		if fail.code == CloseMessageTooBig {
+			ev = ev.Int("limit", r.opts.MaxPackageSize)
+		}
+		ev.Msg(msg)
 		code, reason = fail.code, fail.reason
 	}
 	if fail == nil && !peer {
