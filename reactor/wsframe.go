@@ -173,7 +173,7 @@ func (fr *frameReader) next() (int, []byte, error) {
 			return 0, nil, errInterleaved
 		}
 		if err := fr.fill(hlen); err != nil {
-			return 0, nil, err
+			return 0, nil, midFrame(err)
 		}
 		h := fr.buf[fr.r : fr.r+hlen]
 		switch n {
@@ -194,7 +194,7 @@ func (fr *frameReader) next() (int, []byte, error) {
 
 		if control {
 			if err := fr.fill(int(n)); err != nil {
-				return 0, nil, err
+				return 0, nil, midFrame(err)
 			}
 			p := fr.buf[fr.r : fr.r+int(n)]
 			fr.r += int(n)
@@ -274,7 +274,7 @@ func (fr *frameReader) readPayload(key uint32, n int, text bool) error {
 			fr.r, fr.w = 0, 0
 			if err := fr.fill(1); err != nil {
 				*fr.mp = msg
-				return err
+				return midFrame(err)
 			}
 			continue
 		}
@@ -288,6 +288,14 @@ func (fr *frameReader) readPayload(key uint32, n int, text bool) error {
 	}
 	*fr.mp = msg
 	return nil
+}
+
+// midFrame: the connection ended inside a frame.
+func midFrame(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // mask XORs p with the 4-byte masking key (little-endian as it sits on
