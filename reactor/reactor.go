@@ -65,7 +65,7 @@ type Options struct {
 	MaxHeaderSize  int           // HTTP request header block; default 16 KiB (431 beyond)
 	MaxConns       int           // beyond it: HTTP 503, WebSocket close 1013; 0 = unlimited
 	HeartbeatIdle  time.Duration // close WebSockets silent this long; 0 = off
-	ReadTimeout    time.Duration // whole request read (slowloris); default 15s
+	ReadTimeout    time.Duration // whole request read (slowloris), the first from accept; default 15s
 	IdleTimeout    time.Duration // keep-alive idle; default 60s
 	WriteTimeout   time.Duration // one write; default 15s
 	Log            zerolog.Logger
