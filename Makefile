@@ -11,11 +11,9 @@ build:
 run: build
 	./$(BIN) start --log-format console
 
-## deps: what the tests need beyond Go modules (Chromium for the browser test,
-## python3-websockets for the conformance suite's second client)
+## deps: what the tests need beyond Go modules (Debian packages: chromium, python3-websockets, systemd)
 deps:
-	bash .ci/install-chromium.sh
-	bash .ci/install-python-websockets.sh
+	bash .ci/install-deps.sh
 
 ## test: every test, with the race detector, bounded in time
 test: deps vet

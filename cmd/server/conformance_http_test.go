@@ -188,7 +188,7 @@ func TestConformanceReadTimeout(t *testing.T) {
 }
 
 // pythonPath is Debian's python3, which has python3-websockets
-// (installed by .ci/install-python-websockets.sh).
+// (installed by .ci/install-deps.sh).
 const pythonPath = "/usr/bin/python3"
 
 // TestConformancePythonWebsockets: a second, independent client, Debian's
@@ -198,9 +198,9 @@ const pythonPath = "/usr/bin/python3"
 func TestConformancePythonWebsockets(t *testing.T) {
 	if err := exec.Command(pythonPath, "-c", "import websockets").Run(); err != nil {
 		if os.Getenv("CI") == "" {
-			t.Skipf("%s with websockets not found (run .ci/install-python-websockets.sh): %v", pythonPath, err)
+			t.Skipf("%s with websockets not found (run .ci/install-deps.sh): %v", pythonPath, err)
 		}
-		t.Fatalf("%s with websockets not found under CI: run .ci/install-python-websockets.sh first (%v)", pythonPath, err)
+		t.Fatalf("%s with websockets not found under CI: run .ci/install-deps.sh first (%v)", pythonPath, err)
 	}
 	script, err := filepath.Abs("testdata/ws_client.py")
 	if err != nil {
