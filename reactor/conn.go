@@ -71,16 +71,17 @@ type Conn struct {
 	// close we owe (the reply to the peer's close, or the one failing the
 	// connection: the read loop has ended), its code and reason; the close
 	// deferred to the handler (DeferCloseReply); our close written.
-	sentCode   int
-	owe        bool
-	oweCode    int
-	oweReason  string
-	deferred   bool
-	closeSent  bool
+	sentCode  int
+	owe       bool
+	oweCode   int
+	oweReason string
+	deferred  bool
+	closeSent bool
 
 	// The writer's scratch (only the flushing goroutine touches them).
 	hdrs []byte
 	iov  [][]byte
+	bufs net.Buffers
 }
 
 type outMsg struct {
@@ -331,8 +332,9 @@ func (c *Conn) writeBatch(batch []outMsg) error {
 	}
 	c.hdrs = hdrs
 	c.writeSince.Store(c.r.clock.Load())
-	bufs := net.Buffers(iov)
-	n, err := bufs.WriteTo(c.Conn) // the sweeper bounds a stuck write
+	c.bufs = iov                     // a field: a local would escape (WriteTo takes its address)
+	n, err := c.bufs.WriteTo(c.Conn) // the sweeper bounds a stuck write
+	c.bufs = nil
 	c.writeSince.Store(0)
 	c.out.Add(uint64(n))
 	clear(iov)

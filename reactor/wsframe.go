@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -247,11 +248,6 @@ func (fr *frameReader) readPayload(key uint32, n int, text bool) error {
 		*fr.mp = (*fr.mp)[:0]
 	}
 	msg := *fr.mp
-	if need := len(msg) + n; need > cap(msg) {
-		grown := make([]byte, len(msg), need)
-		copy(grown, msg)
-		msg = grown
-	}
 	pos := 0
 	for pos < n {
 		start := len(msg)
@@ -260,8 +256,13 @@ func (fr *frameReader) readPayload(key uint32, n int, text bool) error {
 			msg = append(msg, fr.buf[fr.r:fr.r+k]...)
 			fr.r += k
 		} else if n-pos >= len(fr.buf) {
-			// A large rest: read it straight into the message.
-			m, err := fr.src.Read(msg[start : start+n-pos])
+			// A large rest: read it straight into the message. The message
+			// grows as bytes arrive (as append does), never by what a
+			// header merely announces.
+			if cap(msg)-start < len(fr.buf) {
+				msg = slices.Grow(msg, min(n-pos, max(start, 64<<10)))
+			}
+			m, err := fr.src.Read(msg[start:min(cap(msg), start+n-pos)])
 			msg = msg[:start+m]
 			if m == 0 && err != nil {
 				*fr.mp = msg

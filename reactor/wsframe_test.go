@@ -67,7 +67,7 @@ func splitReaders(b []byte) map[string]func() io.Reader {
 
 func TestFrameReader(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789"), 10000) // 100000 bytes: 64-bit length
-	mid := bytes.Repeat([]byte("x"), 300)           // 16-bit length
+	mid := bytes.Repeat([]byte("x"), 300)            // 16-bit length
 	tests := []struct {
 		name string
 		in   []byte
@@ -154,7 +154,7 @@ func TestFrameReaderFailFast(t *testing.T) {
 	cut := 2 + 4 + len("valid \xf4\x90")
 	frag := append(clientFrame(false, 0, opText, []byte("ok"), 1), clientFrame(false, 0, opContinuation, []byte("\xed\xa0"), 2)...)
 	for name, chunks := range map[string][][]byte{
-		"within a frame": {one[:cut]},
+		"within a frame":            {one[:cut]},
 		"second of three fragments": {frag},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -241,7 +241,9 @@ func TestMask(t *testing.T) {
 }
 
 func TestParseClose(t *testing.T) {
-	code := func(c int, reason string) []byte { return append(binary.BigEndian.AppendUint16(nil, uint16(c)), reason...) }
+	code := func(c int, reason string) []byte {
+		return append(binary.BigEndian.AppendUint16(nil, uint16(c)), reason...)
+	}
 	valid := []int{1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999}
 	invalid := []int{0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535}
 	for _, c := range valid {
@@ -293,4 +295,42 @@ func FuzzFrameReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestFrameReaderGrowsWithData: a header announcing a large frame costs
+// no memory until the bytes come (a client cannot make the server
+// allocate the limit per connection by announcing it).
+func TestFrameReaderGrowsWithData(t *testing.T) {
+	in := clientFrame(true, 0, opBinary, make([]byte, 60<<20), 1)[:14+20000]
+	fr := newFrameReader(bytes.NewReader(in), 64<<20)
+	defer fr.release()
+	if _, _, err := fr.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("got %v, want %v", err, io.ErrUnexpectedEOF)
+	}
+	if c := cap(*fr.mp); c > 256<<10 {
+		t.Fatalf("20000 bytes of a 60 MiB frame hold a %d-byte buffer", c)
+	}
+}
+
+// BenchmarkFrameReader: small masked text messages, as an echo load
+// sends them, several per read. No allocation per message.
+func BenchmarkFrameReader(b *testing.B) {
+	var in []byte
+	for i := 0; i < 64; i++ {
+		in = append(in, clientFrame(true, 0, opText, []byte("hello, this is a typical small chat message"), uint32(i))...)
+	}
+	src := bytes.NewReader(in)
+	fr := newFrameReader(src, 1<<20)
+	defer fr.release()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in) / 64))
+	for i := 0; i < b.N; i++ {
+		if _, _, err := fr.next(); err != nil {
+			src.Reset(in)
+			fr.r, fr.w = 0, 0
+			if _, _, err := fr.next(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 }
