@@ -119,7 +119,7 @@ var (
 func (r *Reactor) serveWS(c *Conn, src io.Reader) {
 	fr := newFrameReader(src, r.opts.MaxPackageSize)
 	defer fr.release()
-	c.lastRead.Store(r.clock.Load())
+	c.lastRead.Store(time.Now().UnixNano())
 	r.h.Open(c)
 	code, reason := CloseAbnormal, ""
 	var fail *wsFail
@@ -133,7 +133,7 @@ read:
 			}
 			break
 		}
-		c.lastRead.Store(r.clock.Load())
+		c.lastRead.Store(time.Now().UnixNano())
 		switch op {
 		case opText, opBinary:
 			r.h.Message(c, op, p)
