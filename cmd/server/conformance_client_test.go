@@ -84,10 +84,10 @@ func frames(fs ...cfFrame) []byte {
 	return out
 }
 
-func text(s string) cfFrame          { return cfFrame{fin: true, op: opText, payload: []byte(s)} }
-func binFrame(b []byte) cfFrame      { return cfFrame{fin: true, op: opBinary, payload: b} }
-func ping(s string) cfFrame          { return cfFrame{fin: true, op: opPing, payload: []byte(s)} }
-func closeFrame(p []byte) cfFrame    { return cfFrame{fin: true, op: opClose, payload: p} }
+func text(s string) cfFrame       { return cfFrame{fin: true, op: opText, payload: []byte(s)} }
+func binFrame(b []byte) cfFrame   { return cfFrame{fin: true, op: opBinary, payload: b} }
+func ping(s string) cfFrame       { return cfFrame{fin: true, op: opPing, payload: []byte(s)} }
+func closeFrame(p []byte) cfFrame { return cfFrame{fin: true, op: opClose, payload: p} }
 func closeCode(code int, reason string) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(code)), reason...)
 }

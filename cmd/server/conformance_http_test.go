@@ -67,12 +67,12 @@ func upgradeReq(key, version string) []byte {
 
 func TestConformanceHTTP(t *testing.T) {
 	type httpCase struct {
-		name    string
-		req     []byte
-		status  int
-		closes  bool              // the server must close after the answer
-		header  map[string]string // headers the answer must carry
-		httpOnly bool             // only on the HTTP port
+		name     string
+		req      []byte
+		status   int
+		closes   bool              // the server must close after the answer
+		header   map[string]string // headers the answer must carry
+		httpOnly bool              // only on the HTTP port
 	}
 	cases := []httpCase{
 		{name: "CL_and_TE_chunked", req: smuggled("Transfer-Encoding: chunked\r\n"), status: 400, closes: true},
