@@ -42,16 +42,18 @@ func (s *Server) runWorker() error {
 	role := "worker"
 	if cfg.Task {
 		role = "task"
+	} else if cfg.Process != "" {
+		role = "process"
 	}
 	log := newLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel, role, cfg.Slot)
 	// The master manages workers over ipc; a terminal's Ctrl-C (sent to the
 	// whole process group) or a stray reload signal must not kill them.
-	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
 	master.RaiseNoFile()
 	workerProcs(cfg.Workers)
 	defer startProfile(role, &log)()
 	var files []*os.File
-	if cfg.Mode == worker.ModeBase && !cfg.Task {
+	if cfg.Mode == worker.ModeBase && !cfg.Task && cfg.Process == "" {
 		for i := range cfg.Listeners {
 			files = append(files, os.NewFile(uintptr(5+i), "listener"))
 		}
@@ -74,7 +76,7 @@ func (s *Server) runWorker() error {
 }
 
 func startFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML config file; its keys are these flags' names (flags win)"},
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "mode", Value: "process", Usage: "process or base"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "worker processes"}),
@@ -98,7 +100,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013 (default: ulimit -n)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
-	}
+	}, opsFlags()...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -107,7 +109,7 @@ func (s *Server) cli() *cli.App {
 	sf := startFlags()
 	name := s.Name
 	if name == "" {
-		name = filepath.Base(os.Args[0])
+		name = master.DefaultName() // not argv[0]: the master's is its title
 	}
 	return &cli.App{
 		Name:            name,
@@ -123,6 +125,7 @@ func (s *Server) cli() *cli.App {
 			{Name: "restart", Usage: "stop, then start with these flags", Flags: append(sf, &cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}}),
 				Before: configSource(sf), Action: s.restart},
 			{Name: "status", Usage: "mode, master and workers", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: status},
+			reopenLogsCommand(),
 			{Name: "connections", Usage: "every open connection", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: connections},
 			benchCommand(),
 			{Name: "bench-baseline", Hidden: true, Flags: []cli.Flag{&cli.StringFlag{Name: "http"}, &cli.StringFlag{Name: "ws"}},
@@ -235,6 +238,9 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 	if o.MaxConns <= 0 {
 		o.MaxConns = int(master.RaiseNoFile()) - 64
 	}
+	if err := s.opsOptions(c, &o); err != nil {
+		return o, err
+	}
 	return o, nil
 }
 
@@ -243,11 +249,11 @@ func (s *Server) start(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	keepSysmonAwake()
 	daemonChild := os.Getenv(master.EnvRole) == master.RoleMaster
 	if c.Bool("daemon") && !daemonChild {
-		return daemonize(o.RunDir, c.String("log-file"))
+		return daemonize(o.RunDir, c.String("log-file"), title(o))
 	}
+	keepSysmonAwake(title(o))
 	var out io.Writer = os.Stderr
 	logFile := c.String("log-file")
 	if logFile == "" && daemonChild {
@@ -263,6 +269,7 @@ func (s *Server) start(c *cli.Context) error {
 		}
 		defer f.Close()
 		out = f
+		o.LogFile = logFile
 	}
 	o.Log = newLogger(out, o.LogFormat, o.LogLevel, "master", -1)
 	o.Output = out
@@ -281,7 +288,7 @@ func (s *Server) start(c *cli.Context) error {
 	}
 	defer startProfile("master", &o.Log)()
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
 	defer signal.Stop(sigs)
 	go func() {
 		for {
@@ -294,6 +301,12 @@ func (s *Server) start(c *cli.Context) error {
 					go func() {
 						if _, err := m.Reload(sig == syscall.SIGUSR2); err != nil {
 							o.Log.Error().Err(err).Msg("reload failed")
+						}
+					}()
+				case SigReopenLogs:
+					go func() {
+						if err := m.ReopenLogs(); err != nil {
+							o.Log.Error().Err(err).Msg("reopen logs failed")
 						}
 					}()
 				case syscall.SIGQUIT:
@@ -322,7 +335,7 @@ func readyPipe() func(error) {
 
 // daemonize starts the master detached (own session, output to the log
 // file) and returns once it reports ready, or with the reason it is not.
-func daemonize(runDir, logFile string) error {
+func daemonize(runDir, logFile, title string) error {
 	if logFile == "" {
 		logFile = filepath.Join(runDir, "server.log")
 	}
@@ -349,6 +362,7 @@ func daemonize(runDir, logFile string) error {
 		return err
 	}
 	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Args[0] = title
 	cmd.Env = append(os.Environ(), master.EnvRole+"="+master.RoleMaster)
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.Stdout, cmd.Stderr = lf, lf

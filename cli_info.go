@@ -34,9 +34,12 @@ func status(c *cli.Context) error {
 	for _, l := range st.Listeners {
 		fmt.Printf("listener %-6s %s (%s)\n", l.Name, l.Addr, l.Protocol)
 	}
+	if st.MetricsAddr != "" {
+		fmt.Printf("metrics  http://%s/metrics\n", st.MetricsAddr)
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKIND\tPID\tSTATE\tCONNS\tREQUESTS\tRSS\tRESTARTS\tUPTIME\tBUS QUEUED/DROPPED\tNOTE")
-	for _, w := range append(st.Workers, st.TaskWorkers...) {
+	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {
 		note := ""
 		if w.Backoff != "" {
 			note = "crash loop, next try in " + w.Backoff + ": " + w.LastExit
@@ -46,7 +49,11 @@ func status(c *cli.Context) error {
 			reqs = fmt.Sprintf("%d tasks, %d queued", w.TasksDone, w.TasksQueued)
 		}
 		bus := fmt.Sprintf("%dB/%d", w.BusQueued+w.BusPending, w.BusDropped+w.BusDroppedOut)
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", w.ID, w.Kind, w.Pid, w.State, w.Connections, reqs,
+		kind := w.Kind
+		if w.Name != "" {
+			kind += " " + w.Name
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", w.ID, kind, w.Pid, w.State, w.Connections, reqs,
 			mib(w.RSS), w.Restarts, (time.Duration(w.UptimeSec) * time.Second).String(), bus, note)
 	}
 	return tw.Flush()
@@ -92,7 +99,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "tuned-baseline", Usage: "give the baseline process the sysmon setting the server runs with (see docs/BENCHMARKS.md)"},
 		},
 		Action: func(c *cli.Context) error {
-			keepSysmonAwake() // the load generator and the servers it starts
+			keepSysmonAwake("") // the load generator and the servers it starts
 			baselineEnv := plainEnv()
 			if c.Bool("tuned-baseline") {
 				baselineEnv = os.Environ()

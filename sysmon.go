@@ -32,21 +32,33 @@ const sysmonSetting = "schedtrace=2147483647"
 // docs/BENCHMARKS.md this is worth 20-40% more requests per CPU-second in
 // every mode. The cost: an idle process wakes 100 times a second.
 //
+// The same re-execution gives the master its process title (argv[0], what
+// ps and /proc/PID/cmdline show) when title is not empty: exec is the one
+// way to set a Go process's whole command line without cgo, and the master
+// pays it once at start. It keeps the pid, the open descriptors (sockets
+// systemd passed) and the arguments.
+//
 // It returns only when it did not re-execute.
-func keepSysmonAwake() {
-	if os.Getenv(EnvSysmon) == "default" {
-		return
+func keepSysmonAwake(title string) {
+	env, changed := os.Environ(), false
+	if os.Getenv(EnvSysmon) != "default" {
+		if env, changed = withSysmonSetting(env); changed {
+			env = append(env, EnvSysmon+"=added")
+		}
 	}
-	env, changed := withSysmonSetting(os.Environ())
+	args := os.Args
+	if title != "" && (len(args) == 0 || args[0] != title) {
+		args = append([]string{title}, os.Args[1:]...)
+		changed = true
+	}
 	if !changed {
 		return
 	}
-	env = append(env, EnvSysmon+"=added")
 	exe, err := os.Executable()
 	if err != nil {
 		return
 	}
-	_ = syscall.Exec(exe, os.Args, env) // returns only on failure: run as we are
+	_ = syscall.Exec(exe, args, env) // returns only on failure: run as we are
 }
 
 // withSysmonSetting returns env with sysmonSetting added to GODEBUG, and

@@ -65,6 +65,10 @@ const (
 	// Task workers.
 	TypeTask       Type = 40 // worker -> master -> task worker; arg = origin slot
 	TypeTaskResult Type = 41 // task worker -> master -> origin; code = Outcome
+
+	// Operations.
+	TypeMetrics    Type = 60 // m->w query (seq); w->m reply (seq), payload = Prometheus metric families, protobuf, length-delimited
+	TypeReopenLogs Type = 61 // m->w (seq): reopen the log file; w->m reply (seq), code = Outcome, payload = error text
 )
 
 // ClosedReply, in a Closed frame's flags, says that the peer closed and

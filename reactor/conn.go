@@ -243,6 +243,7 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 		c.full = true
 		c.mu.Unlock()
 		if fire {
+			c.r.m.BufferFull.Add(1)
 			c.r.h.BufferFull(c)
 		}
 		return ipc.BufferFull
@@ -285,17 +286,27 @@ func (c *Conn) flush() {
 		c.mu.Unlock()
 
 		err := c.writeBatch(batch)
-		n, wroteClose := 0, false
+		n, msgs, sent, wroteClose := 0, 0, 0, false
 		for i := range batch {
 			m := &batch[i]
 			n += len(m.data)
-			if m.op == opClose {
+			switch m.op {
+			case opClose:
 				wroteClose = true
+			case opText, opBinary:
+				msgs++
+				sent += len(m.data)
 			}
 			if m.bp != nil && cap(*m.bp) <= 64<<10 {
 				bufPool.Put(m.bp)
 			}
 			m.data, m.bp = nil, nil
+		}
+		c.r.m.WSMessagesOut.Add(uint64(msgs))
+		c.r.m.WSBytesOut.Add(uint64(sent))
+		if err == nil {
+			c.r.m.WSMessagesOut.Add(uint64(msgs))
+			c.r.m.WSBytesOut.Add(uint64(sent))
 		}
 		c.mu.Lock()
 		c.queued -= n

@@ -136,6 +136,8 @@ read:
 		c.lastRead.Store(time.Now().UnixNano())
 		switch op {
 		case opText, opBinary:
+			r.m.WSMessagesIn.Add(1)
+			r.m.WSBytesIn.Add(uint64(len(p)))
 			r.h.Message(c, op, p)
 		case opPing:
 			c.pong(p)

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -47,6 +48,14 @@ type Config struct {
 	CallTimeout    time.Duration `json:"call_timeout"`
 	LogFormat      string        `json:"log_format"`
 	LogLevel       string        `json:"log_level"`
+	// LogFile is the file behind the worker's stderr (empty: not a file);
+	// reopened on the master's ReopenLogs frame.
+	LogFile string `json:"log_file,omitempty"`
+	// Process names a user process (Server.Processes); empty for workers
+	// and task workers. A user process holds no listener.
+	Process string `json:"process,omitempty"`
+	// Title is the process title (argv[0]), as ps shows it.
+	Title string `json:"title,omitempty"`
 }
 
 // Encode returns the environment entry for c.
@@ -86,6 +95,9 @@ type App interface {
 	BufferDrain(c *Conn)
 	PipeMessage(w *Worker, from int, data []byte)
 	Task(w *Worker, from int, data []byte) ([]byte, error)
+	// RunProcess runs a user process's function (Config.Process) until ctx
+	// ends; its return while ctx is live means the process must restart.
+	RunProcess(ctx context.Context, w *Worker) error
 }
 
 // Close codes used by the worker.
