@@ -129,8 +129,8 @@ func (p *originPolicy) allowed(origin, host string, ownPort func(string) bool) b
 	return false
 }
 
-// checkOrigin is the upgrader's CheckOrigin: a refused upgrade is
-// answered 403 by the upgrader, and logged here once.
+// checkOrigin checks a valid upgrade request's Origin (see accept, which
+// answers a refusal with 403); a refusal is logged here, once.
 func (r *Reactor) checkOrigin(ctx *fasthttp.RequestCtx) bool {
 	origin := ctx.Request.Header.Peek("Origin")
 	if len(origin) == 0 {
