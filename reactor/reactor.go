@@ -40,6 +40,7 @@ type Listener struct {
 	Index    int
 	Protocol Protocol
 	Upgrade  bool // an HTTP listener that also accepts WebSocket upgrades
+	TLS      *TLS // nil: plain TCP; else TLS is terminated here (see tls.go)
 }
 
 // Handler receives what the reactor has read. Threading: HTTP runs in the
@@ -69,7 +70,13 @@ type Options struct {
 	ReadTimeout    time.Duration // whole request read (slowloris), the first from accept; default 15s
 	IdleTimeout    time.Duration // keep-alive idle; default 60s
 	WriteTimeout   time.Duration // one write; default 15s
-	Log            zerolog.Logger
+	// AllowedOrigins widens the WebSocket Origin check (see origin.go):
+	// "*", exact origins, or "https://*.example.com" patterns.
+	AllowedOrigins []string
+	// PerIP, when set, bounds connections per client address (see
+	// limit.go): beyond it, HTTP 503 and WebSocket close 1013.
+	PerIP IPLimiter
+	Log   zerolog.Logger
 	// Metrics receives the reactor's counters (connections, HTTP answers
 	// and their latency, WebSocket traffic, full send buffers); nil: a
 	// private set nobody reads.
@@ -120,7 +127,9 @@ type Reactor struct {
 	wg        sync.WaitGroup
 	flushers  *Pool[*Conn] // goroutines writing queued WebSocket output
 
-	rooms rooms
+	rooms   rooms
+	origins originPolicy
+	ports   sync.Map // string port -> true: the ports this reactor serves
 }
 
 // New returns a reactor handing what it reads to h.
@@ -136,6 +145,7 @@ func New(opts Options, h Handler) *Reactor {
 		rooms: rooms{m: make(map[string]map[*Conn]struct{})},
 	}
 	r.flushers = NewPool((*Conn).flush)
+	r.origins = newOriginPolicy(opts.AllowedOrigins)
 	if opts.HeartbeatIdle > 0 {
 		r.wg.Add(1)
 		go r.heartbeat()
@@ -236,6 +246,19 @@ func (ln *listener) Accept() (net.Conn, error) {
 	if r.opts.MaxConns > 0 && n > int64(r.opts.MaxConns) {
 		c.over = true
 	}
+	if lim := r.opts.PerIP; lim != nil && !c.over {
+		c.ip = remoteIP(nc)
+		if lim.Acquire(c.ip) {
+			c.ipHeld = true
+		} else {
+			c.over, c.overIP = true, true
+		}
+	}
+	if ln.l.TLS != nil {
+		// The handshake runs on the connection's first read, in its own
+		// goroutine; a client that stalls it is cut by the read timeout.
+		c.Conn = wrapTLS(nc, ln.l.TLS)
+	}
 	r.mu.Lock()
 	r.conns[c.id] = c
 	r.mu.Unlock()
@@ -247,6 +270,9 @@ func (r *Reactor) forget(c *Conn) {
 	delete(r.conns, c.id)
 	r.mu.Unlock()
 	r.nconns.Add(-1)
+	if c.ipHeld {
+		r.opts.PerIP.Release(c.ip)
+	}
 	r.m.ConnsOpen.Add(-1)
 	r.leaveAll(c)
 }
@@ -285,6 +311,9 @@ func (r *Reactor) Serve(ln net.Listener, l *Listener) error {
 	}
 	r.listeners = append(r.listeners, ln)
 	r.servers = append(r.servers, s)
+	if _, port, err := net.SplitHostPort(ln.Addr().String()); err == nil {
+		r.ports.Store(port, true)
+	}
 	r.mu.Unlock()
 	err := s.Serve(&listener{Listener: ln, r: r, l: l})
 	if r.draining.Load() || r.closed.Load() || errors.Is(err, net.ErrClosed) {
@@ -328,6 +357,10 @@ func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
 // errorHandler answers what fasthttp could not parse, once, with the
 // protocol-correct status, and logs it once.
 func (r *Reactor) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	if plainOnTLS(err) {
+		r.log.Warn().Str("remote", ctx.RemoteAddr().String()).Msg("bad request: plain HTTP on a TLS port")
+		return
+	}
 	status, msg := fasthttp.StatusBadRequest, "Bad Request"
 	var te interface{ Timeout() bool }
 	var small *fasthttp.ErrSmallBuffer
@@ -415,7 +448,11 @@ func (r *Reactor) serve(l *Listener, ctx *fasthttp.RequestCtx) (upgraded bool) {
 // refuse answers a connection accepted beyond MaxConns: HTTP 503, or a
 // completed upgrade followed by close 1013 (try again later).
 func (r *Reactor) refuse(ctx *fasthttp.RequestCtx, c *Conn, upgrade bool) {
-	r.log.Warn().Int("max_conn", r.opts.MaxConns).Str("remote", ctx.RemoteAddr().String()).Msg("connection refused: too many connections")
+	if c.overIP {
+		r.log.Warn().Int("max_conn_per_ip", r.opts.PerIP.Max()).Str("remote", ctx.RemoteAddr().String()).Msg("connection refused: too many connections from this address")
+	} else {
+		r.log.Warn().Int("max_conn", r.opts.MaxConns).Str("remote", ctx.RemoteAddr().String()).Msg("connection refused: too many connections")
+	}
 	if !upgrade {
 		ctx.Error("Service Unavailable: too many connections", fasthttp.StatusServiceUnavailable)
 		ctx.SetConnectionClose()
