@@ -67,7 +67,7 @@ func (s *Server) runWorker() error {
 		return fmt.Errorf("worker: ipc pipe to the master (fd 4): %w", err)
 	}
 	err = worker.Run(context.Background(), worker.Options{
-		Config: cfg, IPCIn: in, IPCOut: out, Listeners: files, App: &app{s: s}, Log: log,
+		Config: cfg, IPCIn: in, IPCOut: out, Listeners: files, App: &app{s: s}, Log: log, TLSConfigs: s.tlsConfigs(),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("worker failed")
@@ -95,12 +95,12 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-package-size", Value: "10MiB", Usage: "largest request body / WebSocket message"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-send-buffer", Value: "1MiB", Usage: "queued output per connection"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-idle", Usage: "close WebSockets silent this long (0: off)"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "read-timeout", Value: 15 * time.Second, Usage: "time to read one HTTP request, headers and body (slowloris); 408 after"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "read-timeout", Value: 15 * time.Second, Usage: "time to read one HTTP request, headers and body (slowloris; the first request's clock starts at accept); 408 after"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "idle-timeout", Value: 60 * time.Second, Usage: "keep-alive connections idle this long are closed"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013 (default: ulimit -n)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
-	}, append(boundsFlags(), opsFlags()...)...)
+	}, append(append(boundsFlags(), opsFlags()...), securityFlags()...)...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -121,7 +121,8 @@ func (s *Server) cli() *cli.App {
 			{Name: "stop", Usage: "stop the server (-g: gracefully)", Flags: []cli.Flag{runDirFlag,
 				&cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}, Usage: "finish in-flight work, close WebSockets with 1001"}}, Action: stop},
 			{Name: "reload", Usage: "rolling restart of the workers, one at a time", Flags: []cli.Flag{runDirFlag,
-				&cli.BoolFlag{Name: "tasks-only", Usage: "reload only the task workers (Swoole's SIGUSR2)"}}, Action: reload},
+				&cli.BoolFlag{Name: "tasks-only", Usage: "reload only the task workers (Swoole's SIGUSR2)"},
+				&cli.BoolFlag{Name: "tls-only", Usage: "only re-read the TLS certificates: no worker is replaced, no connection touched"}}, Action: reload},
 			{Name: "restart", Usage: "stop, then start with these flags", Flags: append(sf, &cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}}),
 				Before: configSource(sf), Action: s.restart},
 			{Name: "status", Usage: "mode, master and workers", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: status},
@@ -242,6 +243,9 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 	if err := s.opsOptions(c, &o); err != nil {
 		return o, err
 	}
+	if err := s.securityOptions(c, &o); err != nil {
+		return o, err
+	}
 	return o, nil
 }
 
@@ -283,7 +287,7 @@ func (s *Server) start(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	o.Args = os.Args[1:]
+	o.Args = redactArgs(os.Args[1:])
 	if daemonChild {
 		o.Ready = readyPipe()
 		signal.Ignore(syscall.SIGHUP)
@@ -451,7 +455,7 @@ func waitGone(dir string, pid int, limit time.Duration) error {
 }
 
 func reload(c *cli.Context) error {
-	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "reload", TasksOnly: c.Bool("tasks-only")}, 30*time.Minute)
+	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "reload", TasksOnly: c.Bool("tasks-only"), TLSOnly: c.Bool("tls-only")}, 30*time.Minute)
 	if resp != nil {
 		printReload(resp.Reload)
 	}

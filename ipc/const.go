@@ -45,7 +45,7 @@ const (
 	TypeResponse Type = 11 // w->m: HTTP response; seq = request seq; arg = header length; payload = header + body
 	TypeOpen     Type = 12 // m->w: WebSocket opened; code = listener; payload = handshake (see EncodeHandshake)
 	TypeMessage  Type = 13 // m->w: WebSocket message; flags = opcode
-	TypeClosed   Type = 14 // m->w: WebSocket closed; code = close code
+	TypeClosed   Type = 14 // m->w: WebSocket closed; code = close code; flags = ClosedReply or 0
 	TypeResume   Type = 15 // m->w: WebSocket now served by this worker; payload = handshake
 	TypeBuffer   Type = 16 // m->w: a WebSocket's send buffer filled (code 1) or drained (code 0)
 
@@ -74,12 +74,22 @@ const (
 	// Operations.
 	TypeMetrics    Type = 60 // m->w query (seq); w->m reply (seq), payload = Prometheus metric families, protobuf, length-delimited
 	TypeReopenLogs Type = 61 // m->w (seq): reopen the log file; w->m reply (seq), code = Outcome, payload = error text
+
+	// Security (70-74).
+	TypeSecrets Type = 70 // m->w: payload = JSON Secrets; sent right after Welcome and again whenever they change (reload, ticket key rotation)
 )
 
 // BroadcastSkippedSize is the payload of a Broadcast's Result: the number
 // of members skipped (send buffer full, or closing) as u32 little endian;
 // the Result's arg carries the members reached.
 const BroadcastSkippedSize = 4
+
+// ClosedReply, in a Closed frame's flags, says that the peer closed and
+// its close still waits for our reply: the worker answers with a Close
+// frame (seq 0, code = the close code to reply with) once OnClose has run,
+// so the reply follows whatever its callbacks sent for the messages that
+// came before the peer's close.
+const ClosedReply uint8 = 1
 
 // Outcome is the result of a bus operation, carried in a Result frame's code.
 type Outcome uint16

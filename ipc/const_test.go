@@ -16,6 +16,7 @@ func TestConstants(t *testing.T) {
 	}{
 		{name: "Version", got: uint64(Version), want: 3},
 		{name: "BroadcastSkippedSize", got: BroadcastSkippedSize, want: 4},
+		{name: "ClosedReply", got: uint64(ClosedReply), want: 1},
 		{name: "HeaderSize", got: HeaderSize, want: 24},
 		{name: "MaxPayload", got: MaxPayload, want: 64 << 20},
 	}
@@ -67,6 +68,7 @@ var allTypes = []struct {
 	{name: "TypePong", typ: TypePong, want: 52},
 	{name: "TypeMetrics", typ: TypeMetrics, want: 60},
 	{name: "TypeReopenLogs", typ: TypeReopenLogs, want: 61},
+	{name: "TypeSecrets", typ: TypeSecrets, want: 70},
 }
 
 func TestTypeValues(t *testing.T) {

@@ -371,16 +371,23 @@ func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
 
 // Close tells the worker serving c, after everything c sent before it:
 // a worker that died with messages of c unhandled has them redelivered to
-// its replacement first, which this waits for.
+// its replacement first, which this waits for. When the peer's close
+// waits for our reply, the worker sends it (a Close frame after OnClose):
+// it then follows whatever the worker sent for the messages before the
+// peer's close, which may still be in its queue.
 func (b *procBackend) Close(c *reactor.Conn, code int, reason string) {
 	f := b.flowOf(c)
 	defer func() {
 		b.flows.Delete(c.ID())
 		f.free()
 	}()
+	deferred := c.DeferCloseReply()
 	for {
 		p := b.servingWait(int(c.Slot.Load()))
 		if p == nil {
+			if deferred {
+				c.CloseWith(reactor.EchoCode(code), "") // no worker will answer
+			}
 			return
 		}
 		if !p.enter() {
@@ -389,11 +396,21 @@ func (b *procBackend) Close(c *reactor.Conn, code int, reason string) {
 		f.take()
 		err := b.takeover(c, f, p)
 		if err == nil {
-			err = p.out.SendWait(&ipc.Header{Type: ipc.TypeClosed, Conn: c.ID(), Code: uint16(code)}, []byte(reason), nil)
+			h := ipc.Header{Type: ipc.TypeClosed, Conn: c.ID(), Code: uint16(code)}
+			if deferred {
+				h.Flags = ipc.ClosedReply
+			}
+			err = p.out.SendWait(&h, []byte(reason), nil)
 		}
 		f.release()
 		p.leave()
-		if err == nil || b.stopped.Load() {
+		if err == nil {
+			return
+		}
+		if b.stopped.Load() {
+			if deferred {
+				c.CloseWith(reactor.EchoCode(code), "")
+			}
 			return
 		}
 		b.detach(p)

@@ -3,6 +3,7 @@ package reactor
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,7 @@ type Listener struct {
 	Index    int
 	Protocol Protocol
 	Upgrade  bool // an HTTP listener that also accepts WebSocket upgrades
+	TLS      *TLS // nil: plain TCP; else TLS is terminated here (see tls.go)
 }
 
 // Handler receives what the reactor has read. Threading: HTTP runs in the
@@ -65,10 +67,16 @@ type Options struct {
 	MaxHeaderSize  int           // HTTP request header block; default 16 KiB (431 beyond)
 	MaxConns       int           // beyond it: HTTP 503, WebSocket close 1013; 0 = unlimited
 	HeartbeatIdle  time.Duration // close WebSockets silent this long; 0 = off
-	ReadTimeout    time.Duration // whole request read (slowloris); default 15s
+	ReadTimeout    time.Duration // whole request read (slowloris), the first from accept; default 15s
 	IdleTimeout    time.Duration // keep-alive idle; default 60s
 	WriteTimeout   time.Duration // one write; default 15s
-	Log            zerolog.Logger
+	// AllowedOrigins widens the WebSocket Origin check (see origin.go):
+	// "*", exact origins, or "https://*.example.com" patterns.
+	AllowedOrigins []string
+	// PerIP, when set, bounds connections per client address (see
+	// limit.go): beyond it, HTTP 503 and WebSocket close 1013.
+	PerIP IPLimiter
+	Log   zerolog.Logger
 	// Metrics receives the reactor's counters (connections, HTTP answers
 	// and their latency, WebSocket traffic, full send buffers); nil: a
 	// private set nobody reads.
@@ -101,12 +109,11 @@ func (o *Options) defaults() {
 
 // Reactor holds connections for one process.
 type Reactor struct {
-	opts     Options
-	h        Handler
-	log      zerolog.Logger
-	m        *metrics.Proc
-	seq      atomic.Uint32
-	upgrader websocket.FastHTTPUpgrader
+	opts Options
+	h    Handler
+	log  zerolog.Logger
+	m    *metrics.Proc
+	seq  atomic.Uint32
 
 	mu        sync.RWMutex
 	conns     map[uint64]*Conn
@@ -120,7 +127,9 @@ type Reactor struct {
 	wg        sync.WaitGroup
 	flushers  *Pool[*Conn] // goroutines writing queued WebSocket output
 
-	rooms rooms
+	rooms   rooms
+	origins originPolicy
+	ports   sync.Map // string port -> true: the ports this reactor serves
 }
 
 // New returns a reactor handing what it reads to h.
@@ -136,15 +145,7 @@ func New(opts Options, h Handler) *Reactor {
 		rooms: rooms{m: make(map[string]map[*Conn]struct{})},
 	}
 	r.flushers = NewPool((*Conn).flush)
-	r.upgrader = websocket.FastHTTPUpgrader{
-		ReadBufferSize:  1024,
-		WriteBufferSize: 1024,
-		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     func(*fasthttp.RequestCtx) bool { return true },
-		Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
-			ctx.Error(reason.Error(), status)
-		},
-	}
+	r.origins = newOriginPolicy(opts.AllowedOrigins)
 	if opts.HeartbeatIdle > 0 {
 		r.wg.Add(1)
 		go r.heartbeat()
@@ -245,6 +246,19 @@ func (ln *listener) Accept() (net.Conn, error) {
 	if r.opts.MaxConns > 0 && n > int64(r.opts.MaxConns) {
 		c.over = true
 	}
+	if lim := r.opts.PerIP; lim != nil && !c.over {
+		c.ip = remoteIP(nc)
+		if lim.Acquire(c.ip) {
+			c.ipHeld = true
+		} else {
+			c.over, c.overIP = true, true
+		}
+	}
+	if ln.l.TLS != nil {
+		// The handshake runs on the connection's first read, in its own
+		// goroutine; a client that stalls it is cut by the read timeout.
+		c.Conn = wrapTLS(nc, ln.l.TLS)
+	}
 	r.mu.Lock()
 	r.conns[c.id] = c
 	r.mu.Unlock()
@@ -256,6 +270,9 @@ func (r *Reactor) forget(c *Conn) {
 	delete(r.conns, c.id)
 	r.mu.Unlock()
 	r.nconns.Add(-1)
+	if c.ipHeld {
+		r.opts.PerIP.Release(c.ip)
+	}
 	r.m.ConnsOpen.Add(-1)
 	r.leaveAll(c)
 }
@@ -294,6 +311,9 @@ func (r *Reactor) Serve(ln net.Listener, l *Listener) error {
 	}
 	r.listeners = append(r.listeners, ln)
 	r.servers = append(r.servers, s)
+	if _, port, err := net.SplitHostPort(ln.Addr().String()); err == nil {
+		r.ports.Store(port, true)
+	}
 	r.mu.Unlock()
 	err := s.Serve(&listener{Listener: ln, r: r, l: l})
 	if r.draining.Load() || r.closed.Load() || errors.Is(err, net.ErrClosed) {
@@ -315,11 +335,17 @@ func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
 		if c.idleSince.Load() != idleShut {
 			c.idleSince.Store(0)
 		}
+		if st == fasthttp.StateNew {
+			c.hdr.reset(hdrScanning)
+		} else {
+			c.hdr.active()
+		}
 	case fasthttp.StateIdle:
 		c.activeSince.Store(0)
 		if c.idleSince.Load() != idleShut {
 			c.idleSince.Store(now)
 		}
+		c.hdr.reset(hdrWaitPeek)
 	case fasthttp.StateHijacked, fasthttp.StateClosed:
 		c.activeSince.Store(0)
 		if c.idleSince.Load() != idleShut {
@@ -331,6 +357,10 @@ func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
 // errorHandler answers what fasthttp could not parse, once, with the
 // protocol-correct status, and logs it once.
 func (r *Reactor) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	if plainOnTLS(err) {
+		r.log.Warn().Str("remote", ctx.RemoteAddr().String()).Msg("bad request: plain HTTP on a TLS port")
+		return
+	}
 	status, msg := fasthttp.StatusBadRequest, "Bad Request"
 	var te interface{ Timeout() bool }
 	var small *fasthttp.ErrSmallBuffer
@@ -345,7 +375,22 @@ func (r *Reactor) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	r.log.Warn().Int("status", status).Str("remote", ctx.RemoteAddr().String()).Err(err).Msg("bad request")
 	ctx.Error(msg, status)
 	ctx.SetConnectionClose()
+	// The client may still be sending (the rest of a body too large, say):
+	// close lingering, so that it reads this answer instead of a reset.
+	if c, ok := ctx.Conn().(*Conn); ok {
+		c.lingerOnClose.Store(true)
+	}
 	r.m.HTTPDone(status, time.Since(ctx.Time()))
+}
+
+// refuseRequest answers a request that fails checkRequest, and closes.
+func (r *Reactor) refuseRequest(ctx *fasthttp.RequestCtx, c *Conn, status int, msg string) {
+	r.log.Warn().Int("status", status).Str("remote", ctx.RemoteAddr().String()).Str("reason", msg).Msg("bad request")
+	ctx.Error(msg, status)
+	ctx.SetConnectionClose()
+	if c != nil {
+		c.lingerOnClose.Store(true)
+	}
 }
 
 func (r *Reactor) handler(l *Listener) fasthttp.RequestHandler {
@@ -362,6 +407,10 @@ func (r *Reactor) handler(l *Listener) fasthttp.RequestHandler {
 // connection, not a request).
 func (r *Reactor) serve(l *Listener, ctx *fasthttp.RequestCtx) (upgraded bool) {
 	c, _ := ctx.Conn().(*Conn)
+	if status, msg := checkRequest(ctx); status != 0 {
+		r.refuseRequest(ctx, c, status, msg)
+		return false
+	}
 	upgrade := websocket.FastHTTPIsWebSocketUpgrade(ctx)
 	if c != nil && c.over {
 		r.refuse(ctx, c, upgrade)
@@ -369,6 +418,9 @@ func (r *Reactor) serve(l *Listener, ctx *fasthttp.RequestCtx) (upgraded bool) {
 	}
 	switch {
 	case upgrade && (l.Protocol == WebSocket || l.Upgrade):
+		if c != nil {
+			c.hdr.reset(hdrOff) // before the hijack: then another goroutine reads
+		}
 		r.upgrade(ctx, c, l)
 		return ctx.Hijacked()
 	case upgrade:
@@ -396,17 +448,30 @@ func (r *Reactor) serve(l *Listener, ctx *fasthttp.RequestCtx) (upgraded bool) {
 // refuse answers a connection accepted beyond MaxConns: HTTP 503, or a
 // completed upgrade followed by close 1013 (try again later).
 func (r *Reactor) refuse(ctx *fasthttp.RequestCtx, c *Conn, upgrade bool) {
-	r.log.Warn().Int("max_conn", r.opts.MaxConns).Str("remote", ctx.RemoteAddr().String()).Msg("connection refused: too many connections")
+	if c.overIP {
+		r.log.Warn().Int("max_conn_per_ip", r.opts.PerIP.Max()).Str("remote", ctx.RemoteAddr().String()).Msg("connection refused: too many connections from this address")
+	} else {
+		r.log.Warn().Int("max_conn", r.opts.MaxConns).Str("remote", ctx.RemoteAddr().String()).Msg("connection refused: too many connections")
+	}
 	if !upgrade {
 		ctx.Error("Service Unavailable: too many connections", fasthttp.StatusServiceUnavailable)
 		ctx.SetConnectionClose()
 		return
 	}
-	_ = r.upgrader.Upgrade(ctx, func(ws *websocket.Conn) {
-		_ = ws.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "too many connections"),
-			time.Now().Add(time.Second))
-		c.Close()
+	if c == nil {
+		ctx.Error("Service Unavailable: too many connections", fasthttp.StatusServiceUnavailable)
+		ctx.SetConnectionClose()
+		return
+	}
+	c.hdr.reset(hdrOff)
+	r.accept(ctx, func(src io.Reader) {
+		_ = c.Conn.SetDeadline(time.Time{})
+		c.closeDone = make(chan struct{})
+		r.mu.Lock()
+		c.ws.Store(true)
+		r.mu.Unlock()
+		c.CloseWith(CloseTryAgainLater, "too many connections")
+		r.finish(c, src, r.opts.WriteTimeout)
 	})
 }
 
@@ -475,8 +540,8 @@ func (r *Reactor) Drain() {
 	}
 	r.StopAccepting()
 	r.Each(func(c *Conn) {
-		if c.ws != nil {
-			c.CloseWith(websocket.CloseGoingAway, "server going away")
+		if c.ws.Load() {
+			c.CloseWith(CloseGoingAway, "server going away")
 		}
 	})
 }
@@ -504,11 +569,11 @@ func (r *Reactor) Close() {
 		return
 	}
 	close(r.done)
-	r.StopAccepting()
+	r.StopAccepting() // also orders spawnLinger's check of closed before the Wait below
 	var all []*Conn
 	r.Each(func(c *Conn) { all = append(all, c) })
 	for _, c := range all {
-		c.Close()
+		c.closeNow()
 	}
 	r.flushers.Stop()
 	r.wg.Wait()
@@ -530,12 +595,12 @@ func (r *Reactor) heartbeat() {
 			limit := now.Add(-r.opts.HeartbeatIdle).UnixNano()
 			var dead []*Conn
 			r.Each(func(c *Conn) {
-				if c.ws != nil && c.lastRead.Load() < limit {
+				if c.ws.Load() && c.lastRead.Load() < limit {
 					dead = append(dead, c)
 				}
 			})
 			for _, c := range dead {
-				if c.CloseWith(websocket.CloseNormalClosure, "heartbeat timeout") == ipc.OK {
+				if c.CloseWith(CloseNormal, "heartbeat timeout") == ipc.OK {
 					r.log.Info().Str("conn", FormatID(c.id)).Dur("idle", r.opts.HeartbeatIdle).Msg("heartbeat timeout")
 				}
 			}

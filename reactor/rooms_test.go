@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fasthttp/websocket"
 	"github.com/valyala/fasthttp"
 
 	"github.com/forkd/forkd/ipc"
@@ -39,7 +38,8 @@ func (h *roomRecorder) RoomChanged(room string, n int) {
 func fakeWS(r *Reactor, seq uint32) *Conn {
 	a, b := net.Pipe()
 	b.Close()
-	c := &Conn{Conn: a, id: MakeID(r.opts.Owner, r.opts.Epoch, seq), r: r, ws: &websocket.Conn{}}
+	c := &Conn{Conn: a, id: MakeID(r.opts.Owner, r.opts.Epoch, seq), r: r}
+	c.ws.Store(true)
 	r.nconns.Add(1)
 	r.mu.Lock()
 	r.conns[c.id] = c
