@@ -100,7 +100,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013 (default: ulimit -n)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
-	}, append(append(boundsFlags(), opsFlags()...), securityFlags()...)...)
+	}, append(append(append(boundsFlags(), opsFlags()...), securityFlags()...), usersFlags()...)...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -192,6 +192,9 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 		LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Reloadable: !s.NoReload,
 	}
 	boundsOptions(c, &o)
+	if err := usersOptions(c, &o); err != nil {
+		return o, err
+	}
 	var err error
 	if o.MaxPackageSize, err = parseSize(c.String("max-package-size")); err != nil {
 		return o, fmt.Errorf("--max-package-size: %w", err)

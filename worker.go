@@ -74,6 +74,9 @@ func (w *Worker) Exists(id ConnID) bool {
 // is a member everywhere: a Broadcast sent afterwards, from any process,
 // reaches it.
 func (w *Worker) Join(id ConnID, room string) error {
+	if err := checkRoom(room); err != nil {
+		return err
+	}
 	return outcomeErr(w.w.Join(uint64(id), room))
 }
 
@@ -99,12 +102,15 @@ func (w *Worker) Broadcast(room string, t MessageType, data []byte, except ConnI
 type BroadcastResult struct {
 	Reached int `json:"reached"`
 	Skipped int `json:"skipped"`
+	// Seq numbers the message in its room (monotonic per room; 0 for a
+	// push to a uid) and Epoch is the room's history epoch (users.go).
+	Seq   uint64 `json:"seq,omitempty"`
+	Epoch uint32 `json:"epoch,omitempty"`
 }
 
 // BroadcastReport is Broadcast, reporting members reached and skipped.
 func (w *Worker) BroadcastReport(room string, t MessageType, data []byte, except ConnID) (BroadcastResult, error) {
-	reached, skipped, out := w.w.Broadcast(room, int(t), data, uint64(except))
-	return BroadcastResult{Reached: reached, Skipped: skipped}, outcomeErr(out)
+	return w.publish(room, t, data, except, nil, false)
 }
 
 // RoomCount returns how many connections are in room, across all workers.

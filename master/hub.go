@@ -16,6 +16,9 @@ import (
 type roomCounts struct {
 	mu sync.Mutex
 	by map[string]map[*proc]int32
+	// pending: replays on their way to a process (users.go): it holds
+	// the room until it has reported its own count.
+	pending map[string]map[*proc]int
 }
 
 func (rc *roomCounts) set(room string, p *proc, n int32) {
@@ -69,6 +72,11 @@ func (rc *roomCounts) holders(room string) ([]*proc, int) {
 		ps = append(ps, p)
 		total += int(n)
 	}
+	for p := range rc.pending[room] {
+		if _, ok := rc.by[room][p]; !ok {
+			ps = append(ps, p)
+		}
+	}
 	return ps, total
 }
 
@@ -108,6 +116,10 @@ func (m *Master) streamGone(p *proc) {
 			[]byte(fmt.Sprintf("task worker %d exited mid-task", p.slot.id)), nil)
 	}
 	for _, r := range routes {
+		if r.on != nil {
+			r.on(ipc.Frame{}, true)
+			continue
+		}
 		if r.sum != nil {
 			r.sum.add(0, 0) // its members were neither reached nor refused: gone
 			continue
@@ -198,12 +210,16 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		}
 	case ipc.TypeResult:
 		// BASE: an owner's answer to an operation routed from another worker.
-		if r, ok := routed(p, p.routes, f.Seq); ok && r.sum != nil {
+		if r, ok := routed(p, p.routes, f.Seq); ok && r.on != nil {
+			r.on(f, false)
+		} else if ok && r.sum != nil {
 			r.sum.add(f.Arg, uint32(worker.SkippedOf(f.Payload)))
 		} else if ok {
 			r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: f.Code}, f.Payload, nil)
 		}
-	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast, ipc.TypeCount:
+	case ipc.TypeBroadcast, ipc.TypeUID, ipc.TypeSession, ipc.TypeMembers, ipc.TypeRecover, ipc.TypeHistory:
+		m.usersFrame(p, f)
+	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeCount:
 		if m.reactor != nil {
 			m.busProcess(p, f)
 		} else {
@@ -237,15 +253,6 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 		result(p, f, r.Join(f.Conn, string(f.Payload)), 0, nil)
 	case ipc.TypeLeave:
 		result(p, f, r.Leave(f.Conn, string(f.Payload)), 0, nil)
-	case ipc.TypeBroadcast:
-		room, data, ok := worker.SplitRoom(f.Payload)
-		if !ok {
-			result(p, f, ipc.Failed, 0, nil)
-			return
-		}
-		// Members reached (queued to) and skipped (buffer full, closing).
-		reached, skipped := r.Broadcast(room, int(f.Flags), data, f.Conn)
-		result(p, f, ipc.OK, uint32(reached), worker.AppendSkipped(nil, skipped))
 	case ipc.TypeCount:
 		result(p, f, ipc.OK, uint32(r.Count(string(f.Payload))), nil)
 	}
@@ -261,14 +268,6 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 			result(p, f, ipc.OK, 0, nil) // when it waits (seq != 0)
 			return
 		}
-	case ipc.TypeBroadcast:
-		room, _, ok := worker.SplitRoom(f.Payload)
-		if !ok {
-			result(p, f, ipc.Failed, 0, nil)
-			return
-		}
-		m.broadcastBase(p, f, room)
-		return
 	case ipc.TypeCount:
 		_, total := m.rooms.holders(string(f.Payload))
 		result(p, f, ipc.OK, uint32(total), nil)

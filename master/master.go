@@ -82,6 +82,8 @@ type Options struct {
 	APIAllow       []string            // CIDRs that may call the operator API
 	AllowedOrigins []string            // WebSocket Origins allowed besides the server's own
 	MaxConnPerIP   int                 // 0: off
+	RoomHistory    int                 // --room-history: messages kept per room (0: none)
+	RoomHistoryTTL time.Duration       // --room-history-ttl: none kept longer (0: no limit)
 	TicketRotate   time.Duration       // TLS session ticket key lifetime as the newest; 0: DefaultTicketRotate
 	Credential     *syscall.Credential // --user/--group: workers run as this; nil: as the master
 
@@ -145,6 +147,7 @@ type Master struct {
 	reloadMu sync.Mutex // one reload at a time
 
 	rooms     roomCounts
+	hist      history // users.go, history.go
 	ops       opsState
 	taskRR    atomic.Uint32
 	stopCh    chan stopReq
@@ -225,6 +228,7 @@ func New(o Options) (*Master, error) {
 		o.Output = os.Stderr
 	}
 	m := &Master{opts: o, log: o.Log, stopCh: make(chan stopReq, 1), done: make(chan struct{})}
+	m.initUsers()
 	return m, nil
 }
 

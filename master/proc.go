@@ -78,6 +78,8 @@ type route struct {
 	origin *proc
 	seq    uint32
 	sum    *broadcastSum // a BASE broadcast's share: added up, not forwarded
+	// on, when set, takes the answer instead (gone: the process ended first).
+	on func(f ipc.Frame, gone bool)
 }
 
 func (p *proc) State() string { return p.state.Load().(string) }

@@ -247,13 +247,15 @@ func (w *Worker) serveBus(f ipc.Frame) {
 		}()
 	case ipc.TypeBroadcast:
 		// Routed by the master, which adds up every holder's answer.
-		room, data, ok := SplitRoom(f.Payload)
+		b, ok := ipc.ParseBroadcast(f.Flags, f.Payload)
 		if !ok {
 			w.reply(f, ipc.Failed, 0, nil)
 			return
 		}
-		reached, skipped := w.r.Broadcast(room, int(f.Flags), data, f.Conn)
+		reached, skipped := w.r.BroadcastExcept(b.Room, int(f.Flags&^ipc.BroadcastExt), b.Data, f.Conn, b.Exclude)
 		w.reply(f, ipc.OK, uint32(reached), AppendSkipped(nil, skipped))
+	default:
+		w.serveUsers(f)
 	}
 }
 
