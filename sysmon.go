@@ -32,8 +32,9 @@ const sysmonSetting = "schedtrace=2147483647"
 // docs/BENCHMARKS.md this is worth 20-40% more requests per CPU-second in
 // every mode. The cost: an idle process wakes 100 times a second.
 //
-// It returns only when it did not re-execute.
-func keepSysmonAwake() {
+// It re-executes with argv (the program name first; nil: os.Args) and
+// returns only when it did not re-execute.
+func keepSysmonAwake(argv []string) {
 	if os.Getenv(EnvSysmon) == "default" {
 		return
 	}
@@ -46,7 +47,10 @@ func keepSysmonAwake() {
 	if err != nil {
 		return
 	}
-	_ = syscall.Exec(exe, os.Args, env) // returns only on failure: run as we are
+	if argv == nil {
+		argv = os.Args
+	}
+	_ = syscall.Exec(exe, argv, env) // returns only on failure: run as we are
 }
 
 // withSysmonSetting returns env with sysmonSetting added to GODEBUG, and

@@ -5,7 +5,7 @@ import "errors"
 // Version is the wire-format version. A worker announces it in its Hello
 // frame; a master that speaks another version answers with an Error frame
 // and closes the stream, so a new binary under an old master fails fast.
-const Version uint16 = 2
+const Version uint16 = 3
 
 // HeaderSize is the fixed size of every frame header.
 //
@@ -65,6 +65,9 @@ const (
 	// Task workers.
 	TypeTask       Type = 40 // worker -> master -> task worker; arg = origin slot
 	TypeTaskResult Type = 41 // task worker -> master -> origin; code = Outcome
+
+	// Connection ids (80-84).
+	TypeIDLease Type = 80 // BASE w->m: seq wants a Result whose payload is the u64 (LE) first sequence of a new lease
 )
 
 // Outcome is the result of a bus operation, carried in a Result frame's code.

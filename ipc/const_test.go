@@ -14,7 +14,7 @@ func TestConstants(t *testing.T) {
 		got  uint64
 		want uint64
 	}{
-		{name: "Version", got: uint64(Version), want: 2},
+		{name: "Version", got: uint64(Version), want: 3},
 		{name: "HeaderSize", got: HeaderSize, want: 24},
 		{name: "MaxPayload", got: MaxPayload, want: 64 << 20},
 	}
@@ -61,6 +61,7 @@ var allTypes = []struct {
 	{name: "TypeCount", typ: TypeCount, want: 30},
 	{name: "TypeTask", typ: TypeTask, want: 40},
 	{name: "TypeTaskResult", typ: TypeTaskResult, want: 41},
+	{name: "TypeIDLease", typ: TypeIDLease, want: 80},
 }
 
 func TestTypeValues(t *testing.T) {

@@ -58,7 +58,9 @@ type Handler interface {
 
 // Options bound what one reactor holds. Zero values take the defaults.
 type Options struct {
-	Owner, Epoch   uint16        // encoded in connection ids
+	Node, Owner    uint16        // encoded in connection ids (see MakeID)
+	FirstLease     uint64        // first sequence of the first id lease (0: ask Lease)
+	Lease          LeaseFunc     // further id leases; nil: from a counter of this reactor's (tests: no stale-id safety across restarts)
 	MaxPackageSize int           // request body / WebSocket message; default 10 MiB
 	MaxSendBuffer  int           // queued output per connection; default 1 MiB
 	MaxHeaderSize  int           // HTTP request header block; default 16 KiB (431 beyond)
@@ -96,7 +98,7 @@ type Reactor struct {
 	opts     Options
 	h        Handler
 	log      zerolog.Logger
-	seq      atomic.Uint32
+	ids      idSource
 	upgrader websocket.FastHTTPUpgrader
 
 	mu        sync.RWMutex
@@ -124,6 +126,14 @@ func New(opts Options, h Handler) *Reactor {
 		conns: make(map[uint64]*Conn),
 		done:  make(chan struct{}),
 		rooms: rooms{m: make(map[string]map[*Conn]struct{})},
+	}
+	r.ids.lease = opts.Lease
+	if r.ids.lease == nil {
+		var n uint64
+		r.ids.lease = func() (uint64, error) { n++; return n * IDLease, nil }
+	}
+	if opts.FirstLease != 0 {
+		r.ids.next, r.ids.end = opts.FirstLease, opts.FirstLease+IDLease
 	}
 	r.flushers = NewPool((*Conn).flush)
 	r.upgrader = websocket.FastHTTPUpgrader{
@@ -216,27 +226,54 @@ type listener struct {
 }
 
 func (ln *listener) Accept() (net.Conn, error) {
-	nc, err := ln.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
 	r := ln.r
-	c := &Conn{
-		Conn:     nc,
-		id:       MakeID(r.opts.Owner, r.opts.Epoch, r.seq.Add(1)),
-		r:        r,
-		listener: ln.l,
-		since:    time.Now(),
+	for {
+		nc, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		c := &Conn{
+			Conn:     nc,
+			r:        r,
+			listener: ln.l,
+			since:    time.Now(),
+		}
+		if err := r.register(c); err != nil {
+			// Without an id the connection cannot be served: refuse it
+			// and go on accepting (the next lease may come through).
+			r.log.Error().Err(err).Str("remote", nc.RemoteAddr().String()).Msg("connection refused")
+			nc.Close()
+			continue
+		}
+		return c, nil
 	}
+}
+
+// register gives c a fresh id (skipping one still in use, which only a
+// wrapped sequence can meet) and enters it in the table.
+func (r *Reactor) register(c *Conn) error {
 	c.Slot.Store(-1)
 	n := r.nconns.Add(1)
 	if r.opts.MaxConns > 0 && n > int64(r.opts.MaxConns) {
 		c.over = true
 	}
-	r.mu.Lock()
-	r.conns[c.id] = c
-	r.mu.Unlock()
-	return c, nil
+	for {
+		seq, err := r.ids.take()
+		if err != nil {
+			r.nconns.Add(-1)
+			return err
+		}
+		id := MakeID(r.opts.Node, r.opts.Owner, seq)
+		r.mu.Lock()
+		if _, used := r.conns[id]; used {
+			r.mu.Unlock()
+			continue
+		}
+		c.id = id
+		r.conns[id] = c
+		r.mu.Unlock()
+		return nil
+	}
 }
 
 func (r *Reactor) forget(c *Conn) {

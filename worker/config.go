@@ -32,7 +32,6 @@ type Config struct {
 	Mode           string        `json:"mode"`
 	Slot           int           `json:"slot"` // worker id; task workers follow the workers
 	Task           bool          `json:"task"`
-	Epoch          uint16        `json:"epoch"`
 	Workers        int           `json:"workers"`
 	TaskWorkers    int           `json:"task_workers"`
 	Listeners      []Listener    `json:"listeners"`
@@ -47,6 +46,8 @@ type Config struct {
 	CallTimeout    time.Duration `json:"call_timeout"`
 	LogFormat      string        `json:"log_format"`
 	LogLevel       string        `json:"log_level"`
+	IDNode         int           `json:"id_node"`  // node in connection ids (reactor.MakeID)
+	IDStart        uint64        `json:"id_start"` // BASE: first sequence of the first id lease
 }
 
 // Encode returns the environment entry for c.

@@ -30,7 +30,7 @@ func useHelper(t *testing.T) {
 // startBaseline runs Baseline in this process until the test ends.
 func startBaseline(t *testing.T) *target {
 	t.Helper()
-	addrs, err := freeAddrs(2)
+	addrs, err := freeAddrs(2, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
