@@ -76,7 +76,7 @@ func (s *Server) describeListenerFlags(flags []cli.Flag) {
 	for _, l := range s.Listeners {
 		byName[l.Name] = l
 		if l.Name != "http" && l.Name != "ws" {
-			others = append(others, l.Name+" (default "+l.Addr+")")
+			others = append(others, l.Name+" ("+l.Addr+")")
 		}
 	}
 	for _, f := range flags {

@@ -142,6 +142,11 @@ func (s *Server) benchCommand() *cli.Command {
 // benchListeners refuses at once a bench whose listeners this program
 // does not have.
 func (s *Server) benchListeners(o *bench.Options) error {
+	for _, l := range s.Listeners {
+		if l.Name != o.HTTPListener && l.Name != o.WSListener {
+			o.OtherListeners = append(o.OtherListeners, l.Name)
+		}
+	}
 	need := map[string]string{o.HTTPListener: "--http-listener", o.WSListener: "--ws-listener"}
 	for name, flag := range need {
 		var l *Listener

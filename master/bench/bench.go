@@ -60,6 +60,9 @@ type Options struct {
 	// they are on (default http and ws; others are set with --listen).
 	HTTPPath, WSPath         string
 	HTTPListener, WSListener string
+	// OtherListeners are the program's further listeners: each server
+	// started puts them on free ports too (their defaults would collide).
+	OtherListeners []string
 	// PortMin..PortMax (both 0: any) is where the servers' ports are taken.
 	PortMin, PortMax int
 

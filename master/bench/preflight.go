@@ -23,6 +23,12 @@ func preflight(ctx context.Context, o *Options, t *target) error {
 		}
 		return out
 	}
+	if len(pick(ScenarioHTTP)) > 0 {
+		if err := probeHTTP(ctx, t); err != nil {
+			return fmt.Errorf("bench: scenario http needs a GET path answering 200 (listener %s, path %s): %v; "+
+				"give it with --http-path and --http-listener, or leave http out of --scenarios", o.HTTPListener, o.HTTPPath, err)
+		}
+	}
 	if ws := pick(ScenarioEcho, ScenarioConnect, ScenarioIdle); len(ws) > 0 {
 		if err := probeEcho(ctx, t); err != nil {
 			return fmt.Errorf("bench: scenario %s needs a WebSocket path that sends every message back (listener %s, path %s): %v; "+
@@ -67,4 +73,24 @@ func probeEcho(ctx context.Context, t *target) error {
 		}
 	}
 	return fmt.Errorf("no echo of what it was sent (got %q)", truncate(string(ws.msg), 60))
+}
+
+// probeHTTP does one GET of the HTTP path and wants a 200.
+func probeHTTP(ctx context.Context, t *target) error {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	hc, err := dialHTTP(pctx, t.httpAddr)
+	if err != nil {
+		return err
+	}
+	defer hc.Close()
+	_ = hc.c.SetDeadline(time.Now().Add(5 * time.Second))
+	st, err := hc.do(httpGet(t.httpAddr, t.httpPath), false)
+	if err != nil {
+		return err
+	}
+	if st != 200 {
+		return fmt.Errorf("GET %s answered %d", t.httpPath, st)
+	}
+	return nil
 }
