@@ -11,9 +11,10 @@ build:
 run: build
 	./$(BIN) start --log-format console
 
-## deps: what the tests need beyond Go modules (Chromium for the browser test)
+## deps: what the tests need beyond Go modules (Chromium for the browser test, nginx for the TLS-proxy recipe's)
 deps:
 	bash .ci/install-chromium.sh
+	bash .ci/install-nginx.sh
 
 ## test: every test, with the race detector, bounded in time
 test: deps vet

@@ -26,6 +26,7 @@ func TestFirstHour(t *testing.T) {
 	t.Run("bench on other paths", func(t *testing.T) { testBench(t, app) })
 	t.Run("watch", func(t *testing.T) { testWatch(t, app) })
 	t.Run("recipe static files", func(t *testing.T) { testStatic(t, app) })
+	t.Run("recipe TLS proxy", func(t *testing.T) { testTLSProxy(t, app) })
 }
 
 // testHelp: `start --help` names the program and its own listeners with
