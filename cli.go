@@ -296,6 +296,7 @@ func (s *Server) start(c *cli.Context) (err error) {
 	}
 	var m *master.Master
 	recorded := false
+	var watcher sync.WaitGroup // the --watch goroutine ends before start returns
 	o.Ready = func(err error) {
 		if err != nil {
 			return // Run returns it
@@ -315,7 +316,11 @@ func (s *Server) start(c *cli.Context) (err error) {
 			}
 		}
 		if c.Bool("watch") {
-			go s.watch(m, o.Exe, o.Log)
+			watcher.Add(1)
+			go func() {
+				defer watcher.Done()
+				s.watch(m, o.Exe, o.Log)
+			}()
 		}
 	}
 	m, err = master.New(o)
@@ -348,6 +353,7 @@ func (s *Server) start(c *cli.Context) (err error) {
 		}
 	}()
 	err = m.Run(context.Background())
+	watcher.Wait()
 	if recorded {
 		os.Remove(filepath.Join(o.RunDir, StartRecordName))
 	}
