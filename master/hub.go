@@ -261,7 +261,7 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 		return
 	}
 	owner := int(reactor.Owner(f.Conn))
-	if owner >= m.opts.Workers {
+	if owner >= m.opts.Workers || int(reactor.Node(f.Conn)) != m.opts.IDNode || f.Conn > reactor.MaxID {
 		result(p, f, ipc.NoConnection, 0, nil)
 		return
 	}

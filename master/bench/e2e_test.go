@@ -48,7 +48,7 @@ func startBaseline(t *testing.T) *target {
 			t.Error("Baseline did not return within 10s of cancel")
 		}
 	})
-	tg := &target{mode: modeBaseline, workers: 1, httpAddr: addrs[0], wsAddr: addrs[1], inProcess: true}
+	tg := &target{mode: modeBaseline, workers: 1, httpAddr: addrs[0], wsAddr: addrs[1], httpPath: "/hello", wsPath: "/echo", inProcess: true}
 	if err := tg.waitReady(context.Background(), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
