@@ -11,10 +11,9 @@ build:
 run: build
 	./$(BIN) start --log-format console
 
-## deps: what the tests need beyond Go modules (Chromium for the browser test, nginx for the TLS-proxy recipe's)
+## deps: what the tests need beyond Go modules (Debian packages: chromium, python3-websockets, systemd, nginx)
 deps:
-	bash .ci/install-chromium.sh
-	bash .ci/install-nginx.sh
+	bash .ci/install-deps.sh
 
 ## test: every test, with the race detector, bounded in time
 test: deps vet

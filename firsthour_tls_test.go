@@ -23,7 +23,7 @@ import (
 	"github.com/fasthttp/websocket"
 )
 
-// nginxPath is Debian's nginx; .ci/install-nginx.sh (make deps) installs it.
+// nginxPath is Debian's nginx; .ci/install-deps.sh (make deps) installs it.
 const nginxPath = "/usr/sbin/nginx"
 
 // nginxConf is the guide's TLS-proxy recipe, listening on a unix socket

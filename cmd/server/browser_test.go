@@ -17,7 +17,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 )
 
-// chromiumPath is Debian's chromium; .ci/install-chromium.sh installs it.
+// chromiumPath is Debian's chromium; .ci/install-deps.sh installs it.
 const chromiumPath = "/usr/bin/chromium"
 
 // TestBrowserChat drives the built-in chat page (GET /) in headless Chromium:
@@ -26,9 +26,9 @@ const chromiumPath = "/usr/bin/chromium"
 func TestBrowserChat(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("CI") == "" {
-			t.Skipf("%s not found (run .ci/install-chromium.sh to enable this test)", chromiumPath)
+			t.Skipf("%s not found (run .ci/install-deps.sh to enable this test)", chromiumPath)
 		}
-		t.Fatalf("%s not found under CI: run .ci/install-chromium.sh first (%v)", chromiumPath, err)
+		t.Fatalf("%s not found under CI: run .ci/install-deps.sh first (%v)", chromiumPath, err)
 	}
 
 	for _, mode := range []string{"process", "base"} {
