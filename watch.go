@@ -94,7 +94,11 @@ func (s *Server) watch(m *master.Master, exe string, log zerolog.Logger) {
 		log.Info().Str("binary", exe).Int64("size", cur.size).Dur("stable_for", time.Since(since)).Msg("watch: binary changed, reloading")
 		lines, err := m.Reload(false)
 		for _, l := range lines {
-			log.Info().Str("kind", l.Kind).Int("id", l.ID).Int("old_pid", l.OldPid).Int("new_pid", l.NewPid).Str("note", l.Note).Msg("watch: replaced")
+			ev := log.Info().Str("kind", l.Kind).Int("id", l.ID).Int("old_pid", l.OldPid).Int("new_pid", l.NewPid)
+			if l.Note != "" {
+				ev = ev.Str("note", l.Note)
+			}
+			ev.Msg("watch: replaced")
 		}
 		if err != nil {
 			log.Error().Err(err).Msg("watch: reload failed; the old workers keep serving")
