@@ -121,7 +121,10 @@ func (m *Master) current(id int) *proc {
 	if id < 0 || id >= len(m.slots) {
 		return nil
 	}
-	return m.slots[id].cur
+	if p := m.slots[id].cur; p != nil && p.welcomed.Load() {
+		return p
+	}
+	return nil // none, or one not yet past its handshake: nothing may reach it before Welcome
 }
 
 // toSlot sends a frame to the process serving slot id (false: none).

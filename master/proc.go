@@ -50,6 +50,10 @@ type proc struct {
 
 	inflight atomic.Int64 // PROCESS: requests in flight, for dispatch=idle
 
+	// welcomed is set once Welcome is queued: a frame routed to the
+	// process before that would arrive ahead of Welcome and kill it.
+	welcomed atomic.Bool
+
 	// Work sent to p is ordered before its Drain frame (a drained worker
 	// must see every request and message routed to it before it drains):
 	// senders count themselves in with enter, and drain closes the gate,
@@ -322,6 +326,7 @@ func (m *Master) handshake(p *proc, rd *ipc.Reader) error {
 		return errors.New(reason)
 	}
 	p.out.Send(&ipc.Header{Type: ipc.TypeWelcome}, nil, nil)
+	p.welcomed.Store(true)
 	for {
 		f, err := rd.Next()
 		if err != nil {
