@@ -141,7 +141,7 @@ func (s *apiServer) status() (master.Status, error) {
 	if err := json.Unmarshal(out, &st); err != nil {
 		return st, fmt.Errorf("status --json: %v: %s", err, out)
 	}
-	for _, w := range append(st.Workers, st.TaskWorkers...) {
+	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {
 		if w.Pid > 0 {
 			s.pids[w.Pid] = true
 		}

@@ -17,6 +17,9 @@ var _ worker.App = (*app)(nil)
 func (a *app) WorkerStart(w *worker.Worker) error {
 	a.w = &Worker{w: w, s: a.s}
 	w.Ext = a.w
+	if w.IsProcess() {
+		return nil // a user process starts with its Run, not OnWorkerStart
+	}
 	if a.s.OnWorkerStart != nil {
 		return a.s.OnWorkerStart(a.w)
 	}
@@ -24,6 +27,9 @@ func (a *app) WorkerStart(w *worker.Worker) error {
 }
 
 func (a *app) WorkerStop(w *worker.Worker, reload bool) {
+	if w.IsProcess() {
+		return
+	}
 	if reload && a.s.OnWorkerReload != nil {
 		a.s.OnWorkerReload(a.w)
 	}
@@ -88,6 +94,10 @@ func (a *app) BufferDrain(c *worker.Conn) {
 }
 
 func (a *app) PipeMessage(w *worker.Worker, from int, data []byte) {
+	if p := a.s.process(w.Config().Process); p != nil && p.OnPipeMessage != nil {
+		p.OnPipeMessage(a.w, from, data)
+		return
+	}
 	if a.s.OnPipeMessage != nil {
 		a.s.OnPipeMessage(a.w, from, data)
 	}

@@ -44,16 +44,18 @@ func (s *Server) runWorker() error {
 	role := "worker"
 	if cfg.Task {
 		role = "task"
+	} else if cfg.Process != "" {
+		role = "process"
 	}
 	log := newLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel, role, cfg.Slot)
 	// The master manages workers over ipc; a terminal's Ctrl-C (sent to the
 	// whole process group) or a stray reload signal must not kill them.
-	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
 	master.RaiseNoFile()
 	workerProcs(cfg.Workers)
 	defer startProfile(role, &log)()
 	var files []*os.File
-	if cfg.Mode == worker.ModeBase && !cfg.Task {
+	if cfg.Mode == worker.ModeBase && !cfg.Task && cfg.Process == "" {
 		for i := range cfg.Listeners {
 			files = append(files, os.NewFile(uintptr(5+i), "listener"))
 		}
@@ -76,7 +78,7 @@ func (s *Server) runWorker() error {
 }
 
 func startFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML config file; its keys are these flags' names (flags win)"},
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "mode", Value: "process", Usage: "process or base"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "worker processes"}),
@@ -101,7 +103,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
 		watchFlag(),
-	}
+	}, opsFlags()...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -122,6 +124,7 @@ func (s *Server) cli() *cli.App {
 			{Name: "restart", Usage: "stop, then start again with the running server's settings (flags given here win)", Description: s.listenersHelp(),
 				Flags: append(sf, &cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}, Usage: "stop gracefully"}), Action: s.restart},
 			{Name: "status", Usage: "mode, master and workers", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: status},
+			reopenLogsCommand(),
 			{Name: "connections", Usage: "every open connection", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: connections},
 			s.benchCommand(),
 			{Name: "bench-baseline", Hidden: true, Flags: []cli.Flag{&cli.StringFlag{Name: "http"}, &cli.StringFlag{Name: "ws"}},
@@ -238,6 +241,9 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 	if o.MaxConns <= 0 {
 		o.MaxConns = int(master.RaiseNoFile()) - 64
 	}
+	if err := s.opsOptions(c, &o); err != nil {
+		return o, err
+	}
 	return o, nil
 }
 
@@ -263,11 +269,9 @@ func (s *Server) start(c *cli.Context) (err error) {
 		if _, err := master.New(o); err != nil { // the checks New makes, before detaching
 			return err
 		}
+		return daemonize(o.RunDir, c.String("log-file"), title(o), argv)
 	}
-	keepSysmonAwake(append([]string{s.progArg()}, argv...))
-	if c.Bool("daemon") && !daemonChild {
-		return daemonize(o.RunDir, c.String("log-file"), argv)
-	}
+	keepSysmonAwake(title(o), append([]string{s.progArg()}, argv...))
 	var out io.Writer = os.Stderr
 	logFile := c.String("log-file")
 	if logFile == "" && daemonChild {
@@ -283,6 +287,7 @@ func (s *Server) start(c *cli.Context) (err error) {
 		}
 		defer f.Close()
 		out = f
+		o.LogFile = logFile
 	}
 	o.Log = newLogger(out, o.LogFormat, o.LogLevel, "master", -1)
 	o.Output = out
@@ -329,7 +334,7 @@ func (s *Server) start(c *cli.Context) (err error) {
 	}
 	defer startProfile("master", &o.Log)()
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
 	defer signal.Stop(sigs)
 	go func() {
 		for {
@@ -342,6 +347,12 @@ func (s *Server) start(c *cli.Context) (err error) {
 					go func() {
 						if _, err := m.Reload(sig == syscall.SIGUSR2); err != nil {
 							o.Log.Error().Err(err).Msg("reload failed")
+						}
+					}()
+				case SigReopenLogs:
+					go func() {
+						if err := m.ReopenLogs(); err != nil {
+							o.Log.Error().Err(err).Msg("reopen logs failed")
 						}
 					}()
 				case syscall.SIGQUIT:
@@ -395,7 +406,7 @@ func readyPipe() func(error, []string) {
 
 // daemonize starts the master detached (own session, output to the log
 // file) and returns once it reports ready, or with the reason it is not.
-func daemonize(runDir, logFile string, argv []string) error {
+func daemonize(runDir, logFile, title string, argv []string) error {
 	if logFile == "" {
 		logFile = filepath.Join(runDir, "server.log")
 	}
@@ -423,6 +434,7 @@ func daemonize(runDir, logFile string, argv []string) error {
 		return err
 	}
 	cmd := exec.Command(exe, argv...)
+	cmd.Args[0] = title
 	cmd.Env = append(os.Environ(), master.EnvRole+"="+master.RoleMaster)
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.Stdout, cmd.Stderr = lf, lf

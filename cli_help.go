@@ -3,12 +3,12 @@ package forkd
 import (
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/forkd/forkd/master"
 )
 
 // progName is the program's name in help and error hints.
@@ -16,10 +16,7 @@ func (s *Server) progName() string {
 	if s.Name != "" {
 		return s.Name
 	}
-	if len(s.args) > 0 {
-		return filepath.Base(s.args[0])
-	}
-	return filepath.Base(os.Args[0])
+	return master.DefaultName() // not argv[0]: the master's is its title
 }
 
 func (s *Server) usage() string {

@@ -35,9 +35,12 @@ func status(c *cli.Context) error {
 	for _, l := range st.Listeners {
 		fmt.Printf("listener %-6s %s (%s)\n", l.Name, l.Addr, l.Protocol)
 	}
+	if st.MetricsAddr != "" {
+		fmt.Printf("metrics  http://%s/metrics\n", st.MetricsAddr)
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKIND\tPID\tSTATE\tCONNS\tREQUESTS\tRSS\tRESTARTS\tUPTIME\tBUS QUEUED/DROPPED\tNOTE")
-	for _, w := range append(st.Workers, st.TaskWorkers...) {
+	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {
 		note := ""
 		if w.Backoff != "" {
 			note = "crash loop, next try in " + w.Backoff + ": " + w.LastExit
@@ -47,7 +50,11 @@ func status(c *cli.Context) error {
 			reqs = fmt.Sprintf("%d tasks, %d queued", w.TasksDone, w.TasksQueued)
 		}
 		bus := fmt.Sprintf("%dB/%d", w.BusQueued+w.BusPending, w.BusDropped+w.BusDroppedOut)
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", w.ID, w.Kind, w.Pid, w.State, w.Connections, reqs,
+		kind := w.Kind
+		if w.Name != "" {
+			kind += " " + w.Name
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", w.ID, kind, w.Pid, w.State, w.Connections, reqs,
 			mib(w.RSS), w.Restarts, (time.Duration(w.UptimeSec) * time.Second).String(), bus, note)
 	}
 	return tw.Flush()
@@ -121,7 +128,7 @@ func (s *Server) benchCommand() *cli.Command {
 			if err := s.benchListeners(&o); err != nil {
 				return err
 			}
-			keepSysmonAwake(nil) // the load generator and the servers it starts
+			keepSysmonAwake("", nil) // the load generator and the servers it starts
 			o.BaselineEnv = plainEnv()
 			if c.Bool("tuned-baseline") {
 				o.BaselineEnv = os.Environ()

@@ -148,6 +148,10 @@ type Server struct {
 	OnBufferFull  func(c *Conn)
 	OnBufferDrain func(c *Conn)
 
+	// Processes are long-running functions, each in a process of its own,
+	// supervised like workers (Swoole's addProcess); see Process.
+	Processes []*Process
+
 	// NoReload keeps the workers through `server reload` (Workerman's
 	// reloadable = false); task workers still reload.
 	NoReload bool

@@ -32,25 +32,42 @@ const sysmonSetting = "schedtrace=2147483647"
 // docs/BENCHMARKS.md this is worth 20-40% more requests per CPU-second in
 // every mode. The cost: an idle process wakes 100 times a second.
 //
-// It re-executes with argv (the program name first; nil: os.Args) and
-// returns only when it did not re-execute.
-func keepSysmonAwake(argv []string) {
-	if os.Getenv(EnvSysmon) == "default" {
-		return
+// The same re-execution gives the master its process title (argv[0], what
+// ps and /proc/PID/cmdline show) when title is not empty: exec is the one
+// way to set a Go process's whole command line without cgo, and the master
+// pays it once at start. It keeps the pid, the open descriptors (sockets
+// systemd passed) and the arguments.
+//
+// It re-executes with argv (the program name first; nil: os.Args: restart
+// runs a start with the arguments it merged) and returns only when it did
+// not re-execute.
+func keepSysmonAwake(title string, argv []string) {
+	env, changed := os.Environ(), false
+	if os.Getenv(EnvSysmon) != "default" {
+		if env, changed = withSysmonSetting(env); changed {
+			env = append(env, EnvSysmon+"=added")
+		}
 	}
-	env, changed := withSysmonSetting(os.Environ())
+	args := argv
+	if args == nil {
+		args = os.Args
+	}
+	if title != "" && (len(args) == 0 || args[0] != title) {
+		rest := []string{}
+		if len(args) > 0 {
+			rest = args[1:]
+		}
+		args = append([]string{title}, rest...)
+		changed = true
+	}
 	if !changed {
 		return
 	}
-	env = append(env, EnvSysmon+"=added")
 	exe, err := os.Executable()
 	if err != nil {
 		return
 	}
-	if argv == nil {
-		argv = os.Args
-	}
-	_ = syscall.Exec(exe, argv, env) // returns only on failure: run as we are
+	_ = syscall.Exec(exe, args, env) // returns only on failure: run as we are
 }
 
 // withSysmonSetting returns env with sysmonSetting added to GODEBUG, and

@@ -61,6 +61,8 @@ var allTypes = []struct {
 	{name: "TypeCount", typ: TypeCount, want: 30},
 	{name: "TypeTask", typ: TypeTask, want: 40},
 	{name: "TypeTaskResult", typ: TypeTaskResult, want: 41},
+	{name: "TypeMetrics", typ: TypeMetrics, want: 60},
+	{name: "TypeReopenLogs", typ: TypeReopenLogs, want: 61},
 	{name: "TypeIDLease", typ: TypeIDLease, want: 80},
 }
 

@@ -29,7 +29,7 @@ const maxControlRequest = 64 << 10
 
 // Request is a control-socket command (one JSON line).
 type Request struct {
-	Cmd       string `json:"cmd"` // status, connections, stop, reload
+	Cmd       string `json:"cmd"` // status, connections, stop, reload, reopen-logs
 	Graceful  bool   `json:"graceful,omitempty"`
 	TasksOnly bool   `json:"tasks_only,omitempty"`
 }
@@ -174,6 +174,10 @@ func (s *controlServer) handle(c *net.UnixConn) {
 	case "reload":
 		resp.Reload, err = s.m.Reload(req.TasksOnly)
 		if err != nil {
+			resp.Error = err.Error()
+		}
+	case "reopen-logs":
+		if err := s.m.ReopenLogs(); err != nil {
 			resp.Error = err.Error()
 		}
 	case "stop":

@@ -85,7 +85,7 @@ func (m *Master) drain(p *proc, code uint16) {
 
 // streamGone runs when a worker's ipc stream has ended.
 func (m *Master) streamGone(p *proc) {
-	if m.backend != nil && !p.slot.task {
+	if m.backend != nil && p.slot.worker() {
 		m.backend.detach(p)
 		m.backend.fail(p)
 	}
@@ -150,7 +150,7 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		if m.backend != nil {
 			m.backend.response(p, f)
 		}
-	case ipc.TypeStats, ipc.TypeConns:
+	case ipc.TypeStats, ipc.TypeConns, ipc.TypeMetrics, ipc.TypeReopenLogs:
 		p.mu.Lock()
 		ch := p.queries[f.Seq]
 		p.mu.Unlock()
@@ -302,6 +302,7 @@ func (m *Master) task(p *proc, f ipc.Frame) {
 	}
 	m.mu.Unlock()
 	if len(pool) == 0 {
+		m.ops.taskNoWorker.Add(1)
 		result(p, f, ipc.Unavailable, 0, []byte("no task workers"))
 		return
 	}
@@ -329,6 +330,7 @@ func (m *Master) task(p *proc, f ipc.Frame) {
 		}
 	}
 	if pick == nil {
+		m.ops.taskFull.Add(1)
 		result(p, f, ipc.BufferFull, 0, []byte("task queue full"))
 		return
 	}
@@ -345,6 +347,7 @@ func (m *Master) task(p *proc, f ipc.Frame) {
 	pick.mu.Unlock()
 	if err := pick.out.Send(&ipc.Header{Type: ipc.TypeTask, Seq: seq, Arg: origin}, f.Payload, nil); err != nil {
 		routed(pick, pick.tasks, seq)
+		m.ops.taskFull.Add(1)
 		result(p, f, ipc.BufferFull, 0, []byte("task queue full"))
 	}
 }

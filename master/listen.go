@@ -14,9 +14,25 @@ import (
 func (m *Master) openListeners() error {
 	o := &m.opts
 	m.addrs = make([]string, len(o.Listeners))
+	m.passed = passedSockets()
+	if err := m.checkPassed(m.passed); err != nil {
+		return err
+	}
 	if o.Mode == ModeProcess {
 		for i, l := range o.Listeners {
-			ln, err := net.Listen("tcp", l.Addr)
+			var ln net.Listener
+			var err error
+			switch files := m.passed[l.Name]; len(files) {
+			case 0:
+				ln, err = net.Listen("tcp", l.Addr)
+			case 1:
+				ln, err = passedListener(l.Name, files[0])
+				if err == nil {
+					m.log.Info().Str("listener", l.Name).Str("addr", ln.Addr().String()).Msg("listener passed by systemd: not binding")
+				}
+			default:
+				err = fmt.Errorf("systemd passed %d sockets named %q; PROCESS mode takes one per listener", len(files), l.Name)
+			}
 			if err != nil {
 				m.closeListeners()
 				return fmt.Errorf("listener %s: %w", l.Name, err)
@@ -36,6 +52,7 @@ func (m *Master) openListeners() error {
 			ReadTimeout:    o.ReadTimeout,
 			IdleTimeout:    o.IdleTimeout,
 			Log:            m.log,
+			Metrics:        &m.ops.proc,
 		}, m.backend)
 		return nil
 	}
@@ -43,6 +60,13 @@ func (m *Master) openListeners() error {
 	// socket of a port fixes its address (":0" picks a free port once).
 	m.slotFiles = make([][]*os.File, o.Workers)
 	for i, l := range o.Listeners {
+		if files := m.passed[l.Name]; len(files) > 0 {
+			if err := m.basePassed(i, files); err != nil {
+				m.closeListeners()
+				return fmt.Errorf("listener %s: %w", l.Name, err)
+			}
+			continue
+		}
 		addr := l.Addr
 		for s := 0; s < o.Workers; s++ {
 			f, a, err := listenReusePort(addr)
@@ -67,9 +91,13 @@ func (m *Master) closeListeners() {
 			errs = append(errs, err)
 		}
 	}
+	closed := map[*os.File]bool{} // a passed socket may serve every slot
 	for _, fs := range m.slotFiles {
 		for _, f := range fs {
-			errs = append(errs, f.Close())
+			if !closed[f] {
+				closed[f] = true
+				errs = append(errs, f.Close())
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -93,4 +121,43 @@ func (m *Master) serveReactor() {
 		}()
 	}
 	m.plain = nil // the reactor owns and closes them now
+}
+
+// basePassed gives BASE-mode worker slots the sockets systemd passed for
+// listener i. One socket: every worker accepts on it (one accept queue
+// shared by all, as nginx without reuseport; SO_REUSEPORT plays no part, so
+// the kernel does not spread connections evenly, but none is refused and a
+// reload never closes the port). As many sockets as workers (several
+// .socket units with ReusePort=yes and one FileDescriptorName=): one per
+// worker, the kernel spreading connections as with our own sockets. Any
+// other count cannot be shared out fairly and is refused.
+func (m *Master) basePassed(i int, files []*os.File) error {
+	o := &m.opts
+	name := o.Listeners[i].Name
+	if len(files) != 1 && len(files) != o.Workers {
+		for _, f := range files {
+			f.Close()
+		}
+		return fmt.Errorf("systemd passed %d sockets named %q for %d BASE-mode workers: pass 1 (shared by every worker) or %d (one each, ReusePort=yes)", len(files), name, o.Workers, o.Workers)
+	}
+	for _, f := range files {
+		ln, err := net.FileListener(f) // a dup, to check the socket and read its address
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return fmt.Errorf("master: socket activation: socket %q: %w (want a listening TCP socket, ListenStream=)", name, err)
+		}
+		m.addrs[i] = ln.Addr().String()
+		ln.Close()
+	}
+	for s := 0; s < o.Workers; s++ {
+		f := files[0]
+		if len(files) == o.Workers {
+			f = files[s]
+		}
+		m.slotFiles[s] = append(m.slotFiles[s], f)
+	}
+	m.log.Info().Str("listener", name).Str("addr", m.addrs[i]).Int("sockets", len(files)).Msg("listener passed by systemd: not binding")
+	return nil
 }

@@ -60,6 +60,10 @@ type Options struct {
 	Reloadable     bool          // workers take part in reload (Workerman's reloadable)
 	LogFormat      string
 	LogLevel       string
+	LogFile        string   // the file behind Output, reopened by ReopenLogs ("" : not a file)
+	MetricsAddr    string   // --metrics: serve Prometheus /metrics here ("": off)
+	Name           string   // --name, in every process title
+	Processes      []string // user processes (Server.Processes), by name; slots after the task workers
 	// IDNode is this server's node number in connection ids (0: a single
 	// server; a cluster gives each server its own, 0..reactor.MaxNode).
 	IDNode int
@@ -77,6 +81,7 @@ type Options struct {
 type slot struct {
 	id       int
 	task     bool
+	process  string     // a user process's name ("" for workers and task workers)
 	files    []*os.File // BASE mode: this slot's SO_REUSEPORT sockets, one per listener
 	cur      *proc      // the process serving the slot
 	next     *proc      // a replacement being started (reload)
@@ -87,6 +92,21 @@ type slot struct {
 	timer    *time.Timer
 }
 
+// worker reports whether the slot is a worker (not a task worker or a user
+// process): the only kind that serves connections.
+func (sl *slot) worker() bool { return !sl.task && sl.process == "" }
+
+// kind is the slot's kind as status shows it.
+func (sl *slot) kind() string {
+	switch {
+	case sl.task:
+		return "task"
+	case sl.process != "":
+		return "process"
+	}
+	return "worker"
+}
+
 // Master is the supervising process.
 type Master struct {
 	opts    Options
@@ -95,8 +115,9 @@ type Master struct {
 	started time.Time
 
 	addrs     []string
-	plain     []net.Listener // PROCESS mode listeners
-	slotFiles [][]*os.File   // BASE mode: per slot, per listener
+	passed    map[string][]*os.File // sockets passed by systemd, by name
+	plain     []net.Listener        // PROCESS mode listeners
+	slotFiles [][]*os.File          // BASE mode: per slot, per listener
 	reactor   *reactor.Reactor
 	backend   *procBackend
 
@@ -107,6 +128,7 @@ type Master struct {
 	reloadMu sync.Mutex // one reload at a time
 
 	rooms     roomCounts
+	ops       opsState
 	taskRR    atomic.Uint32
 	stopCh    chan stopReq
 	done      chan struct{}
@@ -222,6 +244,10 @@ func (m *Master) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer m.closeListeners()
+	if err := m.startMetrics(); err != nil {
+		return err
+	}
+	defer m.stopMetrics()
 
 	m.ctl, err = listenControl(filepath.Join(o.RunDir, SocketName), m)
 	if err != nil {
@@ -229,9 +255,12 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	}
 	defer m.ctl.Close()
 
-	for i := 0; i < o.Workers+o.TaskWorkers; i++ {
-		sl := &slot{id: i, task: i >= o.Workers}
-		if o.Mode == ModeBase && !sl.task {
+	for i := 0; i < o.Workers+o.TaskWorkers+len(o.Processes); i++ {
+		sl := &slot{id: i, task: i >= o.Workers && i < o.Workers+o.TaskWorkers}
+		if i >= o.Workers+o.TaskWorkers {
+			sl.process = o.Processes[i-o.Workers-o.TaskWorkers]
+		}
+		if o.Mode == ModeBase && sl.worker() {
 			sl.files = m.slotFiles[i]
 		}
 		m.slots = append(m.slots, sl)
@@ -254,7 +283,7 @@ func (m *Master) Run(ctx context.Context) (err error) {
 			m.killAll()
 			return fmt.Errorf("worker %d failed to start: %w", p.slot.id, err)
 		}
-		if m.backend != nil && !p.slot.task {
+		if m.backend != nil && p.slot.worker() {
 			m.backend.attach(p)
 		}
 	}
@@ -263,6 +292,8 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	}
 	m.logReady()
 	ready(nil)
+	m.notifyReady()
+	go m.watchdog()
 
 	var req stopReq
 	select {
@@ -341,6 +372,7 @@ func (m *Master) shutdown(graceful bool) {
 		m.backend.wakeAll()
 	}
 	m.log.Info().Bool("graceful", graceful).Msg("stopping")
+	m.notify("STOPPING=1\nSTATUS=stopping")
 	wait := m.opts.ReloadWait
 	if m.reactor != nil {
 		if graceful {
@@ -359,19 +391,34 @@ func (m *Master) shutdown(graceful bool) {
 	}
 	if graceful {
 		// Workers first: the requests they finish may still hand work to
-		// the task workers, which drain once the workers are gone.
-		var workers, tasks []*proc
+		// the task workers, which drain once the workers are gone; user
+		// processes last (they may push to connections until then).
+		var workers, tasks, users []*proc
 		for _, p := range procs {
-			if p.slot.task {
+			switch {
+			case p.slot.task:
 				tasks = append(tasks, p)
-			} else {
+			case p.slot.process != "":
+				users = append(users, p)
+			default:
 				workers = append(workers, p)
 			}
 		}
 		m.stopProcs(workers, code, wait)
 		m.stopProcs(tasks, code, wait)
+		m.stopProcs(users, code, wait)
 	} else {
-		m.stopProcs(procs, code, wait)
+		// Now, but user processes still last.
+		var rest, users []*proc
+		for _, p := range procs {
+			if p.slot.process != "" {
+				users = append(users, p)
+			} else {
+				rest = append(rest, p)
+			}
+		}
+		m.stopProcs(rest, code, wait)
+		m.stopProcs(users, code, wait)
 	}
 	close(m.done)
 	m.log.Info().Msg("server stopped")
@@ -486,7 +533,7 @@ func (m *Master) respawn(sl *slot) {
 	m.mu.Lock()
 	sl.failing = ""
 	m.mu.Unlock()
-	if m.backend != nil && !sl.task {
+	if m.backend != nil && sl.worker() {
 		m.backend.attach(p)
 	}
 	m.log.Info().Int("worker", sl.id).Int("pid", p.pid).Int("restarts", sl.restarts).Msg("worker replaced")

@@ -193,6 +193,7 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 	}
 	cfg := m.workerConfig(sl, idStart)
 	cmd := exec.Command(m.opts.Exe, m.opts.Args...)
+	cmd.Args[0] = cfg.Title // what ps and /proc/PID/cmdline show
 	cmd.Env = append(filterEnv(os.Environ()), cfg.Encode(), EnvRole+"="+RoleWorker)
 	cmd.ExtraFiles = append([]*os.File{toR, fromW}, sl.files...)
 	cmd.Stdin = nil
@@ -249,6 +250,11 @@ func filterEnv(env []string) []string {
 		if strings.HasPrefix(e, worker.EnvConfig+"=") || strings.HasPrefix(e, EnvRole+"=") || strings.HasPrefix(e, EnvReadyFD+"=") {
 			continue
 		}
+		// systemd's variables are the master's: a worker must not
+		// notify readiness or claim the passed sockets.
+		if name, _, _ := strings.Cut(e, "="); systemdEnv[name] {
+			continue
+		}
 		out = append(out, e)
 	}
 	return out
@@ -267,6 +273,7 @@ func (m *Master) workerConfig(sl *slot, idStart uint64) worker.Config {
 		MaxRequest: o.MaxRequest, HeartbeatIdle: o.HeartbeatIdle, ReloadWait: o.ReloadWait,
 		ReadTimeout: o.ReadTimeout, IdleTimeout: o.IdleTimeout,
 		LogFormat: o.LogFormat, LogLevel: o.LogLevel,
+		LogFile: o.LogFile, Process: sl.process, Title: m.title(sl),
 	}
 }
 

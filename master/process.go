@@ -66,7 +66,7 @@ func (b *procBackend) attach(p *proc) {
 // detach stops routing to p (drained or dead). Task workers are never
 // routed to (their slot ids lie past the serving table).
 func (b *procBackend) detach(p *proc) {
-	if p.slot.task {
+	if !p.slot.worker() {
 		return
 	}
 	b.mu.Lock()

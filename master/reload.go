@@ -30,6 +30,8 @@ type ReloadLine struct {
 func (m *Master) Reload(tasksOnly bool) ([]ReloadLine, error) {
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()
+	m.notifyReloading()
+	defer m.notifyReady()
 	m.mu.Lock()
 	slots := append([]*slot(nil), m.slots...)
 	m.mu.Unlock()
@@ -38,16 +40,18 @@ func (m *Master) Reload(tasksOnly bool) ([]ReloadLine, error) {
 		if tasksOnly && !sl.task {
 			continue
 		}
-		if !sl.task && !m.opts.Reloadable {
+		if sl.worker() && !m.opts.Reloadable {
 			lines = append(lines, ReloadLine{ID: sl.id, Kind: "worker", Note: "not reloadable"})
 			continue
 		}
 		line, err := m.replace(sl)
 		if err != nil {
+			m.ops.reloadsFailed.Add(1)
 			return lines, err
 		}
 		lines = append(lines, line)
 	}
+	m.ops.reloadsOK.Add(1)
 	m.log.Info().Int("replaced", len(lines)).Msg("reload done")
 	return lines, nil
 }
@@ -68,12 +72,12 @@ func (m *Master) retire(p *proc) {
 }
 
 func (m *Master) replace(sl *slot) (ReloadLine, error) {
-	kind := "worker"
-	if sl.task {
-		kind = "task"
-	}
+	kind := sl.kind()
 	if m.isStopping() {
 		return ReloadLine{}, fmt.Errorf("server is stopping")
+	}
+	if sl.process != "" {
+		return m.restartProcess(sl)
 	}
 	begin := time.Now()
 	m.mu.Lock()
@@ -107,7 +111,7 @@ func (m *Master) replace(sl *slot) (ReloadLine, error) {
 		sl.old = append(sl.old, old)
 	}
 	m.mu.Unlock()
-	if m.backend != nil && !sl.task {
+	if m.backend != nil && sl.worker() {
 		m.backend.attach(np)
 	}
 	line := ReloadLine{ID: sl.id, Kind: kind, NewPid: np.pid}

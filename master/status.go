@@ -15,7 +15,8 @@ import (
 type WorkerStatus struct {
 	ID          int     `json:"id"`
 	Pid         int     `json:"pid"`
-	Kind        string  `json:"kind"` // worker or task
+	Kind        string  `json:"kind"`           // worker, task or process
+	Name        string  `json:"name,omitempty"` // a user process's name
 	State       string  `json:"state"`
 	Connections int     `json:"connections"`
 	Requests    uint64  `json:"requests"`
@@ -56,6 +57,8 @@ type Status struct {
 	Connections int              `json:"connections"`
 	Workers     []WorkerStatus   `json:"workers"`
 	TaskWorkers []WorkerStatus   `json:"task_workers"`
+	Processes   []WorkerStatus   `json:"processes"`              // user processes (Server.Processes)
+	MetricsAddr string           `json:"metrics_addr,omitempty"` // --metrics: where /metrics is served
 }
 
 // Status gathers the server's state, asking each worker for its counters.
@@ -65,6 +68,7 @@ func (m *Master) Status() Status {
 		Mode: o.Mode, MasterPid: os.Getpid(), MasterRSS: rss(os.Getpid()),
 		Started: m.started.UTC().Format(time.RFC3339), UptimeSec: time.Since(m.started).Seconds(),
 		Dispatch: m.dispatchName(), ReactorNum: m.reactorNum(), Workers: []WorkerStatus{}, TaskWorkers: []WorkerStatus{},
+		Processes: []WorkerStatus{}, MetricsAddr: m.ops.addr,
 	}
 	for i, l := range o.Listeners {
 		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol})
@@ -111,10 +115,7 @@ func (m *Master) Status() Status {
 	}
 	m.mu.Unlock()
 	for _, e := range entries {
-		ws := WorkerStatus{ID: e.sl.id, Kind: "worker", Restarts: e.restarts, LastExit: e.failing}
-		if e.sl.task {
-			ws.Kind = "task"
-		}
+		ws := WorkerStatus{ID: e.sl.id, Kind: e.sl.kind(), Name: e.sl.process, Restarts: e.restarts, LastExit: e.failing}
 		if e.backoff > 0 && e.failing != "" {
 			ws.Backoff = e.backoff.String()
 		}
@@ -157,16 +158,19 @@ func (m *Master) Status() Status {
 					ws.BusPending, ws.Timers, ws.BusDropped = s.BusPending, s.Timers, s.BusDropped
 				}
 			}
-			if m.reactor != nil && !e.sl.task && ws.State == StateReady {
+			if m.reactor != nil && e.sl.worker() && ws.State == StateReady {
 				ws.Connections = perSlot[e.sl.id]
 			}
 		}
-		if m.reactor == nil && !e.sl.task {
+		if m.reactor == nil && e.sl.worker() {
 			st.Connections += ws.Connections
 		}
-		if e.sl.task {
+		switch {
+		case e.sl.task:
 			st.TaskWorkers = append(st.TaskWorkers, ws)
-		} else {
+		case e.sl.process != "":
+			st.Processes = append(st.Processes, ws)
+		default:
 			st.Workers = append(st.Workers, ws)
 		}
 	}
@@ -182,7 +186,7 @@ func (m *Master) Connections() []reactor.Info {
 		m.mu.Lock()
 		var procs []*proc
 		for _, sl := range m.slots {
-			if sl.cur != nil && !sl.task {
+			if sl.cur != nil && sl.worker() {
 				procs = append(procs, sl.cur)
 			}
 			procs = append(procs, sl.old...)

@@ -152,6 +152,7 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 		c.full = true
 		c.mu.Unlock()
 		if fire {
+			c.r.m.BufferFull.Add(1)
 			c.r.h.BufferFull(c)
 		}
 		return ipc.BufferFull
@@ -188,11 +189,14 @@ func (c *Conn) flush() {
 		batch, c.queue = c.queue, batch[:0]
 		c.mu.Unlock()
 
-		n := 0
+		n, msgs, sent := 0, 0, 0
 		for i := range batch {
 			m := &batch[i]
 			if err := c.write(m); err != nil {
 				c.abort()
+			} else if m.op != websocket.CloseMessage {
+				msgs++
+				sent += len(m.data)
 			}
 			n += len(m.data)
 			if m.bp != nil && cap(*m.bp) <= 64<<10 {
@@ -200,6 +204,8 @@ func (c *Conn) flush() {
 			}
 			m.data, m.bp = nil, nil
 		}
+		c.r.m.WSMessagesOut.Add(uint64(msgs))
+		c.r.m.WSBytesOut.Add(uint64(sent))
 		c.mu.Lock()
 		c.queued -= n
 		c.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/forkd/forkd/ipc"
+	"github.com/forkd/forkd/metrics"
 )
 
 // Protocol is what a listener speaks.
@@ -70,6 +71,10 @@ type Options struct {
 	IdleTimeout    time.Duration // keep-alive idle; default 60s
 	WriteTimeout   time.Duration // one write; default 15s
 	Log            zerolog.Logger
+	// Metrics receives the reactor's counters (connections, HTTP answers
+	// and their latency, WebSocket traffic, full send buffers); nil: a
+	// private set nobody reads.
+	Metrics *metrics.Proc
 }
 
 func (o *Options) defaults() {
@@ -91,6 +96,9 @@ func (o *Options) defaults() {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 15 * time.Second
 	}
+	if o.Metrics == nil {
+		o.Metrics = new(metrics.Proc)
+	}
 }
 
 // Reactor holds connections for one process.
@@ -98,6 +106,7 @@ type Reactor struct {
 	opts     Options
 	h        Handler
 	log      zerolog.Logger
+	m        *metrics.Proc
 	ids      idSource
 	upgrader websocket.FastHTTPUpgrader
 
@@ -123,6 +132,7 @@ func New(opts Options, h Handler) *Reactor {
 		opts:  opts,
 		h:     h,
 		log:   opts.Log,
+		m:     opts.Metrics,
 		conns: make(map[uint64]*Conn),
 		done:  make(chan struct{}),
 		rooms: rooms{m: make(map[string]map[*Conn]struct{})},
@@ -253,6 +263,8 @@ func (ln *listener) Accept() (net.Conn, error) {
 // wrapped sequence can meet) and enters it in the table.
 func (r *Reactor) register(c *Conn) error {
 	c.Slot.Store(-1)
+	r.m.ConnsAccepted.Add(1)
+	r.m.ConnsOpen.Add(1)
 	n := r.nconns.Add(1)
 	if r.opts.MaxConns > 0 && n > int64(r.opts.MaxConns) {
 		c.over = true
@@ -261,6 +273,7 @@ func (r *Reactor) register(c *Conn) error {
 		seq, err := r.ids.take()
 		if err != nil {
 			r.nconns.Add(-1)
+			r.m.ConnsOpen.Add(-1)
 			return err
 		}
 		id := MakeID(r.opts.Node, r.opts.Owner, seq)
@@ -281,6 +294,7 @@ func (r *Reactor) forget(c *Conn) {
 	delete(r.conns, c.id)
 	r.mu.Unlock()
 	r.nconns.Add(-1)
+	r.m.ConnsOpen.Add(-1)
 	r.leaveAll(c)
 }
 
@@ -369,40 +383,52 @@ func (r *Reactor) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	r.log.Warn().Int("status", status).Str("remote", ctx.RemoteAddr().String()).Err(err).Msg("bad request")
 	ctx.Error(msg, status)
 	ctx.SetConnectionClose()
+	r.m.HTTPDone(status, time.Since(ctx.Time()))
 }
 
 func (r *Reactor) handler(l *Listener) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
-		c, _ := ctx.Conn().(*Conn)
-		upgrade := websocket.FastHTTPIsWebSocketUpgrade(ctx)
-		if c != nil && c.over {
-			r.refuse(ctx, c, upgrade)
-			return
-		}
-		switch {
-		case upgrade && (l.Protocol == WebSocket || l.Upgrade):
-			r.upgrade(ctx, c, l)
-			return
-		case upgrade:
-			ctx.Error("WebSocket upgrades are disabled on this port", fasthttp.StatusBadRequest)
-			ctx.SetConnectionClose()
-			return
-		case l.Protocol == WebSocket:
-			ctx.Response.Header.Set("Upgrade", "websocket")
-			ctx.Error("this port speaks WebSocket only", fasthttp.StatusUpgradeRequired)
-			return
-		}
-		if c != nil {
-			c.handling.Store(true)
-		}
-		r.h.HTTP(l, ctx)
-		if c != nil {
-			c.handling.Store(false)
-		}
-		if r.draining.Load() {
-			ctx.SetConnectionClose()
+		if !r.serve(l, ctx) {
+			// Counted here, with atomics only: the metrics cost a request
+			// one clock read and no lock or allocation.
+			r.m.HTTPDone(ctx.Response.StatusCode(), time.Since(ctx.Time()))
 		}
 	}
+}
+
+// serve answers one request; true when it became a WebSocket (counted as a
+// connection, not a request).
+func (r *Reactor) serve(l *Listener, ctx *fasthttp.RequestCtx) (upgraded bool) {
+	c, _ := ctx.Conn().(*Conn)
+	upgrade := websocket.FastHTTPIsWebSocketUpgrade(ctx)
+	if c != nil && c.over {
+		r.refuse(ctx, c, upgrade)
+		return upgrade
+	}
+	switch {
+	case upgrade && (l.Protocol == WebSocket || l.Upgrade):
+		r.upgrade(ctx, c, l)
+		return ctx.Hijacked()
+	case upgrade:
+		ctx.Error("WebSocket upgrades are disabled on this port", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+		return false
+	case l.Protocol == WebSocket:
+		ctx.Response.Header.Set("Upgrade", "websocket")
+		ctx.Error("this port speaks WebSocket only", fasthttp.StatusUpgradeRequired)
+		return false
+	}
+	if c != nil {
+		c.handling.Store(true)
+	}
+	r.h.HTTP(l, ctx)
+	if c != nil {
+		c.handling.Store(false)
+	}
+	if r.draining.Load() {
+		ctx.SetConnectionClose()
+	}
+	return false
 }
 
 // refuse answers a connection accepted beyond MaxConns: HTTP 503, or a

@@ -74,6 +74,8 @@ func (r *Reactor) serveWS(c *Conn) {
 			break
 		}
 		c.lastRead.Store(time.Now().UnixNano())
+		r.m.WSMessagesIn.Add(1)
+		r.m.WSBytesIn.Add(uint64(len(buf)))
 		if op == websocket.TextMessage && !utf8.Valid(buf) {
 			*bp = buf[:0]
 			msgPool.Put(bp)

@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"time"
+
 	"github.com/valyala/fasthttp"
 
 	"github.com/forkd/forkd/ipc"
@@ -43,7 +45,9 @@ func (h *baseHandler) Message(rc *reactor.Conn, op int, data []byte) {
 	w.inflight.Add(1)
 	defer w.inflight.Done()
 	w.counted()
+	t0 := time.Now()
 	w.guard(c, "OnMessage", func() { w.app.Message(c, op, data) })
+	w.m.MessageLatency.Observe(time.Since(t0))
 }
 
 func (h *baseHandler) Close(rc *reactor.Conn, code int, reason string) {

@@ -117,9 +117,12 @@ func (w *Worker) local(id uint64) bool {
 // Push sends a message to any connection, wherever it is held.
 func (w *Worker) Push(id uint64, op int, data []byte) ipc.Outcome {
 	if w.local(id) {
-		return w.r.Push(id, op, data)
+		out := w.r.Push(id, op, data)
+		w.m.Push(uint16(out))
+		return out
 	}
 	out, _, _ := w.call(ipc.Header{Type: ipc.TypePush, Flags: uint8(op), Conn: id}, data, nil, 0)
+	w.m.Push(uint16(out))
 	return out
 }
 
@@ -175,6 +178,7 @@ func (w *Worker) Leave(id uint64, room string) ipc.Outcome {
 func (w *Worker) Broadcast(room string, op int, data []byte, except uint64) (int, ipc.Outcome) {
 	head := binary.LittleEndian.AppendUint16(make([]byte, 0, 2+len(room)), uint16(len(room)))
 	head = append(head, room...)
+	w.m.Broadcasts.Add(1)
 	out, n, _ := w.call(ipc.Header{Type: ipc.TypeBroadcast, Flags: uint8(op), Conn: except}, head, data, 0)
 	return int(n), out
 }
@@ -189,6 +193,9 @@ func (w *Worker) Count(room string) (int, ipc.Outcome) {
 // OK once it is queued to that worker.
 func (w *Worker) SendMessage(to int, data []byte) ipc.Outcome {
 	out, _, _ := w.call(ipc.Header{Type: ipc.TypePipe, Arg: uint32(to), Code: uint16(w.cfg.Slot)}, data, nil, 0)
+	if out == ipc.OK {
+		w.m.PipeSent.Add(1)
+	}
 	return out
 }
 

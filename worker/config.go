@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -46,8 +47,16 @@ type Config struct {
 	CallTimeout    time.Duration `json:"call_timeout"`
 	LogFormat      string        `json:"log_format"`
 	LogLevel       string        `json:"log_level"`
-	IDNode         int           `json:"id_node"`  // node in connection ids (reactor.MakeID)
-	IDStart        uint64        `json:"id_start"` // BASE: first sequence of the first id lease
+	// LogFile is the file behind the worker's stderr (empty: not a file);
+	// reopened on the master's ReopenLogs frame.
+	LogFile string `json:"log_file,omitempty"`
+	// Process names a user process (Server.Processes); empty for workers
+	// and task workers. A user process holds no listener.
+	Process string `json:"process,omitempty"`
+	// Title is the process title (argv[0]), as ps shows it.
+	Title   string `json:"title,omitempty"`
+	IDNode  int    `json:"id_node"`  // node in connection ids (reactor.MakeID)
+	IDStart uint64 `json:"id_start"` // BASE: first sequence of the first id lease
 }
 
 // Encode returns the environment entry for c.
@@ -87,6 +96,9 @@ type App interface {
 	BufferDrain(c *Conn)
 	PipeMessage(w *Worker, from int, data []byte)
 	Task(w *Worker, from int, data []byte) ([]byte, error)
+	// RunProcess runs a user process's function (Config.Process) until ctx
+	// ends; its return while ctx is live means the process must restart.
+	RunProcess(ctx context.Context, w *Worker) error
 }
 
 // Close codes used by the worker.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
@@ -49,7 +50,9 @@ func (c *Conn) Handshake() *ipc.Handshake { return &c.hs }
 // Send queues a message to this connection and returns the outcome.
 func (c *Conn) Send(op int, data []byte) ipc.Outcome {
 	if c.rc != nil {
-		return c.rc.Send(op, data)
+		out := c.rc.Send(op, data)
+		c.w.m.Push(uint16(out)) // a push in PROCESS mode (below): counted alike
+		return out
 	}
 	return c.w.Push(c.id, op, data)
 }
@@ -148,7 +151,9 @@ func (w *Worker) dispatch(c *Conn, ev *event) {
 		if c.closed.Load() {
 			return
 		}
+		t0 := time.Now()
 		w.guard(c, "OnMessage", func() { w.app.Message(c, ev.op, *ev.bp) })
+		w.m.MessageLatency.Observe(time.Since(t0))
 	case ipc.TypeBuffer:
 		if ev.code == 1 {
 			w.guard(nil, "OnBufferFull", func() { w.app.BufferFull(c) })

@@ -109,5 +109,8 @@ func (w *Worker) runTask(t queuedTask) {
 		}
 	}()
 	w.tasks.done.Add(1)
+	if out != ipc.OK {
+		w.m.TasksFail.Add(1)
+	}
 	w.out.SendWait(&ipc.Header{Type: ipc.TypeTaskResult, Seq: t.seq, Arg: t.arg, Code: uint16(out)}, res, nil)
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/forkd/forkd/ipc"
+	"github.com/forkd/forkd/metrics"
 	"github.com/forkd/forkd/reactor"
 )
 
@@ -55,6 +56,8 @@ type Worker struct {
 	timers  timers
 	tasks   taskState
 	runners *reactor.Pool[job] // PROCESS: goroutines serving requests and connection events
+	m       metrics.Proc       // this process's counters (see ops.go)
+	ops     ops
 	// Ext is the root package's handle for this worker.
 	Ext any
 }
@@ -117,7 +120,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("worker: unexpected frame %d before welcome", f.Type)
 	}
 
-	if w.cfg.Mode == ModeBase && !w.cfg.Task {
+	if w.cfg.Mode == ModeBase && !w.cfg.Task && w.cfg.Process == "" {
 		w.r = reactor.New(reactor.Options{
 			Node:           uint16(w.cfg.IDNode),
 			Owner:          uint16(w.cfg.Slot),
@@ -130,6 +133,7 @@ func Run(ctx context.Context, o Options) error {
 			ReadTimeout:    w.cfg.ReadTimeout,
 			IdleTimeout:    w.cfg.IdleTimeout,
 			Log:            w.log,
+			Metrics:        &w.m,
 		}, (*baseHandler)(w))
 		defer w.r.Close()
 	}
@@ -160,9 +164,17 @@ func Run(ctx context.Context, o Options) error {
 
 	readErr := make(chan error, 1)
 	go func() { readErr <- w.readLoop(rd) }()
+	procEnded := w.startProcess(ctx)
 
 	var dr drainReq
 	select {
+	case err := <-procEnded:
+		// A user process's function returned (or panicked) while nobody
+		// asked it to stop: exit non-zero, and the master starts it again
+		// (backing off if it keeps ending young).
+		w.log.Error().Err(err).Str("process", w.cfg.Process).Msg("process function ended, exiting for a restart")
+		w.shutdown(false, 0)
+		return fmt.Errorf("worker: process %s ended: %w", w.cfg.Process, err)
 	case err := <-readErr:
 		// The master went away or broke the stream: stop now.
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
@@ -229,6 +241,7 @@ func (w *Worker) shutdown(reload bool, wait time.Duration) {
 			w.log.Warn().Msg("drain deadline reached with work in flight")
 		}
 	}
+	w.stopProcess(wait)
 	w.timers.clearAll()
 	w.runners.Stop()
 	func() {
@@ -279,6 +292,7 @@ func (w *Worker) handle(f ipc.Frame) error {
 	case ipc.TypePipe:
 		data := append([]byte(nil), f.Payload...)
 		from := int(f.Code)
+		w.m.PipeRecv.Add(1)
 		go func() {
 			defer w.recoverLog("OnPipeMessage")
 			w.app.PipeMessage(w, from, data)
@@ -291,6 +305,10 @@ func (w *Worker) handle(f ipc.Frame) error {
 	case ipc.TypeConns:
 		b, _ := json.Marshal(w.connInfos())
 		w.out.Send(&ipc.Header{Type: ipc.TypeConns, Seq: f.Seq}, b, nil)
+	case ipc.TypeMetrics:
+		go w.sendMetrics(f.Seq) // gathering the runtime's figures takes a moment: not on the read loop
+	case ipc.TypeReopenLogs:
+		w.reopenLogs(f.Seq)
 	case ipc.TypeDrain:
 		dr := drainReq{reload: f.Code == DrainReload}
 		if f.Code != DrainNow {

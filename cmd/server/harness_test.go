@@ -126,8 +126,11 @@ func (s *server) waitReady(limit time.Duration) {
 		resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + s.httpAddr + "/hello")
 		if err == nil {
 			resp.Body.Close()
+			// Every process ready, not only the one that answered: in BASE
+			// mode a worker serves as soon as it is ready, while the others
+			// (and the task workers) may still be starting.
 			if resp.StatusCode == 200 {
-				if _, err := s.statusErr(); err == nil {
+				if st, err := s.statusErr(); err == nil && allReady(st) {
 					return
 				}
 			}
@@ -212,7 +215,7 @@ func (s *server) statusErr() (master.Status, error) {
 	}
 	s.mu.Lock()
 	s.pids[st.MasterPid] = true
-	for _, w := range append(st.Workers, st.TaskWorkers...) {
+	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {
 		if w.Pid > 0 {
 			s.pids[w.Pid] = true
 		}
@@ -365,4 +368,15 @@ func readHTTP(t testing.TB, br *bufio.Reader) (*httpResp, string) {
 		t.Fatalf("read body: %v", err)
 	}
 	return &httpResp{StatusCode: resp.StatusCode, Header: resp.Header}, string(b)
+}
+
+// allReady reports whether every worker, task worker and user process in st
+// is ready.
+func allReady(st master.Status) bool {
+	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {
+		if w.State != master.StateReady {
+			return false
+		}
+	}
+	return len(st.Workers) > 0
 }
