@@ -113,7 +113,7 @@ func startAPIServer(t *testing.T, bin, mode string) *apiServer {
 		}
 		if resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + s.httpAddr + "/hello"); err == nil {
 			resp.Body.Close()
-			if st, err := s.status(); err == nil && resp.StatusCode == 200 && len(st.TaskWorkers) == 2 {
+			if st, err := s.status(); err == nil && resp.StatusCode == 200 && len(st.TaskWorkers) == 2 && allReady(st) {
 				return s
 			}
 		}
@@ -540,4 +540,15 @@ func apiTaskWorkerSender(t *testing.T, s *apiServer) {
 	if tr.Kind != "ok" || tr.Result != "noconn" {
 		t.Errorf("task worker Push to an unknown id: got %+v, want ErrNoConnection", tr)
 	}
+}
+
+// allReady reports whether every process in st is ready (in BASE mode one
+// worker serves while the others, and the user processes, still start).
+func allReady(st master.Status) bool {
+	for _, w := range append(append(append([]master.WorkerStatus(nil), st.Workers...), st.TaskWorkers...), st.Processes...) {
+		if w.State != master.StateReady {
+			return false
+		}
+	}
+	return true
 }
