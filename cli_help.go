@@ -130,22 +130,14 @@ func (s *Server) polishCLI(app *cli.App) {
 	name := app.Name
 	usageErr := func(cmd string) cli.OnUsageErrorFunc {
 		return func(c *cli.Context, err error, _ bool) error {
-			msg := err.Error()
-			if f, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
-				f = strings.TrimPrefix(f, "-")
-				if len(f) > 1 {
-					f = "-" + f
-				}
-				msg = "unknown flag -" + f
-			}
-			return fmt.Errorf("%s: %s; run '%s %s --help' for its flags", cmd, msg, name, cmd)
+			return fmt.Errorf("%s: %s; run '%s %s --help' for its flags", cmd, usageMsg(err), name, cmd)
 		}
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = usageErr(c.Name)
 	}
 	app.OnUsageError = func(c *cli.Context, err error, _ bool) error {
-		return fmt.Errorf("%s; run '%s help' for the commands", strings.TrimPrefix(err.Error(), "flag provided but not defined: "), name)
+		return fmt.Errorf("%s; run '%s help' for the commands", usageMsg(err), name)
 	}
 	var unknown string
 	app.CommandNotFound = func(c *cli.Context, cmd string) { unknown = cmd }
@@ -161,6 +153,20 @@ func (s *Server) polishCLI(app *cli.App) {
 		}
 		return nil
 	}
+}
+
+// usageMsg words the flag package's "flag provided but not defined: -x" as
+// "unknown flag -x" (--name for a long one).
+func usageMsg(err error) string {
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		f = strings.TrimPrefix(f, "-")
+		if len(f) > 1 {
+			f = "-" + f
+		}
+		msg = "unknown flag -" + f
+	}
+	return msg
 }
 
 func unknownCommand(prog, cmd string) error {

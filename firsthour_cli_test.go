@@ -72,7 +72,7 @@ func testUnknown(t *testing.T, app devApp) {
 	oneLine(t, "help frobnicate", runCLI(t, "", app.bin, "help", "frobnicate"), `unknown command "frobnicate"`)
 	oneLine(t, "start --bogus", runCLI(t, "", app.bin, "start", "--bogus"), "unknown flag --bogus", "devapp start --help")
 	oneLine(t, "stop -x", runCLI(t, "", app.bin, "stop", "-x"), "unknown flag -x")
-	oneLine(t, "--bogus", runCLI(t, "", app.bin, "--bogus"), "bogus", "devapp help")
+	oneLine(t, "--bogus", runCLI(t, "", app.bin, "--bogus"), "unknown flag --bogus", "devapp help")
 	for _, args := range [][]string{{"help"}, {"help", "start"}, {}} {
 		r := runCLI(t, "", app.bin, args...)
 		if r.err != nil || r.stderr != "" || !strings.Contains(r.stdout, "start") {
