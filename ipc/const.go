@@ -45,7 +45,7 @@ const (
 	TypeResponse Type = 11 // w->m: HTTP response; seq = request seq; arg = header length; payload = header + body
 	TypeOpen     Type = 12 // m->w: WebSocket opened; code = listener; payload = handshake (see EncodeHandshake)
 	TypeMessage  Type = 13 // m->w: WebSocket message; flags = opcode
-	TypeClosed   Type = 14 // m->w: WebSocket closed; code = close code
+	TypeClosed   Type = 14 // m->w: WebSocket closed; code = close code; flags = ClosedReply or 0
 	TypeResume   Type = 15 // m->w: WebSocket now served by this worker; payload = handshake
 	TypeBuffer   Type = 16 // m->w: a WebSocket's send buffer filled (code 1) or drained (code 0)
 
@@ -73,6 +73,13 @@ const (
 	// Connection ids (80-84).
 	TypeIDLease Type = 80 // BASE w->m: seq wants a Result whose payload is the u64 (LE) first sequence of a new lease
 )
+
+// ClosedReply, in a Closed frame's flags, says that the peer closed and
+// its close still waits for our reply: the worker answers with a Close
+// frame (seq 0, code = the close code to reply with) once OnClose has run,
+// so the reply follows whatever its callbacks sent for the messages that
+// came before the peer's close.
+const ClosedReply uint8 = 1
 
 // Outcome is the result of a bus operation, carried in a Result frame's code.
 type Outcome uint16

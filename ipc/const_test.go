@@ -15,6 +15,7 @@ func TestConstants(t *testing.T) {
 		want uint64
 	}{
 		{name: "Version", got: uint64(Version), want: 3},
+		{name: "ClosedReply", got: uint64(ClosedReply), want: 1},
 		{name: "HeaderSize", got: HeaderSize, want: 24},
 		{name: "MaxPayload", got: MaxPayload, want: 64 << 20},
 	}

@@ -320,9 +320,21 @@ func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
 	}
 }
 
+// Close tells the worker. When the peer's close waits for our reply, the
+// worker sends it (a Close frame after OnClose): it then follows whatever
+// the worker sent for the messages before the peer's close, which may
+// still be in its queue.
 func (b *procBackend) Close(c *reactor.Conn, code int, reason string) {
 	if p := b.servingEnter(int(c.Slot.Load())); p != nil {
-		p.out.Send(&ipc.Header{Type: ipc.TypeClosed, Conn: c.ID(), Code: uint16(code)}, []byte(reason), nil)
+		h := ipc.Header{Type: ipc.TypeClosed, Conn: c.ID(), Code: uint16(code)}
+		if c.DeferCloseReply() {
+			h.Flags = ipc.ClosedReply
+			if p.out.SendWait(&h, []byte(reason), nil) != nil {
+				c.CloseWith(reactor.EchoCode(code), "") // the worker will never answer
+			}
+		} else {
+			p.out.Send(&h, []byte(reason), nil)
+		}
 		p.leave()
 	}
 }

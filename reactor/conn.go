@@ -6,15 +6,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fasthttp/websocket"
-
 	"github.com/forkd/forkd/ipc"
 )
 
-// Message types, as in RFC 6455 (and fasthttp/websocket).
+// Message types, as in RFC 6455.
 const (
-	Text   = websocket.TextMessage
-	Binary = websocket.BinaryMessage
+	Text   = opText
+	Binary = opBinary
 )
 
 // Conn is one client connection held by a reactor: an HTTP keep-alive
@@ -46,8 +44,16 @@ type Conn struct {
 	writeSince  atomic.Int64
 
 	// Set once at upgrade.
-	ws *websocket.Conn
+	ws atomic.Bool
 	hs ipc.Handshake // owned copies
+	// closeDone is closed once our close frame has been written (or could
+	// not be): the closing handshake's half that is ours is done.
+	closeDone chan struct{}
+	// lingerOnClose: an HTTP connection closed after an error answer,
+	// whose unread input must be drained, not reset (see lingerClose).
+	lingerOnClose atomic.Bool
+	// hdr scans HTTP header bytes for bare LFs (see httpcheck.go).
+	hdr hdrScan
 
 	// Slot is the worker serving this WebSocket in PROCESS mode (-1: none).
 	Slot atomic.Int32
@@ -61,12 +67,27 @@ type Conn struct {
 	closing bool // a close is queued: accept no more output
 	full    bool // OnBufferFull fired, OnBufferDrain pending
 	rooms   []string
+	// The closing handshake: the code of our close frame once queued; a
+	// close we owe (the reply to the peer's close, or the one failing the
+	// connection: the read loop has ended), its code and reason; the close
+	// deferred to the handler (DeferCloseReply); our close written.
+	sentCode  int
+	owe       bool
+	oweCode   int
+	oweReason string
+	deferred  bool
+	closeSent bool
+
+	// The writer's scratch (only the flushing goroutine touches them).
+	hdrs []byte
+	iov  [][]byte
+	bufs net.Buffers
 }
 
 type outMsg struct {
 	op   int
 	data []byte
-	code int     // close code when op == websocket.CloseMessage
+	code int     // close code when op == opClose
 	bp   *[]byte // pooled buffer holding data, returned after the write
 }
 
@@ -82,15 +103,24 @@ func (c *Conn) Listener() *Listener { return c.listener }
 func (c *Conn) Since() time.Time { return c.since }
 
 // IsWebSocket reports whether the connection has been upgraded.
-func (c *Conn) IsWebSocket() bool { return c.ws != nil }
+func (c *Conn) IsWebSocket() bool { return c.ws.Load() }
 
 // Handshake returns the WebSocket upgrade request (nil fields for HTTP).
 func (c *Conn) Handshake() *ipc.Handshake { return &c.hs }
 
-// Read counts bytes in.
+// Read counts bytes in (and follows an HTTP request's header block: see
+// hdrScan).
 func (c *Conn) Read(b []byte) (int, error) {
+	if c.hdr.state != hdrOff {
+		if err := c.hdr.before(); err != nil {
+			return 0, err
+		}
+	}
 	n, err := c.Conn.Read(b)
 	c.in.Add(uint64(n))
+	if c.hdr.state == hdrScanning {
+		c.hdr.scan(b[:n])
+	}
 	return n, err
 }
 
@@ -103,8 +133,19 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// Close closes the socket and forgets the connection, once.
+// Close closes the socket and forgets the connection, once. An HTTP
+// connection answered with an error while the client may still be sending
+// (413, 431, 400, ...) is closed lingering (see lingerClose), so that the
+// client reads the answer instead of a reset.
 func (c *Conn) Close() error {
+	if c.lingerOnClose.Load() && !c.ws.Load() && c.r.spawnLinger(c) {
+		return nil
+	}
+	return c.closeNow()
+}
+
+// closeNow closes the socket and forgets the connection, once.
+func (c *Conn) closeNow() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil
 	}
@@ -119,8 +160,11 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // the reactor's MaxSendBuffer (OnBufferFull fires), ipc.Closed once the
 // connection is closing, ipc.NoConnection for a plain HTTP connection.
 func (c *Conn) Send(op int, data []byte) ipc.Outcome {
-	if c.ws == nil {
+	if !c.ws.Load() {
 		return ipc.NoConnection
+	}
+	if op != Text && op != Binary {
+		return ipc.Failed
 	}
 	bp := bufPool.Get().(*[]byte)
 	*bp = append((*bp)[:0], data...)
@@ -131,14 +175,57 @@ func (c *Conn) Send(op int, data []byte) ipc.Outcome {
 	return out
 }
 
+// pong queues the answer to a ping (dropped when the queue is full or
+// closing: the peer will ping again, or time out).
+func (c *Conn) pong(data []byte) {
+	bp := bufPool.Get().(*[]byte)
+	*bp = append((*bp)[:0], data...)
+	if c.enqueue(outMsg{op: opPong, data: *bp, bp: bp}) != ipc.OK {
+		bufPool.Put(bp)
+	}
+}
+
 // CloseWith queues a close frame with code and reason after any queued
 // output, then closes the socket.
 func (c *Conn) CloseWith(code int, reason string) ipc.Outcome {
-	if c.ws == nil {
+	if !c.ws.Load() {
 		c.Close()
 		return ipc.OK
 	}
-	return c.enqueue(outMsg{op: websocket.CloseMessage, code: code, data: []byte(reason)})
+	return c.enqueue(outMsg{op: opClose, code: code, data: closePayload(code, reason)})
+}
+
+// DeferCloseReply, called by a Handler's Close, says that the handler
+// will send the close the reactor owes (the reply to the peer's close, or
+// the close failing the connection) itself, with CloseWith, once every
+// message that came before has been handled and answered, as PROCESS
+// mode's worker does. It reports false, and defers nothing, unless such a
+// close is owed and not yet queued. The reactor sends it anyway after a
+// bound.
+func (c *Conn) DeferCloseReply() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.owe || c.closing || c.closed.Load() {
+		return false
+	}
+	c.deferred = true
+	return true
+}
+
+// owed records the close the read loop ended owing.
+func (c *Conn) owed(code int, reason string) {
+	c.mu.Lock()
+	c.owe, c.oweCode, c.oweReason = true, code, reason
+	c.mu.Unlock()
+}
+
+// EchoCode is the code a close reply carries: the peer's, or 1000 when
+// the peer's close had none.
+func EchoCode(code int) int {
+	if code == CloseNoStatus || code == 0 {
+		return CloseNormal
+	}
+	return code
 }
 
 func (c *Conn) enqueue(m outMsg) ipc.Outcome {
@@ -147,7 +234,11 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 		c.mu.Unlock()
 		return ipc.Closed
 	}
-	if m.op != websocket.CloseMessage && c.queued > 0 && c.queued+len(m.data) > c.r.opts.MaxSendBuffer {
+	if m.op != opClose && c.queued > 0 && c.queued+len(m.data) > c.r.opts.MaxSendBuffer {
+		if m.op == opPong {
+			c.mu.Unlock()
+			return ipc.BufferFull
+		}
 		fire := !c.full
 		c.full = true
 		c.mu.Unlock()
@@ -157,8 +248,12 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 		}
 		return ipc.BufferFull
 	}
-	if m.op == websocket.CloseMessage {
+	if m.op == opClose {
 		c.closing = true
+		c.sentCode = m.code
+		if c.deferred && m.code == c.oweCode && len(m.data) == 2 && c.oweReason != "" {
+			m.data = closePayload(m.code, c.oweReason) // the handler's echo of a failure: keep its reason
+		}
 	}
 	c.queue = append(c.queue, m)
 	c.queued += len(m.data)
@@ -171,7 +266,8 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 	return ipc.OK
 }
 
-// flush is the connection's only writer while it runs.
+// flush is the connection's only writer while it runs. Whatever is queued
+// when it looks goes out in one write (writev on a TCP socket).
 func (c *Conn) flush() {
 	var batch []outMsg
 	for {
@@ -189,16 +285,18 @@ func (c *Conn) flush() {
 		batch, c.queue = c.queue, batch[:0]
 		c.mu.Unlock()
 
-		n, msgs, sent := 0, 0, 0
+		err := c.writeBatch(batch)
+		n, msgs, sent, wroteClose := 0, 0, 0, false
 		for i := range batch {
 			m := &batch[i]
-			if err := c.write(m); err != nil {
-				c.abort()
-			} else if m.op != websocket.CloseMessage {
+			n += len(m.data)
+			switch m.op {
+			case opClose:
+				wroteClose = true
+			case opText, opBinary:
 				msgs++
 				sent += len(m.data)
 			}
-			n += len(m.data)
 			if m.bp != nil && cap(*m.bp) <= 64<<10 {
 				bufPool.Put(m.bp)
 			}
@@ -206,24 +304,88 @@ func (c *Conn) flush() {
 		}
 		c.r.m.WSMessagesOut.Add(uint64(msgs))
 		c.r.m.WSBytesOut.Add(uint64(sent))
+		if err == nil {
+			c.r.m.WSMessagesOut.Add(uint64(msgs))
+			c.r.m.WSBytesOut.Add(uint64(sent))
+		}
 		c.mu.Lock()
 		c.queued -= n
 		c.mu.Unlock()
+		if wroteClose {
+			c.closeWritten(err)
+		}
+		if err != nil {
+			c.abort()
+		}
 	}
 }
 
-func (c *Conn) write(m *outMsg) error {
+// writeBatch writes the frames of batch in one vectored write.
+func (c *Conn) writeBatch(batch []outMsg) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	if m.op == websocket.CloseMessage {
-		deadline := time.Now().Add(c.r.opts.WriteTimeout)
-		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(m.code, string(m.data)), deadline)
-		// Give the peer a moment to answer the close, then cut.
-		time.AfterFunc(time.Second, func() { c.Close() })
-		return nil
+	hdrs := c.hdrs[:0]
+	for i := range batch {
+		m := &batch[i]
+		hdrs = appendFrameHeader(hdrs, m.op, len(m.data))
 	}
-	return c.ws.WriteMessage(m.op, m.data) // the sweeper bounds a stuck write
+	iov := c.iov[:0]
+	off := 0
+	for i := range batch {
+		m := &batch[i]
+		hl := frameHeaderLen(len(m.data))
+		iov = append(iov, hdrs[off:off+hl])
+		off += hl
+		if len(m.data) > 0 {
+			iov = append(iov, m.data)
+		}
+	}
+	c.hdrs = hdrs
+	c.writeSince.Store(c.r.clock.Load())
+	c.bufs = iov                     // a field: a local would escape (WriteTo takes its address)
+	n, err := c.bufs.WriteTo(c.Conn) // the sweeper bounds a stuck write
+	c.bufs = nil
+	c.writeSince.Store(0)
+	c.out.Add(uint64(n))
+	clear(iov)
+	c.iov = iov[:0]
+	return err
+}
+
+func frameHeaderLen(n int) int {
+	switch {
+	case n <= 125:
+		return 2
+	case n <= 0xffff:
+		return 4
+	}
+	return 10
+}
+
+// closeWritten runs once our close frame is out (or failed): the write
+// side is shut at once, so the peer sees the TCP connection end right
+// after our close frame (RFC 6455 7.1.1: the server closes first). If the
+// peer has not closed yet, its reply is awaited for closeWait: the read
+// loop ends then. Waiters on closeDone are released.
+func (c *Conn) closeWritten(err error) {
+	c.mu.Lock()
+	already := c.closeSent
+	c.closeSent = true
+	owe := c.owe
+	c.mu.Unlock()
+	if already {
+		return
+	}
+	if err == nil {
+		closeWrite(c.Conn)
+		if !owe {
+			_ = c.Conn.SetReadDeadline(time.Now().Add(closeWait))
+		}
+	}
+	if c.closeDone != nil {
+		close(c.closeDone)
+	}
 }
 
 // abort drops queued output after a write error and closes the socket.
@@ -231,6 +393,7 @@ func (c *Conn) abort() {
 	c.mu.Lock()
 	c.closing = true
 	c.mu.Unlock()
+	c.closeWritten(net.ErrClosed)
 	c.Close()
 }
 
@@ -258,7 +421,7 @@ type Info struct {
 // Info returns the connection's description; worker is the serving worker.
 func (c *Conn) Info(worker int) Info {
 	proto := "http"
-	if c.ws != nil {
+	if c.ws.Load() {
 		proto = "websocket"
 	}
 	return Info{

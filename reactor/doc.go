@@ -1,7 +1,11 @@
 // Package reactor holds client connections: it accepts on listeners, parses
-// HTTP with fasthttp and WebSocket with fasthttp/websocket, absorbs slow and
-// malformed clients, queues output per connection within a bound, and hands
-// complete requests and messages to a Handler. It runs no user code itself.
+// HTTP with fasthttp (plus the framing checks fasthttp does not make:
+// httpcheck.go), answers the WebSocket handshake and reads and writes
+// WebSocket frames itself (wsframe.go: strict RFC 6455, UTF-8 validated
+// incrementally, nothing processed after a failing frame), absorbs slow and
+// malformed clients, closes without resets (linger.go), queues output per
+// connection within a bound, and hands complete requests and messages to a
+// Handler. It runs no user code itself.
 //
 // The same reactor serves both modes: in PROCESS mode it lives in the master
 // and its Handler forwards over ipc to the workers; in BASE mode each worker

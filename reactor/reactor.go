@@ -3,6 +3,7 @@ package reactor
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -67,7 +68,7 @@ type Options struct {
 	MaxHeaderSize  int           // HTTP request header block; default 16 KiB (431 beyond)
 	MaxConns       int           // beyond it: HTTP 503, WebSocket close 1013; 0 = unlimited
 	HeartbeatIdle  time.Duration // close WebSockets silent this long; 0 = off
-	ReadTimeout    time.Duration // whole request read (slowloris); default 15s
+	ReadTimeout    time.Duration // whole request read (slowloris), the first from accept; default 15s
 	IdleTimeout    time.Duration // keep-alive idle; default 60s
 	WriteTimeout   time.Duration // one write; default 15s
 	Log            zerolog.Logger
@@ -103,12 +104,11 @@ func (o *Options) defaults() {
 
 // Reactor holds connections for one process.
 type Reactor struct {
-	opts     Options
-	h        Handler
-	log      zerolog.Logger
-	m        *metrics.Proc
-	ids      idSource
-	upgrader websocket.FastHTTPUpgrader
+	opts Options
+	h    Handler
+	log  zerolog.Logger
+	m    *metrics.Proc
+	ids  idSource
 
 	mu        sync.RWMutex
 	conns     map[uint64]*Conn
@@ -146,15 +146,6 @@ func New(opts Options, h Handler) *Reactor {
 		r.ids.next, r.ids.end = opts.FirstLease, opts.FirstLease+IDLease
 	}
 	r.flushers = NewPool((*Conn).flush)
-	r.upgrader = websocket.FastHTTPUpgrader{
-		ReadBufferSize:  1024,
-		WriteBufferSize: 1024,
-		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     func(*fasthttp.RequestCtx) bool { return true },
-		Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
-			ctx.Error(reason.Error(), status)
-		},
-	}
 	if opts.HeartbeatIdle > 0 {
 		r.wg.Add(1)
 		go r.heartbeat()
@@ -353,11 +344,17 @@ func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
 		if c.idleSince.Load() != idleShut {
 			c.idleSince.Store(0)
 		}
+		if st == fasthttp.StateNew {
+			c.hdr.reset(hdrScanning)
+		} else {
+			c.hdr.active()
+		}
 	case fasthttp.StateIdle:
 		c.activeSince.Store(0)
 		if c.idleSince.Load() != idleShut {
 			c.idleSince.Store(now)
 		}
+		c.hdr.reset(hdrWaitPeek)
 	case fasthttp.StateHijacked, fasthttp.StateClosed:
 		c.activeSince.Store(0)
 		if c.idleSince.Load() != idleShut {
@@ -383,7 +380,22 @@ func (r *Reactor) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	r.log.Warn().Int("status", status).Str("remote", ctx.RemoteAddr().String()).Err(err).Msg("bad request")
 	ctx.Error(msg, status)
 	ctx.SetConnectionClose()
+	// The client may still be sending (the rest of a body too large, say):
+	// close lingering, so that it reads this answer instead of a reset.
+	if c, ok := ctx.Conn().(*Conn); ok {
+		c.lingerOnClose.Store(true)
+	}
 	r.m.HTTPDone(status, time.Since(ctx.Time()))
+}
+
+// refuseRequest answers a request that fails checkRequest, and closes.
+func (r *Reactor) refuseRequest(ctx *fasthttp.RequestCtx, c *Conn, status int, msg string) {
+	r.log.Warn().Int("status", status).Str("remote", ctx.RemoteAddr().String()).Str("reason", msg).Msg("bad request")
+	ctx.Error(msg, status)
+	ctx.SetConnectionClose()
+	if c != nil {
+		c.lingerOnClose.Store(true)
+	}
 }
 
 func (r *Reactor) handler(l *Listener) fasthttp.RequestHandler {
@@ -400,6 +412,10 @@ func (r *Reactor) handler(l *Listener) fasthttp.RequestHandler {
 // connection, not a request).
 func (r *Reactor) serve(l *Listener, ctx *fasthttp.RequestCtx) (upgraded bool) {
 	c, _ := ctx.Conn().(*Conn)
+	if status, msg := checkRequest(ctx); status != 0 {
+		r.refuseRequest(ctx, c, status, msg)
+		return false
+	}
 	upgrade := websocket.FastHTTPIsWebSocketUpgrade(ctx)
 	if c != nil && c.over {
 		r.refuse(ctx, c, upgrade)
@@ -407,6 +423,9 @@ func (r *Reactor) serve(l *Listener, ctx *fasthttp.RequestCtx) (upgraded bool) {
 	}
 	switch {
 	case upgrade && (l.Protocol == WebSocket || l.Upgrade):
+		if c != nil {
+			c.hdr.reset(hdrOff) // before the hijack: then another goroutine reads
+		}
 		r.upgrade(ctx, c, l)
 		return ctx.Hijacked()
 	case upgrade:
@@ -440,11 +459,20 @@ func (r *Reactor) refuse(ctx *fasthttp.RequestCtx, c *Conn, upgrade bool) {
 		ctx.SetConnectionClose()
 		return
 	}
-	_ = r.upgrader.Upgrade(ctx, func(ws *websocket.Conn) {
-		_ = ws.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "too many connections"),
-			time.Now().Add(time.Second))
-		c.Close()
+	if c == nil {
+		ctx.Error("Service Unavailable: too many connections", fasthttp.StatusServiceUnavailable)
+		ctx.SetConnectionClose()
+		return
+	}
+	c.hdr.reset(hdrOff)
+	r.accept(ctx, func(src io.Reader) {
+		_ = c.Conn.SetDeadline(time.Time{})
+		c.closeDone = make(chan struct{})
+		r.mu.Lock()
+		c.ws.Store(true)
+		r.mu.Unlock()
+		c.CloseWith(CloseTryAgainLater, "too many connections")
+		r.finish(c, src, r.opts.WriteTimeout)
 	})
 }
 
@@ -513,8 +541,8 @@ func (r *Reactor) Drain() {
 	}
 	r.StopAccepting()
 	r.Each(func(c *Conn) {
-		if c.ws != nil {
-			c.CloseWith(websocket.CloseGoingAway, "server going away")
+		if c.ws.Load() {
+			c.CloseWith(CloseGoingAway, "server going away")
 		}
 	})
 }
@@ -542,11 +570,11 @@ func (r *Reactor) Close() {
 		return
 	}
 	close(r.done)
-	r.StopAccepting()
+	r.StopAccepting() // also orders spawnLinger's check of closed before the Wait below
 	var all []*Conn
 	r.Each(func(c *Conn) { all = append(all, c) })
 	for _, c := range all {
-		c.Close()
+		c.closeNow()
 	}
 	r.flushers.Stop()
 	r.wg.Wait()
@@ -568,12 +596,12 @@ func (r *Reactor) heartbeat() {
 			limit := now.Add(-r.opts.HeartbeatIdle).UnixNano()
 			var dead []*Conn
 			r.Each(func(c *Conn) {
-				if c.ws != nil && c.lastRead.Load() < limit {
+				if c.ws.Load() && c.lastRead.Load() < limit {
 					dead = append(dead, c)
 				}
 			})
 			for _, c := range dead {
-				if c.CloseWith(websocket.CloseNormalClosure, "heartbeat timeout") == ipc.OK {
+				if c.CloseWith(CloseNormal, "heartbeat timeout") == ipc.OK {
 					r.log.Info().Str("conn", FormatID(c.id)).Dur("idle", r.opts.HeartbeatIdle).Msg("heartbeat timeout")
 				}
 			}

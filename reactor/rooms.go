@@ -25,7 +25,7 @@ func (r *Reactor) changed(room string) {
 // Join adds connection id to room. Outcome NoConnection if it is not here.
 func (r *Reactor) Join(id uint64, room string) ipc.Outcome {
 	c := r.Conn(id)
-	if c == nil || c.ws == nil {
+	if c == nil || !c.ws.Load() {
 		return ipc.NoConnection
 	}
 	r.rooms.mu.Lock()

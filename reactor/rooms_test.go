@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fasthttp/websocket"
 	"github.com/valyala/fasthttp"
 
 	"github.com/forkd/forkd/ipc"
@@ -40,7 +39,8 @@ func (h *roomRecorder) RoomChanged(room string, n int) {
 func fakeWS(t testing.TB, r *Reactor) *Conn {
 	a, b := net.Pipe()
 	b.Close()
-	c := &Conn{Conn: a, r: r, ws: &websocket.Conn{}}
+	c := &Conn{Conn: a, r: r}
+	c.ws.Store(true)
 	if err := r.register(c); err != nil {
 		t.Fatalf("register: %v", err)
 	}

@@ -1,16 +1,76 @@
 package reactor
 
 import (
-	"errors"
+	"crypto/sha1"
+	"encoding/base64"
 	"io"
 	"net"
 	"sync"
 	"time"
-	"unicode/utf8"
 
-	"github.com/fasthttp/websocket"
 	"github.com/valyala/fasthttp"
 )
+
+// The WebSocket opening handshake (RFC 6455 4.2) is answered here; the
+// connection is then hijacked from fasthttp and served by serveWS.
+
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// checkHandshake validates an upgrade request; a non-zero status is the
+// answer to refuse it with.
+func checkHandshake(ctx *fasthttp.RequestCtx) (int, string) {
+	if !ctx.IsGet() {
+		return fasthttp.StatusMethodNotAllowed, "websocket: the upgrade method must be GET"
+	}
+	if !ctx.Request.Header.IsHTTP11() && string(ctx.Request.Header.Protocol()) == "HTTP/1.0" {
+		return fasthttp.StatusBadRequest, "websocket: the upgrade needs HTTP/1.1"
+	}
+	if v := ctx.Request.Header.Peek("Sec-WebSocket-Version"); string(v) != "13" {
+		return fasthttp.StatusUpgradeRequired, "websocket: unsupported or missing Sec-WebSocket-Version (13 is supported)"
+	}
+	if !validKey(ctx.Request.Header.Peek("Sec-WebSocket-Key")) {
+		return fasthttp.StatusBadRequest, "websocket: Sec-WebSocket-Key is not the base64 of 16 bytes"
+	}
+	return 0, ""
+}
+
+// validKey: the key must be the base64 encoding of 16 bytes (RFC 6455
+// 4.1): 24 characters, the last two "==".
+func validKey(k []byte) bool {
+	if len(k) != 24 {
+		return false
+	}
+	var out [18]byte
+	n, err := base64.StdEncoding.Decode(out[:], k)
+	return err == nil && n == 16
+}
+
+func acceptKey(key []byte) string {
+	h := sha1.New()
+	h.Write(key)
+	h.Write([]byte(wsGUID))
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
+
+// accept answers 101 and hands the hijacked connection to serve once the
+// answer is written. It reports false (and has answered with the reason)
+// for a request that is not a valid WebSocket handshake.
+func (r *Reactor) accept(ctx *fasthttp.RequestCtx, serve func(src io.Reader)) bool {
+	if status, msg := checkHandshake(ctx); status != 0 {
+		r.log.Warn().Int("status", status).Str("remote", ctx.RemoteAddr().String()).Str("reason", msg).Msg("websocket upgrade failed")
+		ctx.Error(msg, status)
+		if status == fasthttp.StatusUpgradeRequired {
+			ctx.Response.Header.Set("Sec-WebSocket-Version", "13")
+		}
+		return false
+	}
+	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)
+	ctx.Response.Header.Set("Upgrade", "websocket")
+	ctx.Response.Header.Set("Connection", "Upgrade")
+	ctx.Response.Header.Set("Sec-WebSocket-Accept", acceptKey(ctx.Request.Header.Peek("Sec-WebSocket-Key")))
+	ctx.Hijack(func(nc net.Conn) { serve(nc) })
+	return true
+}
 
 func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 	if c == nil {
@@ -27,146 +87,147 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 	c.hs.URI = append([]byte(nil), ctx.RequestURI()...)
 	c.hs.Header = append([]byte(nil), ctx.Request.Header.RawHeaders()...)
 	c.hs.Since = c.since.UnixMilli()
-	err := r.upgrader.Upgrade(ctx, func(ws *websocket.Conn) {
+	r.accept(ctx, func(src io.Reader) {
 		_ = c.Conn.SetDeadline(time.Time{})
+		c.closeDone = make(chan struct{})
 		// Under the lock that Each holds: the heartbeat, Drain and status
-		// read c.ws from their own goroutines.
+		// look for WebSockets from their own goroutines.
 		r.mu.Lock()
-		c.ws = ws
+		c.ws.Store(true)
 		r.mu.Unlock()
-		r.serveWS(c)
+		r.serveWS(c, src)
 	})
-	if err != nil {
-		r.log.Warn().Err(err).Str("remote", ctx.RemoteAddr().String()).Msg("websocket upgrade failed")
-	}
 }
 
-var msgPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+var (
+	msgPool     = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+	readBufPool = sync.Pool{New: func() any { b := make([]byte, frameReadBufferBytes); return &b }}
+)
 
 // serveWS is the connection's read loop: it runs in the hijacking goroutine
-// until the connection ends.
-func (r *Reactor) serveWS(c *Conn) {
-	ws := c.ws
-	ws.SetReadLimit(int64(r.opts.MaxPackageSize))
+// until the connection ends. src reads the connection (with whatever
+// fasthttp had buffered past the upgrade request first).
+//
+// The closing handshake (RFC 6455 5.5.1, 7.1): no frame after a failing
+// one, or after the peer's close, is processed. Every message received
+// before the peer's close has reached the handler, and the reply to the
+// close goes out after what the handler sent (in PROCESS mode, after the
+// worker has handled them: see DeferCloseReply). Once our close frame is
+// written the write side is shut at once (the peer sees the connection
+// end), and what the peer still sends is drained for a bounded time
+// before the socket closes, so that nothing is reset.
+func (r *Reactor) serveWS(c *Conn, src io.Reader) {
+	fr := newFrameReader(src, r.opts.MaxPackageSize)
+	defer fr.release()
 	c.lastRead.Store(time.Now().UnixNano())
-	ws.SetPingHandler(func(data string) error {
-		c.lastRead.Store(time.Now().UnixNano())
-		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(r.opts.WriteTimeout))
-		if errors.Is(err, websocket.ErrCloseSent) {
-			return nil
-		}
-		return err
-	})
 	r.h.Open(c)
-	code, reason := websocket.CloseAbnormalClosure, ""
+	code, reason := CloseAbnormal, ""
+	var fail *wsFail
+	peer := false
+read:
 	for {
-		op, rd, err := ws.NextReader()
+		op, p, err := fr.next()
 		if err != nil {
-			code, reason = r.readError(c, err)
-			break
-		}
-		bp := msgPool.Get().(*[]byte)
-		buf, err := readAll(rd, (*bp)[:0])
-		if err != nil {
-			*bp = buf[:0]
-			msgPool.Put(bp)
-			code, reason = r.readError(c, err)
+			if f, ok := isFail(err); ok {
+				fail = f
+			}
 			break
 		}
 		c.lastRead.Store(time.Now().UnixNano())
-		r.m.WSMessagesIn.Add(1)
-		r.m.WSBytesIn.Add(uint64(len(buf)))
-		if op == websocket.TextMessage && !utf8.Valid(buf) {
-			*bp = buf[:0]
-			msgPool.Put(bp)
-			r.log.Warn().Str("conn", FormatID(c.id)).Str("remote", c.RemoteAddr().String()).Msg("websocket: invalid UTF-8 in text message")
-			c.CloseWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
-			code, reason = websocket.CloseInvalidFramePayloadData, "invalid UTF-8"
-			r.drainReads(ws)
-			break
-		}
-		r.h.Message(c, op, buf)
-		if cap(buf) <= 64<<10 {
-			*bp = buf[:0]
-			msgPool.Put(bp)
+		switch op {
+		case opText, opBinary:
+			r.m.WSMessagesIn.Add(1)
+			r.m.WSBytesIn.Add(uint64(len(p)))
+			r.h.Message(c, op, p)
+		case opPing:
+			c.pong(p)
+		case opClose:
+			cc, rs, err := parseClose(p)
+			if err != nil {
+				fail, _ = isFail(err)
+				break read
+			}
+			code, reason, peer = cc, rs, true
+			break read
 		}
 	}
 	r.leaveAll(c)
-	if code == websocket.CloseProtocolError || code == websocket.CloseMessageTooBig {
-		// Our close frame is out, but the peer may still be sending (the
-		// rest of a too-big message): closing with unread input would reset
-		// the connection and could destroy the close frame before the peer
-		// reads it. Read and discard for a moment first (a lingering close).
-		r.linger(c)
+	if fail != nil {
+		msg := "websocket protocol error"
+		switch fail.code {
+		case CloseInvalidPayload:
+			msg = "websocket: invalid UTF-8 in text message"
+		case CloseMessageTooBig:
+			msg = "websocket message too big"
+		}
+		ev := r.log.Warn().Str("conn", FormatID(c.id)).Str("remote", c.RemoteAddr().String()).
+			Int("code", fail.code).Str("reason", fail.reason)
+		if fail.code == CloseMessageTooBig {
+			ev = ev.Int("limit", r.opts.MaxPackageSize)
+		}
+		ev.Msg(msg)
+		code, reason = fail.code, fail.reason
 	}
+	if fail == nil && !peer {
+		// The connection ended without a close from the peer: cut, reset,
+		// or no reply to our close within closeWait.
+		c.mu.Lock()
+		if c.sentCode != 0 {
+			code, reason = c.sentCode, "no close reply"
+		}
+		c.closing = true
+		c.mu.Unlock()
+		r.h.Close(c, code, reason)
+		c.closeNow()
+		return
+	}
+	// We owe a close: the reply to the peer's (echoing its code), or the
+	// one failing the connection. It follows what the handler sends for
+	// the messages before (the handler may take it over: DeferCloseReply).
+	send, sendReason := EchoCode(code), ""
+	if fail != nil {
+		send, sendReason = fail.code, fail.reason
+	}
+	c.owed(send, sendReason)
 	r.h.Close(c, code, reason)
-	// Let queued output (a close frame, say) go out before the socket shuts.
 	c.mu.Lock()
-	busy := c.writing && !c.closing
-	c.closing = true
+	now := !c.closing && !c.deferred
+	wait := r.opts.WriteTimeout
+	if c.deferred {
+		wait = closeReplyWait
+	}
 	c.mu.Unlock()
-	if !busy {
-		c.Close()
-	} else {
-		time.AfterFunc(time.Second, func() { c.Close() })
+	if now {
+		c.CloseWith(send, sendReason)
+	}
+	if !c.waitClose(wait) {
+		c.CloseWith(send, sendReason) // the handler never sent it
+	}
+	r.finish(c, src, r.opts.WriteTimeout)
+}
+
+// waitClose waits up to d for our close frame to be written.
+func (c *Conn) waitClose(d time.Duration) bool {
+	select {
+	case <-c.closeDone:
+		return true
+	default:
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.closeDone:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
-// readError turns a read error into the close code the connection ended
-// with, logging the peer's protocol violations once.
-func (r *Reactor) readError(c *Conn, err error) (int, string) {
-	var ce *websocket.CloseError
-	var ne net.Error
-	switch {
-	case errors.As(err, &ce):
-		// The peer's close frame (or 1006 for a connection cut mid-frame).
-		return ce.Code, ce.Text
-	case errors.Is(err, websocket.ErrReadLimit):
-		r.log.Warn().Str("conn", FormatID(c.id)).Str("remote", c.RemoteAddr().String()).
-			Int("code", websocket.CloseMessageTooBig).Int("limit", r.opts.MaxPackageSize).Msg("websocket message too big")
-		return websocket.CloseMessageTooBig, "message too big"
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.As(err, &ne):
-		return websocket.CloseAbnormalClosure, ""
-	}
-	// What is left are fasthttp/websocket's own protocol errors (unmasked
-	// client frame, unknown opcode, fragmented or oversized control frame,
-	// reserved bits, a bad close frame): it has already answered them with
-	// close 1002. They carry no type to match, so they are told apart from
-	// I/O errors by elimination, not by their text.
-	r.log.Warn().Str("conn", FormatID(c.id)).Str("remote", c.RemoteAddr().String()).
-		Int("code", websocket.CloseProtocolError).Err(err).Msg("websocket protocol error")
-	return websocket.CloseProtocolError, "protocol error"
-}
-
-// linger reads and discards what the peer still sends, for at most a
-// second or until it closes, so that closing does not reset the connection.
-func (r *Reactor) linger(c *Conn) {
-	_ = c.Conn.SetReadDeadline(time.Now().Add(time.Second))
-	_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, int64(r.opts.MaxPackageSize)+1<<20))
-}
-
-// drainReads reads until the peer answers our close or goes away.
-func (r *Reactor) drainReads(ws *websocket.Conn) {
-	_ = ws.UnderlyingConn().SetReadDeadline(time.Now().Add(time.Second))
-	for {
-		if _, _, err := ws.NextReader(); err != nil {
-			return
-		}
-	}
-}
-
-func readAll(rd io.Reader, b []byte) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := rd.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err != nil {
-			if err == io.EOF {
-				return b, nil
-			}
-			return b, err
-		}
-	}
+// finish ends a WebSocket whose close is queued: once our close frame is
+// out (and the write side shut), what the peer still sends is drained, so
+// that closing does not reset the connection, then the socket closes.
+func (r *Reactor) finish(c *Conn, src io.Reader, d time.Duration) {
+	c.waitClose(d + time.Second) // the sweeper cuts a write stuck longer
+	drain(c.Conn, src, lingerTime, int64(r.opts.MaxPackageSize)+lingerBytes)
+	c.closeNow()
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+
+	"github.com/forkd/forkd/ipc"
 )
 
 // closeRecorder hands on each WebSocket the reactor reports closed.
@@ -66,7 +68,10 @@ func TestWSLateWrite(t *testing.T) {
 				t.Fatalf("a write after the read loop ended panicked: %v", p)
 			}
 		}()
-		if err := c.ws.WriteMessage(websocket.TextMessage, []byte("late")); err == nil {
+		if out := c.Send(Text, []byte("late")); out == ipc.OK {
+			t.Error("a send on a closed connection was accepted")
+		}
+		if err := c.writeBatch([]outMsg{{op: Text, data: []byte("late")}}); err == nil {
 			t.Error("a write on a closed connection succeeded")
 		}
 	}()

@@ -166,6 +166,11 @@ func (w *Worker) dispatch(c *Conn, ev *event) {
 		w.mu.Lock()
 		delete(w.conns, c.id)
 		w.mu.Unlock()
+		if uint8(ev.op)&ipc.ClosedReply != 0 {
+			// The master's reply to the peer's close, after everything
+			// this connection's callbacks sent (Push waits for its Result).
+			w.out.Send(&ipc.Header{Type: ipc.TypeClose, Conn: c.id, Code: uint16(reactor.EchoCode(ev.code))}, nil, nil)
+		}
 	}
 }
 

@@ -361,7 +361,7 @@ func TestHardenSizes(t *testing.T) {
 			t.Fatalf("body of %d bytes: got %d %q, want 413", limit+1, resp.StatusCode, body)
 		}
 		expectEOF(t, c, 5*time.Second)
-		s.expectLogged(t, 1, "bad request", "413")
+		s.expectLogged(t, 1, "bad request", "status=413")
 
 		// Header block: 16 KiB fits, 64 KiB is 431 and the connection closes.
 		resp, body, _ = rawHTTP(t, s.httpAddr, getWithHeaderBlock(16<<10))
@@ -373,7 +373,7 @@ func TestHardenSizes(t *testing.T) {
 			t.Fatalf("64 KiB header block: got %d %q, want 431", resp.StatusCode, body)
 		}
 		expectEOF(t, c, 5*time.Second)
-		s.expectLogged(t, 1, "bad request", "431")
+		s.expectLogged(t, 1, "bad request", "status=431")
 
 		// WebSocket: exactly the limit echoes, one byte more closes 1009;
 		// a connection opened before is unaffected.
@@ -443,7 +443,7 @@ func TestHardenProtocolErrors(t *testing.T) {
 				}
 				expectEOF(t, c, 5*time.Second)
 			}
-			s.expectLogged(t, 2, "bad request", "400")
+			s.expectLogged(t, 2, "bad request", "status=400")
 			echoOK(t, bystander, "after garbage")
 			if r, body := s.get("/hello"); r.StatusCode != 200 || body != "hello" {
 				t.Fatalf("GET /hello after garbage: got %d %q", r.StatusCode, body)

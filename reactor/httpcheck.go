@@ -1,0 +1,152 @@
+package reactor
+
+import (
+	"bytes"
+	"errors"
+
+	"github.com/valyala/fasthttp"
+)
+
+// HTTP framing checks fasthttp does not make (RFC 9112), run on every
+// request before any handler sees it. They cost a scan of the header
+// block's line starts per request, and nothing per WebSocket message.
+
+// checkRequest returns the status to refuse a request with (0: serve it).
+//   - An unsupported major version (HTTP/2.0 and up over HTTP/1 framing,
+//     or HTTP/9.9): 505.
+//   - Transfer-Encoding together with Content-Length, in any spelling
+//     (fasthttp has read the body as chunked and ignored the length; RFC
+//     9112 6.1 lets a server refuse it, and requires the connection to
+//     close either way: a proxy in front may have framed it by the
+//     length, and the rest would be smuggled as a request of its own).
+//   - Transfer-Encoding that is not chunked (identity) without a length:
+//     the body's end cannot be known (RFC 9112 6.3); fasthttp would read
+//     no body and serve the body as the next request.
+func checkRequest(ctx *fasthttp.RequestCtx) (int, string) {
+	if p := ctx.Request.Header.Protocol(); len(p) == 8 && p[5] != '1' {
+		return fasthttp.StatusHTTPVersionNotSupported, "HTTP Version Not Supported"
+	}
+	te, cl := framingHeaders(ctx.Request.Header.RawHeaders())
+	if te && (cl || ctx.Request.Header.ContentLength() != -1) {
+		return fasthttp.StatusBadRequest, "Bad Request: Transfer-Encoding with Content-Length, or not chunked"
+	}
+	return 0, ""
+}
+
+var (
+	strTransferEncoding = []byte("transfer-encoding:")
+	strContentLength    = []byte("content-length:")
+)
+
+// framingHeaders reports whether the raw header block has a
+// Transfer-Encoding and a Content-Length field (names in any case;
+// fasthttp refuses space before the colon).
+func framingHeaders(raw []byte) (te, cl bool) {
+	for len(raw) > 0 {
+		switch raw[0] | 0x20 {
+		case 't':
+			te = te || hasPrefixFold(raw, strTransferEncoding)
+		case 'c':
+			cl = cl || hasPrefixFold(raw, strContentLength)
+		}
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			break
+		}
+		raw = raw[i+1:]
+	}
+	return te, cl
+}
+
+func hasPrefixFold(b, lowerPrefix []byte) bool {
+	if len(b) < len(lowerPrefix) {
+		return false
+	}
+	for i, c := range lowerPrefix {
+		if x := b[i]; x != c && (c < 'a' || c > 'z' || x|0x20 != c) {
+			return false
+		}
+	}
+	return true
+}
+
+// errBareLF ends reading a header block that ends in bare LFs: fasthttp
+// needs CRLFCRLF and would otherwise wait for more until the read timeout.
+var errBareLF = errors.New("reactor: header block ended with bare LF")
+
+// hdrScan follows the bytes of one request's header block as the
+// connection reads them, only to tell that fasthttp is waiting for more
+// after a complete block it cannot parse (one ended with bare LFs, which
+// RFC 9112 2.2 lets a server refuse): Read then fails at once, and the
+// client gets 400 instead of a 408 after the read timeout. It only runs
+// when the scan starts at a request's first byte (not when pipelined
+// bytes were already buffered), and it stops at the block's end.
+type hdrScan struct {
+	state   uint8
+	bare    bool // the block ended without CRLFCRLF
+	done    bool // the block's end was seen
+	lines   int  // non-empty lines so far
+	lineLen int  // bytes of the current line so far
+	prev    byte
+	lastCR  bool // the previous line ended in CRLF
+}
+
+const (
+	hdrOff      = iota // not scanning
+	hdrWaitPeek        // idle between requests: the next read starts a request
+	hdrScanning
+)
+
+func (s *hdrScan) reset(state uint8) { *s = hdrScan{state: state} }
+
+// before is called before each read: whether to fail it.
+func (s *hdrScan) before() error {
+	if s.state == hdrScanning && s.done && s.bare {
+		return errBareLF
+	}
+	if s.state == hdrWaitPeek {
+		s.state = hdrScanning
+	}
+	return nil
+}
+
+// active is called when fasthttp starts reading a request: if no read
+// came since the connection went idle, the request was already buffered
+// and its first byte was not seen.
+func (s *hdrScan) active() {
+	if s.state == hdrWaitPeek {
+		s.state = hdrOff
+	}
+}
+
+func (s *hdrScan) scan(b []byte) {
+	if s.state != hdrScanning || s.done {
+		return
+	}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			s.lineLen += len(b)
+			s.prev = b[len(b)-1]
+			return
+		}
+		prev := s.prev
+		if i > 0 {
+			prev = b[i-1]
+		}
+		n := s.lineLen + i
+		cr := prev == '\r' && n > 0
+		empty := n == 0 || (n == 1 && cr)
+		switch {
+		case empty && s.lines > 0:
+			s.done = true
+			s.bare = !cr || !s.lastCR
+			return
+		case !empty:
+			s.lines++
+		}
+		s.lastCR = cr
+		s.lineLen, s.prev = 0, '\n'
+		b = b[i+1:]
+	}
+}
