@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -154,20 +155,27 @@ func (s *Server) benchListeners(o *bench.Options) error {
 			o.OtherListeners = append(o.OtherListeners, l.Name)
 		}
 	}
-	need := map[string]string{o.HTTPListener: "--http-listener", o.WSListener: "--ws-listener"}
-	for name, flag := range need {
+	var missing, flags []string
+	for _, n := range []struct{ name, flag string }{{o.HTTPListener, "--http-listener"}, {o.WSListener, "--ws-listener"}} {
 		var l *Listener
 		for _, x := range s.Listeners {
-			if x.Name == name {
+			if x.Name == n.name {
 				l = x
 			}
 		}
 		switch {
 		case l == nil:
-			return fmt.Errorf("bench: this program has no listener named %q (its listeners: %s); name the one to load with %s", name, s.listenerNames(), flag)
-		case flag == "--http-listener" && l.Protocol != HTTP:
-			return fmt.Errorf("bench: listener %q is WebSocket only; %s names an HTTP listener", name, flag)
+			if !slices.Contains(missing, strconv.Quote(n.name)) {
+				missing = append(missing, strconv.Quote(n.name))
+			}
+			flags = append(flags, n.flag)
+		case n.flag == "--http-listener" && l.Protocol != HTTP:
+			return fmt.Errorf("bench: listener %q is WebSocket only; --http-listener names an HTTP listener", n.name)
 		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("bench: this program has no listener named %s (its listeners: %s); name the ones to load with %s",
+			strings.Join(missing, " or "), s.listenerNames(), strings.Join(flags, " and "))
 	}
 	return nil
 }
