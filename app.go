@@ -17,6 +17,11 @@ var _ worker.App = (*app)(nil)
 func (a *app) WorkerStart(w *worker.Worker) error {
 	a.w = &Worker{w: w, s: a.s}
 	w.Ext = a.w
+	g, err := NewAPIGuard(w.APIToken(), w.Config().APIAllow)
+	if err != nil {
+		return err
+	}
+	a.w.api = g
 	if w.IsProcess() {
 		return nil // a user process starts with its Run, not OnWorkerStart
 	}
@@ -42,6 +47,11 @@ func (a *app) HTTP(w *worker.Worker, listener int, ctx *fasthttp.RequestCtx) {
 	if listener < 0 || listener >= len(a.s.Listeners) || a.s.Listeners[listener].Handler == nil {
 		ctx.Error("Not Found", fasthttp.StatusNotFound)
 		return
+	}
+	if ls := w.Config().Listeners; listener < len(ls) && ls[listener].TLS {
+		// The request came over TLS (terminated by the master in PROCESS
+		// mode): ctx.URI() says https. ctx.IsTLS() does not know.
+		ctx.URI().SetScheme("https")
 	}
 	a.s.Listeners[listener].Handler(a.w, ctx)
 }

@@ -69,7 +69,7 @@ func (s *Server) runWorker() error {
 		return fmt.Errorf("worker: ipc pipe to the master (fd 4): %w", err)
 	}
 	err = worker.Run(context.Background(), worker.Options{
-		Config: cfg, IPCIn: in, IPCOut: out, Listeners: files, App: &app{s: s}, Log: log,
+		Config: cfg, IPCIn: in, IPCOut: out, Listeners: files, App: &app{s: s}, Log: log, TLSConfigs: s.tlsConfigs(),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("worker failed")
@@ -103,7 +103,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
 		watchFlag(),
-	}, opsFlags()...)
+	}, append(opsFlags(), securityFlags()...)...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -120,7 +120,8 @@ func (s *Server) cli() *cli.App {
 			{Name: "stop", Usage: "stop the server (-g: gracefully)", Flags: []cli.Flag{runDirFlag,
 				&cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}, Usage: "finish in-flight work, close WebSockets with 1001"}}, Action: stop},
 			{Name: "reload", Usage: "rolling restart of the workers, one at a time", Flags: []cli.Flag{runDirFlag,
-				&cli.BoolFlag{Name: "tasks-only", Usage: "reload only the task workers (Swoole's SIGUSR2)"}}, Action: reload},
+				&cli.BoolFlag{Name: "tasks-only", Usage: "reload only the task workers (Swoole's SIGUSR2)"},
+				&cli.BoolFlag{Name: "tls-only", Usage: "only re-read the TLS certificates: no worker is replaced, no connection touched"}}, Action: reload},
 			{Name: "restart", Usage: "stop, then start again with the running server's settings (flags given here win)", Description: s.listenersHelp(),
 				Flags: append(sf, &cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}, Usage: "stop gracefully"}), Action: s.restart},
 			{Name: "status", Usage: "mode, master and workers", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: status},
@@ -244,6 +245,9 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 	if err := s.opsOptions(c, &o); err != nil {
 		return o, err
 	}
+	if err := s.securityOptions(c, &o); err != nil {
+		return o, err
+	}
 	return o, nil
 }
 
@@ -295,7 +299,7 @@ func (s *Server) start(c *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	o.Args = argv
+	o.Args = redactArgs(argv)
 	if daemonChild {
 		signal.Ignore(syscall.SIGHUP)
 	}
@@ -526,7 +530,7 @@ func waitGone(dir string, pid int, limit time.Duration) error {
 }
 
 func reload(c *cli.Context) error {
-	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "reload", TasksOnly: c.Bool("tasks-only")}, 30*time.Minute)
+	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "reload", TasksOnly: c.Bool("tasks-only"), TLSOnly: c.Bool("tls-only")}, 30*time.Minute)
 	if resp != nil {
 		printReload(resp.Reload)
 	}

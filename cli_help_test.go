@@ -66,3 +66,26 @@ func TestMergeArgs(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartSecrets: the start record keeps no API token; restart asks for
+// it again unless the environment has it, and a token given to restart
+// replaces the redacted one.
+func TestRestartSecrets(t *testing.T) {
+	rec := redactArgs(mergeArgs(startFlags(), []string{"start", "--api-token", "s3cret", "--workers", "2"}, nil))
+	if slices.Contains(rec, "s3cret") {
+		t.Fatalf("the record keeps the token: %q", rec)
+	}
+	t.Setenv("FORKD_API_TOKEN", "")
+	if _, err := dropRedacted(rec); err == nil {
+		t.Errorf("restart without the token: got no error")
+	}
+	given := mergeArgs(startFlags(), rec, []string{"--api-token=again"})
+	if got, err := dropRedacted(given); err != nil || !slices.Contains(got, "--api-token=again") {
+		t.Errorf("restart --api-token=again: got %q, %v", got, err)
+	}
+	t.Setenv("FORKD_API_TOKEN", "from-env")
+	got, err := dropRedacted(rec)
+	if err != nil || !slices.Equal(got, []string{"start", "--workers", "2"}) {
+		t.Errorf("restart with FORKD_API_TOKEN: got %q, %v; want the recorded flags without the token", got, err)
+	}
+}

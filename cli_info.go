@@ -34,7 +34,14 @@ func status(c *cli.Context) error {
 	fmt.Printf("mode %s   master pid %d   uptime %s   dispatch %s%s   connections %d   master rss %s\n",
 		st.Mode, st.MasterPid, (time.Duration(st.UptimeSec) * time.Second).String(), st.Dispatch, reactors, st.Connections, mib(st.MasterRSS))
 	for _, l := range st.Listeners {
-		fmt.Printf("listener %-6s %s (%s)\n", l.Name, l.Addr, l.Protocol)
+		proto := l.Protocol
+		if l.TLS {
+			proto += ", tls"
+		}
+		if l.CertExpires != "" {
+			proto += ", certificate " + l.CertSubject + " expires " + l.CertExpires
+		}
+		fmt.Printf("listener %-6s %s (%s)\n", l.Name, l.Addr, proto)
 	}
 	if st.MetricsAddr != "" {
 		fmt.Printf("metrics  http://%s/metrics\n", st.MetricsAddr)

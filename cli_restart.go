@@ -49,7 +49,8 @@ func (s *Server) writeStartRecord(runDir string, argv []string, o *master.Option
 	if err != nil {
 		return fmt.Errorf("forkd: start record: %w", err)
 	}
-	rec := startRecord{Dir: wd, Args: mergeArgs(startFlags(), argv, pins)}
+	// Secrets are not written to disk: restart asks for them again.
+	rec := startRecord{Dir: wd, Args: redactArgs(mergeArgs(startFlags(), argv, pins))}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("forkd: start record: %w", err)
@@ -96,6 +97,9 @@ func (s *Server) restart(c *cli.Context) error {
 			fmt.Fprintf(os.Stderr, "restart: %v; starting with the flags given to restart\n", err)
 		} else {
 			argv = mergeArgs(startFlags(), rec.Args, append(own, "--run-dir", abs))
+			if argv, err = dropRedacted(argv); err != nil {
+				return err
+			}
 			if err := os.Chdir(rec.Dir); err != nil {
 				return fmt.Errorf("restart: the server's working directory: %w", err)
 			}
@@ -110,6 +114,25 @@ func (s *Server) restart(c *cli.Context) error {
 	}
 	s.startArgs = argv
 	return s.cli().Run(append([]string{s.progArg()}, argv...))
+}
+
+// dropRedacted removes a recorded --api-token (its value was not written
+// to disk) when the environment supplies the token; with neither a token
+// given to restart nor the environment, restart cannot keep the setting
+// and says so rather than start a server without it.
+func dropRedacted(argv []string) ([]string, error) {
+	var out []string
+	for _, it := range parseArgs(startFlags(), argv) {
+		if it.name == "api-token" && strings.HasSuffix(it.tokens[len(it.tokens)-1], "REDACTED") {
+			if os.Getenv(master.EnvAPIToken) == "" {
+				return nil, errors.New("restart: the running server was given --api-token on its command line, which is not recorded " +
+					"(secrets are not written to disk); give it to restart again, or use --api-token-file or FORKD_API_TOKEN")
+			}
+			continue
+		}
+		out = append(out, it.tokens...)
+	}
+	return out, nil
 }
 
 func (s *Server) progArg() string {
@@ -152,6 +175,20 @@ type argItem struct {
 // listener), or added; a flag set twice keeps its last setting, so the
 // merge does not grow when repeated.
 func mergeArgs(flags []cli.Flag, base, over []string) []string {
+	items := append(parseArgs(flags, base), parseArgs(flags, over)...)
+	var out []string
+	for i, it := range items {
+		if it.name != "" && slices.ContainsFunc(items[i+1:], func(x argItem) bool { return x.key == it.key }) {
+			continue // set again later: the later one wins
+		}
+		out = append(out, it.tokens...)
+	}
+	return out
+}
+
+// parseArgs splits a command line into flags with their values (knowing
+// which of flags take none) and positional arguments.
+func parseArgs(flags []cli.Flag, args []string) []argItem {
 	canon := map[string]string{}
 	isBool := map[string]bool{}
 	for _, f := range flags {
@@ -163,43 +200,32 @@ func mergeArgs(flags []cli.Flag, base, over []string) []string {
 			isBool[names[0]] = true
 		}
 	}
-	parse := func(args []string) []argItem {
-		var items []argItem
-		for i := 0; i < len(args); i++ {
-			a := args[i]
-			if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
-				items = append(items, argItem{tokens: []string{a}})
-				continue
-			}
-			raw, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-			name := canon[raw]
-			if name == "" {
-				name = raw
-			}
-			it := argItem{name: name, key: name, tokens: []string{a}}
-			if !hasVal && !isBool[name] && i+1 < len(args) {
-				i++
-				val = args[i]
-				it.tokens = append(it.tokens, val)
-			}
-			switch name {
-			case "listen":
-				ln, _, _ := strings.Cut(val, "=")
-				it.key = "listen " + ln
-			case "http", "ws": // the same listener as --listen http=
-				it.key = "listen " + name
-			}
-			items = append(items, it)
+	var items []argItem
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+			items = append(items, argItem{tokens: []string{a}})
+			continue
 		}
-		return items
-	}
-	items := append(parse(base), parse(over)...)
-	var out []string
-	for i, it := range items {
-		if it.name != "" && slices.ContainsFunc(items[i+1:], func(x argItem) bool { return x.key == it.key }) {
-			continue // set again later: the later one wins
+		raw, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		name := canon[raw]
+		if name == "" {
+			name = raw
 		}
-		out = append(out, it.tokens...)
+		it := argItem{name: name, key: name, tokens: []string{a}}
+		if !hasVal && !isBool[name] && i+1 < len(args) {
+			i++
+			val = args[i]
+			it.tokens = append(it.tokens, val)
+		}
+		switch name {
+		case "listen":
+			ln, _, _ := strings.Cut(val, "=")
+			it.key = "listen " + ln
+		case "http", "ws": // the same listener as --listen http=
+			it.key = "listen " + name
+		}
+		items = append(items, it)
 	}
-	return out
+	return items
 }

@@ -100,3 +100,42 @@ func Example_pipeMessage() {
 		os.Exit(1)
 	}
 }
+
+// An https/wss server whose operator endpoint is locked: `prog start
+// --user www-data` with FORKD_API_TOKEN set. The master reads the key
+// files (and re-reads them on `prog reload`); workers never do. /kick
+// answers 403 to other hosts, and with a token 401 without it.
+func Example_secure() {
+	s := &forkd.Server{
+		Listeners: []*forkd.Listener{
+			{Name: "https", Addr: "0.0.0.0:443", Protocol: forkd.HTTP,
+				TLSCert: "/etc/ssl/example.com/fullchain.pem",
+				TLSKey:  "/etc/ssl/example.com/privkey.pem",
+				Handler: func(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
+					if string(ctx.Path()) != "/kick" {
+						ctx.SetBodyString("hello over TLS")
+						return
+					}
+					if !w.API().Check(ctx) { // 401 or 403, already answered
+						return
+					}
+					id, err := forkd.ParseConnID(string(ctx.QueryArgs().Peek("conn")))
+					if err != nil {
+						ctx.Error("bad conn id", fasthttp.StatusBadRequest)
+						return
+					}
+					if err := w.Close(id, forkd.ClosePolicy, "kicked"); err != nil {
+						ctx.Error(err.Error(), fasthttp.StatusNotFound)
+					}
+				},
+				// wss by upgrade on the same port; the Origin must be this
+				// server unless --allowed-origins says otherwise.
+				OnMessage: func(c *forkd.Conn, t forkd.MessageType, data []byte) { c.Send(t, data) },
+			},
+		},
+	}
+	if err := s.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

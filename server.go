@@ -1,6 +1,7 @@
 package forkd
 
 import (
+	"crypto/tls"
 	"fmt"
 	"strconv"
 
@@ -86,6 +87,21 @@ type Listener struct {
 	// the server is ready, e.g. "chat page" prints
 	// "chat page: http://127.0.0.1:9501/" (default: the listener's Name).
 	Label string
+
+	// TLS makes the listener speak https/wss. TLSCert and TLSKey name PEM
+	// files: the master reads them (at start, and again on `reload`, so a
+	// renewed certificate is used for new connections with none dropped)
+	// and hands them to BASE-mode workers itself, so a worker never reads
+	// a key file. TLS is a tls.Config of your own (GetCertificate, client
+	// certificates, ciphers...); certificate files, when also set, are
+	// served first. Unset fields get TLS 1.2 and up and ALPN http/1.1.
+	// The flags --http-tls-cert/--http-tls-key, --ws-tls-cert/--ws-tls-key
+	// and --listen-tls-cert/--listen-tls-key NAME=FILE override the files.
+	// Note that code building a tls.Config runs in every process (see the
+	// package doc); one that loads its own key files makes each worker
+	// read them.
+	TLS             *tls.Config
+	TLSCert, TLSKey string
 
 	// Handler serves HTTP requests (HTTP listeners).
 	Handler HTTPHandler

@@ -13,9 +13,17 @@ import (
 // Worker is the process running your callbacks: a worker (id 0..N-1) or a
 // task worker (id N..N+T-1). Ids are stable across restarts and reloads.
 type Worker struct {
-	w *worker.Worker
-	s *Server
+	w   *worker.Worker
+	s   *Server
+	api *APIGuard
 }
+
+// API is the guard for operator endpoints, as the server was started
+// (--api-token, FORKD_API_TOKEN or --api-token-file; --api-allow). Call
+// it first in every handler that acts on other connections:
+//
+//	if !w.API().Check(ctx) { return } // answered 401 or 403
+func (w *Worker) API() *APIGuard { return w.api }
 
 // ID is the worker's stable id.
 func (w *Worker) ID() int { return w.w.ID() }

@@ -64,6 +64,7 @@ var allTypes = []struct {
 	{name: "TypeTaskResult", typ: TypeTaskResult, want: 41},
 	{name: "TypeMetrics", typ: TypeMetrics, want: 60},
 	{name: "TypeReopenLogs", typ: TypeReopenLogs, want: 61},
+	{name: "TypeSecrets", typ: TypeSecrets, want: 70},
 	{name: "TypeIDLease", typ: TypeIDLease, want: 80},
 }
 

@@ -32,6 +32,7 @@ type Request struct {
 	Cmd       string `json:"cmd"` // status, connections, stop, reload, reopen-logs
 	Graceful  bool   `json:"graceful,omitempty"`
 	TasksOnly bool   `json:"tasks_only,omitempty"`
+	TLSOnly   bool   `json:"tls_only,omitempty"` // reload: re-read the certificates, replace no worker
 }
 
 // Response answers a Request (one JSON line).
@@ -144,7 +145,7 @@ func (s *controlServer) serve() {
 func (s *controlServer) handle(c *net.UnixConn) {
 	log := s.m.log
 	uid, err := peerUID(c)
-	if err != nil || (uid != 0 && uid != uint32(os.Getuid())) {
+	if err != nil || !s.m.controlUID(uid) {
 		log.Warn().Uint32("uid", uid).Err(err).Msg("control: peer refused")
 		json.NewEncoder(c).Encode(Response{Error: "permission denied"})
 		return
@@ -172,7 +173,11 @@ func (s *controlServer) handle(c *net.UnixConn) {
 	case "connections":
 		resp.Connections = s.m.Connections()
 	case "reload":
-		resp.Reload, err = s.m.Reload(req.TasksOnly)
+		if req.TLSOnly {
+			resp.Reload, err = s.m.ReloadTLS()
+		} else {
+			resp.Reload, err = s.m.Reload(req.TasksOnly)
+		}
 		if err != nil {
 			resp.Error = err.Error()
 		}

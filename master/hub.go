@@ -114,17 +114,21 @@ func routed(p *proc, m map[uint32]route, seq uint32) (route, bool) {
 	return r, ok
 }
 
-// current returns the process serving slot id, or nil.
+// current returns the process serving slot id once it has been welcomed,
+// or nil.
 func (m *Master) current(id int) *proc {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if id < 0 || id >= len(m.slots) {
 		return nil
 	}
+	// Not a process still starting: its first frames must be Welcome and
+	// Secrets (a pipe message or a push routed to a replacement before
+	// them made it fail to start).
 	if p := m.slots[id].cur; p != nil && p.welcomed.Load() {
 		return p
 	}
-	return nil // none, or one not yet past its handshake: nothing may reach it before Welcome
+	return nil
 }
 
 // toSlot sends a frame to the process serving slot id (false: none).

@@ -51,6 +51,8 @@ func (m *Master) openListeners() error {
 			HeartbeatIdle:  o.HeartbeatIdle,
 			ReadTimeout:    o.ReadTimeout,
 			IdleTimeout:    o.IdleTimeout,
+			AllowedOrigins: o.AllowedOrigins,
+			PerIP:          m.processPerIP(),
 			Log:            m.log,
 			Metrics:        &m.ops.proc,
 		}, m.backend)
@@ -113,7 +115,7 @@ func (m *Master) serveReactor() {
 		if l.Protocol == "websocket" {
 			p = reactor.WebSocket
 		}
-		rl := &reactor.Listener{Name: l.Name, Index: i, Protocol: p, Upgrade: l.Upgrade}
+		rl := &reactor.Listener{Name: l.Name, Index: i, Protocol: p, Upgrade: l.Upgrade, TLS: m.reactorTLS(i)}
 		go func() {
 			if err := m.reactor.Serve(ln, rl); err != nil {
 				m.log.Error().Err(err).Str("listener", l.Name).Msg("listener failed")
@@ -121,6 +123,15 @@ func (m *Master) serveReactor() {
 		}()
 	}
 	m.plain = nil // the reactor owns and closes them now
+}
+
+// processPerIP is PROCESS mode's --max-conn-per-ip: the master holds every
+// connection, so one exact count.
+func (m *Master) processPerIP() reactor.IPLimiter {
+	if m.opts.MaxConnPerIP <= 0 {
+		return nil
+	}
+	return reactor.NewIPCounter(m.opts.MaxConnPerIP)
 }
 
 // basePassed gives BASE-mode worker slots the sockets systemd passed for

@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,6 +26,7 @@ import (
 const (
 	EnvRole     = "FORKD_ROLE"
 	EnvReadyFD  = "FORKD_READY_FD"
+	EnvAPIToken = "FORKD_API_TOKEN"
 	RoleWorker  = "worker"
 	RoleMaster  = "master" // a daemonized master
 	ModeProcess = worker.ModeProcess
@@ -36,6 +39,10 @@ type Listener struct {
 	Addr     string
 	Protocol string // "http" or "websocket"
 	Upgrade  bool
+	// TLS: certificate and key files (read by the master, re-read on
+	// reload), and/or the program's own tls.Config. Neither: plain TCP.
+	TLSCert, TLSKey string
+	TLSConfig       *tls.Config
 }
 
 // Options configure a master.
@@ -64,6 +71,13 @@ type Options struct {
 	MetricsAddr    string   // --metrics: serve Prometheus /metrics here ("": off)
 	Name           string   // --name, in every process title
 	Processes      []string // user processes (Server.Processes), by name; slots after the task workers
+	// Security (docs/security.md).
+	APIToken       string              // the operator API's bearer token ("": none); never logged
+	APIAllow       []string            // CIDRs that may call the operator API
+	AllowedOrigins []string            // WebSocket Origins allowed besides the server's own
+	MaxConnPerIP   int                 // 0: off
+	TicketRotate   time.Duration       // TLS session ticket key lifetime as the newest; 0: DefaultTicketRotate
+	Credential     *syscall.Credential // --user/--group: workers run as this; nil: as the master
 	// IDNode is this server's node number in connection ids (0: a single
 	// server; a cluster gives each server its own, 0..reactor.MaxNode).
 	IDNode int
@@ -134,6 +148,7 @@ type Master struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	ctl       *controlServer
+	sec       security
 }
 
 type stopReq struct {
@@ -240,6 +255,11 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	}
 	m.spawner = newSpawner()
 
+	if err := m.setupSecurity(); err != nil {
+		return err
+	}
+	defer m.closeSecurity()
+	go m.rotateTickets()
 	if err := m.openListeners(); err != nil {
 		return err
 	}
@@ -254,6 +274,9 @@ func (m *Master) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer m.ctl.Close()
+	if err := m.chownRunFiles(filepath.Join(o.RunDir, PidName), filepath.Join(o.RunDir, SocketName)); err != nil {
+		return err
+	}
 
 	for i := 0; i < o.Workers+o.TaskWorkers+len(o.Processes); i++ {
 		sl := &slot{id: i, task: i >= o.Workers && i < o.Workers+o.TaskWorkers}
@@ -314,7 +337,7 @@ func (m *Master) logReady() {
 		if l.Protocol == "http" && l.Upgrade {
 			proto = "http+websocket"
 		}
-		m.log.Info().Str("listener", l.Name).Str("addr", m.addrs[i]).Str("protocol", proto).Msg("listening")
+		m.log.Info().Str("listener", l.Name).Str("addr", m.addrs[i]).Str("protocol", proto).Bool("tls", m.listenerTLS(i)).Msg("listening")
 	}
 	m.log.Info().Str("mode", o.Mode).Int("workers", o.Workers).Int("task_workers", o.TaskWorkers).
 		Int("master_pid", os.Getpid()).Str("dispatch", m.dispatchName()).Msg("server ready")

@@ -49,10 +49,8 @@ type proc struct {
 	startErr atomic.Value // string: why the worker said it could not start
 
 	inflight atomic.Int64 // PROCESS: requests in flight, for dispatch=idle
-
-	// welcomed is set once Welcome is queued: a frame routed to the
-	// process before that would arrive ahead of Welcome and kill it.
-	welcomed atomic.Bool
+	welcomed atomic.Bool  // Welcome and Secrets sent: later Secrets frames may follow
+	perIPRow int          // BASE: its row of the shared per-address table (-1: none)
 
 	// Work sent to p is ordered before its Drain frame (a drained worker
 	// must see every request and message routed to it before it drains):
@@ -194,15 +192,25 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 	cfg := m.workerConfig(sl, idStart)
 	cmd := exec.Command(m.opts.Exe, m.opts.Args...)
 	cmd.Args[0] = cfg.Title // what ps and /proc/PID/cmdline show
-	cmd.Env = append(filterEnv(os.Environ()), cfg.Encode(), EnvRole+"="+RoleWorker)
 	cmd.ExtraFiles = append([]*os.File{toR, fromW}, sl.files...)
+	row := -1
+	if m.sec.perIP != nil && sl.worker() {
+		row = m.perIPRow()
+		cfg.PerIPFD, cfg.PerIPRow, cfg.PerIPRows, cfg.PerIPSeed = 3+len(cmd.ExtraFiles), row, len(m.sec.perIPRows), m.sec.seed
+		cmd.ExtraFiles = append(cmd.ExtraFiles, m.sec.perIPFile)
+	}
+	cmd.Env = append(filterEnv(os.Environ()), cfg.Encode(), EnvRole+"="+RoleWorker)
 	cmd.Stdin = nil
 	cmd.Stdout = m.opts.Output
 	cmd.Stderr = m.opts.Output
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Credential: --user/--group. The master bound the ports already;
+	// the worker starts as that user (setgroups, setgid, setuid before
+	// exec: no way back to root).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: m.opts.Credential}
 	if err := m.spawner.start(cmd); err != nil {
 		toW.Close()
 		fromR.Close()
+		m.freePerIPRow(row)
 		return nil, fmt.Errorf("master: start worker %d: %w", sl.id, err)
 	}
 	p := &proc{
@@ -219,6 +227,8 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 		queries: make(map[uint32]chan []byte),
 		tasks:   make(map[uint32]route),
 		routes:  make(map[uint32]route),
+
+		perIPRow: row,
 	}
 	p.state.Store(StateStarting)
 	m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker started")
@@ -237,6 +247,7 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 		fromR.Close()
 		p.out.Close()
 		toW.Close() // ends a write waiting on the pipe (nothing reads it now)
+		m.freePerIPRow(p.perIPRow)
 		close(p.exited)
 		m.exited(p)
 	}()
@@ -247,7 +258,10 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 func filterEnv(env []string) []string {
 	out := env[:0:0]
 	for _, e := range env {
-		if strings.HasPrefix(e, worker.EnvConfig+"=") || strings.HasPrefix(e, EnvRole+"=") || strings.HasPrefix(e, EnvReadyFD+"=") {
+		// The API token reaches workers in their Secrets frame, not in
+		// an environment a worker running as --user would expose.
+		if strings.HasPrefix(e, worker.EnvConfig+"=") || strings.HasPrefix(e, EnvRole+"=") || strings.HasPrefix(e, EnvReadyFD+"=") ||
+			strings.HasPrefix(e, EnvAPIToken+"=") {
 			continue
 		}
 		// systemd's variables are the master's: a worker must not
@@ -264,7 +278,7 @@ func (m *Master) workerConfig(sl *slot, idStart uint64) worker.Config {
 	o := &m.opts
 	ls := make([]worker.Listener, len(o.Listeners))
 	for i, l := range o.Listeners {
-		ls[i] = worker.Listener{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol, Upgrade: l.Upgrade}
+		ls[i] = worker.Listener{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol, Upgrade: l.Upgrade, TLS: m.listenerTLS(i)}
 	}
 	return worker.Config{
 		Mode: o.Mode, Slot: sl.id, Task: sl.task, IDNode: o.IDNode, IDStart: idStart,
@@ -273,6 +287,7 @@ func (m *Master) workerConfig(sl *slot, idStart uint64) worker.Config {
 		MaxRequest: o.MaxRequest, HeartbeatIdle: o.HeartbeatIdle, ReloadWait: o.ReloadWait,
 		ReadTimeout: o.ReadTimeout, IdleTimeout: o.IdleTimeout,
 		LogFormat: o.LogFormat, LogLevel: o.LogLevel,
+		APIAllow: o.APIAllow, AllowedOrigins: o.AllowedOrigins, MaxConnPerIP: o.MaxConnPerIP, PerIPFD: -1, PerIPRow: -1,
 		LogFile: o.LogFile, Process: sl.process, Title: m.title(sl),
 	}
 }
@@ -332,8 +347,7 @@ func (m *Master) handshake(p *proc, rd *ipc.Reader) error {
 		p.ready <- errors.New(reason)
 		return errors.New(reason)
 	}
-	p.out.Send(&ipc.Header{Type: ipc.TypeWelcome}, nil, nil)
-	p.welcomed.Store(true)
+	m.welcome(p)
 	for {
 		f, err := rd.Next()
 		if err != nil {

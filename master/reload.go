@@ -30,6 +30,13 @@ type ReloadLine struct {
 func (m *Master) Reload(tasksOnly bool) ([]ReloadLine, error) {
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()
+	if !tasksOnly {
+		// New certificates first: a bad file stops the reload before any
+		// worker is replaced, and the certificates in use stay.
+		if err := m.ReloadCerts(); err != nil {
+			return nil, err
+		}
+	}
 	m.notifyReloading()
 	defer m.notifyReady()
 	m.mu.Lock()

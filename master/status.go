@@ -42,6 +42,11 @@ type ListenerStatus struct {
 	Name     string `json:"name"`
 	Addr     string `json:"addr"`
 	Protocol string `json:"protocol"`
+	TLS      bool   `json:"tls,omitempty"`
+	// CertSubject and CertExpires describe the certificate files in use
+	// (RFC 3339), after the last successful reload.
+	CertSubject string `json:"cert_subject,omitempty"`
+	CertExpires string `json:"cert_expires,omitempty"`
 }
 
 // Status is what `server status --json` prints.
@@ -71,7 +76,7 @@ func (m *Master) Status() Status {
 		Processes: []WorkerStatus{}, MetricsAddr: m.ops.addr,
 	}
 	for i, l := range o.Listeners {
-		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol})
+		st.Listeners = append(st.Listeners, m.listenerStatus(i, l))
 	}
 	perSlot := map[int]int{}
 	if m.reactor != nil {

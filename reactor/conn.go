@@ -2,6 +2,7 @@ package reactor
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,9 @@ type Conn struct {
 	in, out  atomic.Uint64
 	lastRead atomic.Int64 // unix nanos of the last message, for heartbeats
 	over     bool         // accepted over MaxConns: answered with 503/1013 and closed
+	overIP   bool         // over because of the per-address limit
+	ipHeld   bool         // counted in the per-address limiter (released by forget)
+	ip       netip.Addr   // the client's address, when a per-address limit is on
 	closed   atomic.Bool
 	// idleSince is when an HTTP keep-alive connection went idle between
 	// requests (unix nanos), 0 while a request is active, idleShut once a

@@ -40,6 +40,7 @@ type Listener struct {
 	Index    int
 	Protocol Protocol
 	Upgrade  bool // an HTTP listener that also accepts WebSocket upgrades
+	TLS      *TLS // nil: plain TCP; else TLS is terminated here (see tls.go)
 }
 
 // Handler receives what the reactor has read. Threading: HTTP runs in the
@@ -71,7 +72,13 @@ type Options struct {
 	ReadTimeout    time.Duration // whole request read (slowloris), the first from accept; default 15s
 	IdleTimeout    time.Duration // keep-alive idle; default 60s
 	WriteTimeout   time.Duration // one write; default 15s
-	Log            zerolog.Logger
+	// AllowedOrigins widens the WebSocket Origin check (see origin.go):
+	// "*", exact origins, or "https://*.example.com" patterns.
+	AllowedOrigins []string
+	// PerIP, when set, bounds connections per client address (see
+	// limit.go): beyond it, HTTP 503 and WebSocket close 1013.
+	PerIP IPLimiter
+	Log   zerolog.Logger
 	// Metrics receives the reactor's counters (connections, HTTP answers
 	// and their latency, WebSocket traffic, full send buffers); nil: a
 	// private set nobody reads.
@@ -122,7 +129,9 @@ type Reactor struct {
 	wg        sync.WaitGroup
 	flushers  *Pool[*Conn] // goroutines writing queued WebSocket output
 
-	rooms rooms
+	rooms   rooms
+	origins originPolicy
+	ports   sync.Map // string port -> true: the ports this reactor serves
 }
 
 // New returns a reactor handing what it reads to h.
@@ -146,6 +155,7 @@ func New(opts Options, h Handler) *Reactor {
 		r.ids.next, r.ids.end = opts.FirstLease, opts.FirstLease+IDLease
 	}
 	r.flushers = NewPool((*Conn).flush)
+	r.origins = newOriginPolicy(opts.AllowedOrigins)
 	if opts.HeartbeatIdle > 0 {
 		r.wg.Add(1)
 		go r.heartbeat()
@@ -233,50 +243,64 @@ func (ln *listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		c := &Conn{
-			Conn:     nc,
-			r:        r,
-			listener: ln.l,
-			since:    time.Now(),
-		}
-		if err := r.register(c); err != nil {
+		id, err := r.newID()
+		if err != nil {
 			// Without an id the connection cannot be served: refuse it
 			// and go on accepting (the next lease may come through).
 			r.log.Error().Err(err).Str("remote", nc.RemoteAddr().String()).Msg("connection refused")
 			nc.Close()
 			continue
 		}
+		c := &Conn{
+			Conn:     nc,
+			id:       id,
+			r:        r,
+			listener: ln.l,
+			since:    time.Now(),
+		}
+		c.Slot.Store(-1)
+		r.m.ConnsAccepted.Add(1)
+		r.m.ConnsOpen.Add(1)
+		n := r.nconns.Add(1)
+		if r.opts.MaxConns > 0 && n > int64(r.opts.MaxConns) {
+			c.over = true
+		}
+		if lim := r.opts.PerIP; lim != nil && !c.over {
+			c.ip = remoteIP(nc)
+			if lim.Acquire(c.ip) {
+				c.ipHeld = true
+			} else {
+				c.over, c.overIP = true, true
+			}
+		}
+		if ln.l.TLS != nil {
+			// The handshake runs on the connection's first read, in its own
+			// goroutine; a client that stalls it is cut by the read timeout.
+			c.Conn = wrapTLS(nc, ln.l.TLS)
+		}
+		r.mu.Lock()
+		r.conns[c.id] = c
+		r.mu.Unlock()
 		return c, nil
 	}
 }
 
-// register gives c a fresh id (skipping one still in use, which only a
-// wrapped sequence can meet) and enters it in the table.
-func (r *Reactor) register(c *Conn) error {
-	c.Slot.Store(-1)
-	r.m.ConnsAccepted.Add(1)
-	r.m.ConnsOpen.Add(1)
-	n := r.nconns.Add(1)
-	if r.opts.MaxConns > 0 && n > int64(r.opts.MaxConns) {
-		c.over = true
-	}
+// newID returns a fresh connection id from the reactor's leases, skipping
+// one still in use (which only a wrapped sequence can meet; ids come from
+// one source, so no other accept can take it before it is entered).
+func (r *Reactor) newID() (uint64, error) {
 	for {
 		seq, err := r.ids.take()
 		if err != nil {
-			r.nconns.Add(-1)
-			r.m.ConnsOpen.Add(-1)
-			return err
+			return 0, err
 		}
 		id := MakeID(r.opts.Node, r.opts.Owner, seq)
-		r.mu.Lock()
-		if _, used := r.conns[id]; used {
-			r.mu.Unlock()
-			continue
+		r.mu.RLock()
+		_, used := r.conns[id]
+		r.mu.RUnlock()
+		if !used {
+			return id, nil
 		}
-		c.id = id
-		r.conns[id] = c
-		r.mu.Unlock()
-		return nil
 	}
 }
 
@@ -285,6 +309,9 @@ func (r *Reactor) forget(c *Conn) {
 	delete(r.conns, c.id)
 	r.mu.Unlock()
 	r.nconns.Add(-1)
+	if c.ipHeld {
+		r.opts.PerIP.Release(c.ip)
+	}
 	r.m.ConnsOpen.Add(-1)
 	r.leaveAll(c)
 }
@@ -323,6 +350,9 @@ func (r *Reactor) Serve(ln net.Listener, l *Listener) error {
 	}
 	r.listeners = append(r.listeners, ln)
 	r.servers = append(r.servers, s)
+	if _, port, err := net.SplitHostPort(ln.Addr().String()); err == nil {
+		r.ports.Store(port, true)
+	}
 	r.mu.Unlock()
 	err := s.Serve(&listener{Listener: ln, r: r, l: l})
 	if r.draining.Load() || r.closed.Load() || errors.Is(err, net.ErrClosed) {
@@ -366,6 +396,10 @@ func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
 // errorHandler answers what fasthttp could not parse, once, with the
 // protocol-correct status, and logs it once.
 func (r *Reactor) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	if plainOnTLS(err) {
+		r.log.Warn().Str("remote", ctx.RemoteAddr().String()).Msg("bad request: plain HTTP on a TLS port")
+		return
+	}
 	status, msg := fasthttp.StatusBadRequest, "Bad Request"
 	var te interface{ Timeout() bool }
 	var small *fasthttp.ErrSmallBuffer
@@ -453,7 +487,11 @@ func (r *Reactor) serve(l *Listener, ctx *fasthttp.RequestCtx) (upgraded bool) {
 // refuse answers a connection accepted beyond MaxConns: HTTP 503, or a
 // completed upgrade followed by close 1013 (try again later).
 func (r *Reactor) refuse(ctx *fasthttp.RequestCtx, c *Conn, upgrade bool) {
-	r.log.Warn().Int("max_conn", r.opts.MaxConns).Str("remote", ctx.RemoteAddr().String()).Msg("connection refused: too many connections")
+	if c.overIP {
+		r.log.Warn().Int("max_conn_per_ip", r.opts.PerIP.Max()).Str("remote", ctx.RemoteAddr().String()).Msg("connection refused: too many connections from this address")
+	} else {
+		r.log.Warn().Int("max_conn", r.opts.MaxConns).Str("remote", ctx.RemoteAddr().String()).Msg("connection refused: too many connections")
+	}
 	if !upgrade {
 		ctx.Error("Service Unavailable: too many connections", fasthttp.StatusServiceUnavailable)
 		ctx.SetConnectionClose()

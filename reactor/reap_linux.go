@@ -1,6 +1,7 @@
 package reactor
 
 import (
+	"crypto/tls"
 	"net"
 	"time"
 
@@ -17,8 +18,15 @@ import (
 //     end of stream), and the connection's goroutine gets one more second
 //     to read: it closes on the client's FIN, or at that deadline, and a
 //     request already on its way is read, not met with a reset.
+//
+// Over TLS the same holds on the TCP connection underneath; our side ends
+// with a close_notify alert, then the TCP half-close.
 func (c *Conn) shutIdle() bool {
 	tc, ok := c.Conn.(*net.TCPConn)
+	tlsConn, isTLS := c.Conn.(*tls.Conn)
+	if isTLS {
+		tc, ok = tlsConn.NetConn().(*net.TCPConn)
+	}
 	if !ok {
 		c.Close()
 		return true
@@ -36,6 +44,9 @@ func (c *Conn) shutIdle() bool {
 	})
 	if pending {
 		return false
+	}
+	if isTLS {
+		_ = tlsConn.CloseWrite() // close_notify; a connection mid-handshake is not idle
 	}
 	_ = tc.CloseWrite()
 	_ = tc.SetReadDeadline(time.Now().Add(time.Second))

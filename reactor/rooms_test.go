@@ -35,15 +35,20 @@ func (h *roomRecorder) RoomChanged(room string, n int) {
 }
 
 // fakeWS adds a WebSocket-looking connection to r (rooms need only its
-// id), registered as Accept registers one.
+// id), with an id from the reactor's leases as Accept gives one.
 func fakeWS(t testing.TB, r *Reactor) *Conn {
 	a, b := net.Pipe()
 	b.Close()
-	c := &Conn{Conn: a, r: r}
-	c.ws.Store(true)
-	if err := r.register(c); err != nil {
-		t.Fatalf("register: %v", err)
+	id, err := r.newID()
+	if err != nil {
+		t.Fatalf("newID: %v", err)
 	}
+	c := &Conn{Conn: a, id: id, r: r}
+	c.ws.Store(true)
+	r.nconns.Add(1)
+	r.mu.Lock()
+	r.conns[c.id] = c
+	r.mu.Unlock()
 	return c
 }
 

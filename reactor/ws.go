@@ -64,6 +64,10 @@ func (r *Reactor) accept(ctx *fasthttp.RequestCtx, serve func(src io.Reader)) bo
 		}
 		return false
 	}
+	if !r.checkOrigin(ctx) { // cross-site WebSocket hijacking; logged there
+		ctx.Error("Forbidden: websocket: request origin not allowed", fasthttp.StatusForbidden)
+		return false
+	}
 	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)
 	ctx.Response.Header.Set("Upgrade", "websocket")
 	ctx.Response.Header.Set("Connection", "Upgrade")

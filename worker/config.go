@@ -26,6 +26,7 @@ type Listener struct {
 	Addr     string `json:"addr"`
 	Protocol string `json:"protocol"` // "http" or "websocket"
 	Upgrade  bool   `json:"upgrade"`
+	TLS      bool   `json:"tls,omitempty"` // terminated by the worker in BASE mode (keys: Secrets frame)
 }
 
 // Config is everything a worker process is told at spawn.
@@ -47,6 +48,14 @@ type Config struct {
 	CallTimeout    time.Duration `json:"call_timeout"`
 	LogFormat      string        `json:"log_format"`
 	LogLevel       string        `json:"log_level"`
+	// Security (docs/security.md); secrets come in the Secrets frame.
+	APIAllow       []string `json:"api_allow,omitempty"`
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+	MaxConnPerIP   int      `json:"max_conn_per_ip,omitempty"`
+	PerIPFD        int      `json:"per_ip_fd"` // BASE: the shared per-address table's fd (-1: none)
+	PerIPRow       int      `json:"per_ip_row"`
+	PerIPRows      int      `json:"per_ip_rows,omitempty"`
+	PerIPSeed      uint64   `json:"per_ip_seed,omitempty"`
 	// LogFile is the file behind the worker's stderr (empty: not a file);
 	// reopened on the master's ReopenLogs frame.
 	LogFile string `json:"log_file,omitempty"`

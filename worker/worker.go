@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -30,6 +31,9 @@ type Options struct {
 	Listeners []*os.File // BASE mode: one SO_REUSEPORT socket per listener
 	App       App
 	Log       zerolog.Logger
+	// TLSConfigs are the program's own tls.Config per listener (nil
+	// entries: defaults), the base of a BASE-mode worker's TLS.
+	TLSConfigs []*tls.Config
 }
 
 // Worker is one running worker process.
@@ -56,7 +60,8 @@ type Worker struct {
 	timers  timers
 	tasks   taskState
 	runners *reactor.Pool[job] // PROCESS: goroutines serving requests and connection events
-	m       metrics.Proc       // this process's counters (see ops.go)
+	sec     workerSecrets
+	m       metrics.Proc // this process's counters (see ops.go)
 	ops     ops
 	// Ext is the root package's handle for this worker.
 	Ext any
@@ -119,6 +124,19 @@ func Run(ctx context.Context, o Options) error {
 	default:
 		return fmt.Errorf("worker: unexpected frame %d before welcome", f.Type)
 	}
+	if f, err = rd.Next(); err != nil {
+		return fmt.Errorf("worker: waiting for secrets: %w", err)
+	}
+	if f.Type != ipc.TypeSecrets {
+		return fmt.Errorf("worker: expected secrets after welcome, got frame %d", f.Type)
+	}
+	if err := w.setupSecurity(f.Payload, o.TLSConfigs); err != nil {
+		w.out.Send(&ipc.Header{Type: ipc.TypeError}, []byte(err.Error()), nil)
+		w.out.Close()
+		<-w.out.Done()
+		return err
+	}
+	rd.Shrink()
 
 	if w.cfg.Mode == ModeBase && !w.cfg.Task && w.cfg.Process == "" {
 		w.r = reactor.New(reactor.Options{
@@ -132,6 +150,8 @@ func Run(ctx context.Context, o Options) error {
 			HeartbeatIdle:  w.cfg.HeartbeatIdle,
 			ReadTimeout:    w.cfg.ReadTimeout,
 			IdleTimeout:    w.cfg.IdleTimeout,
+			AllowedOrigins: w.cfg.AllowedOrigins,
+			PerIP:          w.sec.perIP,
 			Log:            w.log,
 			Metrics:        &w.m,
 		}, (*baseHandler)(w))
@@ -203,7 +223,7 @@ func (w *Worker) reactorListener(i int) *reactor.Listener {
 	if l.Protocol == "websocket" {
 		p = reactor.WebSocket
 	}
-	return &reactor.Listener{Name: l.Name, Index: i, Protocol: p, Upgrade: l.Upgrade}
+	return &reactor.Listener{Name: l.Name, Index: i, Protocol: p, Upgrade: l.Upgrade, TLS: w.sec.tlsFor(i)}
 }
 
 func (w *Worker) startApp() (err error) {
@@ -315,6 +335,8 @@ func (w *Worker) handle(f ipc.Frame) error {
 			dr.wait = w.cfg.ReloadWait
 		}
 		w.stopOnce.Do(func() { w.stop <- dr })
+	case ipc.TypeSecrets:
+		w.updateSecrets(f.Payload)
 	case ipc.TypeError:
 		return fmt.Errorf("worker: master says: %s", f.Payload)
 	default:

@@ -81,7 +81,17 @@ func failStartHook() error {
 	return nil
 }
 
+// operatorPaths act on other people's connections or on the server: they
+// need the API token, or with none set a client on loopback (--api-allow
+// widens). Connection ids are not secrets; this is the lock.
+var operatorPaths = map[string]bool{"/push": true, "/broadcast": true, "/panic": true}
+
 func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
+	if operatorPaths[string(ctx.Path())] && !w.API().Check(ctx) {
+		w.Log().Warn().Str("path", string(ctx.Path())).Str("remote", ctx.RemoteAddr().String()).
+			Int("status", ctx.Response.StatusCode()).Msg("operator API refused")
+		return
+	}
 	switch string(ctx.Path()) {
 	case "/":
 		ctx.SetContentType("text/html; charset=utf-8")

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"os/exec"
@@ -38,17 +40,37 @@ func TestBrowserChat(t *testing.T) {
 			s := startServer(t, mode, 2)
 			chatInBrowser(t, ctx, "http://"+s.httpAddr, mode)
 		})
+		// The same over https and wss (by upgrade on the HTTP port), with
+		// a CA made by the test: Chromium trusts it through
+		// --ignore-certificate-errors-spki-list, which names the CA's
+		// public key (the server sends the CA in its chain), and the
+		// page's WebSocket passes the default Origin check.
+		t.Run(mode+"-https", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			ca := newTestCA(t)
+			s, certFile, _ := startTLSServer(t, ca, mode, 2)
+			// Only the chain file changes; the server reads it at reload.
+			chain, _ := os.ReadFile(certFile)
+			writeFile(t, certFile, append(chain, ca.pem...), 0o644)
+			if out, err := s.run("reload", "--tls-only"); err != nil {
+				t.Fatalf("reload --tls-only: %v\n%s", err, out)
+			}
+			spki := sha256.Sum256(ca.cert.RawSubjectPublicKeyInfo)
+			chatInBrowser(t, ctx, "https://"+s.httpAddr, mode+"-https",
+				chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
+		})
 	}
 }
 
 // chatInBrowser opens two tabs on the chat page, joins alice and bob to the
 // room "lobby", and checks that each sees the other's message.
-func chatInBrowser(t *testing.T, ctx context.Context, base, mode string) {
+func chatInBrowser(t *testing.T, ctx context.Context, base, mode string, extra ...chromedp.ExecAllocatorOption) {
 	dir := t.TempDir() // made before the browser, so it is removed after it
 	userDataDir := filepath.Join(dir, "chromium-profile")
 
 	var browserPID int
-	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx,
+	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx, append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -66,6 +88,7 @@ func chatInBrowser(t *testing.T, ctx context.Context, base, mode string) {
 			// kernel kills the browser if the test binary dies.
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		}),
+	}, extra...)...,
 	)
 	t.Cleanup(func() {
 		allocCancel() // kills the browser and waits for it

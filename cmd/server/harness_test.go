@@ -35,6 +35,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Workers started with --user must be able to run the binary.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	serverBin = filepath.Join(dir, "server")
 	args := []string{"build", "-o", serverBin}
 	if raceEnabled {
@@ -79,6 +84,11 @@ type server struct {
 
 	mu   sync.Mutex
 	pids map[int]bool // master and every worker pid seen: all must be gone at the end
+
+	// scheme and client reach the HTTP port for readiness ("http" and a
+	// plain client unless a test set them before launch: https, a TLS client).
+	scheme string
+	client *http.Client
 }
 
 // startServer starts the real binary with `start --mode mode --workers n`
@@ -87,7 +97,23 @@ type server struct {
 // process it ever had is gone.
 func startServer(t testing.TB, mode string, workers int, args ...string) *server {
 	t.Helper()
-	s := &server{t: t, mode: mode, dir: t.TempDir(), pids: map[int]bool{}}
+	s := newTestServer(t, mode)
+	s.launch(workers, args...)
+	return s
+}
+
+// newTestServer prepares a server for launch (a test may set scheme and
+// client first).
+func newTestServer(t testing.TB, mode string) *server {
+	return &server{t: t, mode: mode, dir: t.TempDir(), pids: map[int]bool{}, scheme: "http",
+		client: &http.Client{Timeout: time.Second}}
+}
+
+// launch starts s as startServer describes.
+func (s *server) launch(workers int, args ...string) {
+	t := s.t
+	t.Helper()
+	mode := s.mode
 	s.runDir = filepath.Join(s.dir, "run")
 	s.httpAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	s.wsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
@@ -110,11 +136,13 @@ func startServer(t testing.TB, mode string, workers int, args ...string) *server
 	s.pids[s.cmd.Process.Pid] = true
 	t.Cleanup(s.cleanup)
 	s.waitReady(20 * time.Second)
-	return s
 }
 
 func (s *server) waitReady(limit time.Duration) {
 	s.t.Helper()
+	if s.client == nil { // a server made without newTestServer
+		s.scheme, s.client = "http", &http.Client{Timeout: time.Second}
+	}
 	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {
@@ -123,7 +151,7 @@ func (s *server) waitReady(limit time.Duration) {
 			s.t.Fatalf("server exited before it was ready (last error: %v)\n%s", last, s.log())
 		default:
 		}
-		resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + s.httpAddr + "/hello")
+		resp, err := s.client.Get(s.scheme + "://" + s.httpAddr + "/hello")
 		if err == nil {
 			resp.Body.Close()
 			// Every process ready, not only the one that answered: in BASE

@@ -45,12 +45,21 @@ type keepAliveLoad struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	dial   func(addr string) (net.Conn, error)
 }
 
 func startKeepAliveLoad(t *testing.T, addr, path string, n int) *keepAliveLoad {
 	t.Helper()
+	return startKeepAliveLoadDial(t, func(addr string) (net.Conn, error) {
+		return net.DialTimeout("tcp", addr, 5*time.Second)
+	}, addr, path, n)
+}
+
+// startKeepAliveLoadDial is startKeepAliveLoad with its own dial (TLS).
+func startKeepAliveLoadDial(t *testing.T, dial func(string) (net.Conn, error), addr, path string, n int) *keepAliveLoad {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &keepAliveLoad{cancel: cancel, pids: map[string]map[string]bool{}}
+	l := &keepAliveLoad{cancel: cancel, pids: map[string]map[string]bool{}, dial: dial}
 	for i := 0; i < n; i++ {
 		l.wg.Add(1)
 		go func() {
@@ -91,7 +100,7 @@ func (l *keepAliveLoad) client(ctx context.Context, addr, path string) {
 	}
 	for ctx.Err() == nil {
 		if conn == nil {
-			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			c, err := l.dial(addr)
 			if err != nil {
 				l.fail(fmt.Errorf("dial: %w", err))
 				time.Sleep(10 * time.Millisecond)

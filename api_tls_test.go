@@ -1,0 +1,160 @@
+package forkd_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key
+// to dir and returns their paths and a pool trusting it.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "secapp"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	c, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(c)
+	return certFile, keyFile, pool
+}
+
+// TestAPISecurity runs testdata/secapp, a program whose listener has its
+// own tls.Config (Listener.TLS) and an operator endpoint behind
+// Worker.API, in both modes: https and wss by upgrade work, handlers see
+// the https scheme, and the endpoint wants the token.
+func TestAPISecurity(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "secapp")
+	args := []string{"build", "-o", bin}
+	if apiRace {
+		args = append(args, "-race")
+	}
+	if out, err := exec.CommandContext(ctx, "go", append(args, "./testdata/secapp")...).CombinedOutput(); err != nil {
+		t.Fatalf("go build ./testdata/secapp: %v\n%s", err, out)
+	}
+	const token = "library-token"
+	for _, mode := range []string{"process", "base"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			certFile, keyFile, pool := selfSigned(t, dir)
+			cfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+			s := &apiServer{t: t, bin: bin, runDir: filepath.Join(dir, "run"), httpAddr: apiFreeAddr(t),
+				logPath: filepath.Join(dir, "server.log"), pids: map[int]bool{}}
+			logf, err := os.Create(s.logPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.cmd = exec.Command(bin, "start", "--mode", mode, "--workers", "2", "--http", s.httpAddr,
+				"--run-dir", s.runDir, "--log-format", "console")
+			s.cmd.Env = append(os.Environ(), "SECAPP_CERT="+certFile, "SECAPP_KEY="+keyFile, "FORKD_API_TOKEN="+token)
+			s.cmd.Stdout, s.cmd.Stderr = logf, logf
+			s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			if err := s.cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			s.exited = make(chan struct{})
+			go func() { s.cmd.Wait(); logf.Close(); close(s.exited) }()
+			s.pids[s.cmd.Process.Pid] = true
+			t.Cleanup(s.stop)
+			get := func(path, auth string) (int, string, error) {
+				req, _ := http.NewRequest("GET", "https://"+s.httpAddr+path, nil)
+				if auth != "" {
+					req.Header.Set("Authorization", auth)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					return 0, "", err
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b), nil
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				if code, _, err := get("/hello", ""); err == nil && code == 200 {
+					if _, err := s.status(); err == nil {
+						break
+					}
+				}
+				select {
+				case <-s.exited:
+					t.Fatalf("secapp exited before it was ready\n%s", s.log())
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("secapp not ready after 30s\n%s", s.log())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if code, body, err := get("/scheme", ""); err != nil || body != "https" {
+				t.Errorf("/scheme: %d %q %v, want https", code, body, err)
+			}
+			d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: cfg}
+			ws, resp, err := d.Dial("wss://"+s.httpAddr+"/", http.Header{"Origin": {"https://" + s.httpAddr}})
+			if err != nil {
+				t.Fatalf("wss by upgrade: %v (%v)", err, resp)
+			}
+			defer ws.Close()
+			ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, id, err := ws.ReadMessage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws.WriteMessage(websocket.TextMessage, []byte("echo over wss"))
+			if _, b, err := ws.ReadMessage(); err != nil || string(b) != "echo over wss" {
+				t.Fatalf("wss echo: %q %v", b, err)
+			}
+			if code, _, _ := get("/kick?conn="+string(id), ""); code != 401 {
+				t.Errorf("/kick without the token: got %d, want 401", code)
+			}
+			if code, _, _ := get("/kick?conn="+string(id), "Bearer wrong"); code != 401 {
+				t.Errorf("/kick with a wrong token: got %d, want 401", code)
+			}
+			if code, body, _ := get("/kick?conn="+string(id), "Bearer "+token); code != 200 || body != "kicked" {
+				t.Errorf("/kick with the token: got %d %q, want 200 kicked", code, body)
+			}
+			_, _, err = ws.ReadMessage()
+			if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) || !strings.Contains(err.Error(), "kicked") {
+				t.Errorf("the kicked connection: got %v, want close 1008 kicked", err)
+			}
+		})
+	}
+}
