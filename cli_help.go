@@ -90,6 +90,9 @@ func (s *Server) describeListenerFlags(flags []cli.Flag) {
 			}
 			sf.Usage = "address of listener " + l.Name + " (" + l.protocolName() + ")"
 			sf.DefaultText = l.Addr
+		case "http-tls-cert", "http-tls-key", "ws-tls-cert", "ws-tls-key":
+			name, _, _ := strings.Cut(sf.Name, "-")
+			sf.Hidden = byName[name] == nil
 		}
 	}
 	for _, f := range flags {

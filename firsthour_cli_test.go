@@ -82,8 +82,8 @@ func testUnknown(t *testing.T, app devApp) {
 	oneLine(t, "status, none running", runCLI(t, t.TempDir(), app.bin, "status"), "not running")
 }
 
-// testListenerFlags: --http and --ws on a program without such listeners
-// are refused like an unknown --listen name.
+// testListenerFlags: --http and --ws (and their TLS flags) on a program
+// without such listeners are refused like an unknown --listen name.
 func testListenerFlags(t *testing.T, app devApp) {
 	dir := t.TempDir()
 	for _, args := range [][]string{
@@ -91,6 +91,8 @@ func testListenerFlags(t *testing.T, app devApp) {
 		{"--ws", "127.0.0.1:0"},
 		{"--listen", "foo=127.0.0.1:0"},
 		{"--listen", "http=127.0.0.1:0"},
+		{"--http-tls-cert", "cert.pem", "--http-tls-key", "key.pem"},
+		{"--ws-tls-cert", "cert.pem", "--ws-tls-key", "key.pem"},
 	} {
 		full := append([]string{"start", "--run-dir", filepath.Join(dir, "run")}, append(portZero, args...)...)
 		r := runCLI(t, dir, app.bin, full...)
