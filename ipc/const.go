@@ -78,6 +78,9 @@ const (
 	// Security (70-74).
 	TypeSecrets Type = 70 // m->w: payload = JSON Secrets; sent right after Welcome and again whenever they change (reload, ticket key rotation)
 
+	// Connection ids (80-84).
+	TypeIDLease Type = 80 // BASE w->m: seq wants a Result whose payload is the u64 (LE) first sequence of a new lease
+
 	// Users, sessions, groups and history (95-99; see users.go for payloads).
 	TypeUID     Type = 95 // bind conn (owner-routed) to the uid in payload; empty payload unbinds
 	TypeSession Type = 96 // conn's session (owner-routed); flags = SessionGet/Set/Update; payload = JSON object; Result payload = the session
