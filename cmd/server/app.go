@@ -134,7 +134,14 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 			ctx.Error("bad exclude: want comma-separated conn ids", fasthttp.StatusBadRequest)
 			return
 		}
-		res, err := w.BroadcastExcept(room, forkd.TextMessage, ctx.PostBody(), exclude...)
+		// Kept in the room's history as sent; with stamp=1 a JSON object
+		// body gets the room's "seq" and "epoch" like the chat's lines.
+		var res forkd.BroadcastResult
+		if string(ctx.QueryArgs().Peek("stamp")) == "1" {
+			res, err = w.BroadcastJSON(room, ctx.PostBody(), exclude...)
+		} else {
+			res, err = w.BroadcastExcept(room, forkd.TextMessage, ctx.PostBody(), exclude...)
+		}
 		if err != nil {
 			pushError(ctx, err)
 			return
