@@ -24,10 +24,11 @@ const (
 	ScenarioBroadcast = "broadcast"
 	ScenarioConnect   = "connect"
 	ScenarioIdle      = "idle"
+	ScenarioUIDPush   = "uid-push"
 )
 
 // AllScenarios lists every scenario in run order.
-var AllScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioPush, ScenarioBroadcast, ScenarioConnect, ScenarioIdle}
+var AllScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioPush, ScenarioUIDPush, ScenarioBroadcast, ScenarioConnect, ScenarioIdle}
 
 // baselineScenarios are the scenarios the baseline serves (it has no chat).
 var baselineScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioConnect, ScenarioIdle}
@@ -206,6 +207,7 @@ type Result struct {
 
 	Idle      *IdleStats      `json:"idle,omitempty"`
 	Push      *PushStats      `json:"push,omitempty"`
+	UIDPush   *UIDPushStats   `json:"uid_push,omitempty"`
 	Broadcast *BroadcastStats `json:"broadcast,omitempty"`
 }
 
@@ -314,13 +316,14 @@ var scenarioFuncs = map[string]scenarioFunc{
 	ScenarioHTTP:      (*session).benchHTTP,
 	ScenarioEcho:      (*session).benchEcho,
 	ScenarioPush:      (*session).benchPush,
+	ScenarioUIDPush:   (*session).benchUIDPush,
 	ScenarioBroadcast: (*session).benchBroadcast,
 	ScenarioConnect:   (*session).benchConnect,
 	ScenarioIdle:      (*session).benchIdle,
 }
 
 var scenarioUnits = map[string]string{
-	ScenarioHTTP: "req", ScenarioEcho: "msg", ScenarioPush: "delivery",
+	ScenarioHTTP: "req", ScenarioEcho: "msg", ScenarioPush: "delivery", ScenarioUIDPush: "delivery",
 	ScenarioBroadcast: "delivery", ScenarioConnect: "conn", ScenarioIdle: "conn",
 }
 
