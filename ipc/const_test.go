@@ -20,6 +20,7 @@ func TestConstants(t *testing.T) {
 		{name: "BroadcastExt", got: uint64(BroadcastExt), want: 0x40},
 		{name: "BroadcastStamp", got: uint64(BroadcastStamp), want: 1},
 		{name: "BroadcastResultSize", got: BroadcastResultSize, want: 16},
+		{name: "RecoverResultSize", got: RecoverResultSize, want: 17},
 		{name: "SessionGet", got: uint64(SessionGet), want: 0},
 		{name: "SessionSet", got: uint64(SessionSet), want: 1},
 		{name: "SessionUpdate", got: uint64(SessionUpdate), want: 2},

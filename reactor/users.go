@@ -193,10 +193,42 @@ func (r *Reactor) JoinReport(id uint64, room string, report func(members int)) i
 		c.mu.Unlock()
 	}
 	r.rooms.mu.Unlock()
+	if r.closedDuringJoin(c, room, report) {
+		return ipc.NoConnection
+	}
 	r.rooms.report.Lock()
 	defer r.rooms.report.Unlock()
 	report(r.Count(room))
 	return ipc.OK
+}
+
+// closedDuringJoin undoes a join that raced the connection's close: forget
+// removes a connection from the table before it leaves its rooms, so a
+// connection still in the table after it was added to room will be taken
+// out by that leave; one no longer there may have left before the join,
+// and is taken out here (else a closed connection would stay a member,
+// and its user online, for ever). The new count goes to report, or the
+// handler's RoomChanged when nil.
+func (r *Reactor) closedDuringJoin(c *Conn, room string, report func(int)) bool {
+	if r.Conn(c.id) == c {
+		return false
+	}
+	if _, ok := r.leave(c, room); ok {
+		c.mu.Lock()
+		for i, name := range c.rooms {
+			if name == room {
+				c.rooms = append(c.rooms[:i], c.rooms[i+1:]...)
+				break
+			}
+		}
+		c.mu.Unlock()
+		if report == nil {
+			r.changed(room)
+		} else {
+			r.ReportRoom(room, report)
+		}
+	}
+	return true
 }
 
 // ReportRoom gives room's current local count to report, in order with
