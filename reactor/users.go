@@ -170,11 +170,12 @@ func (r *Reactor) BroadcastExcept(room string, op int, data []byte, except uint6
 	return reached, skipped
 }
 
-// JoinReport is Join, but the room's new local count goes to report
-// instead of the handler's RoomChanged (a caller that must not wait for
-// the report's answer: the BASE-mode replay, run on the worker's ipc read
-// loop, which that answer would have to come through).
-func (r *Reactor) JoinReport(id uint64, room string, report func(members int)) ipc.Outcome {
+// JoinQuiet is Join without reporting the room's new count: for a caller
+// that must not wait (the BASE-mode replay, run on the worker's ipc read
+// loop, through which the answer to a report would have to come, while
+// another goroutine may hold the report lock waiting for its own). The
+// caller reports with ReportRoom from another goroutine.
+func (r *Reactor) JoinQuiet(id uint64, room string) ipc.Outcome {
 	c := r.Conn(id)
 	if c == nil || !c.ws.Load() {
 		return ipc.NoConnection
@@ -193,12 +194,9 @@ func (r *Reactor) JoinReport(id uint64, room string, report func(members int)) i
 		c.mu.Unlock()
 	}
 	r.rooms.mu.Unlock()
-	if r.closedDuringJoin(c, room, report) {
+	if r.closedDuringJoin(c, room, func(int) {}) {
 		return ipc.NoConnection
 	}
-	r.rooms.report.Lock()
-	defer r.rooms.report.Unlock()
-	report(r.Count(room))
 	return ipc.OK
 }
 
@@ -207,8 +205,9 @@ func (r *Reactor) JoinReport(id uint64, room string, report func(members int)) i
 // connection still in the table after it was added to room will be taken
 // out by that leave; one no longer there may have left before the join,
 // and is taken out here (else a closed connection would stay a member,
-// and its user online, for ever). The new count goes to report, or the
-// handler's RoomChanged when nil.
+// and its user online, for ever). The new count goes to report (under
+// the report lock, so not from JoinQuiet's caller), or the handler's
+// RoomChanged when nil.
 func (r *Reactor) closedDuringJoin(c *Conn, room string, report func(int)) bool {
 	if r.Conn(c.id) == c {
 		return false
@@ -224,8 +223,6 @@ func (r *Reactor) closedDuringJoin(c *Conn, room string, report func(int)) bool 
 		c.mu.Unlock()
 		if report == nil {
 			r.changed(room)
-		} else {
-			r.ReportRoom(room, report)
 		}
 	}
 	return true

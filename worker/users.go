@@ -118,8 +118,8 @@ func (w *Worker) serveUsers(f ipc.Frame) {
 // replay (BASE) sends a recovering connection what it missed and joins it
 // to the room, here on the read loop: the room's broadcasts the master
 // queued after the replay come after it. The new count goes to the master
-// without waiting (its answer would come through this loop); the master
-// counts this process as a holder until the reply, which follows it.
+// without waiting for an answer; the master counts this process as a
+// holder of the room until the reply, which follows the count.
 func (w *Worker) replay(f ipc.Frame) {
 	room, rest, ok := ipc.CutRoom(f.Payload)
 	var head []byte
@@ -143,12 +143,20 @@ func (w *Worker) replay(f ipc.Frame) {
 		}
 		msgs = next
 	}
-	if o := w.r.JoinReport(f.Conn, room, func(n int) {
-		w.out.SendWait(&ipc.Header{Type: ipc.TypeJoin, Flags: 1, Arg: uint32(n)}, []byte(room), nil)
-	}); o != ipc.OK {
+	if o := w.r.JoinQuiet(f.Conn, room); o != ipc.OK {
 		out = o
 	}
-	w.reply(f, out, 0, append([]byte(nil), head...))
+	// The count report takes the reactor's report lock, which a goroutine
+	// waiting for the master's answer to its own report (an answer that
+	// comes through this loop) may hold: report from a goroutine, then
+	// answer, in that order on the stream.
+	head = append([]byte(nil), head...)
+	go func() {
+		w.r.ReportRoom(room, func(n int) {
+			w.out.SendWait(&ipc.Header{Type: ipc.TypeJoin, Flags: 1, Arg: uint32(n)}, []byte(room), nil)
+		})
+		w.reply(f, out, 0, head)
+	}()
 }
 
 // UIDRoom is the room holding uid's connections.
