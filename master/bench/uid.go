@@ -50,13 +50,13 @@ func joinUser(ctx context.Context, addr, uid string, workers int) ([]*member, er
 	return ms, nil
 }
 
-// benchUIDPush: Conns/3 users (at least one) of three connections each;
+// benchUIDPush: Conns/3 users (rounded up) of three connections each;
 // one HTTP sender per user POSTs /push?uid=U (64-byte body) and waits
 // until all three connections have it before the next. One op is one
 // delivery to one connection; latency is from the POST's send to that
 // connection's receipt.
 func (s *session) benchUIDPush(ctx context.Context, t *target, m *meter, r *Result) error {
-	n := max(1, s.o.Conns/uidConnsPerUser)
+	n := (s.o.Conns + uidConnsPerUser - 1) / uidConnsPerUser
 	users, err := dialAll(ctx, n, 16, func(ctx context.Context, i int) ([]*member, error) {
 		return joinUser(ctx, t.wsAddr, "bench-uid-"+s.nonce+"-"+strconv.Itoa(i), s.o.Workers)
 	})
