@@ -11,7 +11,7 @@ build:
 run: build
 	./$(BIN) start --log-format console
 
-## deps: what the tests need beyond Go modules (Debian packages: chromium, python3-websockets, systemd)
+## deps: what the tests need beyond Go modules (Debian packages: chromium, python3-websockets, systemd, nginx)
 deps:
 	bash .ci/install-deps.sh
 

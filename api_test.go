@@ -23,16 +23,16 @@ import (
 	"github.com/forkd/forkd/master"
 )
 
-// TestAPIConnID: a ConnID reads back from its string form; anything else
-// is an error.
+// TestAPIConnID: a ConnID reads back from its string form; anything else,
+// and anything at or over 2^53, is an error.
 func TestAPIConnID(t *testing.T) {
-	for _, id := range []forkd.ConnID{0, 1, 1<<48 | 1<<32 | 7, 0xFFFF<<48 | 3<<32 | 99, ^forkd.ConnID(0)} {
+	for _, id := range []forkd.ConnID{0, 1, 1<<37 | 7, 1023<<37 | 99, 1<<53 - 1} {
 		got, err := forkd.ParseConnID(id.String())
 		if err != nil || got != id {
 			t.Errorf("ParseConnID(%q): got %d, %v; want %d", id.String(), got, err, id)
 		}
 	}
-	for _, bad := range []string{"", "x", "-1", "1e3", "18446744073709551616", "0x10"} {
+	for _, bad := range []string{"", "x", "-1", "1e3", "9007199254740992", "18446564200479195137", "18446744073709551616", "0x10"} {
 		if _, err := forkd.ParseConnID(bad); err == nil {
 			t.Errorf("ParseConnID(%q): got no error", bad)
 		}
@@ -113,7 +113,7 @@ func startAPIServer(t *testing.T, bin, mode string) *apiServer {
 		}
 		if resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + s.httpAddr + "/hello"); err == nil {
 			resp.Body.Close()
-			if st, err := s.status(); err == nil && resp.StatusCode == 200 && len(st.TaskWorkers) == 2 {
+			if st, err := s.status(); err == nil && resp.StatusCode == 200 && len(st.TaskWorkers) == 2 && allReady(st) {
 				return s
 			}
 		}
@@ -540,4 +540,15 @@ func apiTaskWorkerSender(t *testing.T, s *apiServer) {
 	if tr.Kind != "ok" || tr.Result != "noconn" {
 		t.Errorf("task worker Push to an unknown id: got %+v, want ErrNoConnection", tr)
 	}
+}
+
+// allReady reports whether every process in st is ready (in BASE mode one
+// worker serves while the others, and the user processes, still start).
+func allReady(st master.Status) bool {
+	for _, w := range append(append(append([]master.WorkerStatus(nil), st.Workers...), st.TaskWorkers...), st.Processes...) {
+		if w.State != master.StateReady {
+			return false
+		}
+	}
+	return true
 }

@@ -70,13 +70,12 @@ func (a *app) Open(c *worker.Conn) {
 	}
 }
 
+// Resume runs OnResume only: a resumed connection is not a new one, so
+// without OnResume nothing runs (OnOpen's welcome, join announcements and
+// the like must not happen again on every reload).
 func (a *app) Resume(c *worker.Conn) {
-	l := a.listener(c)
-	switch {
-	case l.OnResume != nil:
+	if l := a.listener(c); l.OnResume != nil {
 		l.OnResume(a.w.conn(c))
-	case l.OnOpen != nil:
-		l.OnOpen(a.w.conn(c))
 	}
 }
 

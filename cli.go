@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,6 +32,7 @@ func (s *Server) Run(args []string) error {
 	if os.Getenv(master.EnvRole) == master.RoleWorker {
 		return s.runWorker()
 	}
+	s.args = args
 	return s.cli().Run(args)
 }
 
@@ -81,25 +83,26 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "mode", Value: "process", Usage: "process or base"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "worker processes"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "task-workers", Value: 0, Usage: "task worker processes"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "http", Usage: "HTTP listener address (default 0.0.0.0:9501)"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "ws", Usage: "WebSocket listener address (default 0.0.0.0:9502)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "http", Usage: "address of the listener named http"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "ws", Usage: "address of the listener named ws"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Usage: "NAME=ADDR for any other declared listener"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-http-upgrade", Usage: "refuse WebSocket upgrades on HTTP ports"}),
-		altsrc.NewIntFlag(&cli.IntFlag{Name: "reactor-num", Usage: "PROCESS mode: threads running the master's reactor (default: half the CPUs, at least 1)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "reactor-num", Usage: "PROCESS mode: threads running the master's reactor", DefaultText: "half the CPUs, at least 1"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "dispatch", Value: "fd", Usage: "PROCESS mode routing: round-robin, fd, ip, idle"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-file", Usage: "log file (default stderr; daemon: RUN-DIR/server.log)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "json", Usage: "json or console"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn, error"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "daemon", Aliases: []string{"d"}, Usage: "detach; return once the server is ready"}),
-		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-request", Usage: "replace a worker after N requests/messages (0: off)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-request", Usage: "replace a worker after N requests/messages", DefaultText: "0, never"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-package-size", Value: "10MiB", Usage: "largest request body / WebSocket message"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-send-buffer", Value: "1MiB", Usage: "queued output per connection"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-idle", Usage: "close WebSockets silent this long (0: off)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-idle", Usage: "close WebSockets silent this long", DefaultText: "0, never"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "read-timeout", Value: 15 * time.Second, Usage: "time to read one HTTP request, headers and body (slowloris; the first request's clock starts at accept); 408 after"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "idle-timeout", Value: 60 * time.Second, Usage: "keep-alive connections idle this long are closed"}),
-		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013 (default: ulimit -n)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013", DefaultText: "ulimit -n"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
+		watchFlag(),
 	}, append(append(boundsFlags(), opsFlags()...), securityFlags()...)...)
 }
 
@@ -107,28 +110,24 @@ var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid fi
 
 func (s *Server) cli() *cli.App {
 	sf := startFlags()
-	name := s.Name
-	if name == "" {
-		name = master.DefaultName() // not argv[0]: the master's is its title
-	}
-	return &cli.App{
-		Name:            name,
-		Usage:           "a multi-process prefork server (Swoole's BASE and PROCESS modes)",
-		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {}, // errors go back to main
+	s.describeListenerFlags(sf)
+	app := &cli.App{
+		Name:           s.progName(),
+		Usage:          s.usage(),
+		ExitErrHandler: func(*cli.Context, error) {}, // errors go back to main
 		Commands: []*cli.Command{
-			{Name: "start", Usage: "start the server", Flags: sf, Before: configSource(sf), Action: s.start},
+			{Name: "start", Usage: "start the server", Description: s.listenersHelp(), Flags: sf, Before: configSource(sf), Action: s.start},
 			{Name: "stop", Usage: "stop the server (-g: gracefully)", Flags: []cli.Flag{runDirFlag,
 				&cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}, Usage: "finish in-flight work, close WebSockets with 1001"}}, Action: stop},
 			{Name: "reload", Usage: "rolling restart of the workers, one at a time", Flags: []cli.Flag{runDirFlag,
 				&cli.BoolFlag{Name: "tasks-only", Usage: "reload only the task workers (Swoole's SIGUSR2)"},
 				&cli.BoolFlag{Name: "tls-only", Usage: "only re-read the TLS certificates: no worker is replaced, no connection touched"}}, Action: reload},
-			{Name: "restart", Usage: "stop, then start with these flags", Flags: append(sf, &cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}}),
-				Before: configSource(sf), Action: s.restart},
+			{Name: "restart", Usage: "stop, then start again with the running server's settings (flags given here win)", Description: s.listenersHelp(),
+				Flags: append(sf, &cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}, Usage: "stop gracefully"}), Action: s.restart},
 			{Name: "status", Usage: "mode, master and workers", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: status},
 			reopenLogsCommand(),
 			{Name: "connections", Usage: "every open connection", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: connections},
-			benchCommand(),
+			s.benchCommand(),
 			{Name: "bench-baseline", Hidden: true, Flags: []cli.Flag{&cli.StringFlag{Name: "http"}, &cli.StringFlag{Name: "ws"}},
 				Action: func(c *cli.Context) error {
 					ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -137,6 +136,8 @@ func (s *Server) cli() *cli.App {
 				}},
 		},
 	}
+	s.polishCLI(app)
+	return app
 }
 
 func configSource(flags []cli.Flag) cli.BeforeFunc {
@@ -233,9 +234,11 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 		o.Listeners = append(o.Listeners, ml)
 	}
 	for name := range over {
-		if name != "http" && name != "ws" {
-			return o, fmt.Errorf("--listen: no listener named %q", name)
+		flag := "--listen " + name + "=ADDR"
+		if (name == "http" || name == "ws") && c.String(name) != "" {
+			flag = "--" + name
 		}
+		return o, fmt.Errorf("%s: this program has no listener named %q (its listeners: %s)", flag, name, s.listenerNames())
 	}
 	if o.MaxConns <= 0 {
 		o.MaxConns = int(master.RaiseNoFile()) - 64
@@ -249,16 +252,31 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 	return o, nil
 }
 
-func (s *Server) start(c *cli.Context) error {
+func (s *Server) start(c *cli.Context) (err error) {
+	argv := s.startArgv()
+	daemonChild := os.Getenv(master.EnvRole) == master.RoleMaster
+	var report func(err error, lines []string)
+	if daemonChild {
+		// Whatever stops this master before it is ready, the `start -d`
+		// waiting for it prints the reason.
+		report = readyPipe()
+		defer func() {
+			if err != nil {
+				report(err, nil)
+			}
+		}()
+	}
 	o, err := s.options(c)
 	if err != nil {
 		return err
 	}
-	daemonChild := os.Getenv(master.EnvRole) == master.RoleMaster
 	if c.Bool("daemon") && !daemonChild {
-		return daemonize(o.RunDir, c.String("log-file"), title(o))
+		if _, err := master.New(o); err != nil { // the checks New makes, before detaching
+			return err
+		}
+		return daemonize(o.RunDir, c.String("log-file"), title(o), argv)
 	}
-	keepSysmonAwake(title(o))
+	keepSysmonAwake(title(o), append([]string{s.progArg()}, argv...))
 	var out io.Writer = os.Stderr
 	logFile := c.String("log-file")
 	if logFile == "" && daemonChild {
@@ -287,12 +305,40 @@ func (s *Server) start(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	o.Args = redactArgs(os.Args[1:])
+	o.Args = redactArgs(argv)
 	if daemonChild {
-		o.Ready = readyPipe()
 		signal.Ignore(syscall.SIGHUP)
 	}
-	m, err := master.New(o)
+	var m *master.Master
+	recorded := false
+	var watcher sync.WaitGroup // the --watch goroutine ends before start returns
+	o.Ready = func(err error) {
+		if err != nil {
+			return // Run returns it
+		}
+		addrs := m.Addrs()
+		if werr := s.writeStartRecord(o.RunDir, argv, &o, addrs); werr != nil {
+			o.Log.Warn().Err(werr).Msg("restart will not know how this server was started")
+		} else {
+			recorded = true
+		}
+		lines := s.readyLines(addrs)
+		if daemonChild {
+			report(nil, lines)
+		} else {
+			for _, l := range lines {
+				fmt.Println(l)
+			}
+		}
+		if c.Bool("watch") {
+			watcher.Add(1)
+			go func() {
+				defer watcher.Done()
+				s.watch(m, o.Exe, o.Log)
+			}()
+		}
+	}
+	m, err = master.New(o)
 	if err != nil {
 		return err
 	}
@@ -327,25 +373,50 @@ func (s *Server) start(c *cli.Context) error {
 			}
 		}
 	}()
-	return m.Run(context.Background())
+	err = m.Run(context.Background())
+	watcher.Wait()
+	if recorded {
+		os.Remove(filepath.Join(o.RunDir, StartRecordName))
+	}
+	return err
 }
 
-// readyPipe reports readiness to the `start -d` that launched this master.
-func readyPipe() func(error) {
+// startArgv is what this `start` runs with, without the program name: the
+// command line, or what restart merged.
+func (s *Server) startArgv() []string {
+	if s.startArgs != nil {
+		return s.startArgs
+	}
+	if len(s.args) > 1 {
+		return s.args[1:]
+	}
+	return os.Args[1:]
+}
+
+// readyPipe reports readiness (or the reason there is none) to the
+// `start -d` that launched this master, once: "ok" and the lines to print,
+// or the error.
+func readyPipe() func(error, []string) {
 	f := os.NewFile(3, "ready")
-	return func(err error) {
-		if err == nil {
-			fmt.Fprintln(f, "ok")
-		} else {
-			fmt.Fprintln(f, err.Error())
-		}
-		f.Close()
+	var once sync.Once
+	return func(err error, lines []string) {
+		once.Do(func() {
+			if err == nil {
+				fmt.Fprintln(f, "ok")
+				for _, l := range lines {
+					fmt.Fprintln(f, l)
+				}
+			} else {
+				fmt.Fprintln(f, err.Error())
+			}
+			f.Close()
+		})
 	}
 }
 
 // daemonize starts the master detached (own session, output to the log
 // file) and returns once it reports ready, or with the reason it is not.
-func daemonize(runDir, logFile, title string) error {
+func daemonize(runDir, logFile, title string, argv []string) error {
 	if logFile == "" {
 		logFile = filepath.Join(runDir, "server.log")
 	}
@@ -368,6 +439,7 @@ func daemonize(runDir, logFile, title string) error {
 		return err
 	}
 	defer lf.Close()
+	logStart, _ := lf.Seek(0, io.SeekEnd)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return err
@@ -376,7 +448,7 @@ func daemonize(runDir, logFile, title string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd := exec.Command(exe, argv...)
 	cmd.Args[0] = title
 	cmd.Env = append(os.Environ(), master.EnvRole+"="+master.RoleMaster)
 	cmd.ExtraFiles = []*os.File{pw}
@@ -391,7 +463,7 @@ func daemonize(runDir, logFile, title string) error {
 	defer pr.Close()
 	done := make(chan string, 1)
 	go func() {
-		b, _ := io.ReadAll(io.LimitReader(pr, 4096))
+		b, _ := io.ReadAll(io.LimitReader(pr, 64<<10))
 		done <- strings.TrimSpace(string(b))
 	}()
 	var msg string
@@ -400,9 +472,10 @@ func daemonize(runDir, logFile, title string) error {
 	case <-time.After(2 * time.Minute):
 		msg = "not ready after 2m"
 	}
-	if msg != "ok" {
+	first, rest, _ := strings.Cut(msg, "\n")
+	if first != "ok" {
 		if msg == "" {
-			msg = "exited before it was ready; see " + logFile
+			msg = "exited before it was ready" + lastLogLine(logFile, logStart) + "; see " + logFile
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -410,8 +483,33 @@ func daemonize(runDir, logFile, title string) error {
 	}
 	pid := cmd.Process.Pid // Release sets it to -1
 	cmd.Process.Release()
-	fmt.Fprintf(os.Stderr, "server started in the background (master pid %d), log: %s\n", pid, logFile)
+	fmt.Printf("server started in the background (master pid %d), log: %s\n", pid, logFile)
+	if rest != "" {
+		fmt.Println(rest)
+	}
 	return nil
+}
+
+// lastLogLine returns ": LINE", the last line written to the log file
+// since offset, or "".
+func lastLogLine(path string, offset int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return ""
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, 1<<20))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
+		if len(last) > 300 {
+			last = last[:300] + "..."
+		}
+		return ": " + last
+	}
+	return ""
 }
 
 func stop(c *cli.Context) error {
@@ -426,7 +524,7 @@ func stop(c *cli.Context) error {
 	if err := waitGone(dir, pid, 2*time.Minute); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "server stopped (master pid %d)\n", pid)
+	fmt.Printf("server stopped (master pid %d)\n", pid)
 	return nil
 }
 
@@ -470,22 +568,4 @@ func printReload(lines []master.ReloadLine) {
 		}
 		fmt.Printf("%s %d: pid %d -> %d (%s)\n", l.Kind, l.ID, l.OldPid, l.NewPid, l.Took)
 	}
-}
-
-func (s *Server) restart(c *cli.Context) error {
-	dir := c.String("run-dir")
-	pid, err := master.ReadPid(dir)
-	if errors.Is(err, master.ErrPermission) {
-		return err
-	}
-	if err == nil {
-		if err := askStop(dir, c.Bool("graceful")); err != nil {
-			return err
-		}
-		if err := waitGone(dir, pid, 2*time.Minute); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "server stopped (master pid %d)\n", pid)
-	}
-	return s.start(c)
 }

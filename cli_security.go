@@ -78,9 +78,11 @@ func (s *Server) securityOptions(c *cli.Context, o *master.Options) error {
 	}
 	for _, m := range []map[string]string{certs, keys} {
 		for name := range m {
-			if name != "http" && name != "ws" {
-				return fmt.Errorf("--listen-tls-cert/--listen-tls-key: no listener named %q", name)
+			flag := "--listen-tls-cert/--listen-tls-key"
+			if name == "http" || name == "ws" {
+				flag = "--" + name + "-tls-cert/--" + name + "-tls-key"
 			}
+			return fmt.Errorf("%s: this program has no listener named %q (its listeners: %s)", flag, name, s.listenerNames())
 		}
 	}
 

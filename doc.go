@@ -24,4 +24,9 @@
 // Connection ids (ConnID) encode the process that holds the connection, so
 // any worker can push to any connection in one unicast and learn the real
 // outcome: nil, ErrNoConnection, ErrClosed, ErrBufferFull or ErrTimeout.
+// They always fit in 53 bits, so PHP, SQL BIGINT and JavaScript hold them
+// as numbers.
+//
+// A connection that a PROCESS-mode worker takes over from another (a reload,
+// a crash) is not new: OnResume runs if set, OnOpen never runs again.
 package forkd

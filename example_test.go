@@ -26,8 +26,10 @@ func Example_echo() {
 				}},
 			{Name: "ws", Addr: "0.0.0.0:9502", Protocol: forkd.WebSocket,
 				OnOpen: func(c *forkd.Conn) {
-					// The id is valid in every process: any worker can
-					// Push to it or Close it.
+					// Once per connection: a PROCESS-mode reload or crash
+					// hands it to another worker without running OnOpen
+					// again (OnResume runs, if set). The id is valid in
+					// every process: any worker can Push to it or Close it.
 					c.SendText("welcome, " + c.ID().String())
 				},
 				// One connection's callbacks run one at a time, in order.

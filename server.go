@@ -52,7 +52,10 @@ const (
 // ConnID identifies a connection across all processes of a server. It
 // encodes the process holding the connection and a sequence, so a push
 // goes straight to its holder and an id of a closed connection is never
-// mistaken for a new one.
+// mistaken for a new one. It always fits in 53 bits (below 2^53): PHP's
+// int, a signed SQL BIGINT and a JavaScript Number hold it exactly, so a
+// backend or a browser may treat it as a number (docs/architecture.md has
+// the layout).
 type ConnID uint64
 
 // String renders the id as users and the HTTP API see it.
@@ -80,6 +83,10 @@ type Listener struct {
 	// NoUpgrade makes an HTTP listener refuse WebSocket upgrades (400),
 	// Swoole's open_websocket_protocol=false.
 	NoUpgrade bool
+	// Label names the listener's root URL in the line `start` prints when
+	// the server is ready, e.g. "chat page" prints
+	// "chat page: http://127.0.0.1:9501/" (default: the listener's Name).
+	Label string
 
 	// TLS makes the listener speak https/wss. TLSCert and TLSKey name PEM
 	// files: the master reads them (at start, and again on `reload`, so a
@@ -113,7 +120,10 @@ type Listener struct {
 	// OnResume (PROCESS mode) runs in a worker that takes over a live
 	// connection from a worker that crashed or was reloaded: c carries the
 	// original handshake (path, query, headers) and id, so per-connection
-	// state can be rebuilt. Nil: OnOpen runs instead.
+	// state (SetContext) can be rebuilt. The connection is not new: OnOpen
+	// does not run again, and with OnResume nil nothing runs (the client
+	// sees nothing; the connection keeps its rooms, which live in the
+	// master). Threading: as OnOpen, before the connection's next message.
 	OnResume func(c *Conn)
 }
 
@@ -162,8 +172,14 @@ type Server struct {
 	// reloadable = false); task workers still reload.
 	NoReload bool
 
-	// Name shows in the CLI's help.
+	// Name shows in the CLI's help (default: the binary's base name).
 	Name string
+	// Usage is the one line the CLI's help shows under Name, saying what
+	// the program is (default: "a forkd server").
+	Usage string
+
+	args      []string // Run's arguments (the program name first)
+	startArgs []string // what `start` runs with, without the program name: args[1:] or restart's merge
 }
 
 func (s *Server) wsListener() *Listener {

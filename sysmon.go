@@ -38,17 +38,26 @@ const sysmonSetting = "schedtrace=2147483647"
 // pays it once at start. It keeps the pid, the open descriptors (sockets
 // systemd passed) and the arguments.
 //
-// It returns only when it did not re-execute.
-func keepSysmonAwake(title string) {
+// It re-executes with argv (the program name first; nil: os.Args: restart
+// runs a start with the arguments it merged) and returns only when it did
+// not re-execute.
+func keepSysmonAwake(title string, argv []string) {
 	env, changed := os.Environ(), false
 	if os.Getenv(EnvSysmon) != "default" {
 		if env, changed = withSysmonSetting(env); changed {
 			env = append(env, EnvSysmon+"=added")
 		}
 	}
-	args := os.Args
+	args := argv
+	if args == nil {
+		args = os.Args
+	}
 	if title != "" && (len(args) == 0 || args[0] != title) {
-		args = append([]string{title}, os.Args[1:]...)
+		rest := []string{}
+		if len(args) > 0 {
+			rest = args[1:]
+		}
+		args = append([]string{title}, rest...)
 		changed = true
 	}
 	if !changed {

@@ -3,6 +3,8 @@
 #   chromium           cmd/server/browser_test.go (the chat page in a real browser)
 #   python3-websockets an independent WebSocket client (/usr/bin/python3)
 #   systemd            systemd-socket-activate, for the socket-activation test
+#   nginx              the TLS-proxy recipe's test (TestFirstHour/recipe_TLS_proxy);
+#                      only the binary: the test runs its own on a unix socket
 # Idempotent; one apt-get for whatever is missing. Meant to run as root (CI and
 # developer machines run as root).
 set -euo pipefail
@@ -11,6 +13,7 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 /usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 || missing+=(python3-websockets)
 command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	echo "install-deps: all present"
@@ -24,5 +27,9 @@ if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${m
 	cat "$log" >&2
 	echo "install-deps: apt-get install ${missing[*]} failed" >&2
 	exit 1
+fi
+# nginx's package may start a system nginx on port 80; the tests do not use it.
+if [[ " ${missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null 2>&1; then
+	systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
 echo "install-deps: installed ${missing[*]}"

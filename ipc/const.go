@@ -77,6 +77,9 @@ const (
 
 	// Security (70-74).
 	TypeSecrets Type = 70 // m->w: payload = JSON Secrets; sent right after Welcome and again whenever they change (reload, ticket key rotation)
+
+	// Connection ids (80-84).
+	TypeIDLease Type = 80 // BASE w->m: seq wants a Result whose payload is the u64 (LE) first sequence of a new lease
 )
 
 // BroadcastSkippedSize is the payload of a Broadcast's Result: the number

@@ -69,6 +69,7 @@ var allTypes = []struct {
 	{name: "TypeMetrics", typ: TypeMetrics, want: 60},
 	{name: "TypeReopenLogs", typ: TypeReopenLogs, want: 61},
 	{name: "TypeSecrets", typ: TypeSecrets, want: 70},
+	{name: "TypeIDLease", typ: TypeIDLease, want: 80},
 }
 
 func TestTypeValues(t *testing.T) {

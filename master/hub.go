@@ -1,6 +1,7 @@
 package master
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -183,6 +184,13 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		if m.backend != nil {
 			m.backend.credit(p, f)
 		}
+	case ipc.TypeIDLease:
+		start, err := m.ids.lease()
+		out := ipc.OK
+		if err != nil {
+			out = ipc.Unavailable
+		}
+		p.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: f.Seq, Code: uint16(out)}, binary.LittleEndian.AppendUint64(nil, start), nil)
 	case ipc.TypePipe:
 		to := int(f.Arg)
 		if to < 0 || to >= len(m.slots) || !m.toSlot(to, &ipc.Header{Type: ipc.TypePipe, Code: f.Code}, f.Payload) {
@@ -275,7 +283,7 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 		return
 	}
 	owner := int(reactor.Owner(f.Conn))
-	if owner >= m.opts.Workers {
+	if owner >= m.opts.Workers || int(reactor.Node(f.Conn)) != m.opts.IDNode || f.Conn > reactor.MaxID {
 		result(p, f, ipc.NoConnection, 0, nil)
 		return
 	}

@@ -42,8 +42,9 @@ func (m *Master) openListeners() error {
 		}
 		m.backend = newProcBackend(m)
 		m.reactor = reactor.New(reactor.Options{
+			Node:           uint16(o.IDNode),
 			Owner:          reactor.MasterOwner,
-			Epoch:          uint16(os.Getpid()),
+			Lease:          m.ids.lease,
 			MaxPackageSize: o.MaxPackageSize,
 			MaxSendBuffer:  o.MaxSendBuffer,
 			MaxConns:       o.MaxConns,

@@ -84,6 +84,9 @@ type Options struct {
 	MaxConnPerIP   int                 // 0: off
 	TicketRotate   time.Duration       // TLS session ticket key lifetime as the newest; 0: DefaultTicketRotate
 	Credential     *syscall.Credential // --user/--group: workers run as this; nil: as the master
+	// IDNode is this server's node number in connection ids (0: a single
+	// server; a cluster gives each server its own, 0..reactor.MaxNode).
+	IDNode int
 
 	Exe    string    // binary to run as workers
 	Args   []string  // its arguments
@@ -140,7 +143,7 @@ type Master struct {
 
 	mu       sync.Mutex
 	slots    []*slot // workers then task workers
-	epochs   uint16
+	ids      *idAllocator
 	stopping bool
 	reloadMu sync.Mutex // one reload at a time
 
@@ -185,6 +188,12 @@ func New(o Options) (*Master, error) {
 	}
 	if o.Workers < 1 {
 		return nil, fmt.Errorf("master: --workers must be at least 1, got %d", o.Workers)
+	}
+	if o.Mode == ModeBase && o.Workers > reactor.MasterOwner {
+		return nil, fmt.Errorf("master: BASE mode runs at most %d workers (connection ids name their worker in %d bits), got %d", reactor.MasterOwner, reactor.OwnerBits, o.Workers)
+	}
+	if o.IDNode < 0 || o.IDNode > reactor.MaxNode {
+		return nil, fmt.Errorf("master: id node %d is outside 0..%d", o.IDNode, reactor.MaxNode)
 	}
 	if o.TaskWorkers < 0 {
 		return nil, fmt.Errorf("master: --task-workers must not be negative")
@@ -255,6 +264,9 @@ func (m *Master) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer unlock()
+	if m.ids, err = newIDAllocator(o.RunDir, m.log); err != nil {
+		return err
+	}
 	raiseNoFile()
 	if o.Mode == ModeProcess {
 		runtime.GOMAXPROCS(o.ReactorNum)
@@ -577,3 +589,7 @@ func exitString(err error) string {
 
 // Done is closed when the master has stopped.
 func (m *Master) Done() <-chan struct{} { return m.done }
+
+// Addrs returns the listeners' bound addresses, in the order of
+// Options.Listeners, once Run has opened them (from Ready on).
+func (m *Master) Addrs() []string { return append([]string(nil), m.addrs...) }

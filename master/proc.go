@@ -34,7 +34,6 @@ const (
 // proc is one worker process and the master's end of its ipc stream.
 type proc struct {
 	slot  *slot
-	epoch uint16
 	pid   int
 	cmd   *exec.Cmd
 	in    *os.File // ipc from the worker (out writes the other pipe)
@@ -187,12 +186,12 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 	defer toR.Close()
 	defer fromW.Close()
 
-	m.mu.Lock()
-	m.epochs++
-	epoch := m.epochs
-	m.mu.Unlock()
-
-	cfg := m.workerConfig(sl, epoch)
+	var idStart uint64
+	if m.opts.Mode == ModeBase && !sl.task {
+		// The incarnation's first connection-id lease (see idAllocator).
+		idStart, _ = m.ids.lease()
+	}
+	cfg := m.workerConfig(sl, idStart)
 	cmd := exec.Command(m.opts.Exe, m.opts.Args...)
 	cmd.Args[0] = cfg.Title // what ps and /proc/PID/cmdline show
 	cmd.ExtraFiles = append([]*os.File{toR, fromW}, sl.files...)
@@ -218,7 +217,6 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 	}
 	p := &proc{
 		slot:    sl,
-		epoch:   epoch,
 		pid:     cmd.Process.Pid,
 		cmd:     cmd,
 		in:      fromR,
@@ -280,14 +278,14 @@ func filterEnv(env []string) []string {
 	return out
 }
 
-func (m *Master) workerConfig(sl *slot, epoch uint16) worker.Config {
+func (m *Master) workerConfig(sl *slot, idStart uint64) worker.Config {
 	o := &m.opts
 	ls := make([]worker.Listener, len(o.Listeners))
 	for i, l := range o.Listeners {
 		ls[i] = worker.Listener{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol, Upgrade: l.Upgrade, TLS: m.listenerTLS(i)}
 	}
 	return worker.Config{
-		Mode: o.Mode, Slot: sl.id, Task: sl.task, Epoch: epoch,
+		Mode: o.Mode, Slot: sl.id, Task: sl.task, IDNode: o.IDNode, IDStart: idStart,
 		Workers: o.Workers, TaskWorkers: o.TaskWorkers, Listeners: ls,
 		MaxPackageSize: o.MaxPackageSize, MaxSendBuffer: o.MaxSendBuffer, MaxConns: o.MaxConns,
 		MaxRequest: o.MaxRequest, HeartbeatIdle: o.HeartbeatIdle, ReloadWait: o.ReloadWait,

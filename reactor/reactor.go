@@ -61,7 +61,9 @@ type Handler interface {
 
 // Options bound what one reactor holds. Zero values take the defaults.
 type Options struct {
-	Owner, Epoch   uint16        // encoded in connection ids
+	Node, Owner    uint16        // encoded in connection ids (see MakeID)
+	FirstLease     uint64        // first sequence of the first id lease (0: ask Lease)
+	Lease          LeaseFunc     // further id leases; nil: from a counter of this reactor's (tests: no stale-id safety across restarts)
 	MaxPackageSize int           // request body / WebSocket message; default 10 MiB
 	MaxSendBuffer  int           // queued output per connection; default 1 MiB
 	MaxHeaderSize  int           // HTTP request header block; default 16 KiB (431 beyond)
@@ -113,7 +115,7 @@ type Reactor struct {
 	h    Handler
 	log  zerolog.Logger
 	m    *metrics.Proc
-	seq  atomic.Uint32
+	ids  idSource
 
 	mu        sync.RWMutex
 	conns     map[uint64]*Conn
@@ -143,6 +145,14 @@ func New(opts Options, h Handler) *Reactor {
 		conns: make(map[uint64]*Conn),
 		done:  make(chan struct{}),
 		rooms: rooms{m: make(map[string]map[*Conn]struct{})},
+	}
+	r.ids.lease = opts.Lease
+	if r.ids.lease == nil {
+		var n uint64
+		r.ids.lease = func() (uint64, error) { n++; return n * IDLease, nil }
+	}
+	if opts.FirstLease != 0 {
+		r.ids.next, r.ids.end = opts.FirstLease, opts.FirstLease+IDLease
 	}
 	r.flushers = NewPool((*Conn).flush)
 	r.origins = newOriginPolicy(opts.AllowedOrigins)
@@ -227,42 +237,71 @@ type listener struct {
 }
 
 func (ln *listener) Accept() (net.Conn, error) {
-	nc, err := ln.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
 	r := ln.r
-	c := &Conn{
-		Conn:     nc,
-		id:       MakeID(r.opts.Owner, r.opts.Epoch, r.seq.Add(1)),
-		r:        r,
-		listener: ln.l,
-		since:    time.Now(),
+	for {
+		nc, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		id, err := r.newID()
+		if err != nil {
+			// Without an id the connection cannot be served: refuse it
+			// and go on accepting (the next lease may come through).
+			r.log.Error().Err(err).Str("remote", nc.RemoteAddr().String()).Msg("connection refused")
+			nc.Close()
+			continue
+		}
+		c := &Conn{
+			Conn:     nc,
+			id:       id,
+			r:        r,
+			listener: ln.l,
+			since:    time.Now(),
+		}
+		c.Slot.Store(-1)
+		r.m.ConnsAccepted.Add(1)
+		r.m.ConnsOpen.Add(1)
+		n := r.nconns.Add(1)
+		if r.opts.MaxConns > 0 && n > int64(r.opts.MaxConns) {
+			c.over = true
+		}
+		if lim := r.opts.PerIP; lim != nil && !c.over {
+			c.ip = remoteIP(nc)
+			if lim.Acquire(c.ip) {
+				c.ipHeld = true
+			} else {
+				c.over, c.overIP = true, true
+			}
+		}
+		if ln.l.TLS != nil {
+			// The handshake runs on the connection's first read, in its own
+			// goroutine; a client that stalls it is cut by the read timeout.
+			c.Conn = wrapTLS(nc, ln.l.TLS)
+		}
+		r.mu.Lock()
+		r.conns[c.id] = c
+		r.mu.Unlock()
+		return c, nil
 	}
-	c.Slot.Store(-1)
-	r.m.ConnsAccepted.Add(1)
-	r.m.ConnsOpen.Add(1)
-	n := r.nconns.Add(1)
-	if r.opts.MaxConns > 0 && n > int64(r.opts.MaxConns) {
-		c.over = true
-	}
-	if lim := r.opts.PerIP; lim != nil && !c.over {
-		c.ip = remoteIP(nc)
-		if lim.Acquire(c.ip) {
-			c.ipHeld = true
-		} else {
-			c.over, c.overIP = true, true
+}
+
+// newID returns a fresh connection id from the reactor's leases, skipping
+// one still in use (which only a wrapped sequence can meet; ids come from
+// one source, so no other accept can take it before it is entered).
+func (r *Reactor) newID() (uint64, error) {
+	for {
+		seq, err := r.ids.take()
+		if err != nil {
+			return 0, err
+		}
+		id := MakeID(r.opts.Node, r.opts.Owner, seq)
+		r.mu.RLock()
+		_, used := r.conns[id]
+		r.mu.RUnlock()
+		if !used {
+			return id, nil
 		}
 	}
-	if ln.l.TLS != nil {
-		// The handshake runs on the connection's first read, in its own
-		// goroutine; a client that stalls it is cut by the read timeout.
-		c.Conn = wrapTLS(nc, ln.l.TLS)
-	}
-	r.mu.Lock()
-	r.conns[c.id] = c
-	r.mu.Unlock()
-	return c, nil
 }
 
 func (r *Reactor) forget(c *Conn) {

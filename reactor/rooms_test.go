@@ -34,11 +34,16 @@ func (h *roomRecorder) RoomChanged(room string, n int) {
 	h.mu.Unlock()
 }
 
-// fakeWS adds a WebSocket-looking connection to r (rooms need only its id).
-func fakeWS(r *Reactor, seq uint32) *Conn {
+// fakeWS adds a WebSocket-looking connection to r (rooms need only its
+// id), with an id from the reactor's leases as Accept gives one.
+func fakeWS(t testing.TB, r *Reactor) *Conn {
 	a, b := net.Pipe()
 	b.Close()
-	c := &Conn{Conn: a, id: MakeID(r.opts.Owner, r.opts.Epoch, seq), r: r}
+	id, err := r.newID()
+	if err != nil {
+		t.Fatalf("newID: %v", err)
+	}
+	c := &Conn{Conn: a, id: id, r: r}
 	c.ws.Store(true)
 	r.nconns.Add(1)
 	r.mu.Lock()
@@ -52,12 +57,12 @@ func fakeWS(r *Reactor, seq uint32) *Conn {
 // master routes broadcasts by it: a stale 0 would starve a member).
 func TestBusRoomCounts(t *testing.T) {
 	h := &roomRecorder{last: map[string]int{}}
-	r := New(Options{Owner: 1, Epoch: 1}, h)
+	r := New(Options{Owner: 1, FirstLease: IDLease}, h)
 	defer r.Close()
 	const n, rounds = 8, 150
 	conns := make([]*Conn, n)
 	for i := range conns {
-		conns[i] = fakeWS(r, uint32(i+1))
+		conns[i] = fakeWS(t, r)
 	}
 	var wg sync.WaitGroup
 	for i, c := range conns {
@@ -97,11 +102,12 @@ func TestBusRoomCounts(t *testing.T) {
 }
 
 // TestBusStaleID: a connection's id stops resolving once it is closed, and
-// the same sequence under a newer epoch (a restarted owner) is another id.
+// a restarted owner (the next lease from the master) issues other ids and
+// resolves none of the old ones.
 func TestBusStaleID(t *testing.T) {
-	r := New(Options{Owner: 0, Epoch: 1}, &roomRecorder{last: map[string]int{}})
+	r := New(Options{Owner: 0, FirstLease: IDLease}, &roomRecorder{last: map[string]int{}})
 	defer r.Close()
-	c := fakeWS(r, 7)
+	c := fakeWS(t, r)
 	if r.Conn(c.id) != c {
 		t.Fatalf("Conn(%d): not found while open", c.id)
 	}
@@ -125,10 +131,10 @@ func TestBusStaleID(t *testing.T) {
 			t.Errorf("%s on a stale id: got outcome %d, want NoConnection", op.name, op.out)
 		}
 	}
-	r2 := New(Options{Owner: 0, Epoch: 2}, &roomRecorder{last: map[string]int{}})
+	r2 := New(Options{Owner: 0, FirstLease: 2 * IDLease}, &roomRecorder{last: map[string]int{}})
 	defer r2.Close()
-	c2 := fakeWS(r2, 7)
+	c2 := fakeWS(t, r2)
 	if c2.id == c.id || r2.Conn(c.id) != nil {
-		t.Errorf("the same owner and sequence under epoch 2: id %d, old id %d resolves to %v; want distinct", c2.id, c.id, r2.Conn(c.id))
+		t.Errorf("the same owner's next incarnation: id %d, old id %d resolves to %v; want distinct", c2.id, c.id, r2.Conn(c.id))
 	}
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
@@ -110,7 +111,7 @@ func (w *Worker) call(h ipc.Header, a, b []byte, timeout time.Duration) (ipc.Out
 
 // local reports whether connection id is held by this worker's reactor.
 func (w *Worker) local(id uint64) bool {
-	return w.r != nil && int(reactor.Owner(id)) == w.cfg.Slot
+	return w.r != nil && int(reactor.Owner(id)) == w.cfg.Slot && int(reactor.Node(id)) == w.cfg.IDNode
 }
 
 // Push sends a message to any connection, wherever it is held.
@@ -278,4 +279,14 @@ func (w *Worker) reply(f ipc.Frame, out ipc.Outcome, arg uint32, data []byte) {
 		arg = f.Arg
 	}
 	w.out.SendWait(&ipc.Header{Type: ipc.TypeResult, Seq: f.Seq, Code: uint16(out), Arg: arg}, data, nil)
+}
+
+// leaseIDs asks the master for a new connection-id sequence lease (BASE
+// mode: this worker's reactor has used up its current one).
+func (w *Worker) leaseIDs() (uint64, error) {
+	out, _, data := w.call(ipc.Header{Type: ipc.TypeIDLease}, nil, nil, 0)
+	if out != ipc.OK || len(data) != 8 {
+		return 0, fmt.Errorf("worker: id lease: outcome %d", out)
+	}
+	return binary.LittleEndian.Uint64(data), nil
 }

@@ -34,7 +34,6 @@ type Config struct {
 	Mode           string        `json:"mode"`
 	Slot           int           `json:"slot"` // worker id; task workers follow the workers
 	Task           bool          `json:"task"`
-	Epoch          uint16        `json:"epoch"`
 	Workers        int           `json:"workers"`
 	TaskWorkers    int           `json:"task_workers"`
 	Listeners      []Listener    `json:"listeners"`
@@ -64,7 +63,9 @@ type Config struct {
 	// and task workers. A user process holds no listener.
 	Process string `json:"process,omitempty"`
 	// Title is the process title (argv[0]), as ps shows it.
-	Title string `json:"title,omitempty"`
+	Title   string `json:"title,omitempty"`
+	IDNode  int    `json:"id_node"`  // node in connection ids (reactor.MakeID)
+	IDStart uint64 `json:"id_start"` // BASE: first sequence of the first id lease
 }
 
 // Encode returns the environment entry for c.

@@ -140,8 +140,10 @@ func Run(ctx context.Context, o Options) error {
 
 	if w.cfg.Mode == ModeBase && !w.cfg.Task && w.cfg.Process == "" {
 		w.r = reactor.New(reactor.Options{
+			Node:           uint16(w.cfg.IDNode),
 			Owner:          uint16(w.cfg.Slot),
-			Epoch:          w.cfg.Epoch,
+			FirstLease:     w.cfg.IDStart,
+			Lease:          w.leaseIDs,
 			MaxPackageSize: w.cfg.MaxPackageSize,
 			MaxSendBuffer:  w.cfg.MaxSendBuffer,
 			MaxConns:       w.cfg.MaxConns,

@@ -26,9 +26,9 @@ type chatState struct {
 }
 
 func newServer() *forkd.Server {
-	s := &forkd.Server{Name: "server"}
+	s := &forkd.Server{Name: "server", Usage: "forkd's built-in chat and push service (Swoole's BASE and PROCESS modes)"}
 	s.Listeners = []*forkd.Listener{
-		{Name: "http", Addr: "0.0.0.0:9501", Protocol: forkd.HTTP, Handler: serveHTTP},
+		{Name: "http", Addr: "0.0.0.0:9501", Protocol: forkd.HTTP, Handler: serveHTTP, Label: "chat page"},
 		{Name: "ws", Addr: "0.0.0.0:9502", Protocol: forkd.WebSocket,
 			OnOpen: onOpen, OnMessage: onMessage, OnClose: onClose, OnResume: onResume},
 	}

@@ -394,15 +394,19 @@ func TestBusPush(t *testing.T) {
 				}
 			}
 
-			// Unknown ids, malformed ids and a closed connection's id.
-			for _, id := range []string{"1", "18446744073709551615", strconv.FormatUint(1<<48|5, 10)} {
+			// Unknown ids (the largest id, one of another node) and a
+			// closed connection's id.
+			for _, id := range []string{"1", "9007199254740991", strconv.FormatUint(1<<48|5, 10)} {
 				resp, body := s.post("/push?conn="+id, "x")
 				if resp.StatusCode != 404 || strings.TrimSpace(body) != "no such connection" {
 					t.Errorf("POST /push?conn=%s: got %d %q, want 404 no such connection", id, resp.StatusCode, body)
 				}
 			}
-			if resp, _ := s.post("/push?conn=abc", "x"); resp.StatusCode != 400 {
-				t.Errorf("POST /push?conn=abc: got %d, want 400", resp.StatusCode)
+			// Malformed: not a number, or not below 2^53 (no id ever is).
+			for _, id := range []string{"abc", "9007199254740992", "18446744073709551615"} {
+				if resp, _ := s.post("/push?conn="+id, "x"); resp.StatusCode != 400 {
+					t.Errorf("POST /push?conn=%s: got %d, want 400", id, resp.StatusCode)
+				}
 			}
 			closed := []*busMember{memberOn(members, 0), memberOn(members, 1)}
 			for _, m := range closed {

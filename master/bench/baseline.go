@@ -16,8 +16,8 @@ import (
 )
 
 // Baseline serves the built-in application's /hello and /echo from a single
-// plain fasthttp process with no process machinery: GET /hello answers 200
-// "hello" with X-Worker-Id: 0 and X-Worker-Pid, and WebSocket /echo (on both
+// plain fasthttp process with no process machinery: GET /hello (any path)
+// answers 200 "hello" with X-Worker-Id: 0 and X-Worker-Pid, and WebSocket /echo (any path; on both
 // addresses) sends every message back with the same opcode. It is the row
 // every mode is compared with. It blocks until ctx is done, then closes the
 // listeners and every WebSocket connection, and returns once all its
@@ -33,19 +33,18 @@ func Baseline(ctx context.Context, httpAddr, wsAddr string) error {
 		CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
 	}
 	handler := func(ctx *fasthttp.RequestCtx) {
-		switch string(ctx.Path()) {
-		case "/hello":
-			ctx.Response.Header.Set("X-Worker-Id", "0")
-			ctx.Response.Header.SetBytesV("X-Worker-Pid", pid)
-			ctx.SetContentType("text/plain; charset=utf-8")
-			ctx.SetBody(hello)
-		case "/echo":
+		// Any path: bench may be pointed at a program's own (--http-path,
+		// --ws-path); the baseline serves each the same way.
+		if websocket.FastHTTPIsWebSocketUpgrade(ctx) {
 			if err := up.Upgrade(ctx, b.echo); err != nil {
 				return // the upgrader has answered
 			}
-		default:
-			ctx.Error("not found", fasthttp.StatusNotFound)
+			return
 		}
+		ctx.Response.Header.Set("X-Worker-Id", "0")
+		ctx.Response.Header.SetBytesV("X-Worker-Pid", pid)
+		ctx.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBody(hello)
 	}
 	var servers []*fasthttp.Server
 	var lns []net.Listener

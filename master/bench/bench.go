@@ -54,6 +54,18 @@ type Options struct {
 	IdleConns int // idle scenario: connections held open; default 10,000
 	Members   int // broadcast scenario: room size; default 1,000
 
+	// What a user's own program serves: the HTTP scenario's GET path
+	// (default /hello, answering 200), the WebSocket echo path (default
+	// /echo, sending every message back), and the names of the listeners
+	// they are on (default http and ws; others are set with --listen).
+	HTTPPath, WSPath         string
+	HTTPListener, WSListener string
+	// OtherListeners are the program's further listeners: each server
+	// started puts them on free ports too (their defaults would collide).
+	OtherListeners []string
+	// PortMin..PortMax (both 0: any) is where the servers' ports are taken.
+	PortMin, PortMax int
+
 	// BaselineEnv is the baseline process's environment; nil: this
 	// process's. (The server re-executes itself with a runtime setting the
 	// baseline, a plain fasthttp process, does not get unless asked.)
@@ -114,6 +126,24 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Members <= 0 {
 		o.Members = defaultBroadcastMembers
+	}
+	if o.HTTPPath == "" {
+		o.HTTPPath = "/hello"
+	}
+	if o.WSPath == "" {
+		o.WSPath = "/echo"
+	}
+	if !strings.HasPrefix(o.HTTPPath, "/") || !strings.HasPrefix(o.WSPath, "/") {
+		return fmt.Errorf("bench: --http-path and --ws-path start with /")
+	}
+	if o.HTTPListener == "" {
+		o.HTTPListener = "http"
+	}
+	if o.WSListener == "" {
+		o.WSListener = "ws"
+	}
+	if o.PortMin < 0 || o.PortMax > 65535 || o.PortMin > o.PortMax || (o.PortMin == 0) != (o.PortMax == 0) {
+		return fmt.Errorf("bench: bad port range %d-%d", o.PortMin, o.PortMax)
 	}
 	if o.idleSettle <= 0 {
 		o.idleSettle = time.Second
@@ -390,6 +420,11 @@ func Run(ctx context.Context, o Options) error {
 			ps = append(ps, p.role+"="+strconv.Itoa(p.pid))
 		}
 		s.logf("[%s] started: http %s, ws %s, %s", mode, t.httpAddr, t.wsAddr, strings.Join(ps, " "))
+		if mode != modeBaseline {
+			if err := preflight(ctx, &o, t); err != nil {
+				return err
+			}
+		}
 	}
 	ran := make([]bool, len(targets))
 	for _, sc := range o.Scenarios {

@@ -30,7 +30,7 @@ func useHelper(t *testing.T) {
 // startBaseline runs Baseline in this process until the test ends.
 func startBaseline(t *testing.T) *target {
 	t.Helper()
-	addrs, err := freeAddrs(2)
+	addrs, err := freeAddrs(2, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func startBaseline(t *testing.T) *target {
 			t.Error("Baseline did not return within 10s of cancel")
 		}
 	})
-	tg := &target{mode: modeBaseline, workers: 1, httpAddr: addrs[0], wsAddr: addrs[1], inProcess: true}
+	tg := &target{mode: modeBaseline, workers: 1, httpAddr: addrs[0], wsAddr: addrs[1], httpPath: "/hello", wsPath: "/echo", inProcess: true}
 	if err := tg.waitReady(context.Background(), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

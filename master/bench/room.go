@@ -49,7 +49,11 @@ func joinChat(ctx context.Context, addr, room, name string) (*member, error) {
 	if err != nil {
 		return nil, err
 	}
-	_ = ws.c.SetReadDeadline(time.Now().Add(welcomeTimeout))
+	deadline := time.Now().Add(welcomeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = ws.c.SetReadDeadline(deadline)
 	for {
 		if _, err := ws.readMessage(); err != nil {
 			ws.Close()

@@ -62,7 +62,7 @@ func dialAll[T any](ctx context.Context, n, par int, dial func(ctx context.Conte
 
 // benchHTTP: Conns keep-alive connections doing GET /hello back to back.
 func (s *session) benchHTTP(ctx context.Context, t *target, m *meter, r *Result) error {
-	req := httpGet(t.httpAddr, "/hello")
+	req := httpGet(t.httpAddr, t.httpPath)
 	conns, set, err := dialSet(ctx, s.o.Conns, 16, func(ctx context.Context, _ int) (*httpConn, error) {
 		return dialHTTP(ctx, t.httpAddr)
 	})
@@ -158,7 +158,7 @@ func (s *session) benchEcho(ctx context.Context, t *target, m *meter, r *Result)
 	payload := bytes.Repeat([]byte{'e'}, echoSize)
 	frame := appendFrame(nil, opBinary, payload)
 	conns, set, err := dialSet(ctx, s.o.Conns, 16, func(ctx context.Context, _ int) (*wsConn, error) {
-		return dialWS(ctx, t.wsAddr, "/echo")
+		return dialWS(ctx, t.wsAddr, t.wsPath)
 	})
 	if err != nil {
 		return err
@@ -180,7 +180,7 @@ func (s *session) benchEcho(ctx context.Context, t *target, m *meter, r *Result)
 				set.remove(c)
 				c.Close()
 				for c = nil; c == nil && !stopped(stop) && ctx.Err() == nil; {
-					if c, err = dialWS(ctx, t.wsAddr, "/echo"); err != nil {
+					if c, err = dialWS(ctx, t.wsAddr, t.wsPath); err != nil {
 						ctr.errs.Add(1)
 						time.Sleep(10 * time.Millisecond)
 					} else if !set.add(c) {
@@ -223,7 +223,7 @@ func (s *session) benchConnect(ctx context.Context, t *target, m *meter, r *Resu
 					return nil
 				}
 				defer set.remove(c)
-				ws, err := wsHandshake(c, br, t.wsAddr, "/echo")
+				ws, err := wsHandshake(c, br, t.wsAddr, t.wsPath)
 				if err != nil {
 					c.Close()
 					return err
@@ -296,7 +296,7 @@ func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result)
 			ctr.errs.Add(1)
 			return struct{}{}, err
 		}
-		if _, err := wsHandshake(c, br, t.wsAddr, "/echo"); err != nil {
+		if _, err := wsHandshake(c, br, t.wsAddr, t.wsPath); err != nil {
 			c.Close()
 			ctr.errs.Add(1)
 			return struct{}{}, err

@@ -35,6 +35,8 @@ type target struct {
 	workers  int
 	httpAddr string
 	wsAddr   string
+	httpPath string // GET answering 200 (the HTTP scenario)
+	wsPath   string // WebSocket echo (echo, connect, idle)
 
 	exe     string
 	runDir  string
@@ -47,8 +49,9 @@ type target struct {
 	known     []int // every pid ever reported, killed at the end
 }
 
-// freeAddrs returns n distinct free loopback addresses.
-func freeAddrs(n int) ([]string, error) {
+// freeAddrs returns n distinct free loopback addresses, with ports in
+// lo..hi (0, 0: any).
+func freeAddrs(n, lo, hi int) ([]string, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -56,9 +59,21 @@ func freeAddrs(n int) ([]string, error) {
 		}
 	}()
 	var addrs []string
+	port := lo
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
+		var l net.Listener
+		var err error
+		if lo == 0 {
+			l, err = net.Listen("tcp", "127.0.0.1:0")
+		} else {
+			for err = errors.New("none free"); port <= hi && l == nil; port++ {
+				l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+			}
+		}
+		if err != nil || l == nil {
+			if lo != 0 {
+				return nil, fmt.Errorf("bench: no %d free ports in %d-%d: %v", n, lo, hi, err)
+			}
 			return nil, fmt.Errorf("bench: pick a free port: %w", err)
 		}
 		ls = append(ls, l)
@@ -67,10 +82,18 @@ func freeAddrs(n int) ([]string, error) {
 	return addrs, nil
 }
 
+// listenerArgs are the start flags that put listener name on addr.
+func listenerArgs(name, addr string) []string {
+	if name == "http" || name == "ws" {
+		return []string{"--" + name, addr}
+	}
+	return []string{"--listen", name + "=" + addr}
+}
+
 // startTarget starts the server binary in mode (or the baseline) and waits
 // until it answers on both ports. On error nothing is left running.
 func startTarget(ctx context.Context, o *Options, mode string) (*target, error) {
-	addrs, err := freeAddrs(2)
+	addrs, err := freeAddrs(2+len(o.OtherListeners), o.PortMin, o.PortMax)
 	if err != nil {
 		return nil, err
 	}
@@ -78,15 +101,23 @@ func startTarget(ctx context.Context, o *Options, mode string) (*target, error) 
 	if err != nil {
 		return nil, fmt.Errorf("bench: run dir: %w", err)
 	}
-	t := &target{mode: mode, workers: o.Workers, httpAddr: addrs[0], wsAddr: addrs[1],
+	t := &target{mode: mode, workers: o.Workers, httpAddr: addrs[0], wsAddr: addrs[1], httpPath: o.HTTPPath, wsPath: o.WSPath,
 		exe: o.Exe, runDir: dir, done: make(chan struct{}), errPath: filepath.Join(dir, "bench-stderr.log")}
 	var args []string
 	if mode == modeBaseline {
 		t.workers = 1
 		args = []string{"bench-baseline", "--http", t.httpAddr, "--ws", t.wsAddr}
 	} else {
-		args = []string{"start", "--mode", mode, "--workers", strconv.Itoa(o.Workers),
-			"--http", t.httpAddr, "--ws", t.wsAddr, "--run-dir", dir, "--log-level", "warn"}
+		args = []string{"start", "--mode", mode, "--workers", strconv.Itoa(o.Workers), "--run-dir", dir, "--log-level", "warn"}
+		args = append(args, listenerArgs(o.HTTPListener, t.httpAddr)...)
+		if o.WSListener == o.HTTPListener {
+			t.wsAddr = t.httpAddr
+		} else {
+			args = append(args, listenerArgs(o.WSListener, t.wsAddr)...)
+		}
+		for i, name := range o.OtherListeners {
+			args = append(args, listenerArgs(name, addrs[2+i])...)
+		}
 	}
 	errf, err := os.Create(t.errPath)
 	if err != nil {
@@ -222,19 +253,20 @@ func probe(ctx context.Context, t *target) error {
 		return err
 	}
 	_ = hc.c.SetDeadline(time.Now().Add(time.Second))
-	st, err := hc.do(httpGet(t.httpAddr, "/hello"), false)
+	// Any answer means the server is up; whether it serves what the
+	// scenarios need is preflight's question.
+	_, err = hc.do(httpGet(t.httpAddr, t.httpPath), false)
 	hc.Close()
 	if err != nil {
-		return fmt.Errorf("GET /hello: %w", err)
+		return fmt.Errorf("GET %s: %w", t.httpPath, err)
 	}
-	if st != 200 {
-		return fmt.Errorf("GET /hello: status %d", st)
+	if t.wsAddr != t.httpAddr {
+		c, err := dialTCP(pctx, t.wsAddr)
+		if err != nil {
+			return fmt.Errorf("ws listener: %w", err)
+		}
+		c.Close()
 	}
-	ws, err := dialWS(pctx, t.wsAddr, "/echo")
-	if err != nil {
-		return fmt.Errorf("ws /echo: %w", err)
-	}
-	ws.Close()
 	return nil
 }
 
