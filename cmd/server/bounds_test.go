@@ -67,7 +67,9 @@ func floodOnce(t *testing.T, path string, op, size int) {
 			defer close(flooding)
 			msg := []byte(strings.Repeat("f", size))
 			for ctx.Err() == nil {
-				ws.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+				// A write blocked this long means the server stopped reading
+				// (back-pressure): the flood ends there, pressure held.
+				ws.SetWriteDeadline(time.Now().Add(3 * time.Second))
 				if err := ws.WriteMessage(op, msg); err != nil {
 					var ne net.Error
 					if !errors.As(err, &ne) || !ne.Timeout() {
