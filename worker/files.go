@@ -42,3 +42,29 @@ func OpenNoFollow(what, path string, flag int, perm os.FileMode) (*os.File, erro
 	}
 	return f, nil
 }
+
+// WriteFileAtomic writes b to path through a temporary file beside it,
+// renamed over path: a reader sees the old or the new content, never a
+// part. The temporary file is created afresh (O_EXCL, O_NOFOLLOW), so a
+// link planted in its place is refused, never written through.
+func WriteFileAtomic(path string, b []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
