@@ -296,6 +296,8 @@ func TestUsersHistory(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			s := startServer(t, mode, 2, "--room-history", "20", "--room-history-ttl", "1h")
 			watch := dialMember(t, s, "watch", "room=h&name=watch")
+			// In the room once its own join is back (the welcome comes before the join).
+			watch.waitUntil(t, 10*time.Second, "its own join", func(seen []string) bool { return hasJoin(seen, "watch") })
 			for round := 0; round < 3; round++ {
 				name := fmt.Sprintf("b%d", round)
 				b := dialMember(t, s, name, "room=h&name="+name)
@@ -382,6 +384,7 @@ func TestUsersHistory(t *testing.T) {
 func TestUsersSessionAfterKill(t *testing.T) {
 	s := startServer(t, "process", 2)
 	watch := dialMember(t, s, "watch", "room=k&name=watch")
+	watch.waitUntil(t, 10*time.Second, "its own join", func(seen []string) bool { return hasJoin(seen, "watch") })
 	a := dialMember(t, s, "a", "room=k&name=a&uid=ua")
 	a.waitUntil(t, 10*time.Second, "its own join", func(seen []string) bool { return hasJoin(seen, "a") })
 	if resp, body := s.post("/session?conn="+a.id, `{"name":"renamed"}`); resp.StatusCode != 200 {
