@@ -103,6 +103,12 @@ func (s *session) benchUIDPush(ctx context.Context, t *target, m *meter, r *Resu
 	if err != nil {
 		return err
 	}
+	// A connection's uid is bound after its welcome: wait until the server
+	// counts all of each user's connections (a push answers how many it
+	// reached) before measuring.
+	if err := s.awaitUsers(ctx, senders, heads); err != nil {
+		return err
+	}
 	w, cs := drive(ctx, m, s.o.Duration, "delivery", n, hset, func(i int, ctr *lane, stop <-chan struct{}) {
 		c := senders[i]
 		timer := time.NewTimer(time.Hour)
@@ -150,5 +156,33 @@ func (s *session) benchUIDPush(ctx context.Context, t *target, m *meter, r *Resu
 	})
 	r.fill(w, cs)
 	r.UIDPush = stats
+	return nil
+}
+
+// awaitUsers pushes an unmarked message to each user until the server
+// reports it reached all the user's connections (bounded by warmupTimeout).
+func (s *session) awaitUsers(ctx context.Context, senders []*httpConn, heads [][]byte) error {
+	deadline := time.Now().Add(warmupTimeout)
+	for i, head := range heads {
+		req := padBody(append([]byte(nil), head...), len(head)+echoSize)
+		for {
+			st, err := senders[i].do(req, true)
+			if err != nil {
+				return fmt.Errorf("uid-push warm-up: %w", err)
+			}
+			if st == 200 && firstInt(senders[i].body) == uidConnsPerUser {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("uid-push warm-up: user %d: the server reports %q (status %d), want all %d connections reached",
+					i, truncate(string(senders[i].body), 100), st, uidConnsPerUser)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 	return nil
 }
