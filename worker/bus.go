@@ -177,11 +177,8 @@ func (w *Worker) Leave(id uint64, room string) ipc.Outcome {
 // It returns how many members it was queued to (reached) and how many it
 // was not (skipped: their send buffer was full, or they were closing).
 func (w *Worker) Broadcast(room string, op int, data []byte, except uint64) (reached, skipped int, out ipc.Outcome) {
-	head := binary.LittleEndian.AppendUint16(make([]byte, 0, 2+len(room)), uint16(len(room)))
-	head = append(head, room...)
-	w.m.Broadcasts.Add(1)
-	out, n, res := w.call(ipc.Header{Type: ipc.TypeBroadcast, Flags: uint8(op), Conn: except}, head, data, 0)
-	return int(n), SkippedOf(res), out
+	p, out := w.Publish(room, op, data, except, nil, false)
+	return p.Reached, p.Skipped, out
 }
 
 // SkippedOf reads a Broadcast Result's payload (ipc.BroadcastSkippedSize).
