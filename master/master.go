@@ -103,7 +103,7 @@ type slot struct {
 	restarts int
 	backoff  time.Duration
 	failing  string // why the last start failed (crash loop)
-	timer    *time.Timer
+	timer    stopper
 }
 
 // worker reports whether the slot is a worker (not a task worker or a user
@@ -125,7 +125,8 @@ func (sl *slot) kind() string {
 type Master struct {
 	opts    Options
 	log     zerolog.Logger
-	spawner *spawner
+	starter starter // how worker processes start (osproc.go)
+	clock   clock
 	started time.Time
 
 	addrs     []string
@@ -218,7 +219,7 @@ func New(o Options) (*Master, error) {
 	if o.Output == nil {
 		o.Output = os.Stderr
 	}
-	m := &Master{opts: o, log: o.Log, stopCh: make(chan stopReq, 1), done: make(chan struct{})}
+	m := &Master{opts: o, log: o.Log, clock: realClock{}, stopCh: make(chan stopReq, 1), done: make(chan struct{})}
 	return m, nil
 }
 
@@ -226,7 +227,7 @@ func New(o Options) (*Master, error) {
 // returns once every worker is gone.
 func (m *Master) Run(ctx context.Context) (err error) {
 	o := &m.opts
-	m.started = time.Now()
+	m.started = m.clock.Now()
 	ready := func(err error) {
 		if o.Ready != nil {
 			o.Ready(err)
@@ -253,7 +254,9 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	if o.Mode == ModeProcess {
 		runtime.GOMAXPROCS(o.ReactorNum)
 	}
-	m.spawner = newSpawner()
+	if m.starter == nil {
+		m.starter = newExecStarter()
+	}
 
 	if err := m.setupSecurity(); err != nil {
 		return err
@@ -288,27 +291,8 @@ func (m *Master) Run(ctx context.Context) (err error) {
 		}
 		m.slots = append(m.slots, sl)
 	}
-	// Start every worker, then wait for all to be ready.
-	var procs []*proc
-	for _, sl := range m.slots {
-		p, err := m.spawn(sl)
-		if err != nil {
-			m.killAll()
-			return err
-		}
-		m.mu.Lock()
-		sl.cur = p
-		m.mu.Unlock()
-		procs = append(procs, p)
-	}
-	for _, p := range procs {
-		if err := m.waitReady(p); err != nil {
-			m.killAll()
-			return fmt.Errorf("worker %d failed to start: %w", p.slot.id, err)
-		}
-		if m.backend != nil && p.slot.worker() {
-			m.backend.attach(p)
-		}
+	if err := m.startAll(); err != nil {
+		return err
 	}
 	if o.Mode == ModeProcess {
 		m.serveReactor()
@@ -353,17 +337,6 @@ func (m *Master) dispatchName() string {
 	return m.opts.Dispatch
 }
 
-// waitReady waits for p's Ready, its failure, or the ready timeout.
-func (m *Master) waitReady(p *proc) error {
-	select {
-	case err := <-p.ready:
-		return err
-	case <-time.After(m.opts.ReadyTimeout):
-		p.cmd.Process.Kill()
-		return fmt.Errorf("not ready after %s", m.opts.ReadyTimeout)
-	}
-}
-
 // Stop asks Run to stop (gracefully or now) and waits until it has.
 func (m *Master) Stop(graceful bool) {
 	done := make(chan struct{})
@@ -373,200 +346,6 @@ func (m *Master) Stop(graceful bool) {
 	default: // a stop is already under way
 		<-m.done
 	}
-}
-
-// shutdown stops every worker: gracefully (drain within ReloadWait) or now.
-func (m *Master) shutdown(graceful bool) {
-	m.mu.Lock()
-	m.stopping = true
-	var procs []*proc
-	for _, sl := range m.slots {
-		if sl.timer != nil {
-			sl.timer.Stop()
-		}
-		for _, p := range append([]*proc{sl.cur, sl.next}, sl.old...) {
-			if p != nil {
-				procs = append(procs, p)
-			}
-		}
-	}
-	m.mu.Unlock()
-	if m.backend != nil {
-		m.backend.wakeAll()
-	}
-	m.log.Info().Bool("graceful", graceful).Msg("stopping")
-	m.notify("STOPPING=1\nSTATUS=stopping")
-	wait := m.opts.ReloadWait
-	if m.reactor != nil {
-		if graceful {
-			m.reactor.Drain()
-			ctx, cancel := context.WithTimeout(context.Background(), wait)
-			m.reactor.Wait(ctx)
-			cancel()
-		}
-		m.reactor.Close()
-	}
-	code := uint16(worker.DrainNow)
-	if graceful {
-		code = worker.DrainStop
-	} else {
-		wait = 2 * time.Second
-	}
-	if graceful {
-		// Workers first: the requests they finish may still hand work to
-		// the task workers, which drain once the workers are gone; user
-		// processes last (they may push to connections until then).
-		var workers, tasks, users []*proc
-		for _, p := range procs {
-			switch {
-			case p.slot.task:
-				tasks = append(tasks, p)
-			case p.slot.process != "":
-				users = append(users, p)
-			default:
-				workers = append(workers, p)
-			}
-		}
-		m.stopProcs(workers, code, wait)
-		m.stopProcs(tasks, code, wait)
-		m.stopProcs(users, code, wait)
-	} else {
-		// Now, but user processes still last.
-		var rest, users []*proc
-		for _, p := range procs {
-			if p.slot.process != "" {
-				users = append(users, p)
-			} else {
-				rest = append(rest, p)
-			}
-		}
-		m.stopProcs(rest, code, wait)
-		m.stopProcs(users, code, wait)
-	}
-	close(m.done)
-	m.log.Info().Msg("server stopped")
-}
-
-// stopProcs drains procs (worker.Drain* code) and waits for them to exit,
-// killing those still there after wait (plus a margin for OnWorkerStop).
-func (m *Master) stopProcs(procs []*proc, code uint16, wait time.Duration) {
-	for _, p := range procs {
-		p.intended.Store(true)
-		p.state.Store(StateDraining)
-		m.drain(p, code)
-	}
-	deadline := time.After(wait + 2*time.Second)
-	for _, p := range procs {
-		select {
-		case <-p.exited:
-		case <-deadline:
-			m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Msg("worker did not stop in time, killing")
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	}
-}
-
-func (m *Master) killAll() {
-	m.mu.Lock()
-	m.stopping = true
-	var procs []*proc
-	for _, sl := range m.slots {
-		if sl.cur != nil {
-			procs = append(procs, sl.cur)
-		}
-	}
-	m.mu.Unlock()
-	for _, p := range procs {
-		p.intended.Store(true)
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-// exited is called once a worker process has been reaped.
-func (m *Master) exited(p *proc) {
-	sl := p.slot
-	m.mu.Lock()
-	current := sl.cur == p
-	stopping := m.stopping
-	m.mu.Unlock()
-	if p.intended.Load() || stopping || !current {
-		m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker exited")
-		return
-	}
-	up := time.Since(p.start)
-	why := exitString(p.exitErr)
-	if reason, _ := p.startErr.Load().(string); reason != "" {
-		why = reason + " (" + why + ")"
-	}
-	m.log.Error().Int("worker", sl.id).Int("pid", p.pid).Str("status", why).
-		Dur("uptime", up).Msg("worker exited unexpectedly")
-	m.respawnLater(sl, up, why)
-}
-
-// respawnLater replaces a dead worker with the same id, backing off when it
-// keeps dying young (a crash loop), and logging that it does.
-func (m *Master) respawnLater(sl *slot, up time.Duration, why string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.stopping {
-		return
-	}
-	if up < 2*time.Second {
-		if sl.backoff == 0 {
-			sl.backoff = 100 * time.Millisecond
-		} else if sl.backoff *= 2; sl.backoff > 10*time.Second {
-			sl.backoff = 10 * time.Second
-		}
-		sl.failing = why
-		m.log.Warn().Int("worker", sl.id).Dur("backoff", sl.backoff).Str("last_exit", why).Msg("worker crash loop: backing off")
-	} else {
-		sl.backoff = 0
-		sl.failing = ""
-	}
-	sl.timer = time.AfterFunc(sl.backoff, func() { m.respawn(sl) })
-}
-
-func (m *Master) respawn(sl *slot) {
-	// Not while a reload or max-request replacement runs: it may be
-	// replacing this very slot, and then there is nothing left to do.
-	m.reloadMu.Lock()
-	defer m.reloadMu.Unlock()
-	m.mu.Lock()
-	if m.stopping || (sl.cur != nil && sl.cur.State() != StateStopped) {
-		m.mu.Unlock()
-		return
-	}
-	sl.restarts++
-	m.mu.Unlock()
-	p, err := m.spawn(sl)
-	if err != nil {
-		m.log.Error().Err(err).Int("worker", sl.id).Msg("respawn failed")
-		m.respawnLater(sl, 0, err.Error())
-		return
-	}
-	m.mu.Lock()
-	sl.cur = p
-	m.mu.Unlock()
-	if err := m.waitReady(p); err != nil {
-		m.log.Error().Err(err).Int("worker", sl.id).Int("pid", p.pid).Msg("replacement worker failed to start")
-		return // its exit schedules the next try
-	}
-	m.mu.Lock()
-	sl.failing = ""
-	m.mu.Unlock()
-	if m.backend != nil && sl.worker() {
-		m.backend.attach(p)
-	}
-	m.log.Info().Int("worker", sl.id).Int("pid", p.pid).Int("restarts", sl.restarts).Msg("worker replaced")
-}
-
-func exitString(err error) string {
-	if err == nil {
-		return "exit status 0"
-	}
-	return err.Error()
 }
 
 // Done is closed when the master has stopped.

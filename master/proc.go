@@ -7,12 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/forkd/forkd/ipc"
@@ -35,7 +32,7 @@ const (
 type proc struct {
 	slot  *slot
 	pid   int
-	cmd   *exec.Cmd
+	os    osProcess
 	in    *os.File // ipc from the worker (out writes the other pipe)
 	out   *ipc.Writer
 	start time.Time
@@ -76,6 +73,9 @@ type route struct {
 	origin *proc
 	seq    uint32
 }
+
+// kill ends p's process now (SIGKILL); its reaping follows as for any exit.
+func (p *proc) kill() { p.os.Kill() }
 
 func (p *proc) State() string { return p.state.Load().(string) }
 
@@ -136,37 +136,6 @@ func (p *proc) query(t ipc.Type, timeout time.Duration) ([]byte, error) {
 	}
 }
 
-// spawner starts every child from one goroutine locked to its OS thread for
-// the master's whole life: Pdeathsig fires when the *thread* that forked
-// the child exits (golang/go#27505), and this thread never does. Workers
-// also exit on EOF from their ipc pipe, which covers every way a master
-// can die.
-type spawner struct {
-	reqs chan spawnReq
-}
-
-type spawnReq struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan spawnReq)}
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the master
-		for r := range s.reqs {
-			r.done <- r.cmd.Start()
-		}
-	}()
-	return s
-}
-
-func (s *spawner) start(cmd *exec.Cmd) error {
-	done := make(chan error, 1)
-	s.reqs <- spawnReq{cmd: cmd, done: done}
-	return <-done
-}
-
 // spawn starts a worker process for slot sl.
 func (m *Master) spawn(sl *slot) (*proc, error) {
 	// The ipc stream is two pipes (see ipc.Pipe): the worker reads fd 3
@@ -190,24 +159,22 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 		idStart, _ = m.ids.lease()
 	}
 	cfg := m.workerConfig(sl, idStart)
-	cmd := exec.Command(m.opts.Exe, m.opts.Args...)
-	cmd.Args[0] = cfg.Title // what ps and /proc/PID/cmdline show
-	cmd.ExtraFiles = append([]*os.File{toR, fromW}, sl.files...)
+	spec := procSpec{
+		Path:       m.opts.Exe,
+		Args:       append([]string{cfg.Title}, m.opts.Args...), // Args[0]: what ps and /proc/PID/cmdline show
+		Files:      append([]*os.File{toR, fromW}, sl.files...),
+		Output:     m.opts.Output,
+		Credential: m.opts.Credential,
+	}
 	row := -1
 	if m.sec.perIP != nil && sl.worker() {
 		row = m.perIPRow()
-		cfg.PerIPFD, cfg.PerIPRow, cfg.PerIPRows, cfg.PerIPSeed = 3+len(cmd.ExtraFiles), row, len(m.sec.perIPRows), m.sec.seed
-		cmd.ExtraFiles = append(cmd.ExtraFiles, m.sec.perIPFile)
+		cfg.PerIPFD, cfg.PerIPRow, cfg.PerIPRows, cfg.PerIPSeed = 3+len(spec.Files), row, len(m.sec.perIPRows), m.sec.seed
+		spec.Files = append(spec.Files, m.sec.perIPFile)
 	}
-	cmd.Env = append(filterEnv(os.Environ()), cfg.Encode(), EnvRole+"="+RoleWorker)
-	cmd.Stdin = nil
-	cmd.Stdout = m.opts.Output
-	cmd.Stderr = m.opts.Output
-	// Credential: --user/--group. The master bound the ports already;
-	// the worker starts as that user (setgroups, setgid, setuid before
-	// exec: no way back to root).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: m.opts.Credential}
-	if err := m.spawner.start(cmd); err != nil {
+	spec.Env = append(filterEnv(os.Environ()), cfg.Encode(), EnvRole+"="+RoleWorker)
+	osp, err := m.starter.start(spec)
+	if err != nil {
 		toW.Close()
 		fromR.Close()
 		m.freePerIPRow(row)
@@ -215,11 +182,11 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 	}
 	p := &proc{
 		slot:    sl,
-		pid:     cmd.Process.Pid,
-		cmd:     cmd,
+		pid:     osp.Pid(),
+		os:      osp,
 		in:      fromR,
 		out:     ipc.NewWriter(toW, m.opts.BusQueue),
-		start:   time.Now(),
+		start:   m.clock.Now(),
 		ready:   make(chan error, 1),
 		exited:  make(chan struct{}),
 		readEnd: make(chan struct{}),
@@ -235,7 +202,7 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 	go p.out.Run()
 	go m.readProc(p)
 	go func() {
-		p.exitErr = cmd.Wait()
+		p.exitErr = osp.Wait()
 		p.state.Store(StateStopped)
 		// The worker's last frames (a drained worker's last responses, a
 		// failed one's reason) may still sit in the socket: let readProc
@@ -312,7 +279,7 @@ func (m *Master) readProc(p *proc) {
 	close(p.readEnd)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		m.log.Error().Err(err).Int("worker", p.slot.id).Int("pid", p.pid).Msg("ipc stream closed")
-		p.cmd.Process.Kill()
+		p.kill()
 	}
 	select {
 	case p.ready <- fmt.Errorf("exited before ready (%v)", p.describeExit()):
