@@ -148,6 +148,7 @@ type Master struct {
 	stopCh    chan stopReq
 	done      chan struct{}
 	closeOnce sync.Once
+	shut      atomic.Bool // shutdown has begun
 	ctl       *controlServer
 	sec       security
 }
@@ -281,16 +282,7 @@ func (m *Master) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	for i := 0; i < o.Workers+o.TaskWorkers+len(o.Processes); i++ {
-		sl := &slot{id: i, task: i >= o.Workers && i < o.Workers+o.TaskWorkers}
-		if i >= o.Workers+o.TaskWorkers {
-			sl.process = o.Processes[i-o.Workers-o.TaskWorkers]
-		}
-		if o.Mode == ModeBase && sl.worker() {
-			sl.files = m.slotFiles[i]
-		}
-		m.slots = append(m.slots, sl)
-	}
+	m.slots = m.newSlots()
 	if err := m.startAll(); err != nil {
 		return err
 	}
@@ -312,6 +304,23 @@ func (m *Master) Run(ctx context.Context) (err error) {
 		close(req.done)
 	}
 	return nil
+}
+
+// newSlots makes the slots: workers, then task workers, then user processes.
+func (m *Master) newSlots() []*slot {
+	o := &m.opts
+	var slots []*slot
+	for i := 0; i < o.Workers+o.TaskWorkers+len(o.Processes); i++ {
+		sl := &slot{id: i, task: i >= o.Workers && i < o.Workers+o.TaskWorkers}
+		if i >= o.Workers+o.TaskWorkers {
+			sl.process = o.Processes[i-o.Workers-o.TaskWorkers]
+		}
+		if o.Mode == ModeBase && sl.worker() {
+			sl.files = m.slotFiles[i]
+		}
+		slots = append(slots, sl)
+	}
+	return slots
 }
 
 func (m *Master) logReady() {

@@ -79,6 +79,18 @@ func (p *proc) kill() { p.os.Kill() }
 
 func (p *proc) State() string { return p.state.Load().(string) }
 
+// setState moves p to s unless it has stopped: its Ready or a drain may be
+// handled after the process was reaped, and a stopped process stays
+// stopped (respawn relies on it).
+func (p *proc) setState(s string) {
+	for {
+		old := p.state.Load()
+		if old == StateStopped || p.state.CompareAndSwap(old, s) {
+			return
+		}
+	}
+}
+
 // enter admits a sender of new work (a request, a message, a connection
 // event) to p; false once p drains: route the work elsewhere.
 func (p *proc) enter() bool {
@@ -136,8 +148,15 @@ func (p *proc) query(t ipc.Type, timeout time.Duration) ([]byte, error) {
 	}
 }
 
-// spawn starts a worker process for slot sl.
-func (m *Master) spawn(sl *slot) (*proc, error) {
+// Where spawn puts the new process in its slot.
+const (
+	asCur  = false // the process serving the slot (start, respawn)
+	asNext = true  // a replacement being started (reload)
+)
+
+// spawn starts a worker process for slot sl and puts it in its place
+// (asCur or asNext) before anything can see it exit.
+func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
 	// The ipc stream is two pipes (see ipc.Pipe): the worker reads fd 3
 	// and writes fd 4.
 	toR, toW, err := ipc.Pipe()
@@ -198,6 +217,13 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 		perIPRow: row,
 	}
 	p.state.Store(StateStarting)
+	m.mu.Lock()
+	if next {
+		sl.next = p
+	} else {
+		sl.cur = p
+	}
+	m.mu.Unlock()
 	m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker started")
 	go p.out.Run()
 	go m.readProc(p)
@@ -322,7 +348,7 @@ func (m *Master) handshake(p *proc, rd *ipc.Reader) error {
 		}
 		switch f.Type {
 		case ipc.TypeReady:
-			p.state.Store(StateReady)
+			p.setState(StateReady)
 			p.ready <- nil
 			return nil
 		case ipc.TypeError:

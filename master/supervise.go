@@ -21,14 +21,11 @@ import (
 func (m *Master) startAll() error {
 	var procs []*proc
 	for _, sl := range m.slots {
-		p, err := m.spawn(sl)
+		p, err := m.spawn(sl, asCur)
 		if err != nil {
 			m.killAll()
 			return err
 		}
-		m.mu.Lock()
-		sl.cur = p
-		m.mu.Unlock()
 		procs = append(procs, p)
 	}
 	for _, p := range procs {
@@ -56,6 +53,10 @@ func (m *Master) waitReady(p *proc) error {
 
 // shutdown stops every worker: gracefully (drain within ReloadWait) or now.
 func (m *Master) shutdown(graceful bool) {
+	if !m.shut.CompareAndSwap(false, true) { // one stop; a second waits for it
+		<-m.done
+		return
+	}
 	m.mu.Lock()
 	m.stopping = true
 	var procs []*proc
@@ -131,18 +132,28 @@ func (m *Master) shutdown(graceful bool) {
 func (m *Master) stopProcs(procs []*proc, code uint16, wait time.Duration) {
 	for _, p := range procs {
 		p.intended.Store(true)
-		p.state.Store(StateDraining)
+		p.setState(StateDraining)
 		m.drain(p, code)
 	}
 	deadline := m.clock.After(wait + 2*time.Second)
+	expired := false
 	for _, p := range procs {
+		if !expired {
+			select {
+			case <-p.exited:
+				continue
+			case <-deadline: // fires once: every process still there is killed
+				expired = true
+			}
+		}
 		select {
 		case <-p.exited:
-		case <-deadline:
-			m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Msg("worker did not stop in time, killing")
-			p.kill()
-			<-p.exited
+			continue
+		default:
 		}
+		m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Msg("worker did not stop in time, killing")
+		p.kill()
+		<-p.exited
 	}
 }
 
@@ -219,21 +230,22 @@ func (m *Master) respawn(sl *slot) {
 	}
 	sl.restarts++
 	m.mu.Unlock()
-	p, err := m.spawn(sl)
+	p, err := m.spawn(sl, asCur)
 	if err != nil {
 		m.log.Error().Err(err).Int("worker", sl.id).Msg("respawn failed")
 		m.respawnLater(sl, 0, err.Error())
 		return
 	}
-	m.mu.Lock()
-	sl.cur = p
-	m.mu.Unlock()
 	if err := m.waitReady(p); err != nil {
 		m.log.Error().Err(err).Int("worker", sl.id).Int("pid", p.pid).Msg("replacement worker failed to start")
 		return // its exit schedules the next try
 	}
 	m.mu.Lock()
-	sl.failing = ""
+	if p.State() != StateStopped {
+		// Not when it died right after Ready: its exit has already
+		// recorded the failure and scheduled the next try.
+		sl.failing = ""
+	}
 	m.mu.Unlock()
 	if m.backend != nil && sl.worker() {
 		m.backend.attach(p)
@@ -275,13 +287,10 @@ func (m *Master) replace(sl *slot) (ReloadLine, error) {
 	m.mu.Lock()
 	old := sl.cur
 	m.mu.Unlock()
-	np, err := m.spawn(sl)
+	np, err := m.spawn(sl, asNext)
 	if err != nil {
 		return ReloadLine{}, fmt.Errorf("%s %d: %w", kind, sl.id, err)
 	}
-	m.mu.Lock()
-	sl.next = np
-	m.mu.Unlock()
 	if err := m.waitReady(np); err != nil {
 		np.intended.Store(true)
 		np.kill()
@@ -310,7 +319,7 @@ func (m *Master) replace(sl *slot) (ReloadLine, error) {
 	if old != nil {
 		line.OldPid = old.pid
 		old.intended.Store(true)
-		old.state.Store(StateDraining)
+		old.setState(StateDraining)
 		m.drain(old, worker.DrainReload)
 		select {
 		case <-old.exited:
@@ -347,7 +356,7 @@ func (m *Master) restartProcess(sl *slot) (ReloadLine, error) {
 	if old != nil && old.State() != StateStopped {
 		line.OldPid = old.pid
 		old.intended.Store(true)
-		old.state.Store(StateDraining)
+		old.setState(StateDraining)
 		m.drain(old, worker.DrainReload)
 		select {
 		case <-old.exited:
@@ -357,13 +366,10 @@ func (m *Master) restartProcess(sl *slot) (ReloadLine, error) {
 			<-old.exited
 		}
 	}
-	np, err := m.spawn(sl)
+	np, err := m.spawn(sl, asCur)
 	if err != nil {
 		return line, fmt.Errorf("process %s: %w", sl.process, err)
 	}
-	m.mu.Lock()
-	sl.cur = np
-	m.mu.Unlock()
 	if err := m.waitReady(np); err != nil {
 		// Its exit schedules the next try, with back-off, as after a crash.
 		return line, fmt.Errorf("reload stopped: process %s failed to become ready: %v", sl.process, err)
