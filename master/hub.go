@@ -9,7 +9,6 @@ import (
 
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
-	"github.com/forkd/forkd/worker"
 )
 
 // roomCounts (BASE mode) records how many members of each room every worker
@@ -72,7 +71,7 @@ func (m *Master) isStopping() bool {
 	return m.stopping
 }
 
-// drain asks p to stop taking work and exit (worker.Drain* code). Work
+// drain asks p to stop taking work and exit (ipc.Drain* code). Work
 // routed to p before it was detached goes out ahead of the Drain frame, so
 // the worker answers it before it stops.
 func (m *Master) drain(p *proc, code uint16) {
@@ -226,7 +225,7 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 	case ipc.TypeLeave:
 		result(p, f, r.Leave(f.Conn, string(f.Payload)), 0, nil)
 	case ipc.TypeBroadcast:
-		room, data, ok := worker.SplitRoom(f.Payload)
+		room, data, ok := ipc.SplitRoom(f.Payload)
 		if !ok {
 			result(p, f, ipc.Failed, 0, nil)
 			return
@@ -245,13 +244,13 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 func (m *Master) busBase(p *proc, f ipc.Frame) {
 	switch f.Type {
 	case ipc.TypeJoin:
-		if f.Flags == 1 { // a worker's new local member count
+		if f.Flags == ipc.JoinCount { // a worker's new local member count
 			m.rooms.set(string(f.Payload), p, int32(f.Arg))
 			result(p, f, ipc.OK, 0, nil) // when it waits (seq != 0)
 			return
 		}
 	case ipc.TypeBroadcast:
-		room, _, ok := worker.SplitRoom(f.Payload)
+		room, _, ok := ipc.SplitRoom(f.Payload)
 		if !ok {
 			result(p, f, ipc.Failed, 0, nil)
 			return
@@ -344,7 +343,7 @@ func (m *Master) task(p *proc, f ipc.Frame) {
 		return
 	}
 	defer pick.leave()
-	origin := uint32(p.slot.id) + 1
+	origin := ipc.TaskOrigin(p.slot.id)
 	pick.mu.Lock()
 	seq := pick.nextSeq()
 	pick.tasks[seq] = route{origin: p, seq: f.Seq}

@@ -111,11 +111,7 @@ func (m *Master) closeListeners() {
 func (m *Master) serveReactor() {
 	for i, ln := range m.plain {
 		l := m.opts.Listeners[i]
-		p := reactor.HTTP
-		if l.Protocol == "websocket" {
-			p = reactor.WebSocket
-		}
-		rl := &reactor.Listener{Name: l.Name, Index: i, Protocol: p, Upgrade: l.Upgrade, TLS: m.reactorTLS(i)}
+		rl := &reactor.Listener{Name: l.Name, Index: i, Protocol: reactor.ProtocolOf(l.Protocol), Upgrade: l.Upgrade, TLS: m.reactorTLS(i)}
 		go func() {
 			if err := m.reactor.Serve(ln, rl); err != nil {
 				m.log.Error().Err(err).Str("listener", l.Name).Msg("listener failed")

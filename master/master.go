@@ -19,7 +19,6 @@ import (
 
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
-	"github.com/forkd/forkd/worker"
 )
 
 // Process roles, carried in EnvRole.
@@ -29,8 +28,8 @@ const (
 	EnvAPIToken = "FORKD_API_TOKEN"
 	RoleWorker  = "worker"
 	RoleMaster  = "master" // a daemonized master
-	ModeProcess = worker.ModeProcess
-	ModeBase    = worker.ModeBase
+	ModeProcess = ipc.ModeProcess
+	ModeBase    = ipc.ModeBase
 )
 
 // Listener is one port the master opens.

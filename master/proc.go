@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/ipc"
-	"github.com/forkd/forkd/worker"
 )
 
 // Process states, as `status` shows them.
@@ -253,7 +252,7 @@ func filterEnv(env []string) []string {
 	for _, e := range env {
 		// The API token reaches workers in their Secrets frame, not in
 		// an environment a worker running as --user would expose.
-		if strings.HasPrefix(e, worker.EnvConfig+"=") || strings.HasPrefix(e, EnvRole+"=") || strings.HasPrefix(e, EnvReadyFD+"=") ||
+		if strings.HasPrefix(e, ipc.EnvWorkerConfig+"=") || strings.HasPrefix(e, EnvRole+"=") || strings.HasPrefix(e, EnvReadyFD+"=") ||
 			strings.HasPrefix(e, EnvAPIToken+"=") {
 			continue
 		}
@@ -267,13 +266,13 @@ func filterEnv(env []string) []string {
 	return out
 }
 
-func (m *Master) workerConfig(sl *slot, idStart uint64) worker.Config {
+func (m *Master) workerConfig(sl *slot, idStart uint64) ipc.WorkerConfig {
 	o := &m.opts
-	ls := make([]worker.Listener, len(o.Listeners))
+	ls := make([]ipc.WorkerListener, len(o.Listeners))
 	for i, l := range o.Listeners {
-		ls[i] = worker.Listener{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol, Upgrade: l.Upgrade, TLS: m.listenerTLS(i)}
+		ls[i] = ipc.WorkerListener{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol, Upgrade: l.Upgrade, TLS: m.listenerTLS(i)}
 	}
-	return worker.Config{
+	return ipc.WorkerConfig{
 		Mode: o.Mode, Slot: sl.id, Task: sl.task, IDNode: o.IDNode, IDStart: idStart,
 		Workers: o.Workers, TaskWorkers: o.TaskWorkers, Listeners: ls,
 		MaxPackageSize: o.MaxPackageSize, MaxSendBuffer: o.MaxSendBuffer, MaxConns: o.MaxConns,

@@ -7,8 +7,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
-	"github.com/forkd/forkd/worker"
 )
 
 // WorkerStatus is one worker process in `server status`.
@@ -157,7 +157,7 @@ func (m *Master) Status() Status {
 			if ws.State == StateStarting {
 				// Nothing but the handshake goes to a starting worker.
 			} else if b, err := e.p.query(ipcStats, time.Second); err == nil {
-				var s worker.Stats
+				var s ipc.WorkerStats
 				if json.Unmarshal(b, &s) == nil {
 					ws.Connections, ws.Requests, ws.TasksDone = s.Connections, s.Requests, s.TasksDone
 					ws.BusPending, ws.Timers, ws.BusDropped = s.BusPending, s.Timers, s.BusDropped

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/forkd/forkd/worker"
+	"github.com/forkd/forkd/ipc"
 )
 
 // The supervisor's state machines: a slot's process starts, becomes ready
@@ -86,9 +86,9 @@ func (m *Master) shutdown(graceful bool) {
 		}
 		m.reactor.Close()
 	}
-	code := uint16(worker.DrainNow)
+	code := ipc.DrainNow
 	if graceful {
-		code = worker.DrainStop
+		code = ipc.DrainStop
 	} else {
 		wait = 2 * time.Second
 	}
@@ -127,7 +127,7 @@ func (m *Master) shutdown(graceful bool) {
 	m.log.Info().Msg("server stopped")
 }
 
-// stopProcs drains procs (worker.Drain* code) and waits for them to exit,
+// stopProcs drains procs (ipc.Drain* code) and waits for them to exit,
 // killing those still there after wait (plus a margin for OnWorkerStop).
 func (m *Master) stopProcs(procs []*proc, code uint16, wait time.Duration) {
 	for _, p := range procs {
@@ -320,7 +320,7 @@ func (m *Master) replace(sl *slot) (ReloadLine, error) {
 		line.OldPid = old.pid
 		old.intended.Store(true)
 		old.setState(StateDraining)
-		m.drain(old, worker.DrainReload)
+		m.drain(old, ipc.DrainReload)
 		select {
 		case <-old.exited:
 		case <-m.clock.After(m.opts.ReloadWait + 3*time.Second):
@@ -357,7 +357,7 @@ func (m *Master) restartProcess(sl *slot) (ReloadLine, error) {
 		line.OldPid = old.pid
 		old.intended.Store(true)
 		old.setState(StateDraining)
-		m.drain(old, worker.DrainReload)
+		m.drain(old, ipc.DrainReload)
 		select {
 		case <-old.exited:
 		case <-m.clock.After(m.opts.ReloadWait + 3*time.Second):

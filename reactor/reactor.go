@@ -26,6 +26,15 @@ const (
 	WebSocket                 // WebSocket only: plain requests get 426
 )
 
+// ProtocolOf is the Protocol a listener's configured name ("http",
+// "websocket") stands for.
+func ProtocolOf(name string) Protocol {
+	if name == "websocket" {
+		return WebSocket
+	}
+	return HTTP
+}
+
 // String names the protocol.
 func (p Protocol) String() string {
 	if p == WebSocket {

@@ -176,8 +176,7 @@ func (w *Worker) Leave(id uint64, room string) ipc.Outcome {
 // none). The master fans it out: one frame per process holding members.
 // It returns the number of members the room had.
 func (w *Worker) Broadcast(room string, op int, data []byte, except uint64) (int, ipc.Outcome) {
-	head := binary.LittleEndian.AppendUint16(make([]byte, 0, 2+len(room)), uint16(len(room)))
-	head = append(head, room...)
+	head := ipc.AppendRoom(make([]byte, 0, 2+len(room)), room)
 	w.m.Broadcasts.Add(1)
 	out, n, _ := w.call(ipc.Header{Type: ipc.TypeBroadcast, Flags: uint8(op), Conn: except}, head, data, 0)
 	return int(n), out
@@ -233,24 +232,15 @@ func (w *Worker) serveBus(f ipc.Frame) {
 			}
 		}()
 	case ipc.TypeBroadcast:
-		room, data, ok := SplitRoom(f.Payload)
+		room, data, ok := ipc.SplitRoom(f.Payload)
 		if ok {
 			w.r.Broadcast(room, int(f.Flags), data, f.Conn)
 		}
 	}
 }
 
-// SplitRoom splits a broadcast payload into room and data.
-func SplitRoom(p []byte) (string, []byte, bool) {
-	if len(p) < 2 {
-		return "", nil, false
-	}
-	n := int(binary.LittleEndian.Uint16(p))
-	if len(p) < 2+n {
-		return "", nil, false
-	}
-	return string(p[2 : 2+n]), p[2+n:], true
-}
+// SplitRoom splits a broadcast payload into room and data (ipc.SplitRoom).
+func SplitRoom(p []byte) (string, []byte, bool) { return ipc.SplitRoom(p) }
 
 func (w *Worker) reply(f ipc.Frame, out ipc.Outcome, arg uint32, data []byte) {
 	if f.Seq == 0 {

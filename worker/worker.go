@@ -67,11 +67,11 @@ type Worker struct {
 	Ext any
 }
 
-// Drain codes (a Drain frame's code).
+// Drain codes (a Drain frame's code; see ipc.DrainReload).
 const (
-	DrainReload = 1 // graceful, the worker is being replaced
-	DrainStop   = 2 // graceful stop
-	DrainNow    = 3 // stop now
+	DrainReload = ipc.DrainReload
+	DrainStop   = ipc.DrainStop
+	DrainNow    = ipc.DrainNow
 )
 
 type drainReq struct {
@@ -219,11 +219,7 @@ func Run(ctx context.Context, o Options) error {
 
 func (w *Worker) reactorListener(i int) *reactor.Listener {
 	l := w.cfg.Listeners[i]
-	p := reactor.HTTP
-	if l.Protocol == "websocket" {
-		p = reactor.WebSocket
-	}
-	return &reactor.Listener{Name: l.Name, Index: i, Protocol: p, Upgrade: l.Upgrade, TLS: w.sec.tlsFor(i)}
+	return &reactor.Listener{Name: l.Name, Index: i, Protocol: reactor.ProtocolOf(l.Protocol), Upgrade: l.Upgrade, TLS: w.sec.tlsFor(i)}
 }
 
 func (w *Worker) startApp() (err error) {
@@ -346,15 +342,7 @@ func (w *Worker) handle(f ipc.Frame) error {
 }
 
 // Stats is what a worker reports for `server status`.
-type Stats struct {
-	Connections int    `json:"connections"`
-	Requests    uint64 `json:"requests"`
-	Timers      int    `json:"timers"`
-	TasksDone   uint64 `json:"tasks_done,omitempty"`
-	BusPending  int    `json:"bus_pending_bytes"`
-	BusDropped  uint64 `json:"bus_dropped"`
-	Calls       int    `json:"calls_waiting"`
-}
+type Stats = ipc.WorkerStats
 
 // Stats returns this worker's counters.
 func (w *Worker) Stats() Stats {
