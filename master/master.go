@@ -24,7 +24,6 @@ import (
 // Process roles, carried in EnvRole.
 const (
 	EnvRole     = "FORKD_ROLE"
-	EnvReadyFD  = "FORKD_READY_FD"
 	EnvAPIToken = "FORKD_API_TOKEN"
 	RoleWorker  = "worker"
 	RoleMaster  = "master" // a daemonized master

@@ -252,7 +252,7 @@ func filterEnv(env []string) []string {
 	for _, e := range env {
 		// The API token reaches workers in their Secrets frame, not in
 		// an environment a worker running as --user would expose.
-		if strings.HasPrefix(e, ipc.EnvWorkerConfig+"=") || strings.HasPrefix(e, EnvRole+"=") || strings.HasPrefix(e, EnvReadyFD+"=") ||
+		if strings.HasPrefix(e, ipc.EnvWorkerConfig+"=") || strings.HasPrefix(e, EnvRole+"=") ||
 			strings.HasPrefix(e, EnvAPIToken+"=") {
 			continue
 		}

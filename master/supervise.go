@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -278,7 +279,7 @@ func (m *Master) retire(p *proc) {
 func (m *Master) replace(sl *slot) (ReloadLine, error) {
 	kind := sl.kind()
 	if m.isStopping() {
-		return ReloadLine{}, fmt.Errorf("server is stopping")
+		return ReloadLine{}, tagged{errors.New("server is stopping"), ErrStopping}
 	}
 	if sl.process != "" {
 		return m.restartProcess(sl)
@@ -303,7 +304,7 @@ func (m *Master) replace(sl *slot) (ReloadLine, error) {
 			oldPid = old.pid
 		}
 		m.log.Error().Err(err).Int("worker", sl.id).Msg("reload stopped: replacement not ready")
-		return ReloadLine{}, fmt.Errorf("reload stopped: %s %d failed to become ready: %v (the old %s, pid %d, keeps serving)", kind, sl.id, err, kind, oldPid)
+		return ReloadLine{}, fmt.Errorf("reload stopped: %s %d failed to become ready: %w (the old %s, pid %d, keeps serving)", kind, sl.id, err, kind, oldPid)
 	}
 	m.mu.Lock()
 	sl.cur, sl.next = np, nil
@@ -372,7 +373,7 @@ func (m *Master) restartProcess(sl *slot) (ReloadLine, error) {
 	}
 	if err := m.waitReady(np); err != nil {
 		// Its exit schedules the next try, with back-off, as after a crash.
-		return line, fmt.Errorf("reload stopped: process %s failed to become ready: %v", sl.process, err)
+		return line, fmt.Errorf("reload stopped: process %s failed to become ready: %w", sl.process, err)
 	}
 	m.mu.Lock()
 	sl.failing = ""

@@ -129,7 +129,6 @@ type Reactor struct {
 	mu        sync.RWMutex
 	conns     map[uint64]*Conn
 	listeners []net.Listener
-	servers   []*fasthttp.Server
 	nconns    atomic.Int64
 	draining  atomic.Bool
 	closed    atomic.Bool
@@ -358,7 +357,6 @@ func (r *Reactor) Serve(ln net.Listener, l *Listener) error {
 		return nil
 	}
 	r.listeners = append(r.listeners, ln)
-	r.servers = append(r.servers, s)
 	if _, port, err := net.SplitHostPort(ln.Addr().String()); err == nil {
 		r.ports.Store(port, true)
 	}
@@ -522,9 +520,6 @@ func (r *Reactor) refuse(ctx *fasthttp.RequestCtx, c *Conn, upgrade bool) {
 		r.finish(c, src, r.opts.WriteTimeout)
 	})
 }
-
-// ErrClosed is returned for operations on a closed reactor.
-var ErrClosed = errors.New("reactor: closed")
 
 // Conn returns the connection with id, or nil.
 func (r *Reactor) Conn(id uint64) *Conn {

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,9 +21,6 @@ type queuedTask struct {
 	seq, arg uint32
 	data     []byte
 }
-
-// ErrTaskFailed wraps an error returned by OnTask in the task worker.
-var ErrTaskFailed = errors.New("task failed")
 
 // TaskWait hands data to the task worker pool and waits for OnTask's
 // result. Outcome Timeout after timeout, Unavailable when there are no task
