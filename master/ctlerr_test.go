@@ -1,6 +1,7 @@
 package master
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -47,5 +48,23 @@ func TestControlErrorsAreTyped(t *testing.T) {
 	}
 	if !errors.Is(tagged{errors.New("server is stopping"), ErrStopping}, ErrStopping) || codeOf("reload", tagged{errors.New("x"), ErrStopping}) != CodeStopping {
 		t.Fatal("a stopping server's refusal is not coded as such")
+	}
+}
+
+// A context cancelled with ErrStopGraceful as its cause stops gracefully:
+// every worker is drained, not killed.
+func TestRunContextCause(t *testing.T) {
+	t.Parallel()
+	for _, graceful := range []bool{true, false} {
+		m, _, _ := newSupervised(t, Options{Workers: 1}, func(int, int) fakeScript { return fakeScript{} })
+		ctx, cancel := context.WithCancelCause(context.Background())
+		if graceful {
+			cancel(ErrStopGraceful)
+		} else {
+			cancel(nil)
+		}
+		if got := m.stopRequest(ctx); got.graceful != graceful {
+			t.Fatalf("cause %v: graceful %v, want %v", context.Cause(ctx), got.graceful, graceful)
+		}
 	}
 }

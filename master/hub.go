@@ -164,7 +164,7 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 			}
 		}
 	case ipc.TypeRetire:
-		go m.retire(p)
+		m.goJoin(func() { m.retire(p) })
 	case ipc.TypeIDLease:
 		start, err := m.ids.lease()
 		out := ipc.OK

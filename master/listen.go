@@ -112,11 +112,11 @@ func (m *Master) serveReactor() {
 	for i, ln := range m.plain {
 		l := m.opts.Listeners[i]
 		rl := &reactor.Listener{Name: l.Name, Index: i, Protocol: reactor.ProtocolOf(l.Protocol), Upgrade: l.Upgrade, TLS: m.reactorTLS(i)}
-		go func() {
+		m.goJoin(func() {
 			if err := m.reactor.Serve(ln, rl); err != nil {
 				m.log.Error().Err(err).Str("listener", l.Name).Msg("listener failed")
 			}
-		}()
+		})
 	}
 	m.plain = nil // the reactor owns and closes them now
 }

@@ -147,6 +147,11 @@ type Master struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	shut      atomic.Bool // shutdown has begun
+	// wg joins every goroutine the master starts (see m.goJoin); Run
+	// waits for it last. joined (under mu) is set then: no process starts
+	// after it.
+	wg     sync.WaitGroup
+	joined bool
 	ctl       *controlServer
 	sec       security
 }
@@ -222,8 +227,42 @@ func New(o Options) (*Master, error) {
 	return m, nil
 }
 
-// Run serves until ctx ends (stop now) or a stop command arrives, and
-// returns once every worker is gone.
+// stopRequest waits for the end of ctx or a Stop, and says which stop.
+func (m *Master) stopRequest(ctx context.Context) stopReq {
+	select {
+	case <-ctx.Done():
+		return stopReq{graceful: errors.Is(context.Cause(ctx), ErrStopGraceful)}
+	case req := <-m.stopCh:
+		return req
+	}
+}
+
+// goJoin runs f in a goroutine that Run waits for before it returns.
+func (m *Master) goJoin(f func()) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f()
+	}()
+}
+
+// join waits for every goroutine goJoin started, once no new process can
+// start.
+func (m *Master) join() {
+	m.mu.Lock()
+	m.joined = true
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+// ErrStopGraceful, as the cause of Run's context (context.WithCancelCause),
+// asks for a graceful stop; any other end of the context stops now. The
+// CLI turns SIGQUIT into the one and SIGINT/SIGTERM into the other.
+var ErrStopGraceful = errors.New("master: graceful stop")
+
+// Run serves until ctx ends (see ErrStopGraceful) or a stop command
+// arrives, and returns once every worker, and every goroutine it started,
+// is gone.
 func (m *Master) Run(ctx context.Context) (err error) {
 	o := &m.opts
 	m.started = m.clock.Now()
@@ -238,6 +277,7 @@ func (m *Master) Run(ctx context.Context) (err error) {
 			ready(err)
 		}
 	}()
+	defer m.join() // last: nothing the master started outlives Run
 	if err := os.MkdirAll(o.RunDir, 0o755); err != nil {
 		return fmt.Errorf("master: run dir: %w", err)
 	}
@@ -261,7 +301,7 @@ func (m *Master) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer m.closeSecurity()
-	go m.rotateTickets()
+	m.goJoin(m.rotateTickets)
 	if err := m.openListeners(); err != nil {
 		return err
 	}
@@ -290,13 +330,9 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	m.logReady()
 	ready(nil)
 	m.notifyReady()
-	go m.watchdog()
+	m.goJoin(m.watchdog)
 
-	var req stopReq
-	select {
-	case <-ctx.Done():
-	case req = <-m.stopCh:
-	}
+	req := m.stopRequest(ctx)
 	m.shutdown(req.graceful)
 	if req.done != nil {
 		close(req.done)

@@ -156,6 +156,20 @@ const (
 // spawn starts a worker process for slot sl and puts it in its place
 // (asCur or asNext) before anything can see it exit.
 func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
+	// Its three goroutines (writer, reader, reaper) are joined by Run.
+	m.mu.Lock()
+	if m.joined {
+		m.mu.Unlock()
+		return nil, tagged{fmt.Errorf("master: start worker %d: server stopped", sl.id), ErrStopping}
+	}
+	m.wg.Add(3)
+	m.mu.Unlock()
+	started := false
+	defer func() {
+		if !started {
+			m.wg.Add(-3)
+		}
+	}()
 	// The ipc stream is two pipes (see ipc.Pipe): the worker reads fd 3
 	// and writes fd 4.
 	toR, toW, err := ipc.Pipe()
@@ -222,11 +236,24 @@ func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
 	} else {
 		sl.cur = p
 	}
+	late := m.stopping && !next // a respawn that raced the stop: shutdown has its list already
 	m.mu.Unlock()
+	if late {
+		p.intended.Store(true)
+		p.kill()
+	}
+	started = true
 	m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker started")
-	go p.out.Run()
-	go m.readProc(p)
 	go func() {
+		defer m.wg.Done()
+		p.out.Run()
+	}()
+	go func() {
+		defer m.wg.Done()
+		m.readProc(p)
+	}()
+	go func() {
+		defer m.wg.Done()
 		p.exitErr = osp.Wait()
 		p.state.Store(StateStopped)
 		// The worker's last frames (a drained worker's last responses, a

@@ -41,6 +41,16 @@ func newSupervised(t *testing.T, o Options, script func(slot, n int) fakeScript)
 		for _, p := range fs.all() {
 			eventually(t, "every fake worker to end", p.exited)
 		}
+		joined := make(chan struct{})
+		go func() {
+			m.join() // every goroutine the master started ends
+			close(joined)
+		}()
+		select {
+		case <-joined:
+		case <-time.After(10 * time.Second):
+			t.Error("the master's goroutines did not end after its stop")
+		}
 	})
 	return m, fs, fc
 }
