@@ -75,19 +75,14 @@ func (m *Master) isStopping() bool {
 // routed to p before it was detached goes out ahead of the Drain frame, so
 // the worker answers it before it stops.
 func (m *Master) drain(p *proc, code uint16) {
-	if m.backend != nil {
-		m.backend.detach(p)
-	}
+	m.mode.detach(p)
 	p.closeGate(2 * time.Second)
 	p.out.Send(&ipc.Header{Type: ipc.TypeDrain, Code: code}, nil, nil)
 }
 
 // streamGone runs when a worker's ipc stream has ended.
 func (m *Master) streamGone(p *proc) {
-	if m.backend != nil && p.slot.worker() {
-		m.backend.detach(p)
-		m.backend.fail(p)
-	}
+	m.mode.gone(p)
 	m.rooms.forget(p)
 	// Tasks and bus operations in flight on a dead process fail now rather
 	// than time out.
@@ -150,9 +145,7 @@ func result(p *proc, f ipc.Frame, out ipc.Outcome, arg uint32, data []byte) {
 func (m *Master) frame(p *proc, f ipc.Frame) error {
 	switch f.Type {
 	case ipc.TypeResponse:
-		if m.backend != nil {
-			m.backend.response(p, f)
-		}
+		m.mode.fromWorker(p, f)
 	case ipc.TypeStats, ipc.TypeConns, ipc.TypeMetrics, ipc.TypeReopenLogs:
 		p.mu.Lock()
 		ch := p.queries[f.Seq]
@@ -191,11 +184,7 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 			r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: f.Code}, f.Payload, nil)
 		}
 	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast, ipc.TypeCount:
-		if m.reactor != nil {
-			m.busProcess(p, f)
-		} else {
-			m.busBase(p, f)
-		}
+		m.bus.Route(p, f)
 	case ipc.TypeError:
 		return fmt.Errorf("worker %d: %s", p.slot.id, f.Payload)
 	default:

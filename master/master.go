@@ -131,8 +131,11 @@ type Master struct {
 	passed    map[string][]*os.File // sockets passed by systemd, by name
 	plain     []net.Listener        // PROCESS mode listeners
 	slotFiles [][]*os.File          // BASE mode: per slot, per listener
-	reactor   *reactor.Reactor
-	backend   *procBackend
+	reactor   *reactor.Reactor      // PROCESS mode (processMode)
+	backend   *procBackend          // PROCESS mode (processMode)
+	mode      mode                  // what differs between the modes (mode.go)
+	bus       Bus                   // where bus operations go: the mode's, or a cluster's around it
+	dispatch  Dispatch
 
 	mu       sync.Mutex
 	slots    []*slot // workers then task workers
@@ -152,8 +155,8 @@ type Master struct {
 	// after it.
 	wg     sync.WaitGroup
 	joined bool
-	ctl       *controlServer
-	sec       security
+	ctl    *controlServer
+	sec    security
 }
 
 type stopReq struct {
@@ -197,10 +200,9 @@ func New(o Options) (*Master, error) {
 	if o.TaskWorkers < 0 {
 		return nil, fmt.Errorf("master: --task-workers must not be negative")
 	}
-	switch o.Dispatch {
-	case "", "fd", "round-robin", "ip", "idle":
-	default:
-		return nil, fmt.Errorf("master: unknown dispatch mode %q (want round-robin, fd, ip or idle)", o.Dispatch)
+	dispatch, err := ParseDispatch(o.Dispatch)
+	if err != nil {
+		return nil, err
 	}
 	if o.ReactorNum < 0 {
 		return nil, fmt.Errorf("master: --reactor-num must not be negative, got %d", o.ReactorNum)
@@ -223,7 +225,9 @@ func New(o Options) (*Master, error) {
 	if o.Output == nil {
 		o.Output = os.Stderr
 	}
-	m := &Master{opts: o, log: o.Log, clock: realClock{}, stopCh: make(chan stopReq, 1), done: make(chan struct{})}
+	m := &Master{opts: o, log: o.Log, dispatch: dispatch, clock: realClock{}, stopCh: make(chan stopReq, 1), done: make(chan struct{})}
+	m.mode = newMode(m)
+	m.bus = m.mode
 	return m, nil
 }
 
@@ -324,9 +328,7 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	if err := m.startAll(); err != nil {
 		return err
 	}
-	if o.Mode == ModeProcess {
-		m.serveReactor()
-	}
+	m.mode.serve()
 	m.logReady()
 	ready(nil)
 	m.notifyReady()
@@ -349,7 +351,7 @@ func (m *Master) newSlots() []*slot {
 		if i >= o.Workers+o.TaskWorkers {
 			sl.process = o.Processes[i-o.Workers-o.TaskWorkers]
 		}
-		if o.Mode == ModeBase && sl.worker() {
+		if sl.worker() && m.slotFiles != nil { // BASE: the slot's own sockets
 			sl.files = m.slotFiles[i]
 		}
 		slots = append(slots, sl)
@@ -367,17 +369,7 @@ func (m *Master) logReady() {
 		m.log.Info().Str("listener", l.Name).Str("addr", m.addrs[i]).Str("protocol", proto).Bool("tls", m.listenerTLS(i)).Msg("listening")
 	}
 	m.log.Info().Str("mode", o.Mode).Int("workers", o.Workers).Int("task_workers", o.TaskWorkers).
-		Int("master_pid", os.Getpid()).Str("dispatch", m.dispatchName()).Msg("server ready")
-}
-
-func (m *Master) dispatchName() string {
-	if m.opts.Mode == ModeBase {
-		return "kernel (SO_REUSEPORT)"
-	}
-	if m.opts.Dispatch == "" {
-		return "fd"
-	}
-	return m.opts.Dispatch
+		Int("master_pid", os.Getpid()).Str("dispatch", m.mode.dispatchName()).Msg("server ready")
 }
 
 // Stop asks Run to stop (gracefully or now) and waits until it has.

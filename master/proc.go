@@ -185,12 +185,7 @@ func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
 	defer toR.Close()
 	defer fromW.Close()
 
-	var idStart uint64
-	if m.opts.Mode == ModeBase && !sl.task {
-		// The incarnation's first connection-id lease (see idAllocator).
-		idStart, _ = m.ids.lease()
-	}
-	cfg := m.workerConfig(sl, idStart)
+	cfg := m.workerConfig(sl, m.mode.firstLease(sl))
 	spec := procSpec{
 		Path:       m.opts.Exe,
 		Args:       append([]string{cfg.Title}, m.opts.Args...), // Args[0]: what ps and /proc/PID/cmdline show

@@ -93,13 +93,13 @@ func (b *procBackend) fail(p *proc) {
 func (b *procBackend) pick(ctx *fasthttp.RequestCtx) *proc {
 	n := len(b.serving)
 	var start int
-	switch b.m.opts.Dispatch {
-	case "round-robin":
+	switch b.m.dispatch {
+	case DispatchRoundRobin:
 		start = int(b.rr.Add(1) % uint32(n))
-	case "ip":
+	case DispatchIP:
 		ip := ctx.RemoteIP()
 		start = int(maphash.Bytes(b.seed, ip) % uint64(n))
-	case "idle":
+	case DispatchIdle:
 		return b.idlest()
 	default: // fd: sticky per connection
 		start = int(ctx.ConnID() % uint64(n))
@@ -218,16 +218,16 @@ func (b *procBackend) response(p *proc, f ipc.Frame) {
 // its messages keep their order).
 func (b *procBackend) slotFor(c *reactor.Conn) int {
 	n := len(b.serving)
-	switch b.m.opts.Dispatch {
-	case "round-robin":
+	switch b.m.dispatch {
+	case DispatchRoundRobin:
 		return int(b.rr.Add(1) % uint32(n))
-	case "ip":
+	case DispatchIP:
 		host := c.Handshake().Remote
 		if i := lastColon(host); i > 0 {
 			host = host[:i]
 		}
 		return int(maphash.Bytes(b.seed, host) % uint64(n))
-	case "idle":
+	case DispatchIdle:
 		if p := b.idlest(); p != nil {
 			return p.slot.id
 		}

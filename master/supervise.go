@@ -1,7 +1,6 @@
 package master
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -34,9 +33,7 @@ func (m *Master) startAll() error {
 			m.killAll()
 			return fmt.Errorf("worker %d failed to start: %w", p.slot.id, err)
 		}
-		if m.backend != nil && p.slot.worker() {
-			m.backend.attach(p)
-		}
+		m.mode.attach(p)
 	}
 	return nil
 }
@@ -72,21 +69,11 @@ func (m *Master) shutdown(graceful bool) {
 		}
 	}
 	m.mu.Unlock()
-	if m.backend != nil {
-		m.backend.wakeAll()
-	}
+	m.mode.wakeAll()
 	m.log.Info().Bool("graceful", graceful).Msg("stopping")
 	m.notify("STOPPING=1\nSTATUS=stopping")
 	wait := m.opts.ReloadWait
-	if m.reactor != nil {
-		if graceful {
-			m.reactor.Drain()
-			ctx, cancel := context.WithTimeout(context.Background(), wait)
-			m.reactor.Wait(ctx)
-			cancel()
-		}
-		m.reactor.Close()
-	}
+	m.mode.stopConns(graceful, wait)
 	code := ipc.DrainNow
 	if graceful {
 		code = ipc.DrainStop
@@ -248,9 +235,7 @@ func (m *Master) respawn(sl *slot) {
 		sl.failing = ""
 	}
 	m.mu.Unlock()
-	if m.backend != nil && sl.worker() {
-		m.backend.attach(p)
-	}
+	m.mode.attach(p)
 	m.log.Info().Int("worker", sl.id).Int("pid", p.pid).Int("restarts", sl.restarts).Msg("worker replaced")
 }
 
@@ -313,9 +298,7 @@ func (m *Master) replace(sl *slot) (ReloadLine, error) {
 		sl.old = append(sl.old, old)
 	}
 	m.mu.Unlock()
-	if m.backend != nil && sl.worker() {
-		m.backend.attach(np)
-	}
+	m.mode.attach(np)
 	line := ReloadLine{ID: sl.id, Kind: kind, NewPid: np.pid}
 	if old != nil {
 		line.OldPid = old.pid

@@ -28,6 +28,9 @@ func newSupervised(t *testing.T, o Options, script func(slot, n int) fakeScript)
 	}
 	fs, fc := newFakeStarter(t, script), newFakeClock()
 	m.starter, m.clock = fs, fc
+	if err := m.openListeners(); err != nil { // none: PROCESS mode's backend and reactor, idle
+		t.Fatal(err)
+	}
 	m.slots = m.newSlots()
 	if err := m.startAll(); err != nil {
 		t.Fatalf("startAll: %v", err)
