@@ -28,6 +28,7 @@ type fakeScript struct {
 	failStart string // send this start error instead of Ready, then exit 1
 	hang      bool   // never get ready; only a kill ends it
 	crash     bool   // exit 1 right after Ready
+	retire    bool   // ask to be replaced (--max-request reached) right after Ready
 }
 
 // fakeStarter starts fake workers; script decides each one's behaviour
@@ -78,6 +79,9 @@ func (s *fakeStarter) start(spec procSpec) (osProcess, error) {
 	n := len(s.started[slot])
 	s.nextPid++
 	p := &fakeProc{pid: s.nextPid, slot: slot, in: in, out: out, done: make(chan struct{}), script: s.script(slot, n)}
+	for _, q := range s.started[slot] {
+		p.overlapped = p.overlapped || !q.exited()
+	}
 	s.started[slot] = append(s.started[slot], p)
 	s.mu.Unlock()
 	go p.run()
@@ -124,15 +128,16 @@ func (s *fakeStarter) all() []*fakeProc {
 
 // fakeProc is one fake worker process.
 type fakeProc struct {
-	pid, slot int
-	in, out   *os.File
-	script    fakeScript
-	killed    atomic.Bool
-	drained   atomic.Bool
-	crashNow  chan struct{}
-	done      chan struct{}
-	err       error
-	closeOnce sync.Once
+	pid, slot  int
+	in, out    *os.File
+	script     fakeScript
+	killed     atomic.Bool
+	overlapped bool // started while an earlier process of its slot still ran
+	drained    atomic.Bool
+	crashNow   chan struct{}
+	done       chan struct{}
+	err        error
+	closeOnce  sync.Once
 }
 
 func (p *fakeProc) Pid() int { return p.pid }
@@ -217,6 +222,9 @@ func (p *fakeProc) serve() int {
 	}
 	if p.script.crash {
 		return 1
+	}
+	if p.script.retire {
+		w.Send(&ipc.Header{Type: ipc.TypeRetire}, nil, nil)
 	}
 	for {
 		f, err := rd.Next()

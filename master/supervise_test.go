@@ -251,3 +251,39 @@ func TestSuperviseStopDuringReload(t *testing.T) {
 		t.Fatalf("started %d+%d, pending respawns %v: want nothing respawned after the stop", fs.count(0), fs.count(1), clk.funcTimers())
 	}
 }
+
+// A worker that asks to retire (--max-request) is replaced: the new one
+// serves before the old one is drained. A user process is reloaded stop
+// first, then start: never two at once.
+func TestSuperviseRetireAndUserProcess(t *testing.T) {
+	t.Parallel()
+	m, fs, _ := newSupervised(t, Options{Workers: 1, Processes: []string{"consumer"}}, func(slot, n int) fakeScript {
+		return fakeScript{retire: slot == 0 && n == 0}
+	})
+	old := fs.proc(0, 0)
+	eventually(t, "the retiring worker replaced", func() bool {
+		cur, _, _, _, _ := slotState(m, 0)
+		return fs.count(0) == 2 && cur != nil && cur.pid == fs.proc(0, 1).pid && old.exited()
+	})
+	if !old.drained.Load() {
+		t.Fatal("the retired worker was killed, not drained")
+	}
+	user := fs.proc(1, 0)
+	lines, err := m.Reload(true) // tasks only: no user process, no worker
+	if err != nil || len(lines) != 0 || fs.count(1) != 1 {
+		t.Fatalf("tasks-only reload: %+v %v, started %d", lines, err, fs.count(1))
+	}
+	lines, err = m.Reload(false) // workers are not reloadable here; the user process is
+	if err != nil || len(lines) != 2 || lines[1].OldPid != user.pid || lines[1].NewPid != fs.proc(1, 1).pid {
+		t.Fatalf("reload: %+v %v", lines, err)
+	}
+	if fs.proc(1, 1).overlapped {
+		t.Fatal("the user process's replacement started before the old one stopped")
+	}
+	if !fs.proc(0, 1).overlapped {
+		t.Fatal("the retiring worker's replacement did not start while it still served")
+	}
+	if !user.drained.Load() || fs.count(1) != 2 {
+		t.Fatalf("user process: drained %v, started %d; want stopped first, then one started", user.drained.Load(), fs.count(1))
+	}
+}
