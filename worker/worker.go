@@ -179,6 +179,16 @@ func Run(ctx context.Context, o Options) error {
 
 	readErr := make(chan error, 1)
 	go func() { readErr <- w.readLoop(rd) }()
+	// Nothing outlives Run: once stopped, the read loop ends on the
+	// closed pipe and the listeners' serve loops on the closed reactor.
+	readDone := false
+	defer func() {
+		o.IPCIn.Close()
+		if !readDone {
+			<-readErr
+		}
+		g.Wait()
+	}()
 	procEnded := w.startProcess(ctx)
 
 	var dr drainReq
@@ -191,6 +201,7 @@ func Run(ctx context.Context, o Options) error {
 		w.shutdown(false, 0)
 		return fmt.Errorf("worker: process %s ended: %w", w.cfg.Process, err)
 	case err := <-readErr:
+		readDone = true
 		// The master went away or broke the stream: stop now.
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 			w.log.Warn().Msg("master gone, exiting")
