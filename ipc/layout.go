@@ -42,3 +42,16 @@ func TaskOrigin(slot int) uint32 { return uint32(slot) + 1 }
 
 // TaskFrom is the origin slot a Task frame's arg names (-1: none).
 func TaskFrom(arg uint32) int { return int(arg&0xFFFF) - 1 }
+
+// SkippedOf reads a Broadcast Result's payload (BroadcastSkippedSize).
+func SkippedOf(p []byte) int {
+	if len(p) < BroadcastSkippedSize {
+		return 0
+	}
+	return int(binary.LittleEndian.Uint32(p))
+}
+
+// AppendSkipped encodes a Broadcast Result's payload.
+func AppendSkipped(dst []byte, skipped int) []byte {
+	return binary.LittleEndian.AppendUint32(dst, uint32(skipped))
+}

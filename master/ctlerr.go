@@ -10,7 +10,9 @@ import (
 // *ControlError, which errors.Is matches against these sentinels, so the
 // CLI and the root package test errors.Is rather than the text.
 var (
-	ErrPermission     = errors.New("master: control: permission denied")
+	// ErrPermission means the master refused a control client, or the
+	// client may not reach the run dir's files: said at once, never a wait.
+	ErrPermission     = errors.New("permission denied")
 	ErrBadRequest     = errors.New("master: control: bad request")
 	ErrUnknownCommand = errors.New("master: control: unknown command")
 	ErrStopping       = errors.New("master: server is stopping")

@@ -237,6 +237,8 @@ func (p *fakeProc) serve() int {
 			return 0
 		case ipc.TypeStats, ipc.TypeConns:
 			w.Send(&ipc.Header{Type: f.Type, Seq: f.Seq}, []byte("{}"), nil)
+		case ipc.TypePing: // the master's watchdog
+			w.Send(&ipc.Header{Type: ipc.TypePong, Seq: f.Seq}, nil, nil)
 		}
 		rd.Shrink()
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/forkd/forkd/internal/safefile"
 	"github.com/forkd/forkd/reactor"
 )
 
@@ -112,9 +113,5 @@ func (a *idAllocator) lease() (uint64, error) {
 }
 
 func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return safefile.WriteFileAtomic(path, b, 0o644)
 }

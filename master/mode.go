@@ -26,6 +26,11 @@ type mode interface {
 	attach(p *proc)
 	detach(p *proc)
 	gone(p *proc)
+	// reattach routes work to p again (the watchdog found it unresponsive,
+	// and it answered after all); pending is what waits on p (for the
+	// watchdog's log): WebSockets and their unhandled messages.
+	reattach(p *proc)
+	pending(p *proc) (conns, msgs int, ok bool)
 	// stopConns ends the connections the master holds at a stop:
 	// gracefully within wait, or now. wakeAll first releases anything
 	// waiting for a worker.
@@ -37,7 +42,7 @@ type mode interface {
 	// list lists every open connection; false when the workers hold them.
 	list() ([]reactor.Info, bool)
 	// fromWorker takes the frames only this mode's workers send
-	// (PROCESS: Response).
+	// (PROCESS: Response, Credit).
 	fromWorker(p *proc, f ipc.Frame)
 	// dispatchName is how connections reach workers, as status shows it.
 	dispatchName() string
@@ -81,8 +86,11 @@ func (pm processMode) attach(p *proc) {
 func (pm processMode) detach(p *proc) { pm.m.backend.detach(p) }
 
 func (pm processMode) fromWorker(p *proc, f ipc.Frame) {
-	if f.Type == ipc.TypeResponse {
+	switch f.Type {
+	case ipc.TypeResponse:
 		pm.m.backend.response(p, f)
+	case ipc.TypeCredit:
+		pm.m.backend.credit(p, f)
 	}
 }
 
@@ -90,7 +98,22 @@ func (pm processMode) gone(p *proc) {
 	if p.slot.worker() {
 		pm.m.backend.detach(p)
 		pm.m.backend.fail(p)
+		pm.m.backend.wakeFlows(p)
 	}
+}
+
+func (pm processMode) reattach(p *proc) {
+	if p.slot.worker() {
+		pm.m.backend.reattach(p)
+	}
+}
+
+func (pm processMode) pending(p *proc) (int, int, bool) {
+	if !p.slot.worker() {
+		return 0, 0, false
+	}
+	conns, msgs := pm.m.backend.pending(p)
+	return conns, msgs, true
 }
 
 func (pm processMode) wakeAll() { pm.m.backend.wakeAll() }
@@ -133,6 +156,8 @@ func (bm baseMode) serve()                          {}
 func (bm baseMode) attach(*proc)                    {}
 func (bm baseMode) detach(*proc)                    {}
 func (bm baseMode) gone(*proc)                      {}
+func (bm baseMode) reattach(*proc)                  {}
+func (bm baseMode) pending(*proc) (int, int, bool)  { return 0, 0, false }
 func (bm baseMode) fromWorker(*proc, ipc.Frame)     {}
 func (bm baseMode) wakeAll()                        {}
 func (bm baseMode) stopConns(bool, time.Duration)   {}

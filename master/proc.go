@@ -45,6 +45,7 @@ type proc struct {
 	startErr atomic.Value // string: why the worker said it could not start
 
 	inflight atomic.Int64 // PROCESS: requests in flight, for dispatch=idle
+	lastPong atomic.Int64 // unix nanos of the worker's last Pong (watchdog.go)
 	welcomed atomic.Bool  // Welcome and Secrets sent: later Secrets frames may follow
 	perIPRow int          // BASE: its row of the shared per-address table (-1: none)
 
@@ -71,6 +72,7 @@ type proc struct {
 type route struct {
 	origin *proc
 	seq    uint32
+	sum    *broadcastSum // a BASE broadcast's share: added up, not forwarded
 }
 
 // kill ends p's process now (SIGKILL); its reaping follows as for any exit.
@@ -156,18 +158,18 @@ const (
 // spawn starts a worker process for slot sl and puts it in its place
 // (asCur or asNext) before anything can see it exit.
 func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
-	// Its three goroutines (writer, reader, reaper) are joined by Run.
+	// Its four goroutines (writer, reader, watchdog, reaper) are joined by Run.
 	m.mu.Lock()
 	if m.joined {
 		m.mu.Unlock()
 		return nil, tagged{fmt.Errorf("master: start worker %d: server stopped", sl.id), ErrStopping}
 	}
-	m.wg.Add(3)
+	m.wg.Add(4)
 	m.mu.Unlock()
 	started := false
 	defer func() {
 		if !started {
-			m.wg.Add(-3)
+			m.wg.Add(-4)
 		}
 	}()
 	// The ipc stream is two pipes (see ipc.Pipe): the worker reads fd 3
@@ -238,6 +240,7 @@ func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
 		p.kill()
 	}
 	started = true
+	p.pong()
 	m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker started")
 	go func() {
 		defer m.wg.Done()
@@ -246,6 +249,10 @@ func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
 	go func() {
 		defer m.wg.Done()
 		m.readProc(p)
+	}()
+	go func() {
+		defer m.wg.Done()
+		m.watch(p)
 	}()
 	go func() {
 		defer m.wg.Done()

@@ -174,13 +174,20 @@ func (w *Worker) Leave(id uint64, room string) ipc.Outcome {
 
 // Broadcast sends data to every member of room except one connection (0:
 // none). The master fans it out: one frame per process holding members.
-// It returns the number of members the room had.
-func (w *Worker) Broadcast(room string, op int, data []byte, except uint64) (int, ipc.Outcome) {
+// It returns how many members it was queued to (reached) and how many it
+// was not (skipped: their send buffer was full, or they were closing).
+func (w *Worker) Broadcast(room string, op int, data []byte, except uint64) (reached, skipped int, out ipc.Outcome) {
 	head := ipc.AppendRoom(make([]byte, 0, 2+len(room)), room)
 	w.m.Broadcasts.Add(1)
-	out, n, _ := w.call(ipc.Header{Type: ipc.TypeBroadcast, Flags: uint8(op), Conn: except}, head, data, 0)
-	return int(n), out
+	out, n, res := w.call(ipc.Header{Type: ipc.TypeBroadcast, Flags: uint8(op), Conn: except}, head, data, 0)
+	return int(n), SkippedOf(res), out
 }
+
+// SkippedOf reads a Broadcast Result's payload (ipc.SkippedOf).
+func SkippedOf(p []byte) int { return ipc.SkippedOf(p) }
+
+// AppendSkipped encodes a Broadcast Result's payload (ipc.AppendSkipped).
+func AppendSkipped(dst []byte, skipped int) []byte { return ipc.AppendSkipped(dst, skipped) }
 
 // Count returns the number of members of room across all workers.
 func (w *Worker) Count(room string) (int, ipc.Outcome) {
@@ -232,10 +239,14 @@ func (w *Worker) serveBus(f ipc.Frame) {
 			}
 		}()
 	case ipc.TypeBroadcast:
+		// Routed by the master, which adds up every holder's answer.
 		room, data, ok := ipc.SplitRoom(f.Payload)
-		if ok {
-			w.r.Broadcast(room, int(f.Flags), data, f.Conn)
+		if !ok {
+			w.reply(f, ipc.Failed, 0, nil)
+			return
 		}
+		reached, skipped := w.r.Broadcast(room, int(f.Flags), data, f.Conn)
+		w.reply(f, ipc.OK, uint32(reached), AppendSkipped(nil, skipped))
 	}
 }
 
