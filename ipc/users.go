@@ -8,7 +8,9 @@ import "encoding/binary"
 
 // BroadcastExt, in a Broadcast frame's flags (next to the opcode), says the
 // payload is extended: room, then u16 n + n u64 connection ids to skip,
-// then u8 options (BroadcastStamp), then the data.
+// then u8 options (BroadcastStamp), then the message's seq u64 and its
+// room's epoch u32 (0 from a worker; the master's numbers on the frame it
+// routes, which whoever answers reports back), then the data.
 const BroadcastExt uint8 = 0x40
 
 // BroadcastStamp, in an extended Broadcast's options: the data is a JSON
@@ -31,12 +33,6 @@ const (
 // MaxSession is the largest session a connection keeps, as JSON.
 const MaxSession = 64 << 10
 
-// AppendRoom appends room as u16 length + bytes.
-func AppendRoom(dst []byte, room string) []byte {
-	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(room)))
-	return append(dst, room...)
-}
-
 // CutRoom reads a room from the front of p and returns the rest.
 func CutRoom(p []byte) (string, []byte, bool) {
 	if len(p) < 2 {
@@ -54,18 +50,22 @@ type Broadcast struct {
 	Room    string
 	Exclude []uint64 // besides the header's conn
 	Options uint8
+	Seq     uint64 // the message's number in its room (extended only)
+	Epoch   uint32
 	Data    []byte
 }
 
-// AppendBroadcastExt encodes an extended Broadcast payload (flags must
-// carry BroadcastExt).
-func AppendBroadcastExt(dst []byte, room string, exclude []uint64, opts uint8) []byte {
+// AppendBroadcastExt encodes an extended Broadcast payload up to its data
+// (flags must carry BroadcastExt).
+func AppendBroadcastExt(dst []byte, room string, exclude []uint64, opts uint8, seq uint64, epoch uint32) []byte {
 	dst = AppendRoom(dst, room)
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(exclude)))
 	for _, id := range exclude {
 		dst = binary.LittleEndian.AppendUint64(dst, id)
 	}
-	return append(dst, opts)
+	dst = append(dst, opts)
+	dst = binary.LittleEndian.AppendUint64(dst, seq)
+	return binary.LittleEndian.AppendUint32(dst, epoch)
 }
 
 // ParseBroadcast decodes a Broadcast payload, plain or extended.
@@ -85,7 +85,7 @@ func ParseBroadcast(flags uint8, p []byte) (Broadcast, bool) {
 	}
 	n := int(binary.LittleEndian.Uint16(rest))
 	rest = rest[2:]
-	if len(rest) < 8*n+1 {
+	if len(rest) < 8*n+13 {
 		return b, false
 	}
 	b.Exclude = make([]uint64, n)
@@ -94,7 +94,9 @@ func ParseBroadcast(flags uint8, p []byte) (Broadcast, bool) {
 	}
 	rest = rest[8*n:]
 	b.Options = rest[0]
-	b.Data = rest[1:]
+	b.Seq = binary.LittleEndian.Uint64(rest[1:])
+	b.Epoch = binary.LittleEndian.Uint32(rest[9:])
+	b.Data = rest[13:]
 	return b, true
 }
 

@@ -9,9 +9,10 @@ import (
 // TestUsersPayloads: every users payload reads back as written, and a
 // truncated one is refused rather than misread.
 func TestUsersPayloads(t *testing.T) {
-	ext := append(AppendBroadcastExt(nil, "room", []uint64{1, 1 << 52}, BroadcastStamp), `{"a":1}`...)
+	ext := append(AppendBroadcastExt(nil, "room", []uint64{1, 1 << 52}, BroadcastStamp, 1<<40, 9), `{"a":1}`...)
 	b, ok := ParseBroadcast(BroadcastExt|1, ext)
-	if !ok || b.Room != "room" || !reflect.DeepEqual(b.Exclude, []uint64{1, 1 << 52}) || b.Options != BroadcastStamp || string(b.Data) != `{"a":1}` {
+	if !ok || b.Room != "room" || !reflect.DeepEqual(b.Exclude, []uint64{1, 1 << 52}) || b.Options != BroadcastStamp ||
+		b.Seq != 1<<40 || b.Epoch != 9 || string(b.Data) != `{"a":1}` {
 		t.Errorf("extended broadcast: got %+v %v", b, ok)
 	}
 	plain := append(AppendRoom(nil, "r"), "data"...)

@@ -30,22 +30,13 @@ func (m *Master) initUsers() {
 	}
 }
 
-// usersFrame handles frames 95-99 and Broadcast.
+// usersFrame handles Broadcast (numbered here, then routed through the
+// bus), Members, Recover and History. UID and Session go through the bus
+// like a Push (to the connection's owner).
 func (m *Master) usersFrame(p *proc, f ipc.Frame) {
 	switch f.Type {
 	case ipc.TypeBroadcast:
 		m.publish(p, f)
-	case ipc.TypeUID, ipc.TypeSession:
-		if m.reactor == nil {
-			m.busBase(p, f) // to the owner in the id
-			return
-		}
-		if f.Type == ipc.TypeUID {
-			result(p, f, m.reactor.BindUID(f.Conn, string(f.Payload)), 0, nil)
-			return
-		}
-		out, b := m.reactor.Session(f.Conn, f.Flags, f.Payload)
-		result(p, f, out, 0, b)
 	case ipc.TypeMembers:
 		m.members(p, f)
 	case ipc.TypeRecover:
@@ -61,8 +52,11 @@ func (m *Master) usersFrame(p *proc, f ipc.Frame) {
 	}
 }
 
-// publish numbers, keeps and fans out a broadcast; its Result carries the
-// members reached and skipped, the message's seq and the room's epoch.
+// publish numbers, stamps and keeps a broadcast, and routes it through the
+// bus, which fans it out and answers the caller with the members reached
+// and skipped and, carried in the frame, the message's seq and the room's
+// epoch. All under the room's lock: a replay to a recovering connection
+// (recoverConn) is ordered with the room's broadcasts.
 func (m *Master) publish(p *proc, f ipc.Frame) {
 	b, ok := ipc.ParseBroadcast(f.Flags, f.Payload)
 	if !ok {
@@ -71,30 +65,12 @@ func (m *Master) publish(p *proc, f ipc.Frame) {
 	}
 	op := f.Flags &^ ipc.BroadcastExt
 	stamp := b.Options&ipc.BroadcastStamp != 0
-	var reached, skipped int
-	seq, epoch := m.hist.publish(b.Room, op, b.Data, stamp, func(data []byte, seq uint64, epoch uint32) {
-		if m.reactor != nil {
-			reached, skipped = m.reactor.BroadcastExcept(b.Room, int(op), data, f.Conn, b.Exclude)
-			return
-		}
-		// BASE: one frame to each process holding members, queued under
-		// the room's lock so a replay to the same owner keeps its place.
-		flags := op
-		var payload []byte
-		if len(b.Exclude) > 0 {
-			flags |= ipc.BroadcastExt
-			payload = ipc.AppendBroadcastExt(make([]byte, 0, 16+len(b.Room)+8*len(b.Exclude)+len(data)), b.Room, b.Exclude, 0)
-		} else {
-			payload = ipc.AppendRoom(make([]byte, 0, 2+len(b.Room)+len(data)), b.Room)
-		}
-		payload = append(payload, data...)
+	m.hist.publish(b.Room, op, b.Data, stamp, func(data []byte, seq uint64, epoch uint32) {
+		payload := ipc.AppendBroadcastExt(make([]byte, 0, 20+len(b.Room)+8*len(b.Exclude)+len(data)), b.Room, b.Exclude, 0, seq, epoch)
 		fwd := f
-		fwd.Flags, fwd.Payload = flags, payload
-		m.broadcastBase(p, fwd, b.Room, ipc.BroadcastResult{Seq: seq, Epoch: epoch})
+		fwd.Flags, fwd.Payload = op|ipc.BroadcastExt, append(payload, data...)
+		m.bus.Route(p, fwd)
 	})
-	if m.reactor != nil {
-		result(p, f, ipc.OK, uint32(reached), ipc.BroadcastResult{Skipped: uint32(skipped), Seq: seq, Epoch: epoch}.Append(nil))
-	}
 }
 
 // recoverConn joins a connection to a room, replaying what it missed

@@ -181,18 +181,11 @@ func (w *Worker) Broadcast(room string, op int, data []byte, except uint64) (rea
 	return p.Reached, p.Skipped, out
 }
 
-// SkippedOf reads a Broadcast Result's payload (ipc.BroadcastSkippedSize).
-func SkippedOf(p []byte) int {
-	if len(p) < ipc.BroadcastSkippedSize {
-		return 0
-	}
-	return int(binary.LittleEndian.Uint32(p))
-}
+// SkippedOf reads a Broadcast Result's payload (ipc.SkippedOf).
+func SkippedOf(p []byte) int { return ipc.SkippedOf(p) }
 
-// AppendSkipped encodes a Broadcast Result's payload.
-func AppendSkipped(dst []byte, skipped int) []byte {
-	return binary.LittleEndian.AppendUint32(dst, uint32(skipped))
-}
+// AppendSkipped encodes a Broadcast Result's payload (ipc.AppendSkipped).
+func AppendSkipped(dst []byte, skipped int) []byte { return ipc.AppendSkipped(dst, skipped) }
 
 // Count returns the number of members of room across all workers.
 func (w *Worker) Count(room string) (int, ipc.Outcome) {
@@ -257,17 +250,8 @@ func (w *Worker) serveBus(f ipc.Frame) {
 	}
 }
 
-// SplitRoom splits a broadcast payload into room and data.
-func SplitRoom(p []byte) (string, []byte, bool) {
-	if len(p) < 2 {
-		return "", nil, false
-	}
-	n := int(binary.LittleEndian.Uint16(p))
-	if len(p) < 2+n {
-		return "", nil, false
-	}
-	return string(p[2 : 2+n]), p[2+n:], true
-}
+// SplitRoom splits a broadcast payload into room and data (ipc.SplitRoom).
+func SplitRoom(p []byte) (string, []byte, bool) { return ipc.SplitRoom(p) }
 
 func (w *Worker) reply(f ipc.Frame, out ipc.Outcome, arg uint32, data []byte) {
 	if f.Seq == 0 {

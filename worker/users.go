@@ -28,7 +28,7 @@ func (w *Worker) Publish(room string, op int, data []byte, except uint64, exclud
 	if stamp {
 		opts = ipc.BroadcastStamp
 	}
-	head := ipc.AppendBroadcastExt(make([]byte, 0, 8+len(room)+8*len(exclude)), room, exclude, opts)
+	head := ipc.AppendBroadcastExt(make([]byte, 0, 20+len(room)+8*len(exclude)), room, exclude, opts, 0, 0)
 	w.m.Broadcasts.Add(1)
 	out, n, res := w.call(ipc.Header{Type: ipc.TypeBroadcast, Flags: uint8(op) | ipc.BroadcastExt, Conn: except}, head, data, 0)
 	r := ipc.ParseBroadcastResult(res)
@@ -153,7 +153,7 @@ func (w *Worker) replay(f ipc.Frame) {
 	head = append([]byte(nil), head...)
 	go func() {
 		w.r.ReportRoom(room, func(n int) {
-			w.out.SendWait(&ipc.Header{Type: ipc.TypeJoin, Flags: 1, Arg: uint32(n)}, []byte(room), nil)
+			w.out.SendWait(&ipc.Header{Type: ipc.TypeJoin, Flags: ipc.JoinCount, Arg: uint32(n)}, []byte(room), nil)
 		})
 		w.reply(f, out, 0, head)
 	}()
