@@ -38,7 +38,15 @@ func (w *Worker) Publish(room string, op int, data []byte, except uint64, exclud
 // BindUID binds connection id to uid ("" unbinds), wherever it is held.
 func (w *Worker) BindUID(id uint64, uid string) ipc.Outcome {
 	if w.local(id) {
-		return w.r.BindUID(id, uid)
+		out := w.r.BindUID(id, uid)
+		// Leaving the old uid's room reports its new count without
+		// waiting when it is 0 (see baseHandler.RoomChanged): a call after
+		// it, on the same stream, returns once the master has applied it,
+		// so UIDOnline from any worker agrees as soon as this returns. (A
+		// bind routed here from another worker needs none: the answer
+		// follows the report through the master.)
+		w.Count(reactor.UIDRoom(uid))
+		return out
 	}
 	out, _, _ := w.call(ipc.Header{Type: ipc.TypeUID, Conn: id}, []byte(uid), nil, 0)
 	return out
