@@ -19,6 +19,9 @@ import (
 )
 
 func status(c *cli.Context) error {
+	if c.Bool("cluster") {
+		return clusterStatus(c)
+	}
 	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "status"}, 30*time.Second)
 	if err != nil {
 		return err
@@ -71,6 +74,9 @@ func status(c *cli.Context) error {
 func mib(b int64) string { return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20)) }
 
 func connections(c *cli.Context) error {
+	if c.Bool("cluster") {
+		return clusterConnections(c)
+	}
 	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "connections"}, 30*time.Second)
 	if err != nil {
 		return err

@@ -75,6 +75,9 @@ const (
 
 	// Connection ids (80-84).
 	TypeIDLease Type = 80 // BASE w->m: seq wants a Result whose payload is the u64 (LE) first sequence of a new lease
+
+	// Cluster (90-94).
+	TypeClusterNode Type = 90 // m->w: arg = this server's cluster node number, for the ids issued from now on
 )
 
 // ClosedReply, in a Closed frame's flags, says that the peer closed and

@@ -42,15 +42,21 @@ func (rc *roomCounts) set(room string, p *proc, n int32) {
 	set[p] = n
 }
 
-func (rc *roomCounts) forget(p *proc) {
+// forget drops p's members and returns the rooms it had members in.
+func (rc *roomCounts) forget(p *proc) []string {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	var had []string
 	for room, set := range rc.by {
+		if _, ok := set[p]; ok {
+			had = append(had, room)
+		}
 		delete(set, p)
 		if len(set) == 0 {
 			delete(rc.by, room)
 		}
 	}
+	return had
 }
 
 // holders returns the processes holding members of room, and the total.
@@ -89,7 +95,12 @@ func (m *Master) streamGone(p *proc) {
 		m.backend.detach(p)
 		m.backend.fail(p)
 	}
-	m.rooms.forget(p)
+	for _, room := range m.rooms.forget(p) {
+		if m.cluster != nil {
+			_, total := m.rooms.holders(room)
+			m.roomChanged(room, total)
+		}
+	}
 	// Tasks and bus operations in flight on a dead process fail now rather
 	// than time out.
 	p.mu.Lock()
@@ -101,7 +112,7 @@ func (m *Master) streamGone(p *proc) {
 			[]byte(fmt.Sprintf("task worker %d exited mid-task", p.slot.id)), nil)
 	}
 	for _, r := range routes {
-		r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: uint16(ipc.NoConnection)}, nil, nil)
+		r.answer(ipc.NoConnection, nil)
 	}
 }
 
@@ -174,6 +185,14 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		}
 		p.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: f.Seq, Code: uint16(out)}, binary.LittleEndian.AppendUint64(nil, start), nil)
 	case ipc.TypePipe:
+		if n := int(f.Conn); n != 0 && n != m.node() {
+			if m.cluster == nil {
+				result(p, f, ipc.Unavailable, 0, nil)
+			} else {
+				m.clusterCall(p, f, n)
+			}
+			return nil
+		}
 		to := int(f.Arg)
 		if to < 0 || to >= len(m.slots) || !m.toSlot(to, &ipc.Header{Type: ipc.TypePipe, Code: f.Code}, f.Payload) {
 			result(p, f, ipc.Unavailable, 0, nil)
@@ -189,10 +208,12 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 	case ipc.TypeResult:
 		// BASE: an owner's answer to an operation routed from another worker.
 		if r, ok := routed(p, p.routes, f.Seq); ok {
-			r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: f.Code}, f.Payload, nil)
+			r.answer(ipc.Outcome(f.Code), f.Payload)
 		}
 	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast, ipc.TypeCount:
-		if m.reactor != nil {
+		if n := m.remote(f.Conn); n != 0 && f.Type != ipc.TypeBroadcast && f.Type != ipc.TypeCount && !(f.Type == ipc.TypeJoin && f.Flags == 1 && m.reactor == nil) {
+			m.clusterCall(p, f, n)
+		} else if m.reactor != nil {
 			m.busProcess(p, f)
 		} else {
 			m.busBase(p, f)
@@ -234,8 +255,16 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 		// The member count, as in BASE mode (not how many accepted it).
 		n := r.Count(room)
 		r.Broadcast(room, int(f.Flags), data, f.Conn)
+		if m.cluster != nil {
+			m.clusterBroadcast(p, f, room, data, n)
+			return
+		}
 		result(p, f, ipc.OK, uint32(n), nil)
 	case ipc.TypeCount:
+		if m.cluster != nil {
+			m.clusterCount(p, f, string(f.Payload), r.Count(string(f.Payload)))
+			return
+		}
 		result(p, f, ipc.OK, uint32(r.Count(string(f.Payload))), nil)
 	}
 }
@@ -246,7 +275,12 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 	switch f.Type {
 	case ipc.TypeJoin:
 		if f.Flags == 1 { // a worker's new local member count
-			m.rooms.set(string(f.Payload), p, int32(f.Arg))
+			room := string(f.Payload)
+			m.rooms.set(room, p, int32(f.Arg))
+			if m.cluster != nil {
+				_, total := m.rooms.holders(room)
+				m.roomChanged(room, total)
+			}
 			result(p, f, ipc.OK, 0, nil) // when it waits (seq != 0)
 			return
 		}
@@ -260,15 +294,24 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 		for _, h := range holders {
 			h.out.Send(&ipc.Header{Type: ipc.TypeBroadcast, Flags: f.Flags, Conn: f.Conn}, f.Payload, nil)
 		}
+		if m.cluster != nil {
+			_, data, _ := worker.SplitRoom(f.Payload)
+			m.clusterBroadcast(p, f, room, data, total)
+			return
+		}
 		result(p, f, ipc.OK, uint32(total), nil)
 		return
 	case ipc.TypeCount:
 		_, total := m.rooms.holders(string(f.Payload))
+		if m.cluster != nil {
+			m.clusterCount(p, f, string(f.Payload), total)
+			return
+		}
 		result(p, f, ipc.OK, uint32(total), nil)
 		return
 	}
 	owner := int(reactor.Owner(f.Conn))
-	if owner >= m.opts.Workers || int(reactor.Node(f.Conn)) != m.opts.IDNode || f.Conn > reactor.MaxID {
+	if n := int(reactor.Node(f.Conn)); owner >= m.opts.Workers || (n != 0 && n != m.node()) || f.Conn > reactor.MaxID {
 		result(p, f, ipc.NoConnection, 0, nil)
 		return
 	}

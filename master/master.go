@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
 	"github.com/forkd/forkd/worker"
@@ -81,6 +82,10 @@ type Options struct {
 	// IDNode is this server's node number in connection ids (0: a single
 	// server; a cluster gives each server its own, 0..reactor.MaxNode).
 	IDNode int
+	// Cluster joins this server to a cluster on NATS (docs/cluster.md);
+	// nil: a single server, no NATS in the process. The node number it
+	// gets at join replaces IDNode.
+	Cluster *cluster.Config
 
 	Exe    string    // binary to run as workers
 	Args   []string  // its arguments
@@ -134,6 +139,8 @@ type Master struct {
 	slotFiles [][]*os.File          // BASE mode: per slot, per listener
 	reactor   *reactor.Reactor
 	backend   *procBackend
+	cluster   *cluster.Node // nil without --cluster/--cluster-embed
+	nodeNum   atomic.Int32  // node bits of new ids (IDNode, or the cluster's number)
 
 	mu       sync.Mutex
 	slots    []*slot // workers then task workers
@@ -219,6 +226,7 @@ func New(o Options) (*Master, error) {
 		o.Output = os.Stderr
 	}
 	m := &Master{opts: o, log: o.Log, stopCh: make(chan stopReq, 1), done: make(chan struct{})}
+	m.nodeNum.Store(int32(o.IDNode))
 	return m, nil
 }
 
@@ -260,6 +268,10 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	}
 	defer m.closeSecurity()
 	go m.rotateTickets()
+	if err := m.startCluster(); err != nil {
+		return err
+	}
+	defer m.stopCluster()
 	if err := m.openListeners(); err != nil {
 		return err
 	}
