@@ -132,7 +132,9 @@ func (l clusterLocal) SetNode(n int) {
 func (l clusterLocal) Apply(op cluster.Op, done func(cluster.Result)) {
 	m := l.m
 	f := ipc.Frame{Header: ipc.Header{Type: ipc.Type(op.Type), Flags: op.Flags, Code: op.Code, Arg: op.Arg, Conn: op.Conn}, Payload: op.Data}
-	answer := func(out ipc.Outcome, arg uint32, data []byte) { done(cluster.Result{Outcome: out, Arg: arg, Data: data}) }
+	answer := func(out ipc.Outcome, arg uint32, data []byte) {
+		done(cluster.Result{Outcome: out, Arg: arg, Data: data})
+	}
 	switch f.Type {
 	case ipc.TypePipe:
 		to := int(f.Arg)
