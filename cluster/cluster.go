@@ -149,6 +149,13 @@ func Start(cfg Config, local Local) (*Node, error) {
 		return nil, errors.New("cluster: no NATS server (--cluster or --cluster-embed)")
 	}
 	connected := make(chan struct{}, 1)
+	wake := make(chan struct{}, 1) // (re)connected: join if not joined yet
+	poke := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
 	opts := []nats.Option{
 		nats.Name("forkd " + cfg.Name),
 		nats.RetryOnFailedConnect(true),
@@ -168,13 +175,18 @@ func Start(cfg Config, local Local) (*Node, error) {
 			default:
 			}
 			n.log.Info().Msg("cluster: connected to NATS")
-			go n.join()
+			poke()
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			n.log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("cluster: reconnected to NATS")
-			go n.join()
+			poke()
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			select {
+			case <-n.stop:
+				return // leaving
+			default:
+			}
 			n.log.Warn().Err(err).Msg("cluster: lost NATS; cross-node operations fail until it is back")
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
@@ -214,18 +226,36 @@ func Start(cfg Config, local Local) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	select {
-	case <-connected:
+	up := nc.IsConnected()
+	if !up {
+		select {
+		case <-connected:
+			up = true
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if up {
 		n.join()
 		if why := n.refused.Load().(string); why != "" {
 			n.Close()
 			return nil, fmt.Errorf("%w: %s", ErrNameTaken, why)
 		}
-	case <-time.After(2 * time.Second):
+	} else {
 		n.log.Warn().Strs("servers", redact(urls)).Msg("cluster: NATS unreachable; serving locally, joining when it is back")
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.beat()
+	go func() {
+		defer n.wg.Done()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-wake:
+				n.join()
+			}
+		}
+	}()
 	return n, nil
 }
 

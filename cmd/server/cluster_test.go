@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"github.com/forkd/forkd/cluster"
+	"github.com/forkd/forkd/reactor"
+)
+
+// natsServer runs a real NATS server in the test process (port 0: any).
+func natsServer(t *testing.T, port int, clusterPort int, routes ...string) *natsserver.Server {
+	t.Helper()
+	if port == 0 {
+		port = natsserver.RANDOM_PORT
+	}
+	o := &natsserver.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true}
+	if clusterPort != 0 {
+		o.ServerName = fmt.Sprintf("nats-%d", time.Now().UnixNano())
+		o.Cluster = natsserver.ClusterOpts{Name: "forkd-test", Host: "127.0.0.1", Port: clusterPort}
+		if clusterPort < 0 {
+			o.Cluster.Port = natsserver.RANDOM_PORT
+		}
+		o.Routes = natsserver.RoutesFromStr(strings.Join(routes, ","))
+	}
+	s, err := natsserver.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		t.Fatal("NATS server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func natsURL(s *natsserver.Server) string {
+	return "nats://" + s.Addr().String()
+}
+
+// clusterStatus returns node s's view of the cluster (status --cluster --json).
+func (s *server) clusterState() (cluster.State, error) {
+	var cs cluster.State
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, serverBin, "status", "--cluster", "--json", "--run-dir", s.runDir).Output()
+	if err != nil {
+		return cs, err
+	}
+	return cs, json.Unmarshal(out, &cs)
+}
+
+// waitNodes waits until node s sees exactly the named nodes up.
+func waitNodes(t *testing.T, s *server, limit time.Duration, names ...string) cluster.State {
+	t.Helper()
+	var cs cluster.State
+	waitFor(t, limit, fmt.Sprintf("nodes %v up as seen from %s", names, s.runDir), func() bool {
+		var err error
+		if cs, err = s.clusterState(); err != nil || !cs.Connected || len(cs.Nodes) != len(names) {
+			return false
+		}
+		for i, n := range cs.Nodes {
+			if !contains(names, n.Name) || (i > 0 && n.Node == cs.Nodes[i-1].Node) {
+				return false
+			}
+		}
+		return true
+	})
+	return cs
+}
+
+// pushCode posts body to /push?conn=id on s and returns the status and how
+// long the answer took.
+func pushCode(t *testing.T, s *server, id, body string) (int, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	resp, _ := s.post("/push?conn="+id, body)
+	return resp.StatusCode, time.Since(start)
+}
+
+// textOnce waits until m has seen marker and returns how often it saw text.
+func textCount(seen []string, text string) int {
+	n := 0
+	for _, s := range seen {
+		if s == text {
+			n++
+		}
+	}
+	return n
+}
+
+func seenText(text string) func([]string) bool {
+	return func(seen []string) bool { return contains(seen, text) }
+}
+
+// TestCluster runs three nodes (PROCESS, BASE, PROCESS) on one NATS server
+// in the test process: presence, duplicate names, pushes across nodes and
+// their outcomes, a room spread over all three, NATS stopped and restarted,
+// and a node killed.
+func TestCluster(t *testing.T) {
+	ns := natsServer(t, 0, 0)
+	nurl := natsURL(ns)
+	natsPort := ns.Addr().(*net.TCPAddr).Port
+	n1 := startServer(t, "process", 2, "--cluster", nurl, "--node", "n1")
+	n2 := startServer(t, "base", 2, "--cluster", nurl, "--node", "n2")
+	t.Setenv("FORKD_CLUSTER", nurl) // the third joins through the environment
+	n3 := startServer(t, "process", 1, "--node", "n3")
+	nodes := []*server{n1, n2, n3}
+	top := t // what outlives the subtests (a NATS server started in one)
+	for _, s := range nodes {
+		waitNodes(t, s, 15*time.Second, "n1", "n2", "n3")
+	}
+	cs := waitNodes(t, n1, time.Second, "n1", "n2", "n3")
+	modes := map[string]string{}
+	for _, n := range cs.Nodes {
+		modes[n.Name] = n.Mode
+	}
+	if modes["n1"] != "process" || modes["n2"] != "base" || modes["n3"] != "process" {
+		t.Fatalf("status --cluster modes: %v", modes)
+	}
+	if out, err := n1.run("status", "--cluster"); err != nil || !strings.Contains(out, "3 nodes up") {
+		t.Fatalf("status --cluster: %v\n%s", err, out)
+	}
+
+	t.Run("duplicate-name", func(t *testing.T) {
+		dir := t.TempDir()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, serverBin, "start", "--workers", "1", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0",
+			"--run-dir", dir, "--cluster", nurl, "--node", "n2").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), `node "n2" is already running`) {
+			t.Fatalf("a second n2: err %v, want a refusal naming the node\n%s", err, out)
+		}
+		if lines := strings.Count(strings.TrimSpace(string(out)), "\n"); lines > 3 {
+			t.Errorf("refusal is not one clear line:\n%s", out)
+		}
+	})
+
+	room := "lobby.1.*" // dots and wildcards are fine in a room name (subjects carry it encoded)
+	m1 := joinChat(t, n1, n1.wsAddr, room, "a")
+	m2 := joinChat(t, n2, n2.wsAddr, room, "b")
+	m3 := joinChat(t, n3, n3.wsAddr, room, "c")
+	members := []*busMember{m1, m2, m3}
+	seenNodes := map[uint16]bool{}
+	for _, m := range members {
+		id, err := strconv.ParseUint(m.id, 10, 64)
+		if err != nil || id > reactor.MaxID {
+			t.Fatalf("id %q: %v", m.id, err)
+		}
+		seenNodes[reactor.Node(id)] = true
+	}
+	if len(seenNodes) != 3 || seenNodes[0] {
+		t.Fatalf("ids do not name three distinct nodes: %v", seenNodes)
+	}
+
+	t.Run("push", func(t *testing.T) {
+		for i, from := range nodes {
+			for j, to := range members {
+				body := fmt.Sprintf("push %d->%d", i, j)
+				if code, _ := pushCode(t, from, to.id, body); code != 200 {
+					t.Fatalf("push from node %d to %s on node %d: %d, want 200", i+1, to.id, j+1, code)
+				}
+				to.waitUntil(t, 5*time.Second, body, seenText(body))
+			}
+		}
+		// An id of n2 that names no connection there: 404, not 503.
+		id, _ := strconv.ParseUint(m2.id, 10, 64)
+		gone := reactor.MakeID(reactor.Node(id), reactor.Owner(id), reactor.Seq(id)+1000)
+		if code, _ := pushCode(t, n1, strconv.FormatUint(gone, 10), "x"); code != 404 {
+			t.Fatalf("push to a missing id on another node: %d, want 404", code)
+		}
+		// An id of a node number nobody holds: unavailable.
+		none := reactor.MakeID(reactor.MaxNode, reactor.Owner(id), reactor.Seq(id))
+		if code, took := pushCode(t, n1, strconv.FormatUint(none, 10), "x"); code != 503 || took > 3*time.Second {
+			t.Fatalf("push to a node that is not there: %d after %s, want 503 within the bound", code, took)
+		}
+	})
+
+	t.Run("broadcast", func(t *testing.T) {
+		for i, from := range nodes {
+			body := fmt.Sprintf("to all from %d", i)
+			resp, got := from.post("/broadcast?room="+urlQuery(room), body)
+			if resp.StatusCode != 200 || got != "3" {
+				t.Fatalf("broadcast from node %d: %d %q, want 200 with the cluster-wide count 3", i+1, resp.StatusCode, got)
+			}
+			mark := body + " end"
+			from.post("/broadcast?room="+urlQuery(room), mark)
+			for _, m := range members {
+				m.waitUntil(t, 5*time.Second, mark, seenText(mark))
+				if n := textCount(m.seen, body); n != 1 {
+					t.Fatalf("%s got %q %d times, want exactly once", m.name, body, n)
+				}
+			}
+		}
+	})
+
+	t.Run("nats-restart", func(t *testing.T) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		waitFor(t, 10*time.Second, "n1 to see NATS gone", func() bool {
+			cs, err := n1.clusterState()
+			return err == nil && !cs.Connected
+		})
+		// Local traffic is untouched.
+		if code, _ := pushCode(t, n1, m1.id, "local while down"); code != 200 {
+			t.Fatalf("local push while NATS is down: %d", code)
+		}
+		m1.waitUntil(t, 5*time.Second, "local push", seenText("local while down"))
+		if code, _ := pushCode(t, n2, m2.id, "local base while down"); code != 200 {
+			t.Fatalf("local BASE push while NATS is down: %d", code)
+		}
+		// Cross-node: unavailable, fast.
+		if code, took := pushCode(t, n1, m2.id, "x"); code != 503 || took > 3*time.Second {
+			t.Fatalf("cross-node push while NATS is down: %d after %s, want 503 within the bound", code, took)
+		}
+		if out, _ := n1.run("status", "--cluster"); !strings.Contains(out, "NATS unreachable") {
+			t.Fatalf("status --cluster does not say NATS is unreachable:\n%s", out)
+		}
+		// Back on the same port: every node reconnects, re-subscribes its
+		// rooms and its id subject, with no restart.
+		ns = natsServer(top, natsPort, 0)
+		for _, s := range nodes {
+			waitNodes(t, s, 20*time.Second, "n1", "n2", "n3")
+		}
+		waitFor(t, 10*time.Second, "pushes across nodes again", func() bool {
+			c, _ := pushCode(t, n1, m2.id, "after restart")
+			return c == 200
+		})
+		m2.waitUntil(t, 5*time.Second, "push after restart", seenText("after restart"))
+		resp, got := n3.post("/broadcast?room="+urlQuery(room), "after restart to all")
+		if resp.StatusCode != 200 || got != "3" {
+			t.Fatalf("broadcast after NATS restart: %d %q", resp.StatusCode, got)
+		}
+		for _, m := range members {
+			m.waitUntil(t, 5*time.Second, "broadcast after restart", seenText("after restart to all"))
+		}
+	})
+
+	t.Run("node-killed", func(t *testing.T) {
+		syscall.Kill(n3.cmd.Process.Pid, syscall.SIGKILL)
+		<-n3.exited
+		start := time.Now()
+		code, took := pushCode(t, n1, m3.id, "to the dead")
+		if (code != 503 && code != 404) || took > 3*time.Second {
+			t.Fatalf("push to a killed node's connection: %d after %s, want 503 or 404 within the bound", code, took)
+		}
+		// Its members leave the counts once presence drops it.
+		waitFor(t, 10*time.Second, "the room count without the dead node", func() bool {
+			_, got := n1.post("/broadcast?room="+urlQuery(room), "count")
+			return got == "2"
+		})
+		waitNodes(t, n2, 10*time.Second, "n1", "n2")
+		t.Logf("dead node out of counts and presence after %s", time.Since(start))
+		// The others still reach each other.
+		if code, _ := pushCode(t, n2, m1.id, "still here"); code != 200 {
+			t.Fatalf("push between the living: %d", code)
+		}
+		m1.waitUntil(t, 5*time.Second, "push between the living", seenText("still here"))
+	})
+
+	t.Run("connections", func(t *testing.T) {
+		out, err := n1.run("connections", "--cluster")
+		if err != nil || !strings.Contains(out, m1.id) || !strings.Contains(out, m2.id) {
+			t.Fatalf("connections --cluster: %v\n%s", err, out)
+		}
+	})
+}
+
+func urlQuery(s string) string { return url.QueryEscape(s) }
