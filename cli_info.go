@@ -108,7 +108,7 @@ func (s *Server) benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "worker processes of each server started"},
 			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "per scenario and mode"},
 			&cli.IntFlag{Name: "conns", Value: 64, Usage: "concurrent client connections driving the load"},
-			&cli.StringFlag{Name: "scenarios", Value: strings.Join(bench.AllScenarios, ","), Usage: "comma-separated scenarios to run"},
+			&cli.StringFlag{Name: "scenarios", Value: strings.Join(bench.AllScenarios, ","), Usage: "comma-separated scenarios to run (also: " + strings.Join(bench.ClusterScenarios, ", ") + ", on two nodes joined on NATS)"},
 			&cli.StringFlag{Name: "http-path", Value: "/hello", Usage: "http scenario: the GET path (it must answer 200)"},
 			&cli.StringFlag{Name: "ws-path", Value: "/echo", Usage: "echo, connect, idle scenarios: a WebSocket path that sends every message back"},
 			&cli.StringFlag{Name: "http-listener", Value: "http", Usage: "the listener serving --http-path"},

@@ -280,3 +280,112 @@ func TestCluster(t *testing.T) {
 }
 
 func urlQuery(s string) string { return url.QueryEscape(s) }
+
+// TestClusterNATSFailover runs two nodes on a cluster of three NATS servers
+// (routes between three servers in the test process) and kills the NATS
+// server the pushing node is connected to mid-test: the pushes keep
+// flowing through the other two.
+func TestClusterNATSFailover(t *testing.T) {
+	s1 := natsServer(t, 0, -1)
+	r1 := "nats://" + s1.ClusterAddr().String()
+	s2 := natsServer(t, 0, -1, r1)
+	s3 := natsServer(t, 0, -1, r1, "nats://"+s2.ClusterAddr().String())
+	servers := []*natsserver.Server{s1, s2, s3}
+	waitFor(t, 10*time.Second, "the NATS servers routed to each other", func() bool {
+		for _, s := range servers {
+			if s.NumRoutes() < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	all := natsURL(s1) + "," + natsURL(s2) + "," + natsURL(s3)
+	n1 := startServer(t, "base", 2, "--cluster", all, "--node", "n1")
+	n2 := startServer(t, "process", 2, "--cluster", all, "--node", "n2")
+	waitNodes(t, n1, 15*time.Second, "n1", "n2")
+	waitNodes(t, n2, 15*time.Second, "n1", "n2")
+	m := joinChat(t, n2, n2.wsAddr, "r", "m")
+
+	cs, err := n1.clusterState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim *natsserver.Server
+	victimAddr := ""
+	for _, s := range servers {
+		if strings.HasSuffix(cs.Server, s.Addr().String()) {
+			victim, victimAddr = s, s.Addr().String()
+		}
+	}
+	if victim == nil {
+		t.Fatalf("n1 is connected to %q, none of %s", cs.Server, all)
+	}
+	const before, after = 30, 50
+	okAfter, failed := 0, 0
+	for i := 0; okAfter < after; i++ {
+		if i == before {
+			victim.Shutdown()
+			t.Logf("killed NATS server %s (n1's) after %d pushes", victimAddr, i)
+		}
+		if i > 1000 {
+			t.Fatalf("pushes did not keep flowing after the NATS server died: %d delivered, %d unavailable", okAfter, failed)
+		}
+		body := "p" + strconv.Itoa(i)
+		code, took := pushCode(t, n1, m.id, body)
+		switch {
+		case code == 200 && i >= before:
+			okAfter++
+		case code == 200:
+		case code == 503 && i >= before:
+			failed++
+			if took > 3*time.Second {
+				t.Fatalf("push %d: 503 after %s, want within the bound", i, took)
+			}
+			time.Sleep(20 * time.Millisecond)
+		default:
+			t.Fatalf("push %d: %d", i, code)
+		}
+	}
+	t.Logf("after the kill: %d pushes delivered, %d unavailable during the fail-over", okAfter, failed)
+	last := "p-last"
+	if code, _ := pushCode(t, n1, m.id, last); code != 200 {
+		t.Fatalf("push after fail-over: %d", code)
+	}
+	m.waitUntil(t, 5*time.Second, "every delivered push", seenText(last))
+	if cs, _ := n1.clusterState(); strings.HasSuffix(cs.Server, victimAddr) {
+		t.Fatalf("n1 still says it is connected to the dead server %s", cs.Server)
+	}
+}
+
+// TestClusterEmbed: a node runs NATS inside its master (--cluster-embed)
+// and another joins it; a server started without cluster flags has no
+// cluster at all.
+func TestClusterEmbed(t *testing.T) {
+	n1 := startServer(t, "process", 1, "--cluster-embed", "127.0.0.1:0", "--node", "hub")
+	cs, err := n1.clusterState()
+	if err != nil || cs.Embedded == "" {
+		t.Fatalf("status --cluster: %v, embedded %q", err, cs.Embedded)
+	}
+	n2 := startServer(t, "base", 1, "--cluster", cs.Embedded, "--node", "spoke")
+	waitNodes(t, n1, 15*time.Second, "hub", "spoke")
+	m := joinChat(t, n1, n1.wsAddr, "r", "m")
+	if code, _ := pushCode(t, n2, m.id, "via the embedded server"); code != 200 {
+		t.Fatalf("push through the embedded NATS: %d", code)
+	}
+	m.waitUntil(t, 5*time.Second, "push", seenText("via the embedded server"))
+
+	single := startServer(t, "process", 1)
+	if st := single.status(); st.Cluster != nil {
+		t.Fatalf("a single server reports a cluster: %+v", st.Cluster)
+	}
+	out, err := single.run("status", "--cluster")
+	if err == nil || !strings.Contains(out, "not in a cluster") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Fatalf("status --cluster on a single server: %v\n%s", err, out)
+	}
+	// Its ids carry node 0.
+	s := joinChat(t, single, single.wsAddr, "r", "s")
+	id, _ := strconv.ParseUint(s.id, 10, 64)
+	if reactor.Node(id) != 0 {
+		t.Fatalf("a single server's id %d names node %d", id, reactor.Node(id))
+	}
+}
