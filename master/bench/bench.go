@@ -34,7 +34,9 @@ var AllScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioPush, ScenarioBr
 var ClusterScenarios = []string{ScenarioClusterPush, ScenarioClusterBroadcast}
 
 // knownScenarios is every scenario, in run order.
-func knownScenarios() []string { return append(append([]string(nil), AllScenarios...), ClusterScenarios...) }
+func knownScenarios() []string {
+	return append(append([]string(nil), AllScenarios...), ClusterScenarios...)
+}
 
 // baselineScenarios are the scenarios the baseline serves (it has no chat).
 var baselineScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioConnect, ScenarioIdle}
