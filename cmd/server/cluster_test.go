@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -387,5 +388,46 @@ func TestClusterEmbed(t *testing.T) {
 	id, _ := strconv.ParseUint(s.id, 10, 64)
 	if reactor.Node(id) != 0 {
 		t.Fatalf("a single server's id %d names node %d", id, reactor.Node(id))
+	}
+}
+
+// TestClusterPipe: a pipe message to a worker of another node
+// (Worker.SendMessageNode), answered by a pipe message back to the sender's
+// node; to a node that is not there, unavailable.
+func TestClusterPipe(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "taskapp")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", append(args, "../../testdata/taskapp")...).CombinedOutput(); err != nil {
+		t.Fatalf("go build testdata/taskapp: %v\n%s", err, out)
+	}
+	ns := natsServer(t, 0, 0)
+	start := func(mode, name string) *server {
+		s := newTestServer(t, mode)
+		s.bin = bin
+		s.launch(2, "--cluster", natsURL(ns), "--node", name)
+		return s
+	}
+	n1 := start("base", "p1")
+	n2 := start("process", "p2")
+	waitNodes(t, n1, 15*time.Second, "p1", "p2")
+	cs := waitNodes(t, n2, 15*time.Second, "p1", "p2")
+	var pipe struct {
+		Kind       string `json:"kind"`
+		PongWorker int    `json:"pong_worker"`
+	}
+	for to := 0; to < 2; to++ {
+		_, body := n1.get(fmt.Sprintf("/pipe?node=%d&to=%d", cs.Node, to))
+		if err := json.Unmarshal([]byte(body), &pipe); err != nil || pipe.Kind != "ok" || pipe.PongWorker != to {
+			t.Fatalf("pipe from p1 to worker %d of p2: %s", to, body)
+		}
+	}
+	_, body := n1.get(fmt.Sprintf("/pipe?node=%d&to=0", reactor.MaxNode))
+	if err := json.Unmarshal([]byte(body), &pipe); err != nil || pipe.Kind != "unavailable" {
+		t.Fatalf("pipe to a node that is not there: %s", body)
 	}
 }

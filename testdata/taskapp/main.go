@@ -141,6 +141,11 @@ func onPipeMessage(w *forkd.Worker, from int, data []byte) {
 		if err := w.SendMessage(from, []byte("pong|"+parts[1]+"|"+strconv.Itoa(w.ID()))); err != nil {
 			w.Log().Error().Err(err).Int("to", from).Msg("pong failed")
 		}
+	case len(parts) == 3 && parts[0] == "ping": // from another cluster node: ping|TOKEN|NODE
+		node, _ := strconv.Atoi(parts[2])
+		if err := w.SendMessageNode(node, from, []byte("pong|"+parts[1]+"|"+strconv.Itoa(w.ID()))); err != nil {
+			w.Log().Error().Err(err).Int("node", node).Int("to", from).Msg("pong failed")
+		}
 	case len(parts) == 3 && parts[0] == "pong":
 		id, _ := strconv.Atoi(parts[2])
 		waitersMu.Lock()
@@ -226,7 +231,11 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 		}
 		token, ch := expect()
 		defer forget(token)
-		if err := w.SendMessage(to, []byte("ping|"+token)); err != nil {
+		send := func() error { return w.SendMessage(to, []byte("ping|"+token)) }
+		if node := q.GetUintOrZero("node"); node != 0 { // a worker of another cluster node
+			send = func() error { return w.SendMessageNode(node, to, []byte("ping|"+token+"|"+strconv.Itoa(w.Node()))) }
+		}
+		if err := send(); err != nil {
 			reply(ctx, w, map[string]any{"to": to, "err": errText(err), "kind": kind(err)})
 			return
 		}
