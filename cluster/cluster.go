@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -306,8 +307,11 @@ func (n *Node) join() {
 	n.log.Error().Int("max", MaxNode).Msg("cluster: no free node number")
 }
 
-// claim takes node number num when no node answers it: subscribe, then ask
-// again and let the lower name win if another node took it at the same time.
+// claim takes node number num when no node answers it: subscribe (and make
+// sure the NATS server has the subscription), then ask again. Of two nodes
+// claiming the same number at once, at least one hears the other (whichever
+// asked second finds the first's subscription), and a node that hears a
+// rival gives the number up and tries the next after a random pause.
 func (n *Node) claim(num int) (bool, error) {
 	subj := subjNode + strconv.Itoa(num)
 	ping := (&Op{Type: opPing}).encode()
@@ -324,8 +328,7 @@ func (n *Node) claim(num int) (bool, error) {
 		return false, err
 	}
 	sub.SetPendingLimits(1<<16, 64<<20)
-	nameSub, err := n.nc.Subscribe(subjName+enc(n.cfg.Name), func(m *nats.Msg) { m.Respond([]byte(strconv.Itoa(num))) })
-	if err != nil {
+	if err := n.nc.Flush(); err != nil {
 		sub.Unsubscribe()
 		return false, err
 	}
@@ -334,7 +337,6 @@ func (n *Node) claim(num int) (bool, error) {
 	replies, err := n.nc.SubscribeSync(inbox)
 	if err != nil {
 		sub.Unsubscribe()
-		nameSub.Unsubscribe()
 		return false, err
 	}
 	defer replies.Unsubscribe()
@@ -346,11 +348,15 @@ func (n *Node) claim(num int) (bool, error) {
 		if err != nil {
 			break
 		}
-		if r, err := decodeResult(m.Data); err == nil && string(r.Data) < n.cfg.Name {
+		if r, err := decodeResult(m.Data); err == nil && string(r.Data) != n.cfg.Name {
 			sub.Unsubscribe()
-			nameSub.Unsubscribe()
+			time.Sleep(time.Duration(rand.IntN(50)+1) * time.Millisecond)
 			return false, nil
 		}
+	}
+	if _, err := n.nc.Subscribe(subjName+enc(n.cfg.Name), func(m *nats.Msg) { m.Respond([]byte(strconv.Itoa(num))) }); err != nil {
+		sub.Unsubscribe()
+		return false, err
 	}
 	n.nodeSub = sub
 	return true, nil
@@ -534,6 +540,11 @@ func (n *Node) onPresence(m *nats.Msg) {
 		return
 	}
 	i.LastSeen = time.Now()
+	if i.Node == n.Number() && i.Name != n.cfg.Name && !i.Leaving {
+		// Two nodes claimed one number at the same instant through
+		// different NATS servers (interest crosses routes a moment late).
+		n.log.Error().Int("node_number", i.Node).Str("other", i.Name).Msg("cluster: another node has this node number; restart one of them")
+	}
 	n.mu.Lock()
 	if i.Leaving {
 		delete(n.peers, i.Node)
