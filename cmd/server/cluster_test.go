@@ -431,3 +431,61 @@ func TestClusterPipe(t *testing.T) {
 		t.Fatalf("pipe to a node that is not there: %s", body)
 	}
 }
+
+// TestClusterLateNATS: NATS is down when the nodes start. They start
+// anyway and serve locally, say so in status, keep reconnecting, and join
+// once NATS is up: ids issued from then on name the node (a BASE node's
+// workers learn the number from the master), and pushes cross nodes.
+func TestClusterLateNATS(t *testing.T) {
+	port := freePort(t)
+	nurl := "nats://127.0.0.1:" + strconv.Itoa(port)
+	n1 := startServer(t, "base", 2, "--cluster", nurl, "--node", "late1")
+	n2 := startServer(t, "process", 1, "--cluster", nurl, "--node", "late2")
+	for _, s := range []*server{n1, n2} {
+		cs, err := s.clusterState()
+		if err != nil || cs.Connected || cs.Node != 0 {
+			t.Fatalf("before NATS: %+v, %v", cs, err)
+		}
+		if !strings.Contains(s.log(), "NATS unreachable; serving locally") {
+			t.Fatalf("the log does not say NATS is unreachable:\n%s", s.log())
+		}
+	}
+	early := joinChat(t, n1, n1.wsAddr, "r", "early")
+	if code, _ := pushCode(t, n1, early.id, "local before NATS"); code != 200 {
+		t.Fatalf("local push before NATS: %d", code)
+	}
+	early.waitUntil(t, 5*time.Second, "local push", seenText("local before NATS"))
+
+	natsServer(t, port, 0)
+	cs := waitNodes(t, n1, 20*time.Second, "late1", "late2")
+	waitNodes(t, n2, 20*time.Second, "late1", "late2")
+	var num1 int
+	for _, n := range cs.Nodes {
+		if n.Name == "late1" {
+			num1 = n.Node
+		}
+	}
+	// Every BASE worker issues ids of the node now.
+	var late *busMember
+	perWorker := map[int]bool{}
+	for i := 0; len(perWorker) < 2; i++ {
+		if i > 50 {
+			t.Fatalf("could not reach both BASE workers in 50 connections: %v", perWorker)
+		}
+		m := joinChat(t, n1, n1.wsAddr, "r", "late"+strconv.Itoa(i))
+		id, _ := strconv.ParseUint(m.id, 10, 64)
+		if int(reactor.Node(id)) != num1 {
+			t.Fatalf("id %d from worker %d names node %d, want %d", id, m.worker, reactor.Node(id), num1)
+		}
+		perWorker[m.worker] = true
+		late = m
+	}
+	if code, _ := pushCode(t, n2, late.id, "across after a late join"); code != 200 {
+		t.Fatalf("push across after a late join: %d", code)
+	}
+	late.waitUntil(t, 5*time.Second, "push across", seenText("across after a late join"))
+	// The early connection keeps its node-0 id and its own node reaches it.
+	if code, _ := pushCode(t, n1, early.id, "local after"); code != 200 {
+		t.Fatalf("push to a node-0 id on its node: %d", code)
+	}
+}
