@@ -104,6 +104,8 @@ type Node struct {
 
 	inflight chan struct{}
 	dropped  atomic.Uint64
+	calls    [8]atomic.Uint64 // by ipc.Outcome
+	casts    atomic.Uint64
 	since    time.Time
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -401,6 +403,24 @@ func (n *Node) onOp(m *nats.Msg) {
 // Call runs op on node num and returns its outcome within the bound:
 // Unavailable when the node is gone, NATS is down, or no answer came.
 func (n *Node) Call(num int, op Op) Result {
+	r := n.call(num, op)
+	n.calls[int(r.Outcome)%len(n.calls)].Add(1)
+	return r
+}
+
+// Calls returns how many calls ended with each outcome (index: ipc.Outcome).
+func (n *Node) Calls() []uint64 {
+	out := make([]uint64, len(n.calls))
+	for i := range n.calls {
+		out[i] = n.calls[i].Load()
+	}
+	return out
+}
+
+// Broadcasts returns how many room messages this node published.
+func (n *Node) Broadcasts() uint64 { return n.casts.Load() }
+
+func (n *Node) call(num int, op Op) Result {
 	if num < 1 || num > MaxNode || !n.Connected() {
 		return Result{Outcome: ipc.Unavailable}
 	}
@@ -428,6 +448,7 @@ func (n *Node) Publish(room string, flags uint8, except uint64, data []byte) boo
 	if !n.Connected() {
 		return false
 	}
+	n.casts.Add(1)
 	return n.nc.Publish(subjRoom+enc(room), encodeCast(flags, except, data)) == nil
 }
 

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/ipc"
+	"github.com/forkd/forkd/metrics"
 	"github.com/forkd/forkd/reactor"
 	"github.com/forkd/forkd/worker"
 )
@@ -283,3 +286,28 @@ func (m *Master) ClusterConnections(n, offset int) ([]json.RawMessage, error) {
 }
 
 var errNoCluster = errors.New("master: this server is not in a cluster (start it with --cluster or --cluster-embed)")
+
+// outcomeNames label cluster_calls_total (index: ipc.Outcome).
+var outcomeNames = []string{"ok", "no_connection", "closed", "buffer_full", "timeout", "too_large", "unavailable", "failed"}
+
+// clusterMetrics adds the cluster series, labelled with the node's name.
+func (m *Master) clusterMetrics(ch chan<- prometheus.Metric) {
+	c := m.cluster
+	if c == nil {
+		return
+	}
+	name := c.Name()
+	up := 0.0
+	if c.Connected() {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(metrics.DescClusterConnected, prometheus.GaugeValue, up, name)
+	ch <- prometheus.MustNewConstMetric(metrics.DescClusterNodes, prometheus.GaugeValue, float64(len(c.Peers())), name)
+	for i, v := range c.Calls() {
+		if i < len(outcomeNames) {
+			ch <- prometheus.MustNewConstMetric(metrics.DescClusterCalls, prometheus.CounterValue, float64(v), name, outcomeNames[i])
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(metrics.DescClusterBcasts, prometheus.CounterValue, float64(c.Broadcasts()), name)
+	ch <- prometheus.MustNewConstMetric(metrics.DescClusterDropped, prometheus.CounterValue, float64(c.Dropped()), name)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os/exec"
@@ -282,6 +283,16 @@ func TestCluster(t *testing.T) {
 
 func urlQuery(s string) string { return url.QueryEscape(s) }
 
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // TestClusterNATSFailover runs two nodes on a cluster of three NATS servers
 // (routes between three servers in the test process) and kills the NATS
 // server the pushing node is connected to mid-test: the pushes keep
@@ -367,13 +378,27 @@ func TestClusterEmbed(t *testing.T) {
 	if err != nil || cs.Embedded == "" {
 		t.Fatalf("status --cluster: %v, embedded %q", err, cs.Embedded)
 	}
-	n2 := startServer(t, "base", 1, "--cluster", cs.Embedded, "--node", "spoke")
+	n2 := startServer(t, "base", 1, "--cluster", cs.Embedded, "--node", "spoke", "--metrics", "127.0.0.1:0")
 	waitNodes(t, n1, 15*time.Second, "hub", "spoke")
+	waitNodes(t, n2, 15*time.Second, "hub", "spoke")
 	m := joinChat(t, n1, n1.wsAddr, "r", "m")
 	if code, _ := pushCode(t, n2, m.id, "via the embedded server"); code != 200 {
 		t.Fatalf("push through the embedded NATS: %d", code)
 	}
 	m.waitUntil(t, 5*time.Second, "push", seenText("via the embedded server"))
+	// The caller's metrics count the call, labelled with its node.
+	resp, err := httpClient.Get("http://" + n2.status().MetricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`forkd_cluster_connected{node="spoke",worker="master"} 1`, `forkd_cluster_nodes{node="spoke",worker="master"} 2`,
+		`forkd_cluster_calls_total{node="spoke",outcome="ok",worker="master"} 1`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics has no %s:\n%s", want, grepLines(string(b), "forkd_cluster"))
+		}
+	}
 
 	single := startServer(t, "process", 1)
 	if st := single.status(); st.Cluster != nil {
