@@ -108,19 +108,24 @@ func (m *Master) roomChanged(room string, n int) {
 // clusterLocal is what this server offers the other nodes.
 type clusterLocal struct{ m *Master }
 
+// SetNode takes the node number the cluster assigned (at start, or later
+// when NATS was down at start). Under the lock that orders the frames
+// after a worker's Welcome, so that every BASE worker ends with the last
+// number: one welcomed before gets it here, one welcomed after in welcome.
 func (l clusterLocal) SetNode(n int) {
 	m := l.m
+	m.sec.mu.Lock()
+	defer m.sec.mu.Unlock()
 	m.nodeNum.Store(int32(n))
-	if m.reactor != nil {
+	if m.listening.Load() && m.reactor != nil {
 		m.reactor.SetNode(uint16(n))
-		return
 	}
 	m.mu.Lock()
 	var procs []*proc
 	for _, sl := range m.slots {
 		if sl.worker() {
 			for _, p := range append([]*proc{sl.cur, sl.next}, sl.old...) {
-				if p != nil {
+				if p != nil && p.welcomed.Load() {
 					procs = append(procs, p)
 				}
 			}
@@ -128,7 +133,26 @@ func (l clusterLocal) SetNode(n int) {
 	}
 	m.mu.Unlock()
 	for _, p := range procs {
-		p.out.Send(&ipc.Header{Type: ipc.TypeClusterNode, Arg: uint32(n)}, nil, nil)
+		m.sendNodeLocked(p)
+	}
+}
+
+// sendNodeLocked tells a welcomed BASE worker the node number (m.sec.mu held).
+func (m *Master) sendNodeLocked(p *proc) {
+	if m.cluster == nil || m.opts.Mode != ModeBase || !p.slot.worker() {
+		return
+	}
+	p.out.Send(&ipc.Header{Type: ipc.TypeClusterNode, Arg: uint32(m.node())}, nil, nil)
+}
+
+// listenersOpen marks the reactor (PROCESS) as made: SetNode may reach it
+// from now on, and the number it may have missed is applied.
+func (m *Master) listenersOpen() {
+	m.sec.mu.Lock()
+	defer m.sec.mu.Unlock()
+	m.listening.Store(true)
+	if m.reactor != nil {
+		m.reactor.SetNode(uint16(m.node()))
 	}
 }
 

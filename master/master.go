@@ -141,6 +141,7 @@ type Master struct {
 	backend   *procBackend
 	cluster   *cluster.Node // nil without --cluster/--cluster-embed
 	nodeNum   atomic.Int32  // node bits of new ids (IDNode, or the cluster's number)
+	listening atomic.Bool   // the reactor exists (cluster.go: SetNode may reach it)
 
 	mu       sync.Mutex
 	slots    []*slot // workers then task workers
@@ -276,6 +277,7 @@ func (m *Master) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer m.closeListeners()
+	m.listenersOpen()
 	if err := m.startMetrics(); err != nil {
 		return err
 	}
