@@ -387,9 +387,13 @@ func (n *Node) onOp(m *nats.Msg) {
 	case opPing:
 		m.Respond((&Result{Outcome: ipc.OK, Data: []byte(n.cfg.Name)}).encode())
 	case opConns:
-		page := n.local.Conns(int(op.Arg), int(op.Code))
-		b, _ := json.Marshal(page)
-		m.Respond((&Result{Outcome: ipc.OK, Data: b}).encode())
+		// Gathering a page asks every BASE worker: not on the handler that
+		// delivers pushes.
+		go func() {
+			page := n.local.Conns(int(op.Arg), int(op.Code))
+			b, _ := json.Marshal(page)
+			m.Respond((&Result{Outcome: ipc.OK, Data: b}).encode())
+		}()
 	default:
 		// The data stays valid: nats.go hands each message its own buffer.
 		n.local.Apply(op, func(r Result) {
