@@ -537,8 +537,17 @@ func (n *Node) CountRemote(room string) int {
 
 // Conns fetches one page of node num's connections.
 func (n *Node) Conns(num, offset, limit int) ([]json.RawMessage, error) {
-	r := n.Call(num, Op{Type: opConns, Arg: uint32(offset), Code: uint16(limit)})
-	if r.Outcome != ipc.OK {
+	// A page may take a BASE node a moment (it asks each worker): a longer
+	// bound than a push's.
+	if !n.Connected() {
+		return nil, fmt.Errorf("cluster: node %d: NATS unreachable", num)
+	}
+	msg, err := n.nc.Request(subjNode+strconv.Itoa(num), (&Op{Type: opConns, Arg: uint32(offset), Code: uint16(limit)}).encode(), 10*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: node %d: %w", num, err)
+	}
+	r, err := decodeResult(msg.Data)
+	if err != nil || r.Outcome != ipc.OK {
 		return nil, fmt.Errorf("cluster: node %d: outcome %d", num, r.Outcome)
 	}
 	var page []json.RawMessage
