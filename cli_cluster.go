@@ -109,6 +109,9 @@ func clusterStatus(c *cli.Context) error {
 		conn = "NATS unreachable: serving locally, reconnecting"
 	}
 	fmt.Printf("node %s (number %d)   %s   rooms listened to %d   dropped %d\n", cs.Name, cs.Node, conn, cs.Rooms, cs.Dropped)
+	if cs.Embedded != "" {
+		fmt.Printf("embedded NATS server: %s (other nodes join with --cluster %s)\n", cs.Embedded, cs.Embedded)
+	}
 	if cs.Refused != "" {
 		fmt.Printf("not joined: %s\n", cs.Refused)
 	}
