@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fasthttp/websocket"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/forkd/forkd/cluster"
@@ -455,6 +457,47 @@ func TestClusterPipe(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &pipe); err != nil || pipe.Kind != "unavailable" {
 		t.Fatalf("pipe to a node that is not there: %s", body)
 	}
+
+	// Exists, Join, Leave, RoomCount and Close from a BASE node on a
+	// connection of a PROCESS node.
+	c := n2.dial(n2.wsAddr, "/")
+	var hello struct {
+		Conn string `json:"conn"`
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := c.ReadJSON(&hello); err != nil || hello.Conn == "" {
+		t.Fatalf("taskapp welcome: %v", err)
+	}
+	op := func(q string) map[string]any {
+		_, body := n1.get("/connop?conn=" + hello.Conn + "&" + q)
+		var v map[string]any
+		if err := json.Unmarshal([]byte(body), &v); err != nil {
+			t.Fatalf("/connop?%s: %q", q, body)
+		}
+		return v
+	}
+	for _, step := range []struct {
+		q, key string
+		want   any
+	}{
+		{"op=exists", "exists", true},
+		{"op=join&room=far", "kind", "ok"},
+		{"op=count&room=far", "count", 1.0},
+		{"op=leave&room=far", "kind", "ok"},
+		{"op=count&room=far", "count", 0.0},
+		{"op=close", "kind", "ok"},
+	} {
+		if got := op(step.q); got[step.key] != step.want {
+			t.Fatalf("/connop?%s from another node: %v, want %s=%v", step.q, got, step.key, step.want)
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4000 {
+		t.Fatalf("closed from another node: %v, want close 4000", err)
+	}
+	waitFor(t, 5*time.Second, "the closed connection gone on its node", func() bool { return op("op=exists")["exists"] == false })
 }
 
 // TestClusterLateNATS: NATS is down when the nodes start. They start

@@ -261,6 +261,32 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 			reply(ctx, w, map[string]any{"kind": "no pipe message"})
 		}
 
+	case "/connop": // ?op=exists|join|leave|count|close on ?conn= (any worker, any cluster node), ?room=
+		id, err := forkd.ParseConnID(string(q.Peek("conn")))
+		if err != nil {
+			ctx.Error("bad conn", fasthttp.StatusBadRequest)
+			return
+		}
+		room := string(q.Peek("room"))
+		switch string(q.Peek("op")) {
+		case "exists":
+			reply(ctx, w, map[string]any{"exists": w.Exists(id)})
+		case "join":
+			err = w.Join(id, room)
+			reply(ctx, w, map[string]any{"kind": kind(err)})
+		case "leave":
+			err = w.Leave(id, room)
+			reply(ctx, w, map[string]any{"kind": kind(err)})
+		case "count":
+			n, err := w.RoomCount(room)
+			reply(ctx, w, map[string]any{"count": n, "kind": kind(err)})
+		case "close":
+			err = w.Close(id, 4000, "closed from afar")
+			reply(ctx, w, map[string]any{"kind": kind(err)})
+		default:
+			ctx.Error("bad op", fasthttp.StatusBadRequest)
+		}
+
 	case "/taskpush": // a task worker pushes to ?conn=
 		res, err := w.TaskWait([]byte("push|"+string(q.Peek("conn"))+"|"+string(q.Peek("text"))), timeout)
 		reply(ctx, w, map[string]any{"result": string(res), "kind": kind(err), "err": errText(err)})
