@@ -103,7 +103,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
 		watchFlag(),
-	}, append(append(opsFlags(), securityFlags()...), clusterFlags()...)...)
+	}, append(append(append(boundsFlags(), opsFlags()...), securityFlags()...), clusterFlags()...)...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -192,6 +192,7 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 		ReadTimeout: c.Duration("read-timeout"), IdleTimeout: c.Duration("idle-timeout"),
 		LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Reloadable: !s.NoReload,
 	}
+	boundsOptions(c, &o)
 	var err error
 	if o.MaxPackageSize, err = parseSize(c.String("max-package-size")); err != nil {
 		return o, fmt.Errorf("--max-package-size: %w", err)
@@ -288,9 +289,14 @@ func (s *Server) start(c *cli.Context) (err error) {
 		if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 			return err
 		}
-		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if daemonChild {
+			if err := master.CheckRunDir(o.RunDir); err != nil {
+				return err
+			}
+		}
+		f, err := master.OpenNoFollow("log file", logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
-			return fmt.Errorf("log file: %w", err)
+			return err
 		}
 		defer f.Close()
 		out = f
@@ -422,13 +428,18 @@ func daemonize(runDir, logFile, title string, argv []string) error {
 	}
 	if pid, err := master.ReadPid(runDir); err == nil {
 		return fmt.Errorf("%w (pid %d, run dir %s)", master.ErrRunning, pid, runDir)
+	} else if errors.Is(err, master.ErrPermission) {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 		return err
 	}
-	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err := master.CheckRunDir(runDir); err != nil {
+		return err
+	}
+	lf, err := master.OpenNoFollow("log file", logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
-		return fmt.Errorf("log file: %w", err)
+		return err
 	}
 	defer lf.Close()
 	logStart, _ := lf.Seek(0, io.SeekEnd)
@@ -510,7 +521,7 @@ func stop(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := master.Call(dir, master.Request{Cmd: "stop", Graceful: c.Bool("graceful")}, 0); err != nil && errors.Is(err, master.ErrNotRunning) {
+	if err := askStop(dir, c.Bool("graceful")); err != nil {
 		return err
 	}
 	if err := waitGone(dir, pid, 2*time.Minute); err != nil {
@@ -518,6 +529,18 @@ func stop(c *cli.Context) error {
 	}
 	fmt.Printf("server stopped (master pid %d)\n", pid)
 	return nil
+}
+
+// askStop sends stop. The master answers before it stops, but the answer
+// may be lost as it exits: only a refusal or a master that is not there
+// is an error (said at once, not after waiting for an exit that will not
+// come).
+func askStop(dir string, graceful bool) error {
+	_, err := master.Call(dir, master.Request{Cmd: "stop", Graceful: graceful}, 10*time.Second)
+	if errors.Is(err, master.ErrNoAnswer) {
+		return nil
+	}
+	return err
 }
 
 // waitGone waits until the master of dir has exited.

@@ -74,19 +74,35 @@ func (m *Master) clusterCall(p *proc, f ipc.Frame, n int) {
 	}()
 }
 
-// clusterBroadcast sends a room message on to the other nodes, and
-// answers p with the cluster-wide member count (local plus what the other
-// nodes report within the bound).
-func (m *Master) clusterBroadcast(p *proc, f ipc.Frame, room string, data []byte, local int) {
+// clusterBroadcast (PROCESS) sends a room message on to the other nodes,
+// and answers p with the members reached here plus the other nodes'
+// members that they report within the bound (whether each of those was
+// reached or skipped is known only on its node), and the skipped here.
+func (m *Master) clusterBroadcast(p *proc, f ipc.Frame, room string, data []byte, reached, skipped int) {
 	m.cluster.Publish(room, f.Flags, f.Conn, data)
 	if f.Seq == 0 {
 		return
 	}
 	seq := f.Seq
 	go func() {
-		n := local + m.cluster.CountRemote(room)
-		p.out.SendWait(&ipc.Header{Type: ipc.TypeResult, Seq: seq, Code: uint16(ipc.OK), Arg: uint32(n)}, nil, nil)
+		n := reached + m.cluster.CountRemote(room)
+		p.out.SendWait(&ipc.Header{Type: ipc.TypeResult, Seq: seq, Code: uint16(ipc.OK), Arg: uint32(n)}, worker.AppendSkipped(nil, skipped), nil)
 	}()
+}
+
+// clusterPublish (BASE) sends a room message on to the other nodes; true
+// when the caller waits for the count (the other nodes' members are then
+// one more share of the broadcast's sum).
+func (m *Master) clusterPublish(f ipc.Frame) bool {
+	if m.cluster == nil {
+		return false
+	}
+	room, data, ok := worker.SplitRoom(f.Payload)
+	if !ok {
+		return false
+	}
+	m.cluster.Publish(room, f.Flags, f.Conn, data)
+	return f.Seq != 0
 }
 
 // clusterCount answers p with room's cluster-wide member count.

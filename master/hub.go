@@ -59,6 +59,13 @@ func (rc *roomCounts) forget(p *proc) []string {
 	return had
 }
 
+// count returns how many members of room p holds.
+func (rc *roomCounts) count(room string, p *proc) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return int(rc.by[room][p])
+}
+
 // holders returns the processes holding members of room, and the total.
 func (rc *roomCounts) holders(room string) ([]*proc, int) {
 	rc.mu.Lock()
@@ -94,6 +101,7 @@ func (m *Master) streamGone(p *proc) {
 	if m.backend != nil && p.slot.worker() {
 		m.backend.detach(p)
 		m.backend.fail(p)
+		m.backend.wakeFlows(p)
 	}
 	for _, room := range m.rooms.forget(p) {
 		if m.cluster != nil {
@@ -112,6 +120,10 @@ func (m *Master) streamGone(p *proc) {
 			[]byte(fmt.Sprintf("task worker %d exited mid-task", p.slot.id)), nil)
 	}
 	for _, r := range routes {
+		if r.sum != nil {
+			r.sum.add(0, 0) // its members were neither reached nor refused: gone
+			continue
+		}
 		r.answer(ipc.NoConnection, nil)
 	}
 }
@@ -177,6 +189,12 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		}
 	case ipc.TypeRetire:
 		go m.retire(p)
+	case ipc.TypePong:
+		p.pong()
+	case ipc.TypeCredit:
+		if m.backend != nil {
+			m.backend.credit(p, f)
+		}
 	case ipc.TypeIDLease:
 		start, err := m.ids.lease()
 		out := ipc.OK
@@ -207,7 +225,9 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		}
 	case ipc.TypeResult:
 		// BASE: an owner's answer to an operation routed from another worker.
-		if r, ok := routed(p, p.routes, f.Seq); ok {
+		if r, ok := routed(p, p.routes, f.Seq); ok && r.sum != nil {
+			r.sum.add(f.Arg, uint32(worker.SkippedOf(f.Payload)))
+		} else if ok {
 			r.answer(ipc.Outcome(f.Code), f.Payload)
 		}
 	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast, ipc.TypeCount:
@@ -252,14 +272,13 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 			result(p, f, ipc.Failed, 0, nil)
 			return
 		}
-		// The member count, as in BASE mode (not how many accepted it).
-		n := r.Count(room)
-		r.Broadcast(room, int(f.Flags), data, f.Conn)
+		// Members reached (queued to) and skipped (buffer full, closing).
+		reached, skipped := r.Broadcast(room, int(f.Flags), data, f.Conn)
 		if m.cluster != nil {
-			m.clusterBroadcast(p, f, room, data, n)
+			m.clusterBroadcast(p, f, room, data, reached, skipped)
 			return
 		}
-		result(p, f, ipc.OK, uint32(n), nil)
+		result(p, f, ipc.OK, uint32(reached), worker.AppendSkipped(nil, skipped))
 	case ipc.TypeCount:
 		if m.cluster != nil {
 			m.clusterCount(p, f, string(f.Payload), r.Count(string(f.Payload)))
@@ -290,16 +309,7 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 			result(p, f, ipc.Failed, 0, nil)
 			return
 		}
-		holders, total := m.rooms.holders(room)
-		for _, h := range holders {
-			h.out.Send(&ipc.Header{Type: ipc.TypeBroadcast, Flags: f.Flags, Conn: f.Conn}, f.Payload, nil)
-		}
-		if m.cluster != nil {
-			_, data, _ := worker.SplitRoom(f.Payload)
-			m.clusterBroadcast(p, f, room, data, total)
-			return
-		}
-		result(p, f, ipc.OK, uint32(total), nil)
+		m.broadcastBase(p, f, room)
 		return
 	case ipc.TypeCount:
 		_, total := m.rooms.holders(string(f.Payload))
