@@ -36,7 +36,36 @@ func (m *Master) startCluster() error {
 		return err
 	}
 	m.cluster = n
+	m.bus = clusterBus{m: m, local: m.bus}
 	return nil
+}
+
+// clusterBus is the cluster backend in the master's Bus seam (mode.go),
+// around the mode's local bus: an operation on a connection of another
+// node goes to that node; everything else (and rooms, whose broadcasts
+// the local buses send on to the cluster) stays local.
+type clusterBus struct {
+	m     *Master
+	local Bus
+}
+
+func (b clusterBus) Route(p *proc, f ipc.Frame) {
+	switch f.Type {
+	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeLeave:
+	case ipc.TypeJoin:
+		if f.Flags == ipc.JoinCount { // a BASE worker's count report
+			b.local.Route(p, f)
+			return
+		}
+	default:
+		b.local.Route(p, f)
+		return
+	}
+	if n := b.m.remote(f.Conn); n != 0 {
+		b.m.clusterCall(p, f, n)
+		return
+	}
+	b.local.Route(p, f)
 }
 
 func (m *Master) stopCluster() {
