@@ -103,7 +103,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
 		watchFlag(),
-	}, append(append(boundsFlags(), opsFlags()...), securityFlags()...)...)
+	}, append(append(append(boundsFlags(), opsFlags()...), securityFlags()...), clusterFlags()...)...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -124,9 +124,9 @@ func (s *Server) cli() *cli.App {
 				&cli.BoolFlag{Name: "tls-only", Usage: "only re-read the TLS certificates: no worker is replaced, no connection touched"}}, Action: reload},
 			{Name: "restart", Usage: "stop, then start again with the running server's settings (flags given here win)", Description: s.listenersHelp(),
 				Flags: append(sf, &cli.BoolFlag{Name: "graceful", Aliases: []string{"g"}, Usage: "stop gracefully"}), Action: s.restart},
-			{Name: "status", Usage: "mode, master and workers", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: status},
+			{Name: "status", Usage: "mode, master and workers (--cluster: every node of the cluster)", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}, clusterListFlag}, Action: status},
 			reopenLogsCommand(),
-			{Name: "connections", Usage: "every open connection", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: connections},
+			{Name: "connections", Usage: "every open connection (--cluster: of every node)", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}, clusterListFlag}, Action: connections},
 			s.benchCommand(),
 			{Name: "bench-baseline", Hidden: true, Flags: []cli.Flag{&cli.StringFlag{Name: "http"}, &cli.StringFlag{Name: "ws"}},
 				Action: func(c *cli.Context) error {
@@ -247,6 +247,9 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 		return o, err
 	}
 	if err := s.securityOptions(c, &o); err != nil {
+		return o, err
+	}
+	if err := clusterOptions(c, &o); err != nil {
 		return o, err
 	}
 	return o, nil

@@ -19,6 +19,9 @@ import (
 )
 
 func status(c *cli.Context) error {
+	if c.Bool("cluster") {
+		return clusterStatus(c)
+	}
 	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "status"}, 30*time.Second)
 	if err != nil {
 		return err
@@ -74,6 +77,9 @@ func status(c *cli.Context) error {
 func mib(b int64) string { return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20)) }
 
 func connections(c *cli.Context) error {
+	if c.Bool("cluster") {
+		return clusterConnections(c)
+	}
 	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "connections"}, 30*time.Second)
 	if err != nil {
 		return err
@@ -105,7 +111,7 @@ func (s *Server) benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "worker processes of each server started"},
 			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "per scenario and mode"},
 			&cli.IntFlag{Name: "conns", Value: 64, Usage: "concurrent client connections driving the load"},
-			&cli.StringFlag{Name: "scenarios", Value: strings.Join(bench.AllScenarios, ","), Usage: "comma-separated scenarios to run"},
+			&cli.StringFlag{Name: "scenarios", Value: strings.Join(bench.AllScenarios, ","), Usage: "comma-separated scenarios to run (also: " + strings.Join(bench.ClusterScenarios, ", ") + ", on two nodes joined on NATS)"},
 			&cli.StringFlag{Name: "http-path", Value: "/hello", Usage: "http scenario: the GET path (it must answer 200)"},
 			&cli.StringFlag{Name: "ws-path", Value: "/echo", Usage: "echo, connect, idle scenarios: a WebSocket path that sends every message back"},
 			&cli.StringFlag{Name: "http-listener", Value: "http", Usage: "the listener serving --http-path"},

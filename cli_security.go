@@ -198,6 +198,11 @@ func redactArgs(args []string) []string {
 			i++
 		case strings.HasPrefix(a, "api-token="):
 			out[i] = "--api-token=REDACTED"
+		case a == "cluster-token" && i+1 < len(out):
+			out[i+1] = "REDACTED"
+			i++
+		case strings.HasPrefix(a, "cluster-token="):
+			out[i] = "--cluster-token=REDACTED"
 		}
 	}
 	return out

@@ -119,6 +119,17 @@ func (w *Worker) SendMessage(to int, data []byte) error {
 	return outcomeErr(w.w.SendMessage(to, data))
 }
 
+// SendMessageNode sends data to OnPipeMessage of worker `to` on cluster
+// node `node` (see Node; 0 is this server). ErrUnavailable when that node
+// is not reachable within the cluster's bound (docs/cluster.md).
+func (w *Worker) SendMessageNode(node, to int, data []byte) error {
+	return outcomeErr(w.w.SendMessageNode(node, to, data))
+}
+
+// Node returns this server's cluster node number, the one its connection
+// ids carry (0: no cluster, or not joined yet).
+func (w *Worker) Node() int { return w.w.Node() }
+
 // TaskWait runs data through OnTask in a task worker and waits for the
 // result (Swoole's taskwait). ErrTimeout after timeout (0: 5s);
 // ErrUnavailable without task workers; ErrBufferFull when their queues are

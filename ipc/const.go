@@ -80,6 +80,9 @@ const (
 
 	// Connection ids (80-84).
 	TypeIDLease Type = 80 // BASE w->m: seq wants a Result whose payload is the u64 (LE) first sequence of a new lease
+
+	// Cluster (90-94).
+	TypeClusterNode Type = 90 // m->w: arg = this server's cluster node number, for the ids issued from now on
 )
 
 // BroadcastSkippedSize is the payload of a Broadcast's Result: the number

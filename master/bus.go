@@ -40,8 +40,16 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 		}
 		// Members reached (queued to) and skipped (buffer full, closing).
 		reached, skipped := r.Broadcast(room, int(f.Flags), data, f.Conn)
+		if m.cluster != nil {
+			m.clusterBroadcast(p, f, room, data, reached, skipped)
+			return
+		}
 		result(p, f, ipc.OK, uint32(reached), ipc.AppendSkipped(nil, skipped))
 	case ipc.TypeCount:
+		if m.cluster != nil {
+			m.clusterCount(p, f, string(f.Payload), r.Count(string(f.Payload)))
+			return
+		}
 		result(p, f, ipc.OK, uint32(r.Count(string(f.Payload))), nil)
 	}
 }
@@ -52,7 +60,12 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 	switch f.Type {
 	case ipc.TypeJoin:
 		if f.Flags == ipc.JoinCount { // a worker's new local member count
-			m.rooms.set(string(f.Payload), p, int32(f.Arg))
+			room := string(f.Payload)
+			m.rooms.set(room, p, int32(f.Arg))
+			if m.cluster != nil {
+				_, total := m.rooms.holders(room)
+				m.roomChanged(room, total)
+			}
 			result(p, f, ipc.OK, 0, nil) // when it waits (seq != 0)
 			return
 		}
@@ -66,11 +79,17 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 		return
 	case ipc.TypeCount:
 		_, total := m.rooms.holders(string(f.Payload))
+		if m.cluster != nil {
+			m.clusterCount(p, f, string(f.Payload), total)
+			return
+		}
 		result(p, f, ipc.OK, uint32(total), nil)
 		return
 	}
 	owner := int(reactor.Owner(f.Conn))
-	if owner >= m.opts.Workers || int(reactor.Node(f.Conn)) != m.opts.IDNode || f.Conn > reactor.MaxID {
+	// Node 0 or this node's number: here (another node's id reached this
+	// bus only without a cluster, and names no connection here).
+	if n := int(reactor.Node(f.Conn)); owner >= m.opts.Workers || (n != 0 && n != m.node()) || f.Conn > reactor.MaxID {
 		result(p, f, ipc.NoConnection, 0, nil)
 		return
 	}

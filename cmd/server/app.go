@@ -174,6 +174,9 @@ func pushError(ctx *fasthttp.RequestCtx, err error) {
 		ctx.Error("message too large", fasthttp.StatusRequestEntityTooLarge)
 	case errors.Is(err, forkd.ErrBufferFull):
 		ctx.Error("connection send buffer full", fasthttp.StatusServiceUnavailable)
+	case errors.Is(err, forkd.ErrUnavailable):
+		// In a cluster: the holder's node is gone or unreachable (docs/cluster.md).
+		ctx.Error("unavailable: the connection's node did not answer", fasthttp.StatusServiceUnavailable)
 	default:
 		ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
 	}

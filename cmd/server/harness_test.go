@@ -89,6 +89,16 @@ type server struct {
 	// plain client unless a test set them before launch: https, a TLS client).
 	scheme string
 	client *http.Client
+
+	bin string // the program run ("": serverBin)
+}
+
+// binary returns the program s runs.
+func (s *server) binary() string {
+	if s.bin != "" {
+		return s.bin
+	}
+	return serverBin
 }
 
 // startServer starts the real binary with `start --mode mode --workers n`
@@ -124,7 +134,7 @@ func (s *server) launch(workers int, args ...string) {
 	}
 	full := append([]string{"start", "--mode", mode, "--workers", strconv.Itoa(workers),
 		"--http", s.httpAddr, "--ws", s.wsAddr, "--run-dir", s.runDir, "--log-format", "console"}, args...)
-	s.cmd = exec.Command(serverBin, full...)
+	s.cmd = exec.Command(s.binary(), full...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := s.cmd.Start(); err != nil {
@@ -175,7 +185,7 @@ func (s *server) cleanup() {
 	case <-s.exited:
 	default:
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		out, err := exec.CommandContext(ctx, serverBin, "stop", "--run-dir", s.runDir).CombinedOutput()
+		out, err := exec.CommandContext(ctx, s.binary(), "stop", "--run-dir", s.runDir).CombinedOutput()
 		cancel()
 		if err != nil && !t.Failed() {
 			t.Errorf("server stop: %v\n%s", err, out)
@@ -226,7 +236,7 @@ func (s *server) log() string {
 func (s *server) run(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, serverBin, append(args, "--run-dir", s.runDir)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, s.binary(), append(args, "--run-dir", s.runDir)...).CombinedOutput()
 	return string(out), err
 }
 
@@ -234,7 +244,7 @@ func (s *server) statusErr() (master.Status, error) {
 	var st master.Status
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, serverBin, "status", "--json", "--run-dir", s.runDir).Output()
+	out, err := exec.CommandContext(ctx, s.binary(), "status", "--json", "--run-dir", s.runDir).Output()
 	if err != nil {
 		return st, err
 	}

@@ -26,8 +26,17 @@ const (
 	ScenarioIdle      = "idle"
 )
 
-// AllScenarios lists every scenario in run order.
+// AllScenarios lists every scenario run by default, in run order.
 var AllScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioPush, ScenarioBroadcast, ScenarioConnect, ScenarioIdle}
+
+// ClusterScenarios run on two nodes joined on one NATS server (see
+// cluster.go); only when named in --scenarios.
+var ClusterScenarios = []string{ScenarioClusterPush, ScenarioClusterBroadcast}
+
+// knownScenarios is every scenario, in run order.
+func knownScenarios() []string {
+	return append(append([]string(nil), AllScenarios...), ClusterScenarios...)
+}
 
 // baselineScenarios are the scenarios the baseline serves (it has no chat).
 var baselineScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioConnect, ScenarioIdle}
@@ -89,13 +98,13 @@ func (o *Options) setDefaults() error {
 		o.Scenarios = AllScenarios
 	}
 	for _, s := range o.Scenarios {
-		if !slices.Contains(AllScenarios, s) {
-			return fmt.Errorf("bench: unknown scenario %q (want %s)", s, strings.Join(AllScenarios, ", "))
+		if !slices.Contains(knownScenarios(), s) {
+			return fmt.Errorf("bench: unknown scenario %q (want %s)", s, strings.Join(knownScenarios(), ", "))
 		}
 	}
 	// Run scenarios in the canonical order whatever order they were given in.
 	var ordered []string
-	for _, s := range AllScenarios {
+	for _, s := range knownScenarios() {
 		if slices.Contains(o.Scenarios, s) {
 			ordered = append(ordered, s)
 		}
@@ -317,11 +326,15 @@ var scenarioFuncs = map[string]scenarioFunc{
 	ScenarioBroadcast: (*session).benchBroadcast,
 	ScenarioConnect:   (*session).benchConnect,
 	ScenarioIdle:      (*session).benchIdle,
+
+	ScenarioClusterPush:      (*session).benchClusterPush,
+	ScenarioClusterBroadcast: (*session).benchClusterBroadcast,
 }
 
 var scenarioUnits = map[string]string{
 	ScenarioHTTP: "req", ScenarioEcho: "msg", ScenarioPush: "delivery",
 	ScenarioBroadcast: "delivery", ScenarioConnect: "conn", ScenarioIdle: "conn",
+	ScenarioClusterPush: "delivery", ScenarioClusterBroadcast: "delivery",
 }
 
 // runScenario runs scenario sc against *tp. A scenario that cannot run is
@@ -467,7 +480,7 @@ func hasBaselineScenario(scs []string) bool {
 func (rep *Report) sortResults(modes []string) {
 	order := append([]string{modeBaseline}, modes...)
 	slices.SortStableFunc(rep.Results, func(a, b *Result) int {
-		if d := slices.Index(AllScenarios, a.Scenario) - slices.Index(AllScenarios, b.Scenario); d != 0 {
+		if d := slices.Index(knownScenarios(), a.Scenario) - slices.Index(knownScenarios(), b.Scenario); d != 0 {
 			return d
 		}
 		return slices.Index(order, a.Mode) - slices.Index(order, b.Mode)

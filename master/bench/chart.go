@@ -101,7 +101,8 @@ func scenarioPanel(sc string, rs []*Result) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = sc
 	p.Y.Label.Text = map[string]string{ScenarioHTTP: "requests", ScenarioEcho: "messages", ScenarioPush: "deliveries",
-		ScenarioBroadcast: "member deliveries", ScenarioConnect: "connections"}[sc] + " / server CPU-s"
+		ScenarioBroadcast: "member deliveries", ScenarioConnect: "connections",
+		ScenarioClusterPush: "deliveries", ScenarioClusterBroadcast: "member deliveries"}[sc] + " / server CPU-s"
 	if sc == ScenarioIdle {
 		p.Title.Text = "idle (lower is better)"
 		p.Y.Label.Text = "KiB RSS per connection"

@@ -274,12 +274,11 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 		set.closeAll()
 		rwg.Wait()
 	}()
-	hc, err := dialHTTP(ctx, t.httpAddr)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
+	// The sender connects once the join storm is over (below): a
+	// connection opened before it sat idle through it, past the server's
+	// read timeout for a first request, and the warm-up got a 408.
+	var hc *httpConn
 	hset := new(closerSet)
-	hset.add(hc)
 	defer hset.closeAll()
 	head := httpPostHead(t.httpAddr, "/broadcast?room="+url.QueryEscape(room), echoSize)
 	var buf []byte
@@ -352,6 +351,11 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	hc, err = dialHTTP(ctx, t.httpAddr)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	hset.add(hc)
 	// The warm-up broadcast waits out whatever is still queued.
 	if count, ok, err := broadcast(1, warmupTimeout, 10*time.Second); err != nil || !ok {
 		if err == nil {

@@ -92,7 +92,7 @@ func listenerArgs(name, addr string) []string {
 
 // startTarget starts the server binary in mode (or the baseline) and waits
 // until it answers on both ports. On error nothing is left running.
-func startTarget(ctx context.Context, o *Options, mode string) (*target, error) {
+func startTarget(ctx context.Context, o *Options, mode string, extra ...string) (*target, error) {
 	addrs, err := freeAddrs(2+len(o.OtherListeners), o.PortMin, o.PortMax)
 	if err != nil {
 		return nil, err
@@ -118,6 +118,7 @@ func startTarget(ctx context.Context, o *Options, mode string) (*target, error) 
 		for i, name := range o.OtherListeners {
 			args = append(args, listenerArgs(name, addrs[2+i])...)
 		}
+		args = append(args, extra...)
 	}
 	errf, err := os.Create(t.errPath)
 	if err != nil {
