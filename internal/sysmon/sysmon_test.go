@@ -1,4 +1,4 @@
-package forkd
+package sysmon
 
 import (
 	"slices"
@@ -24,14 +24,14 @@ func TestWithSysmonSetting(t *testing.T) {
 }
 
 func TestPlainEnv(t *testing.T) {
-	t.Setenv(EnvSysmon, "added")
+	t.Setenv(Env, "added")
 	t.Setenv("GODEBUG", "gctrace=1,"+sysmonSetting)
-	env := plainEnv()
-	if !slices.Contains(env, "GODEBUG=gctrace=1") || slices.ContainsFunc(env, func(e string) bool { return e == EnvSysmon+"=added" }) {
-		t.Errorf("plainEnv kept what keepSysmonAwake added: %q", env)
+	env := PlainEnv()
+	if !slices.Contains(env, "GODEBUG=gctrace=1") || slices.ContainsFunc(env, func(e string) bool { return e == Env+"=added" }) {
+		t.Errorf("PlainEnv kept what KeepAwake added: %q", env)
 	}
-	t.Setenv(EnvSysmon, "")
-	if env := plainEnv(); !slices.Contains(env, "GODEBUG=gctrace=1,"+sysmonSetting) {
-		t.Errorf("plainEnv dropped a GODEBUG the user set: %q", env)
+	t.Setenv(Env, "")
+	if env := PlainEnv(); !slices.Contains(env, "GODEBUG=gctrace=1,"+sysmonSetting) {
+		t.Errorf("PlainEnv dropped a GODEBUG the user set: %q", env)
 	}
 }

@@ -1,4 +1,4 @@
-package forkd
+package command
 
 import (
 	"crypto/tls"
@@ -42,7 +42,7 @@ func securityFlags() []cli.Flag {
 }
 
 // securityOptions reads the flags above into o.
-func (s *Server) securityOptions(c *cli.Context, o *master.Options) error {
+func (s *Program) securityOptions(c *cli.Context, o *master.Options) error {
 	certs, keys := map[string]string{}, map[string]string{}
 	for flag, m := range map[string]map[string]string{"listen-tls-cert": certs, "listen-tls-key": keys} {
 		for _, kv := range c.StringSlice(flag) {
@@ -104,8 +104,10 @@ func (s *Server) securityOptions(c *cli.Context, o *master.Options) error {
 		return fmt.Errorf("--tls-ticket-rotate %s: want at least 10ms", o.TicketRotate)
 	}
 	o.APIAllow = c.StringSlice("api-allow")
-	if _, err := NewAPIGuard(token, o.APIAllow); err != nil {
-		return err
+	if s.CheckAPI != nil {
+		if err := s.CheckAPI(token, o.APIAllow); err != nil {
+			return err
+		}
 	}
 	o.AllowedOrigins = c.StringSlice("allowed-origins")
 	if err := reactor.CheckOrigins(o.AllowedOrigins); err != nil {
@@ -174,7 +176,7 @@ func credential(name, group string) (*syscall.Credential, error) {
 }
 
 // tlsConfigs are the program's own tls.Configs per listener, for workers.
-func (s *Server) tlsConfigs() []*tls.Config {
+func (s *Program) tlsConfigs() []*tls.Config {
 	out := make([]*tls.Config, len(s.Listeners))
 	for i, l := range s.Listeners {
 		out[i] = l.TLS

@@ -1,4 +1,4 @@
-package forkd
+package command
 
 import (
 	"context"
@@ -18,9 +18,9 @@ import (
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 
+	"github.com/forkd/forkd/internal/sysmon"
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/master"
-	"github.com/forkd/forkd/master/bench"
 	"github.com/forkd/forkd/worker"
 )
 
@@ -28,7 +28,7 @@ import (
 // it runs the CLI on args (os.Args); in a worker process it runs the
 // worker. It returns an error for the caller to print and exit 1 on; it
 // never calls os.Exit.
-func (s *Server) Run(args []string) error {
+func (s *Program) Run(args []string) error {
 	if os.Getenv(master.EnvRole) == master.RoleWorker {
 		return s.runWorker()
 	}
@@ -36,7 +36,7 @@ func (s *Server) Run(args []string) error {
 	return s.cli().Run(args)
 }
 
-func (s *Server) runWorker() error {
+func (s *Program) runWorker() error {
 	cfg, _, err := worker.ConfigFromEnv()
 	if err != nil {
 		return err
@@ -52,8 +52,8 @@ func (s *Server) runWorker() error {
 	// whole process group) or a stray reload signal must not kill them.
 	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
 	master.RaiseNoFile()
-	workerProcs(cfg.Workers)
-	defer startProfile(role, &log)()
+	sysmon.WorkerProcs(cfg.Workers)
+	defer sysmon.StartProfile(role, &log)()
 	var files []*os.File
 	if cfg.Mode == worker.ModeBase && !cfg.Task && cfg.Process == "" {
 		for i := range cfg.Listeners {
@@ -69,7 +69,7 @@ func (s *Server) runWorker() error {
 		return fmt.Errorf("worker: ipc pipe to the master (fd 4): %w", err)
 	}
 	err = worker.Run(context.Background(), worker.Options{
-		Config: cfg, IPCIn: in, IPCOut: out, Listeners: files, App: &app{s: s}, Log: log, TLSConfigs: s.tlsConfigs(),
+		Config: cfg, IPCIn: in, IPCOut: out, Listeners: files, App: s.App, Log: log, TLSConfigs: s.tlsConfigs(),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("worker failed")
@@ -108,7 +108,7 @@ func startFlags() []cli.Flag {
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
 
-func (s *Server) cli() *cli.App {
+func (s *Program) cli() *cli.App {
 	sf := startFlags()
 	s.describeListenerFlags(sf)
 	app := &cli.App{
@@ -127,14 +127,10 @@ func (s *Server) cli() *cli.App {
 			{Name: "status", Usage: "mode, master and workers", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: status},
 			reopenLogsCommand(),
 			{Name: "connections", Usage: "every open connection", Flags: []cli.Flag{runDirFlag, &cli.BoolFlag{Name: "json"}}, Action: connections},
-			s.benchCommand(),
-			{Name: "bench-baseline", Hidden: true, Flags: []cli.Flag{&cli.StringFlag{Name: "http"}, &cli.StringFlag{Name: "ws"}},
-				Action: func(c *cli.Context) error {
-					ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-					defer stop()
-					return bench.Baseline(ctx, c.String("http"), c.String("ws"))
-				}},
 		},
+	}
+	for _, f := range hooks() {
+		app.Commands = append(app.Commands, f(s)...)
 	}
 	s.polishCLI(app)
 	return app
@@ -163,7 +159,7 @@ func configSource(flags []cli.Flag) cli.BeforeFunc {
 // --config names) into master options, and starts nothing. The config
 // parser's fuzz test enters here; `start` runs the same configSource and
 // options.
-func (s *Server) loadOptions(args []string) (master.Options, error) {
+func (s *Program) loadOptions(args []string) (master.Options, error) {
 	sf := startFlags()
 	var o master.Options
 	app := &cli.App{
@@ -184,7 +180,7 @@ func (s *Server) loadOptions(args []string) (master.Options, error) {
 }
 
 // options turns the start flags into master options.
-func (s *Server) options(c *cli.Context) (master.Options, error) {
+func (s *Program) options(c *cli.Context) (master.Options, error) {
 	o := master.Options{
 		Mode: c.String("mode"), Workers: c.Int("workers"), TaskWorkers: c.Int("task-workers"),
 		Dispatch: c.String("dispatch"), ReactorNum: c.Int("reactor-num"), RunDir: c.String("run-dir"), MaxRequest: c.Int("max-request"),
@@ -251,7 +247,7 @@ func (s *Server) options(c *cli.Context) (master.Options, error) {
 	return o, nil
 }
 
-func (s *Server) start(c *cli.Context) (err error) {
+func (s *Program) start(c *cli.Context) (err error) {
 	argv := s.startArgv()
 	daemonChild := os.Getenv(master.EnvRole) == master.RoleMaster
 	var report func(err error, lines []string)
@@ -275,7 +271,7 @@ func (s *Server) start(c *cli.Context) (err error) {
 		}
 		return daemonize(o.RunDir, c.String("log-file"), title(o), argv)
 	}
-	keepSysmonAwake(title(o), append([]string{s.progArg()}, argv...))
+	sysmon.KeepAwake(title(o), append([]string{s.progArg()}, argv...))
 	var out io.Writer = os.Stderr
 	logFile := c.String("log-file")
 	if logFile == "" && daemonChild {
@@ -336,7 +332,7 @@ func (s *Server) start(c *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer startProfile("master", &o.Log)()
+	defer sysmon.StartProfile("master", &o.Log)()
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
 	defer signal.Stop(sigs)
@@ -377,7 +373,7 @@ func (s *Server) start(c *cli.Context) (err error) {
 
 // startArgv is what this `start` runs with, without the program name: the
 // command line, or what restart merged.
-func (s *Server) startArgv() []string {
+func (s *Program) startArgv() []string {
 	if s.startArgs != nil {
 		return s.startArgs
 	}

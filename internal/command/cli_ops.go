@@ -1,4 +1,4 @@
-package forkd
+package command
 
 import (
 	"fmt"
@@ -29,7 +29,7 @@ func opsFlags() []cli.Flag {
 }
 
 // opsOptions reads the flags of opsFlags into o.
-func (s *Server) opsOptions(c *cli.Context, o *master.Options) error {
+func (s *Program) opsOptions(c *cli.Context, o *master.Options) error {
 	o.MetricsAddr = c.String("metrics")
 	o.Name = c.String("name")
 	if o.Name == "" {

@@ -1,4 +1,4 @@
-package forkd
+package sysmon
 
 import (
 	"os"
@@ -6,18 +6,18 @@ import (
 	"syscall"
 )
 
-// EnvSysmon set to "default" keeps the Go runtime's own sysmon behaviour
-// in the server's processes (see keepSysmonAwake). keepSysmonAwake sets
+// Env set to "default" keeps the Go runtime's own sysmon behaviour
+// in the server's processes (see KeepAwake). KeepAwake sets
 // it to "added" in the environment it re-executes with.
-const EnvSysmon = "FORKD_SYSMON"
+const Env = "FORKD_SYSMON"
 
 // sysmonSetting keeps sysmon out of its deep sleep: schedtrace's period in
 // milliseconds, the largest the runtime accepts (about 24.8 days).
 const sysmonSetting = "schedtrace=2147483647"
 
-// keepSysmonAwake re-executes the master with GODEBUG=schedtrace set to
+// KeepAwake re-executes the master with GODEBUG=schedtrace set to
 // its largest period, unless it already runs so (the workers inherit the
-// environment) or EnvSysmon says "default".
+// environment) or Env says "default".
 //
 // Why: when every P of a Go process is idle, its sysmon thread parks in a
 // deep sleep, and the next system call of any goroutine wakes it with a
@@ -41,11 +41,11 @@ const sysmonSetting = "schedtrace=2147483647"
 // It re-executes with argv (the program name first; nil: os.Args: restart
 // runs a start with the arguments it merged) and returns only when it did
 // not re-execute.
-func keepSysmonAwake(title string, argv []string) {
+func KeepAwake(title string, argv []string) {
 	env, changed := os.Environ(), false
-	if os.Getenv(EnvSysmon) != "default" {
+	if os.Getenv(Env) != "default" {
 		if env, changed = withSysmonSetting(env); changed {
-			env = append(env, EnvSysmon+"=added")
+			env = append(env, Env+"=added")
 		}
 	}
 	args := argv
@@ -97,17 +97,17 @@ func withSysmonSetting(env []string) ([]string, bool) {
 	return out, true
 }
 
-// plainEnv returns the environment without what keepSysmonAwake added: what
+// PlainEnv returns the environment without what KeepAwake added: what
 // bench gives its baseline, a plain fasthttp process as a user runs it
 // (unless --tuned-baseline).
-func plainEnv() []string {
+func PlainEnv() []string {
 	env := os.Environ()
-	if os.Getenv(EnvSysmon) != "added" {
+	if os.Getenv(Env) != "added" {
 		return env
 	}
 	out := env[:0:0]
 	for _, e := range env {
-		if strings.HasPrefix(e, EnvSysmon+"=") {
+		if strings.HasPrefix(e, Env+"=") {
 			continue
 		}
 		if v, ok := strings.CutPrefix(e, "GODEBUG="); ok {

@@ -1,4 +1,4 @@
-package forkd
+package command
 
 import (
 	"encoding/json"
@@ -30,7 +30,7 @@ type startRecord struct {
 
 // writeStartRecord records argv for restart, pinning each listener that
 // was given port 0 to the port it got (a restart keeps its addresses).
-func (s *Server) writeStartRecord(runDir string, argv []string, o *master.Options, addrs []string) error {
+func (s *Program) writeStartRecord(runDir string, argv []string, o *master.Options, addrs []string) error {
 	var pins []string
 	for i, l := range o.Listeners {
 		if i >= len(addrs) {
@@ -82,7 +82,7 @@ func readStartRecord(runDir string) (startRecord, error) {
 // it ran with (its recorded `start` arguments, in its working directory),
 // the flags given to restart winning over them. With no server running it
 // starts with the flags given.
-func (s *Server) restart(c *cli.Context) error {
+func (s *Program) restart(c *cli.Context) error {
 	dir := c.String("run-dir")
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -135,7 +135,7 @@ func dropRedacted(argv []string) ([]string, error) {
 	return out, nil
 }
 
-func (s *Server) progArg() string {
+func (s *Program) progArg() string {
 	if len(s.args) > 0 {
 		return s.args[0]
 	}
@@ -143,7 +143,7 @@ func (s *Server) progArg() string {
 }
 
 // restartArgs are the flags given to `restart` (without --graceful).
-func (s *Server) restartArgs() []string {
+func (s *Program) restartArgs() []string {
 	args := s.args
 	if len(args) == 0 {
 		args = os.Args

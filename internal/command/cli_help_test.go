@@ -1,4 +1,4 @@
-package forkd
+package command
 
 import (
 	"slices"
@@ -20,7 +20,7 @@ func TestReachable(t *testing.T) {
 			t.Errorf("reachable(%q): got %q, want %q", tc.in, got, tc.want)
 		}
 	}
-	s := &Server{Listeners: []*Listener{
+	s := &Program{Listeners: []*Listener{
 		{Name: "http", Label: "chat page"},
 		{Name: "ws", Protocol: WebSocket},
 	}}

@@ -1,4 +1,4 @@
-package forkd
+package command
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package forkd
+package command
 
 import (
 	"os"
@@ -44,8 +44,8 @@ func FuzzParseSize(f *testing.F) {
 }
 
 // fuzzServer declares the built-in app's two listeners.
-func fuzzServer() *Server {
-	return &Server{Name: "fuzz", Listeners: []*Listener{
+func fuzzServer() *Program {
+	return &Program{Name: "fuzz", Listeners: []*Listener{
 		{Name: "http", Addr: "127.0.0.1:9501", Protocol: HTTP},
 		{Name: "ws", Addr: "127.0.0.1:9502", Protocol: WebSocket},
 	}}

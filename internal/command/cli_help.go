@@ -1,4 +1,4 @@
-package forkd
+package command
 
 import (
 	"fmt"
@@ -12,14 +12,14 @@ import (
 )
 
 // progName is the program's name in help and error hints.
-func (s *Server) progName() string {
+func (s *Program) progName() string {
 	if s.Name != "" {
 		return s.Name
 	}
 	return master.DefaultName() // not argv[0]: the master's is its title
 }
 
-func (s *Server) usage() string {
+func (s *Program) usage() string {
 	if s.Usage != "" {
 		return s.Usage
 	}
@@ -39,7 +39,7 @@ func (l *Listener) protocolName() string {
 }
 
 // listenerNames lists the listeners' names for error messages.
-func (s *Server) listenerNames() string {
+func (s *Program) listenerNames() string {
 	var names []string
 	for _, l := range s.Listeners {
 		names = append(names, l.Name)
@@ -51,7 +51,7 @@ func (s *Server) listenerNames() string {
 }
 
 // listenersHelp describes this program's listeners for `start --help`.
-func (s *Server) listenersHelp() string {
+func (s *Program) listenersHelp() string {
 	var b strings.Builder
 	b.WriteString("Listeners of this program (name, default address, protocol):\n")
 	for _, l := range s.Listeners {
@@ -67,7 +67,7 @@ func (s *Server) listenersHelp() string {
 // describeListenerFlags fits --http, --ws and --listen to this program's
 // listeners: a flag for a listener the program does not have is hidden
 // (and refused if given), and each shows the listener's own default.
-func (s *Server) describeListenerFlags(flags []cli.Flag) {
+func (s *Program) describeListenerFlags(flags []cli.Flag) {
 	byName := map[string]*Listener{}
 	var others []string
 	for _, l := range s.Listeners {
@@ -129,7 +129,7 @@ func stringSliceFlagOf(f cli.Flag) *cli.StringSliceFlag {
 
 // polishCLI gives every command one-line errors for bad usage, makes an
 // unknown command an error with a hint, and keeps `help` working.
-func (s *Server) polishCLI(app *cli.App) {
+func (s *Program) polishCLI(app *cli.App) {
 	name := app.Name
 	usageErr := func(cmd string) cli.OnUsageErrorFunc {
 		return func(c *cli.Context, err error, _ bool) error {
@@ -195,7 +195,7 @@ func reachable(addr string) string {
 
 // readyLines says where to go, one line per listener:
 // "chat page: http://127.0.0.1:9501/".
-func (s *Server) readyLines(addrs []string) []string {
+func (s *Program) readyLines(addrs []string) []string {
 	var out []string
 	for i, l := range s.Listeners {
 		if i >= len(addrs) {

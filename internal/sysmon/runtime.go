@@ -1,4 +1,4 @@
-package forkd
+package sysmon
 
 import (
 	"fmt"
@@ -9,14 +9,14 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// workerProcs gives each worker process its share of the CPUs,
+// WorkerProcs gives each worker process its share of the CPUs,
 // GOMAXPROCS/workers and at least 1 (with as many workers as CPUs, the
 // default: 1, as fasthttp's prefork children and Swoole's single-threaded
 // workers have), unless the GOMAXPROCS environment variable says
 // otherwise. A worker with a P per CPU of the machine spends much of its
 // time waking idle threads for goroutines another thread would have run a
 // moment later (about 30% of a PROCESS-mode worker's CPU on 2 cores).
-func workerProcs(workers int) {
+func WorkerProcs(workers int) {
 	if os.Getenv("GOMAXPROCS") != "" || workers < 1 {
 		return
 	}
@@ -28,9 +28,9 @@ func workerProcs(workers int) {
 // stops. For profiling the data path; off by default.
 const EnvCPUProfile = "FORKD_CPUPROFILE"
 
-// startProfile starts a CPU profile if EnvCPUProfile asks for one, and
+// StartProfile starts a CPU profile if EnvCPUProfile asks for one, and
 // returns the function that ends it.
-func startProfile(role string, log *zerolog.Logger) func() {
+func StartProfile(role string, log *zerolog.Logger) func() {
 	prefix := os.Getenv(EnvCPUProfile)
 	if prefix == "" {
 		return func() {}

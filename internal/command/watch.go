@@ -1,4 +1,4 @@
-package forkd
+package command
 
 import (
 	"debug/elf"
@@ -53,7 +53,7 @@ func statSig(path string) (fileSig, error) {
 // is a complete executable again; it returns when m stops. The master
 // keeps running its own code: a change to what the master does (flags,
 // listeners) needs `restart`.
-func (s *Server) watch(m *master.Master, exe string, log zerolog.Logger) {
+func (s *Program) watch(m *master.Master, exe string, log zerolog.Logger) {
 	last, err := statSig(exe)
 	if err != nil {
 		log.Error().Err(err).Str("binary", exe).Msg("watch: cannot stat the binary; not watching")

@@ -1,7 +1,7 @@
-package forkd
+package bench
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -9,88 +9,36 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/forkd/forkd/master"
-	"github.com/forkd/forkd/master/bench"
+	"github.com/forkd/forkd/internal/command"
+	"github.com/forkd/forkd/internal/sysmon"
 )
 
-func status(c *cli.Context) error {
-	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "status"}, 30*time.Second)
-	if err != nil {
-		return err
-	}
-	st := resp.Status
-	if c.Bool("json") {
-		return json.NewEncoder(os.Stdout).Encode(st)
-	}
-	reactors := ""
-	if st.ReactorNum > 0 {
-		reactors = fmt.Sprintf("   reactor threads %d", st.ReactorNum)
-	}
-	fmt.Printf("mode %s   master pid %d   uptime %s   dispatch %s%s   connections %d   master rss %s\n",
-		st.Mode, st.MasterPid, (time.Duration(st.UptimeSec) * time.Second).String(), st.Dispatch, reactors, st.Connections, mib(st.MasterRSS))
-	for _, l := range st.Listeners {
-		proto := l.Protocol
-		if l.TLS {
-			proto += ", tls"
-		}
-		if l.CertExpires != "" {
-			proto += ", certificate " + l.CertSubject + " expires " + l.CertExpires
-		}
-		fmt.Printf("listener %-6s %s (%s)\n", l.Name, l.Addr, proto)
-	}
-	if st.MetricsAddr != "" {
-		fmt.Printf("metrics  http://%s/metrics\n", st.MetricsAddr)
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKIND\tPID\tSTATE\tCONNS\tREQUESTS\tRSS\tRESTARTS\tUPTIME\tBUS QUEUED/DROPPED\tNOTE")
-	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {
-		note := ""
-		if w.Backoff != "" {
-			note = "crash loop, next try in " + w.Backoff + ": " + w.LastExit
-		}
-		reqs := fmt.Sprint(w.Requests)
-		if w.Kind == "task" {
-			reqs = fmt.Sprintf("%d tasks, %d queued", w.TasksDone, w.TasksQueued)
-		}
-		bus := fmt.Sprintf("%dB/%d", w.BusQueued+w.BusPending, w.BusDropped+w.BusDroppedOut)
-		kind := w.Kind
-		if w.Name != "" {
-			kind += " " + w.Name
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", w.ID, kind, w.Pid, w.State, w.Connections, reqs,
-			mib(w.RSS), w.Restarts, (time.Duration(w.UptimeSec) * time.Second).String(), bus, note)
-	}
-	return tw.Flush()
+// The bench commands join a program's CLI when the program imports this
+// package (the built-in application does; a program of yours does with
+// `import _ "github.com/forkd/forkd/bench"`). A program that does not
+// links neither the load generator nor its charting library.
+func init() {
+	command.Register(func(p *command.Program) []*cli.Command {
+		return []*cli.Command{benchCommand(p), baselineCommand()}
+	})
 }
 
-func mib(b int64) string { return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20)) }
-
-func connections(c *cli.Context) error {
-	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "connections"}, 30*time.Second)
-	if err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		if resp.Connections == nil {
-			resp.Connections = []master.ConnInfo{}
-		}
-		return json.NewEncoder(os.Stdout).Encode(resp.Connections)
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tWORKER\tLISTENER\tREMOTE\tPROTOCOL\tPATH\tSINCE\tIN\tOUT")
-	for _, i := range resp.Connections {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", i.ID, i.Worker, i.Listener, i.Remote, i.Protocol, i.Path, i.Since, i.BytesIn, i.BytesOut)
-	}
-	fmt.Fprintf(tw, "%d connections\n", len(resp.Connections))
-	return tw.Flush()
+// baselineCommand serves the baseline bench compares the modes with: the
+// bench process starts the program's own binary with it.
+func baselineCommand() *cli.Command {
+	return &cli.Command{Name: "bench-baseline", Hidden: true, Flags: []cli.Flag{&cli.StringFlag{Name: "http"}, &cli.StringFlag{Name: "ws"}},
+		Action: func(c *cli.Context) error {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return Baseline(ctx, c.String("http"), c.String("ws"))
+		}}
 }
 
-func (s *Server) benchCommand() *cli.Command {
+func benchCommand(s *command.Program) *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "start this program in each mode on free loopback ports, load it, and compare",
@@ -102,7 +50,7 @@ func (s *Server) benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "worker processes of each server started"},
 			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "per scenario and mode"},
 			&cli.IntFlag{Name: "conns", Value: 64, Usage: "concurrent client connections driving the load"},
-			&cli.StringFlag{Name: "scenarios", Value: strings.Join(bench.AllScenarios, ","), Usage: "comma-separated scenarios to run"},
+			&cli.StringFlag{Name: "scenarios", Value: strings.Join(AllScenarios, ","), Usage: "comma-separated scenarios to run"},
 			&cli.StringFlag{Name: "http-path", Value: "/hello", Usage: "http scenario: the GET path (it must answer 200)"},
 			&cli.StringFlag{Name: "ws-path", Value: "/echo", Usage: "echo, connect, idle scenarios: a WebSocket path that sends every message back"},
 			&cli.StringFlag{Name: "http-listener", Value: "http", Usage: "the listener serving --http-path"},
@@ -116,7 +64,7 @@ func (s *Server) benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "tuned-baseline", Usage: "give the baseline process the sysmon setting the server runs with (see docs/BENCHMARKS.md)"},
 		},
 		Action: func(c *cli.Context) error {
-			o := bench.Options{
+			o := Options{
 				Modes: split(c.String("modes")), Workers: c.Int("workers"), Duration: c.Duration("duration"),
 				Conns: c.Int("conns"), Scenarios: split(c.String("scenarios")), Out: c.String("out"), Chart: c.String("chart"),
 				JSON: c.Bool("json"), Stdout: os.Stdout, Progress: os.Stderr,
@@ -133,11 +81,11 @@ func (s *Server) benchCommand() *cli.Command {
 					return fmt.Errorf("bench: --ports %q: want LOW-HIGH, e.g. 20000-20100", p)
 				}
 			}
-			if err := s.benchListeners(&o); err != nil {
+			if err := benchListeners(s, &o); err != nil {
 				return err
 			}
-			keepSysmonAwake("", nil) // the load generator and the servers it starts
-			o.BaselineEnv = plainEnv()
+			sysmon.KeepAwake("", nil) // the load generator and the servers it starts
+			o.BaselineEnv = sysmon.PlainEnv()
 			if c.Bool("tuned-baseline") {
 				o.BaselineEnv = os.Environ()
 			}
@@ -149,14 +97,14 @@ func (s *Server) benchCommand() *cli.Command {
 			// Ctrl-C must reach bench, so it stops the servers it started.
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return bench.Run(ctx, o)
+			return Run(ctx, o)
 		},
 	}
 }
 
 // benchListeners refuses at once a bench whose listeners this program
 // does not have.
-func (s *Server) benchListeners(o *bench.Options) error {
+func benchListeners(s *command.Program, o *Options) error {
 	for _, l := range s.Listeners {
 		if l.Name != o.HTTPListener && l.Name != o.WSListener {
 			o.OtherListeners = append(o.OtherListeners, l.Name)
@@ -164,7 +112,7 @@ func (s *Server) benchListeners(o *bench.Options) error {
 	}
 	var missing, flags []string
 	for _, n := range []struct{ name, flag string }{{o.HTTPListener, "--http-listener"}, {o.WSListener, "--ws-listener"}} {
-		var l *Listener
+		var l *command.Listener
 		for _, x := range s.Listeners {
 			if x.Name == n.name {
 				l = x
@@ -176,13 +124,13 @@ func (s *Server) benchListeners(o *bench.Options) error {
 				missing = append(missing, strconv.Quote(n.name))
 			}
 			flags = append(flags, n.flag)
-		case n.flag == "--http-listener" && l.Protocol != HTTP:
+		case n.flag == "--http-listener" && l.Protocol != command.HTTP:
 			return fmt.Errorf("bench: listener %q is WebSocket only; --http-listener names an HTTP listener", n.name)
 		}
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("bench: this program has no listener named %s (its listeners: %s); name the ones to load with %s",
-			strings.Join(missing, " or "), s.listenerNames(), strings.Join(flags, " and "))
+			strings.Join(missing, " or "), s.ListenerNames(), strings.Join(flags, " and "))
 	}
 	return nil
 }
