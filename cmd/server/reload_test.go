@@ -571,7 +571,7 @@ func TestReloadSignal(t *testing.T) {
 			before := s.status()
 			load := startKeepAliveLoad(t, s.httpAddr, "/hello", 16)
 			waitFor(t, 10*time.Second, "load to run", func() bool { return load.ok.Load() > 100 })
-			pid, err := master.ReadPid(s.runDir)
+			pid, err := master.ReadPid(s.RunDir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -642,11 +642,11 @@ func TestStopGraceful(t *testing.T) {
 				t.Errorf("request answered after %s, before its 1.5s of work", d)
 			}
 			select {
-			case <-s.exited:
+			case <-s.Exited:
 			case <-time.After(10 * time.Second):
 				t.Fatalf("master still running after stop -g returned")
 			}
-			if _, err := master.ReadPid(s.runDir); !errors.Is(err, master.ErrNotRunning) {
+			if _, err := master.ReadPid(s.RunDir); !errors.Is(err, master.ErrNotRunning) {
 				t.Errorf("pid file after stop -g: got %v, want ErrNotRunning", err)
 			}
 			checkNoRace(t, s)
@@ -738,17 +738,17 @@ func TestRestart(t *testing.T) {
 	s := startServer(t, "process", 2)
 	before := s.status()
 	var newPid int
-	t.Cleanup(func() { killDaemon(t, s.runDir, newPid) })
+	t.Cleanup(func() { killDaemon(t, s.RunDir, newPid) })
 	out, err := s.run("restart", "-d", "--mode", "base", "--workers", "2", "--http", s.httpAddr, "--ws", s.wsAddr)
 	if err != nil {
 		t.Fatalf("server restart: %v\n%s", err, out)
 	}
-	newPid, err = master.ReadPid(s.runDir)
+	newPid, err = master.ReadPid(s.RunDir)
 	if err != nil {
 		t.Fatalf("after restart: %v", err)
 	}
 	select { // the old master is gone
-	case <-s.exited:
+	case <-s.Exited:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the old master is still running after restart")
 	}
@@ -775,8 +775,6 @@ func TestRestart(t *testing.T) {
 func TestDaemon(t *testing.T) {
 	dir := t.TempDir()
 	runDir := filepath.Join(dir, "run")
-	httpAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	wsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	cli := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -797,10 +795,12 @@ func TestDaemon(t *testing.T) {
 		}
 	})
 	begin := time.Now()
-	out, err := cli("start", "-d", "--mode", "process", "--workers", "2", "--http", httpAddr, "--ws", wsAddr)
+	out, err := cli("start", "-d", "--mode", "process", "--workers", "2", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("start -d: %v\n%s", err, out)
 	}
+	// The ready line names the address the listener was bound to.
+	httpAddr := readyAddr(t, out, "chat page")
 	t.Logf("start -d returned after %s: %s", time.Since(begin).Round(time.Millisecond), strings.TrimSpace(out))
 	pid, err = master.ReadPid(runDir)
 	if err != nil {
