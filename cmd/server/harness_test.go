@@ -18,6 +18,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/forkd/forkd"
 	"github.com/forkd/forkd/internal/testharness"
 	"github.com/forkd/forkd/master"
 )
@@ -26,7 +27,25 @@ import (
 // -race when the tests run with -race, so the server is checked too).
 var serverBin string
 
+// envTestServer makes the test binary run as the built-in server, with
+// the test-only hooks below (the re-exec-in-TestMain pattern: no test hook
+// ships in the real binary). The master re-executes its own binary for the
+// workers, and they inherit the variable.
+const envTestServer = "FORKD_TEST_AS_SERVER"
+
+// envFailStartFile names a file whose existence makes OnWorkerStart fail
+// in the test binary running as the server: a reload whose replacement
+// cannot start.
+const envFailStartFile = "FORKD_FAIL_START_FILE"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(envTestServer) == "1" {
+		if err := hookedServer().Run(os.Args); err != nil {
+			fmt.Fprintln(os.Stderr, "server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "forkd-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -49,6 +68,37 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// hookedServer is the built-in application with the test hooks: while the
+// file envFailStartFile names exists, a worker refuses to start.
+func hookedServer() *forkd.Server {
+	s := newServer()
+	start := s.OnWorkerStart
+	s.OnWorkerStart = func(w *forkd.Worker) error {
+		if name := os.Getenv(envFailStartFile); name != "" {
+			if _, err := os.Stat(name); err == nil {
+				return fmt.Errorf("refusing to start: %s exists (%s)", name, envFailStartFile)
+			}
+		}
+		return start(w)
+	}
+	return s
+}
+
+// startHooked starts the test binary itself as the server (see
+// envTestServer), as startServer does.
+func startHooked(t testing.TB, mode string, workers int, args ...string) *server {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envTestServer, "1")
+	s := newTestServer(t, mode)
+	s.Bin = exe
+	s.launch(workers, args...)
+	return s
 }
 
 // server is one running `server start` (see internal/testharness), with

@@ -683,13 +683,14 @@ func TestMaxRequest(t *testing.T) {
 
 // TestReloadFailedStart: a replacement whose OnWorkerStart fails stops the
 // reload; the old workers keep serving; the command says which and why.
-// The built-in app refuses to start while FORKD_FAIL_START_FILE exists.
+// The test binary, run as the built-in app (startHooked), refuses to
+// start a worker while FORKD_FAIL_START_FILE exists.
 func TestReloadFailedStart(t *testing.T) {
 	for _, mode := range []string{"process", "base"} {
 		t.Run(mode, func(t *testing.T) {
 			flag := filepath.Join(t.TempDir(), "fail-start")
 			t.Setenv(envFailStartFile, flag)
-			s := startServer(t, mode, 2)
+			s := startHooked(t, mode, 2)
 			before := s.status()
 			if err := os.WriteFile(flag, nil, 0o644); err != nil {
 				t.Fatal(err)
