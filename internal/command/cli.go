@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -19,9 +18,7 @@ import (
 	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/forkd/forkd/internal/sysmon"
-	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/master"
-	"github.com/forkd/forkd/worker"
 )
 
 // Run is the program's main: in the master (or a command such as `stop`)
@@ -34,47 +31,6 @@ func (s *Program) Run(args []string) error {
 	}
 	s.args = args
 	return s.cli().Run(args)
-}
-
-func (s *Program) runWorker() error {
-	cfg, _, err := worker.ConfigFromEnv()
-	if err != nil {
-		return err
-	}
-	role := "worker"
-	if cfg.Task {
-		role = "task"
-	} else if cfg.Process != "" {
-		role = "process"
-	}
-	log := newLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel, role, cfg.Slot)
-	// The master manages workers over ipc; a terminal's Ctrl-C (sent to the
-	// whole process group) or a stray reload signal must not kill them.
-	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
-	master.RaiseNoFile()
-	sysmon.WorkerProcs(cfg.Workers)
-	defer sysmon.StartProfile(role, &log)()
-	var files []*os.File
-	if cfg.Mode == worker.ModeBase && !cfg.Task && cfg.Process == "" {
-		for i := range cfg.Listeners {
-			files = append(files, os.NewFile(uintptr(5+i), "listener"))
-		}
-	}
-	in, err := ipc.PipeFile(3, "ipc-in")
-	if err != nil {
-		return fmt.Errorf("worker: ipc pipe from the master (fd 3): %w", err)
-	}
-	out, err := ipc.PipeFile(4, "ipc-out")
-	if err != nil {
-		return fmt.Errorf("worker: ipc pipe to the master (fd 4): %w", err)
-	}
-	err = worker.Run(context.Background(), worker.Options{
-		Config: cfg, IPCIn: in, IPCOut: out, Listeners: files, App: s.App, Log: log, TLSConfigs: s.tlsConfigs(),
-	})
-	if err != nil {
-		log.Error().Err(err).Msg("worker failed")
-	}
-	return err
 }
 
 func startFlags() []cli.Flag {
@@ -381,164 +337,4 @@ func (s *Program) startArgv() []string {
 		return s.args[1:]
 	}
 	return os.Args[1:]
-}
-
-// readyPipe reports readiness (or the reason there is none) to the
-// `start -d` that launched this master, once: "ok" and the lines to print,
-// or the error.
-func readyPipe() func(error, []string) {
-	f := os.NewFile(3, "ready")
-	var once sync.Once
-	return func(err error, lines []string) {
-		once.Do(func() {
-			if err == nil {
-				fmt.Fprintln(f, "ok")
-				for _, l := range lines {
-					fmt.Fprintln(f, l)
-				}
-			} else {
-				fmt.Fprintln(f, err.Error())
-			}
-			f.Close()
-		})
-	}
-}
-
-// daemonize starts the master detached (own session, output to the log
-// file) and returns once it reports ready, or with the reason it is not.
-func daemonize(runDir, logFile, title string, argv []string) error {
-	if logFile == "" {
-		logFile = filepath.Join(runDir, "server.log")
-	}
-	if err := os.MkdirAll(runDir, 0o755); err != nil {
-		return err
-	}
-	if pid, err := master.ReadPid(runDir); err == nil {
-		return fmt.Errorf("%w (pid %d, run dir %s)", master.ErrRunning, pid, runDir)
-	}
-	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
-		return err
-	}
-	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("log file: %w", err)
-	}
-	defer lf.Close()
-	logStart, _ := lf.Seek(0, io.SeekEnd)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(exe, argv...)
-	cmd.Args[0] = title
-	cmd.Env = append(os.Environ(), master.EnvRole+"="+master.RoleMaster)
-	cmd.ExtraFiles = []*os.File{pw}
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		pw.Close()
-		pr.Close()
-		return fmt.Errorf("daemon: %w", err)
-	}
-	pw.Close()
-	defer pr.Close()
-	done := make(chan string, 1)
-	go func() {
-		b, _ := io.ReadAll(io.LimitReader(pr, 64<<10))
-		done <- strings.TrimSpace(string(b))
-	}()
-	var msg string
-	select {
-	case msg = <-done:
-	case <-time.After(2 * time.Minute):
-		msg = "not ready after 2m"
-	}
-	first, rest, _ := strings.Cut(msg, "\n")
-	if first != "ok" {
-		if msg == "" {
-			msg = "exited before it was ready" + lastLogLine(logFile, logStart) + "; see " + logFile
-		}
-		cmd.Process.Kill()
-		cmd.Wait()
-		return fmt.Errorf("start failed: %s", msg)
-	}
-	pid := cmd.Process.Pid // Release sets it to -1
-	cmd.Process.Release()
-	fmt.Printf("server started in the background (master pid %d), log: %s\n", pid, logFile)
-	if rest != "" {
-		fmt.Println(rest)
-	}
-	return nil
-}
-
-// lastLogLine returns ": LINE", the last line written to the log file
-// since offset, or "".
-func lastLogLine(path string, offset int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return ""
-	}
-	b, _ := io.ReadAll(io.LimitReader(f, 1<<20))
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
-		if len(last) > 300 {
-			last = last[:300] + "..."
-		}
-		return ": " + last
-	}
-	return ""
-}
-
-func stop(c *cli.Context) error {
-	dir := c.String("run-dir")
-	pid, err := master.ReadPid(dir)
-	if err != nil {
-		return err
-	}
-	if _, err := master.Call(dir, master.Request{Cmd: "stop", Graceful: c.Bool("graceful")}, 0); err != nil && errors.Is(err, master.ErrNotRunning) {
-		return err
-	}
-	if err := waitGone(dir, pid, 2*time.Minute); err != nil {
-		return err
-	}
-	fmt.Printf("server stopped (master pid %d)\n", pid)
-	return nil
-}
-
-// waitGone waits until the master of dir has exited.
-func waitGone(dir string, pid int, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		if _, err := master.ReadPid(dir); err != nil && syscall.Kill(pid, 0) != nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("server (pid %d) still running after %s", pid, limit)
-}
-
-func reload(c *cli.Context) error {
-	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "reload", TasksOnly: c.Bool("tasks-only"), TLSOnly: c.Bool("tls-only")}, 30*time.Minute)
-	if resp != nil {
-		printReload(resp.Reload)
-	}
-	return err
-}
-
-func printReload(lines []master.ReloadLine) {
-	for _, l := range lines {
-		if l.Note != "" {
-			fmt.Printf("%s %d: %s\n", l.Kind, l.ID, l.Note)
-			continue
-		}
-		fmt.Printf("%s %d: pid %d -> %d (%s)\n", l.Kind, l.ID, l.OldPid, l.NewPid, l.Took)
-	}
 }
