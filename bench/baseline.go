@@ -25,6 +25,19 @@ import (
 //
 // Threading: call it from any goroutine; it blocks.
 func Baseline(ctx context.Context, httpAddr, wsAddr string) error {
+	return serveBaseline(ctx, httpAddr, wsAddr, nil)
+}
+
+// baselineLine is what the bench-baseline command prints once it listens:
+// the addresses it was bound to (it is started on port 0).
+const baselineLine = "bench-baseline: listening http=%s ws=%s\n"
+
+// announceBaseline prints baselineLine to stdout.
+func announceBaseline(httpAddr, wsAddr string) { fmt.Printf(baselineLine, httpAddr, wsAddr) }
+
+// serveBaseline is Baseline, calling bound (if not nil) with the addresses
+// the listeners were bound to once they listen.
+func serveBaseline(ctx context.Context, httpAddr, wsAddr string, bound func(httpAddr, wsAddr string)) error {
 	_, _ = raiseNoFile() // best effort: the idle scenario opens 10,000 connections
 	pid := []byte(strconv.Itoa(os.Getpid()))
 	hello := []byte("hello")
@@ -68,6 +81,13 @@ func Baseline(ctx context.Context, httpAddr, wsAddr string) error {
 	}
 	if len(servers) == 0 {
 		return errors.New("bench: baseline needs an address")
+	}
+	if bound != nil {
+		got := []string{"", ""}
+		for i, ln := range lns {
+			got[i] = ln.Addr().String()
+		}
+		bound(got[0], got[1])
 	}
 	errc := make(chan error, len(servers))
 	var wg sync.WaitGroup

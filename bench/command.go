@@ -34,7 +34,7 @@ func baselineCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return Baseline(ctx, c.String("http"), c.String("ws"))
+			return serveBaseline(ctx, c.String("http"), c.String("ws"), announceBaseline)
 		}}
 }
 

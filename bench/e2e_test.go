@@ -30,13 +30,12 @@ func useHelper(t *testing.T) {
 // startBaseline runs Baseline in this process until the test ends.
 func startBaseline(t *testing.T) *target {
 	t.Helper()
-	addrs, err := freeAddrs(2, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Baseline(ctx, addrs[0], addrs[1]) }()
+	addrs := make(chan []string, 1)
+	go func() {
+		done <- serveBaseline(ctx, "127.0.0.1:0", "127.0.0.1:0", func(h, w string) { addrs <- []string{h, w} })
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -48,7 +47,14 @@ func startBaseline(t *testing.T) *target {
 			t.Error("Baseline did not return within 10s of cancel")
 		}
 	})
-	tg := &target{mode: modeBaseline, workers: 1, httpAddr: addrs[0], wsAddr: addrs[1], httpPath: "/hello", wsPath: "/echo", inProcess: true}
+	var bound []string
+	select {
+	case bound = <-addrs:
+	case err := <-done:
+		done <- err // for the cleanup
+		t.Fatalf("Baseline: %v", err)
+	}
+	tg := &target{mode: modeBaseline, workers: 1, httpAddr: bound[0], wsAddr: bound[1], httpPath: "/hello", wsPath: "/echo", inProcess: true}
 	if err := tg.waitReady(context.Background(), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

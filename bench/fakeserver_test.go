@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -46,7 +47,7 @@ func helperMain(args []string) int {
 	statusFile := filepath.Join(*runDir, "fake-status.json")
 	switch args[0] {
 	case "bench-baseline":
-		if err := Baseline(ctx, *httpAddr, *wsAddr); err != nil {
+		if err := serveBaseline(ctx, *httpAddr, *wsAddr, announceBaseline); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -62,12 +63,12 @@ func helperMain(args []string) int {
 			ws = append(ws, map[string]any{"id": i, "pid": os.Getpid(), "state": "ready"})
 		}
 		st["workers"], st["task_workers"] = ws, []any{}
-		b, _ := json.Marshal(st)
-		if err := os.WriteFile(statusFile, b, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		if err := fakeServer(ctx, *httpAddr, *wsAddr); err != nil {
+		err := fakeServer(ctx, *httpAddr, *wsAddr, func(h, w string) error {
+			st["listeners"] = []map[string]any{{"name": "http", "addr": h}, {"name": "ws", "addr": w}}
+			b, _ := json.Marshal(st)
+			return os.WriteFile(statusFile, b, 0o644)
+		})
+		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -121,7 +122,10 @@ func (m *fakeMember) send(b []byte) error {
 	return m.c.WriteMessage(websocket.TextMessage, b)
 }
 
-func fakeServer(ctx context.Context, httpAddr, wsAddr string) error {
+// fakeServer serves the fake chat on httpAddr and wsAddr (port 0: any)
+// and calls listening with the addresses bound, as the real server
+// reports them in its status.
+func fakeServer(ctx context.Context, httpAddr, wsAddr string, listening func(httpAddr, wsAddr string) error) error {
 	f := &fakeChat{conns: map[string]*fakeMember{}, rooms: map[string]map[string]*fakeMember{}}
 	up := websocket.FastHTTPUpgrader{CheckOrigin: func(*fasthttp.RequestCtx) bool { return true }}
 	handler := func(ctx *fasthttp.RequestCtx) {
@@ -168,11 +172,26 @@ func fakeServer(ctx context.Context, httpAddr, wsAddr string) error {
 		}
 	}
 	var srvs []*fasthttp.Server
+	var bound []string
 	errc := make(chan error, 2)
 	for _, addr := range []string{httpAddr, wsAddr} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, s := range srvs {
+				_ = s.Shutdown()
+			}
+			return err
+		}
+		bound = append(bound, ln.Addr().String())
 		s := &fasthttp.Server{Handler: handler}
 		srvs = append(srvs, s)
-		go func() { errc <- s.ListenAndServe(addr) }()
+		go func() { errc <- s.Serve(ln) }()
+	}
+	if err := listening(bound[0], bound[1]); err != nil {
+		for _, s := range srvs {
+			_ = s.Shutdown()
+		}
+		return err
 	}
 	var err error
 	select {

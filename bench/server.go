@@ -38,6 +38,8 @@ type target struct {
 	httpPath string // GET answering 200 (the HTTP scenario)
 	wsPath   string // WebSocket echo (echo, connect, idle)
 
+	httpListener, wsListener string // the listeners' names (for their bound addresses in status)
+
 	exe     string
 	runDir  string
 	cmd     *exec.Cmd
@@ -93,15 +95,25 @@ func listenerArgs(name, addr string) []string {
 // startTarget starts the server binary in mode (or the baseline) and waits
 // until it answers on both ports. On error nothing is left running.
 func startTarget(ctx context.Context, o *Options, mode string) (*target, error) {
-	addrs, err := freeAddrs(2+len(o.OtherListeners), o.PortMin, o.PortMax)
-	if err != nil {
-		return nil, err
+	// Port 0: the server picks free ports and reports them (status --json,
+	// or the baseline's line); waitReady reads them. Only --ports, a range
+	// the user chose, makes bench pick the ports itself.
+	addrs := make([]string, 2+len(o.OtherListeners))
+	for i := range addrs {
+		addrs[i] = "127.0.0.1:0"
+	}
+	if o.PortMin != 0 {
+		var err error
+		if addrs, err = freeAddrs(len(addrs), o.PortMin, o.PortMax); err != nil {
+			return nil, err
+		}
 	}
 	dir, err := os.MkdirTemp("", "forkd-bench-"+mode+"-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: run dir: %w", err)
 	}
 	t := &target{mode: mode, workers: o.Workers, httpAddr: addrs[0], wsAddr: addrs[1], httpPath: o.HTTPPath, wsPath: o.WSPath,
+		httpListener: o.HTTPListener, wsListener: o.WSListener,
 		exe: o.Exe, runDir: dir, done: make(chan struct{}), errPath: filepath.Join(dir, "bench-stderr.log")}
 	var args []string
 	if mode == modeBaseline {
@@ -208,6 +220,21 @@ func panicStart(b []byte) int {
 func (t *target) waitReady(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	var last error
+	for t.unbound() {
+		if err := t.exited(); err != nil {
+			return err
+		}
+		if last = t.readBound(ctx); last == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: server in mode %s did not become ready in %v: %v%s", t.mode, limit, last, t.stderrTail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for {
 		if err := t.exited(); err != nil {
 			return err
@@ -244,6 +271,48 @@ func (t *target) waitReady(ctx context.Context, limit time.Duration) error {
 	}
 }
 
+// unbound reports whether the target's addresses are still the port 0
+// it was started with.
+func (t *target) unbound() bool {
+	return strings.HasSuffix(t.httpAddr, ":0") || strings.HasSuffix(t.wsAddr, ":0")
+}
+
+// readBound learns the addresses the target's listeners were bound to: the
+// baseline prints them (baselineLine), the server reports them in
+// `status --json`.
+func (t *target) readBound(ctx context.Context) error {
+	if t.mode == modeBaseline {
+		b, err := os.ReadFile(t.errPath)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			var h, w string
+			if n, _ := fmt.Sscanf(l+"\n", baselineLine, &h, &w); n == 2 {
+				t.httpAddr, t.wsAddr = h, w
+				return nil
+			}
+		}
+		return errors.New("no address line from the baseline yet")
+	}
+	st, err := t.status(ctx)
+	if err != nil {
+		return err
+	}
+	for _, l := range st.Listeners {
+		if l.Name == t.httpListener {
+			t.httpAddr = l.Addr
+		}
+		if l.Name == t.wsListener {
+			t.wsAddr = l.Addr
+		}
+	}
+	if t.unbound() {
+		return fmt.Errorf("status lists no bound address for listener %q or %q", t.httpListener, t.wsListener)
+	}
+	return nil
+}
+
 // probe checks both listeners once.
 func probe(ctx context.Context, t *target) error {
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -275,7 +344,11 @@ type statusJSON struct {
 	Mode        string `json:"mode"`
 	MasterPid   int    `json:"master_pid"`
 	Connections int    `json:"connections"`
-	Workers     []struct {
+	Listeners   []struct {
+		Name string `json:"name"`
+		Addr string `json:"addr"`
+	} `json:"listeners"`
+	Workers []struct {
 		ID          int    `json:"id"`
 		Pid         int    `json:"pid"`
 		State       string `json:"state"`

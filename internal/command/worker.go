@@ -13,6 +13,9 @@ import (
 	"github.com/forkd/forkd/worker"
 )
 
+// runWorker is Run in a worker process: it reads the configuration the
+// master passed, sets the process up (logger, signals, limits, GOMAXPROCS)
+// and serves until the master says stop.
 func (s *Program) runWorker() error {
 	cfg, _, err := worker.ConfigFromEnv()
 	if err != nil {
