@@ -217,10 +217,14 @@ func testBench(t *testing.T, app devApp) {
 	if r.err == nil || !strings.Contains(r.stderr, "--http-path") {
 		t.Errorf("bench on a path answering 404: want a refusal naming --http-path: %v", r)
 	}
-	lo := 43000 + os.Getpid()%1000*10
+	// Below Linux's ephemeral range (32768 and up by default), so that no
+	// client connection of another test takes a port of the range, and
+	// wide enough for the ones a parallel test program may hold.
+	lo := 10000 + os.Getpid()%400*50
+	const width = 49
 	r = runCLI(t, dir, app.bin, "bench", "--modes", "process,base", "--workers", "1", "--duration", "300ms", "--conns", "2",
 		"--scenarios", "http,echo", "--http-listener", "api", "--http-path", "/ping", "--ws-listener", "events", "--ws-path", "/e",
-		"--ports", fmt.Sprintf("%d-%d", lo, lo+9))
+		"--ports", fmt.Sprintf("%d-%d", lo, lo+width))
 	if r.err != nil {
 		t.Fatalf("bench on the program's own paths: %v", r)
 	}
@@ -235,8 +239,8 @@ func testBench(t *testing.T, app devApp) {
 	}
 	for _, p := range ports {
 		for _, s := range p[1:] {
-			if n, _ := strconv.Atoi(s); n < lo || n > lo+9 {
-				t.Errorf("port %d outside --ports %d-%d", n, lo, lo+9)
+			if n, _ := strconv.Atoi(s); n < lo || n > lo+width {
+				t.Errorf("port %d outside --ports %d-%d", n, lo, lo+width)
 			}
 		}
 	}
