@@ -53,6 +53,9 @@ type Server struct {
 	LogPath string // the server's stdout and stderr
 	Cmd     *exec.Cmd
 	Exited  chan struct{} // closed when the started process has exited
+	// Stopped says the test has stopped the server itself (Cleanup then
+	// does not ask again; it still checks that every process is gone).
+	Stopped bool
 
 	mu   sync.Mutex
 	pids map[int]bool // master and every worker pid seen: all must be gone at the end
@@ -148,6 +151,11 @@ func Addrs(st master.Status) map[string]string {
 	return out
 }
 
+// Adopt registers Cleanup for a server the test starts itself in the
+// background (`start -d` in RunDir): it has no Cmd; Cleanup stops it
+// through the CLI unless Stopped and checks every pid status showed.
+func (s *Server) Adopt() { s.T.Cleanup(s.Cleanup) }
+
 // Remember adds pid to the processes that must be gone at the end.
 func (s *Server) Remember(pid int) {
 	s.mu.Lock()
@@ -172,25 +180,33 @@ func (s *Server) Pids() []int {
 // output. Start registers it with t.Cleanup.
 func (s *Server) Cleanup() {
 	t := s.T
-	select {
-	case <-s.Exited:
-	default:
+	running := s.Cmd != nil
+	if running {
+		select {
+		case <-s.Exited:
+			running = false
+		default:
+		}
+	}
+	if !s.Stopped && (running || s.Cmd == nil) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		out, err := exec.CommandContext(ctx, s.Bin, "stop", "--run-dir", s.RunDir).CombinedOutput()
 		cancel()
-		if err != nil && !t.Failed() {
+		if err != nil && !t.Failed() && s.Cmd != nil {
 			t.Errorf("server stop: %v\n%s", err, out)
 		}
+	}
+	if s.Cmd != nil {
 		select {
 		case <-s.Exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("server still running 10s after stop")
+		case <-time.After(15 * time.Second):
+			t.Errorf("server still running 15s after stop")
 		}
+		syscall.Kill(-s.Cmd.Process.Pid, syscall.SIGKILL)
+		<-s.Exited
 	}
-	syscall.Kill(-s.Cmd.Process.Pid, syscall.SIGKILL)
-	<-s.Exited
 	for _, pid := range s.Pids() {
-		if !WaitPidGone(pid, 5*time.Second) {
+		if !WaitPidGone(pid, 10*time.Second) {
 			t.Errorf("process %d outlived the test; killing it", pid)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
