@@ -6,6 +6,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/worker"
 )
 
@@ -127,7 +128,7 @@ func (w *Worker) TaskWait(data []byte, timeout time.Duration) ([]byte, error) {
 // Task runs data through OnTask without waiting (Swoole's task); done, if
 // not nil, gets the result in a goroutine of this worker (onFinish).
 func (w *Worker) Task(data []byte, timeout time.Duration, done func(result []byte, err error)) {
-	w.w.Task(data, timeout, func(res []byte, out ipc_Outcome) {
+	w.w.Task(data, timeout, func(res []byte, out ipc.Outcome) {
 		if done != nil {
 			done(res, taskErr(res, out))
 		}
