@@ -23,6 +23,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/forkd/forkd/internal/testharness"
 	"github.com/forkd/forkd/master"
 )
 
@@ -774,8 +775,9 @@ func TestRestart(t *testing.T) {
 // TestDaemon: `start -d` returns once ready, logs to the run dir's log
 // file; `status` and `stop` work on it.
 func TestDaemon(t *testing.T) {
-	dir := t.TempDir()
-	runDir := filepath.Join(dir, "run")
+	h := testharness.New(t, serverBin)
+	dir, runDir := h.Dir, h.RunDir
+	h.Adopt() // stops it unless stopped, and checks that every pid status showed is gone
 	cli := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -785,16 +787,7 @@ func TestDaemon(t *testing.T) {
 		return string(out), err
 	}
 	var pid int
-	var workers []int
-	t.Cleanup(func() {
-		killDaemon(t, runDir, pid)
-		for _, w := range workers {
-			if !waitPidGone(w, 5*time.Second) {
-				t.Errorf("worker %d outlived its daemon master", w)
-				syscall.Kill(w, syscall.SIGKILL)
-			}
-		}
-	})
+	t.Cleanup(func() { killDaemon(t, runDir, pid) })
 	begin := time.Now()
 	out, err := cli("start", "-d", "--mode", "process", "--workers", "2", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0")
 	if err != nil {
@@ -836,8 +829,9 @@ func TestDaemon(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
+	h.Remember(pid)
 	for _, w := range st.Workers {
-		workers = append(workers, w.Pid)
+		h.Remember(w.Pid)
 	}
 	if st.MasterPid != pid || len(st.Workers) != 2 {
 		t.Errorf("status --json: master pid %d with %d workers, want %d with 2", st.MasterPid, len(st.Workers), pid)
@@ -857,6 +851,7 @@ func TestDaemon(t *testing.T) {
 		t.Errorf("second start -d: got %v %q, want an \"already running\" error", err, out)
 	}
 	out, err = cli("stop")
+	h.Stopped = true
 	if err != nil {
 		t.Fatalf("stop: %v\n%s", err, out)
 	}
@@ -890,7 +885,7 @@ func TestCrashLoopStatus(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			flag := filepath.Join(t.TempDir(), "fail-start")
 			t.Setenv(envFailStartFile, flag)
-			s := startServer(t, mode, 2)
+			s := startHooked(t, mode, 2)
 			before := s.status()
 			if err := os.WriteFile(flag, nil, 0o644); err != nil {
 				t.Fatal(err)
