@@ -98,10 +98,26 @@ func (w *Worker) Leave(id ConnID, room string) error {
 
 // Broadcast sends to every member of room, except one connection (0 for
 // none), wherever they are held; each process boundary is crossed once, and
-// only towards processes holding members. It returns the member count.
+// only towards processes holding members. It returns how many members the
+// message was queued to; members it skipped (send buffer full, see
+// OnBufferFull, or closing) are not counted: BroadcastReport says how many.
 func (w *Worker) Broadcast(room string, t MessageType, data []byte, except ConnID) (int, error) {
-	n, out := w.w.Broadcast(room, int(t), data, uint64(except))
-	return n, outcomeErr(out)
+	r, err := w.BroadcastReport(room, t, data, except)
+	return r.Reached, err
+}
+
+// BroadcastResult is what a broadcast did: the members of the room it was
+// queued to, and those it skipped because their send buffer was full (or
+// they were closing). Reached + Skipped is the member count.
+type BroadcastResult struct {
+	Reached int `json:"reached"`
+	Skipped int `json:"skipped"`
+}
+
+// BroadcastReport is Broadcast, reporting members reached and skipped.
+func (w *Worker) BroadcastReport(room string, t MessageType, data []byte, except ConnID) (BroadcastResult, error) {
+	reached, skipped, out := w.w.Broadcast(room, int(t), data, uint64(except))
+	return BroadcastResult{Reached: reached, Skipped: skipped}, outcomeErr(out)
 }
 
 // RoomCount returns how many connections are in room, across all workers.

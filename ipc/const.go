@@ -66,6 +66,11 @@ const (
 	TypeTask       Type = 40 // worker -> master -> task worker; arg = origin slot
 	TypeTaskResult Type = 41 // task worker -> master -> origin; code = Outcome
 
+	// Bounds and liveness.
+	TypeCredit Type = 50 // PROCESS w->m: conn = id; arg = Message events of conn handled since the last Credit (the master may send that many more)
+	TypePing   Type = 51 // m->w: liveness check; seq = ping number
+	TypePong   Type = 52 // w->m: answer to Ping, sent from the worker's event loop; seq = the ping's
+
 	// Operations.
 	TypeMetrics    Type = 60 // m->w query (seq); w->m reply (seq), payload = Prometheus metric families, protobuf, length-delimited
 	TypeReopenLogs Type = 61 // m->w (seq): reopen the log file; w->m reply (seq), code = Outcome, payload = error text
@@ -76,6 +81,11 @@ const (
 	// Connection ids (80-84).
 	TypeIDLease Type = 80 // BASE w->m: seq wants a Result whose payload is the u64 (LE) first sequence of a new lease
 )
+
+// BroadcastSkippedSize is the payload of a Broadcast's Result: the number
+// of members skipped (send buffer full, or closing) as u32 little endian;
+// the Result's arg carries the members reached.
+const BroadcastSkippedSize = 4
 
 // ClosedReply, in a Closed frame's flags, says that the peer closed and
 // its close still waits for our reply: the worker answers with a Close

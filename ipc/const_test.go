@@ -15,6 +15,7 @@ func TestConstants(t *testing.T) {
 		want uint64
 	}{
 		{name: "Version", got: uint64(Version), want: 3},
+		{name: "BroadcastSkippedSize", got: BroadcastSkippedSize, want: 4},
 		{name: "ClosedReply", got: uint64(ClosedReply), want: 1},
 		{name: "HeaderSize", got: HeaderSize, want: 24},
 		{name: "MaxPayload", got: MaxPayload, want: 64 << 20},
@@ -62,6 +63,9 @@ var allTypes = []struct {
 	{name: "TypeCount", typ: TypeCount, want: 30},
 	{name: "TypeTask", typ: TypeTask, want: 40},
 	{name: "TypeTaskResult", typ: TypeTaskResult, want: 41},
+	{name: "TypeCredit", typ: TypeCredit, want: 50},
+	{name: "TypePing", typ: TypePing, want: 51},
+	{name: "TypePong", typ: TypePong, want: 52},
 	{name: "TypeMetrics", typ: TypeMetrics, want: 60},
 	{name: "TypeReopenLogs", typ: TypeReopenLogs, want: 61},
 	{name: "TypeSecrets", typ: TypeSecrets, want: 70},

@@ -24,6 +24,9 @@ const (
 	SocketName = "server.sock"
 )
 
+// refusedMsg is the master's answer to a peer SO_PEERCRED refuses.
+const refusedMsg = "permission denied"
+
 // maxControlRequest bounds what a control client may send.
 const maxControlRequest = 64 << 10
 
@@ -43,6 +46,10 @@ type Response struct {
 	Reload      []ReloadLine `json:"reload,omitempty"`
 }
 
+// ErrNoAnswer means the master took a request and closed without an
+// answer (as a stopping master may).
+var ErrNoAnswer = errors.New("control: no answer from master")
+
 // ErrNotRunning means no master answers in the run dir.
 var ErrNotRunning = errors.New("server is not running")
 
@@ -51,9 +58,9 @@ var ErrNotRunning = errors.New("server is not running")
 // SIGKILL) leaves a file whose lock is free, and that never blocks a start.
 func takePidFile(dir string) (func(), error) {
 	path := filepath.Join(dir, PidName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := OpenNoFollow("pid file", path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("pid file: %w", err)
+		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		b, _ := io.ReadAll(f)
@@ -83,6 +90,9 @@ func ReadPid(dir string) (int, error) {
 	path := filepath.Join(dir, PidName)
 	f, err := os.Open(path)
 	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return 0, fmt.Errorf("%w (reading %s)", ErrPermission, path)
+		}
 		return 0, fmt.Errorf("%w (no pid file in %s)", ErrNotRunning, dir)
 	}
 	defer f.Close()
@@ -147,7 +157,7 @@ func (s *controlServer) handle(c *net.UnixConn) {
 	uid, err := peerUID(c)
 	if err != nil || !s.m.controlUID(uid) {
 		log.Warn().Uint32("uid", uid).Err(err).Msg("control: peer refused")
-		json.NewEncoder(c).Encode(Response{Error: "permission denied"})
+		json.NewEncoder(c).Encode(Response{Error: refusedMsg})
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -204,6 +214,9 @@ func Call(dir string, req Request, timeout time.Duration) (*Response, error) {
 	}
 	c, err := net.DialTimeout("unix", filepath.Join(dir, SocketName), 2*time.Second)
 	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("%w (control socket %s belongs to another user)", ErrPermission, filepath.Join(dir, SocketName))
+		}
 		return nil, fmt.Errorf("%w (control socket: %v)", ErrNotRunning, err)
 	}
 	defer c.Close()
@@ -211,12 +224,18 @@ func Call(dir string, req Request, timeout time.Duration) (*Response, error) {
 		c.SetDeadline(time.Now().Add(timeout))
 	}
 	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return nil, fmt.Errorf("control: %w", err)
-	}
+	// A master that refuses the peer answers and closes without reading:
+	// the write may then fail (EPIPE), and the answer is still there.
+	_, werr := c.Write(append(b, '\n'))
 	var resp Response
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
-		return nil, fmt.Errorf("control: no answer from master: %w", err)
+		if werr != nil {
+			return nil, fmt.Errorf("control: %w", werr)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
+	}
+	if resp.Error == refusedMsg {
+		return &resp, fmt.Errorf("%w (the master runs as another user)", ErrPermission)
 	}
 	if resp.Error != "" {
 		return &resp, errors.New(resp.Error)

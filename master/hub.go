@@ -53,6 +53,13 @@ func (rc *roomCounts) forget(p *proc) {
 	}
 }
 
+// count returns how many members of room p holds.
+func (rc *roomCounts) count(room string, p *proc) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return int(rc.by[room][p])
+}
+
 // holders returns the processes holding members of room, and the total.
 func (rc *roomCounts) holders(room string) ([]*proc, int) {
 	rc.mu.Lock()
@@ -88,6 +95,7 @@ func (m *Master) streamGone(p *proc) {
 	if m.backend != nil && p.slot.worker() {
 		m.backend.detach(p)
 		m.backend.fail(p)
+		m.backend.wakeFlows(p)
 	}
 	m.rooms.forget(p)
 	// Tasks and bus operations in flight on a dead process fail now rather
@@ -101,6 +109,10 @@ func (m *Master) streamGone(p *proc) {
 			[]byte(fmt.Sprintf("task worker %d exited mid-task", p.slot.id)), nil)
 	}
 	for _, r := range routes {
+		if r.sum != nil {
+			r.sum.add(0, 0) // its members were neither reached nor refused: gone
+			continue
+		}
 		r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: uint16(ipc.NoConnection)}, nil, nil)
 	}
 }
@@ -166,6 +178,12 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		}
 	case ipc.TypeRetire:
 		go m.retire(p)
+	case ipc.TypePong:
+		p.pong()
+	case ipc.TypeCredit:
+		if m.backend != nil {
+			m.backend.credit(p, f)
+		}
 	case ipc.TypeIDLease:
 		start, err := m.ids.lease()
 		out := ipc.OK
@@ -188,7 +206,9 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		}
 	case ipc.TypeResult:
 		// BASE: an owner's answer to an operation routed from another worker.
-		if r, ok := routed(p, p.routes, f.Seq); ok {
+		if r, ok := routed(p, p.routes, f.Seq); ok && r.sum != nil {
+			r.sum.add(f.Arg, uint32(worker.SkippedOf(f.Payload)))
+		} else if ok {
 			r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: f.Code}, f.Payload, nil)
 		}
 	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast, ipc.TypeCount:
@@ -231,10 +251,9 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 			result(p, f, ipc.Failed, 0, nil)
 			return
 		}
-		// The member count, as in BASE mode (not how many accepted it).
-		n := r.Count(room)
-		r.Broadcast(room, int(f.Flags), data, f.Conn)
-		result(p, f, ipc.OK, uint32(n), nil)
+		// Members reached (queued to) and skipped (buffer full, closing).
+		reached, skipped := r.Broadcast(room, int(f.Flags), data, f.Conn)
+		result(p, f, ipc.OK, uint32(reached), worker.AppendSkipped(nil, skipped))
 	case ipc.TypeCount:
 		result(p, f, ipc.OK, uint32(r.Count(string(f.Payload))), nil)
 	}
@@ -256,11 +275,7 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 			result(p, f, ipc.Failed, 0, nil)
 			return
 		}
-		holders, total := m.rooms.holders(room)
-		for _, h := range holders {
-			h.out.Send(&ipc.Header{Type: ipc.TypeBroadcast, Flags: f.Flags, Conn: f.Conn}, f.Payload, nil)
-		}
-		result(p, f, ipc.OK, uint32(total), nil)
+		m.broadcastBase(p, f, room)
 		return
 	case ipc.TypeCount:
 		_, total := m.rooms.holders(string(f.Payload))

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/forkd/forkd/reactor"
+	"github.com/forkd/forkd/worker"
 )
 
 // IDsName is the run-dir file where the master keeps how far it has
@@ -112,9 +113,5 @@ func (a *idAllocator) lease() (uint64, error) {
 }
 
 func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return worker.WriteFileAtomic(path, b, 0o644)
 }

@@ -70,6 +70,10 @@ func (m *Master) openListeners() error {
 			continue
 		}
 		addr := l.Addr
+		if err := probeFree(addr); err != nil {
+			m.closeListeners()
+			return fmt.Errorf("listener %s: %w", l.Name, err)
+		}
 		for s := 0; s < o.Workers; s++ {
 			f, a, err := listenReusePort(addr)
 			if err != nil {
@@ -84,6 +88,23 @@ func (m *Master) openListeners() error {
 		}
 	}
 	return nil
+}
+
+// probeFree fails when addr is already in use by anyone: SO_REUSEPORT
+// would let a second server (any process of the same user) join the port
+// and have the kernel split the traffic between them. So before the
+// reuseport sockets are made, the address is bound once without
+// SO_REUSEPORT, which fails exactly as PROCESS mode's listener does.
+// Port 0 picks a port nobody holds, and needs no probe.
+func probeFree(addr string) error {
+	if _, port, err := net.SplitHostPort(addr); err == nil && (port == "0" || port == "") {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
 }
 
 func (m *Master) closeListeners() {
@@ -123,6 +144,7 @@ func (m *Master) serveReactor() {
 		}()
 	}
 	m.plain = nil // the reactor owns and closes them now
+	go m.sweepRequests()
 }
 
 // processPerIP is PROCESS mode's --max-conn-per-ip: the master holds every

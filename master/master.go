@@ -67,6 +67,12 @@ type Options struct {
 	Reloadable     bool          // workers take part in reload (Workerman's reloadable)
 	LogFormat      string
 	LogLevel       string
+	// WorkerTimeout: a worker silent (no Pong) this long is unresponsive,
+	// twice this long killed and replaced; default DefaultWorkerTimeout.
+	WorkerTimeout time.Duration
+	// RequestTimeout: PROCESS mode, an HTTP request a worker has not
+	// answered in this long gets 504; default DefaultRequestTimeout.
+	RequestTimeout time.Duration
 	LogFile        string   // the file behind Output, reopened by ReopenLogs ("" : not a file)
 	MetricsAddr    string   // --metrics: serve Prometheus /metrics here ("": off)
 	Name           string   // --name, in every process title
@@ -212,6 +218,15 @@ func New(o Options) (*Master, error) {
 	if o.ReloadWait <= 0 {
 		o.ReloadWait = 10 * time.Second
 	}
+	if o.WorkerTimeout < 0 || o.RequestTimeout < 0 {
+		return nil, fmt.Errorf("master: --worker-timeout and --request-timeout must not be negative")
+	}
+	if o.WorkerTimeout == 0 {
+		o.WorkerTimeout = DefaultWorkerTimeout
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
 	if o.BusQueue <= 0 {
 		o.BusQueue = 16 << 20
 	}
@@ -240,6 +255,9 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	}()
 	if err := os.MkdirAll(o.RunDir, 0o755); err != nil {
 		return fmt.Errorf("master: run dir: %w", err)
+	}
+	if err := CheckRunDir(o.RunDir); err != nil {
+		return err
 	}
 	unlock, err := takePidFile(o.RunDir)
 	if err != nil {

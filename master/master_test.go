@@ -23,6 +23,8 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		{name: "unknown dispatch", edit: func(o *Options) { o.Dispatch = "random" }, want: `unknown dispatch mode "random"`},
 		{name: "package over an ipc frame", edit: func(o *Options) { o.MaxPackageSize = MaxProcessPackage + 1 }, want: "max-package-size"},
 		{name: "base mode has no frame limit", edit: func(o *Options) { o.Mode, o.MaxPackageSize = ModeBase, MaxProcessPackage+1 }},
+		{name: "negative worker timeout", edit: func(o *Options) { o.WorkerTimeout = -1 }, want: "worker-timeout"},
+		{name: "negative request timeout", edit: func(o *Options) { o.RequestTimeout = -1 }, want: "request-timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -218,7 +218,7 @@ func (m *Master) reopenOwn(path string) error {
 			fds = append(fds, fd)
 		}
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := OpenNoFollow("log file", path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return fmt.Errorf("master: reopen log: %w", err)
 	}

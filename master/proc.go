@@ -49,6 +49,7 @@ type proc struct {
 	startErr atomic.Value // string: why the worker said it could not start
 
 	inflight atomic.Int64 // PROCESS: requests in flight, for dispatch=idle
+	lastPong atomic.Int64 // unix nanos of the worker's last Pong (watchdog.go)
 	welcomed atomic.Bool  // Welcome and Secrets sent: later Secrets frames may follow
 	perIPRow int          // BASE: its row of the shared per-address table (-1: none)
 
@@ -75,6 +76,7 @@ type proc struct {
 type route struct {
 	origin *proc
 	seq    uint32
+	sum    *broadcastSum // a BASE broadcast's share: added up, not forwarded
 }
 
 func (p *proc) State() string { return p.state.Load().(string) }
@@ -231,9 +233,11 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 		perIPRow: row,
 	}
 	p.state.Store(StateStarting)
+	p.pong()
 	m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker started")
 	go p.out.Run()
 	go m.readProc(p)
+	go m.watch(p)
 	go func() {
 		p.exitErr = cmd.Wait()
 		p.state.Store(StateStopped)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -27,21 +28,32 @@ type procBackend struct {
 	serving []atomic.Pointer[proc]
 	mu      sync.Mutex
 	cond    *sync.Cond
+
+	// Per-connection credit (credit.go): each WebSocket's wsFlow by id.
+	flows      sync.Map
+	maxPending int // bytes of one connection's messages a worker may hold unhandled
+	stopped    atomic.Bool
 }
 
 func newProcBackend(m *Master) *procBackend {
 	b := &procBackend{m: m, seed: maphash.MakeSeed(), serving: make([]atomic.Pointer[proc], m.opts.Workers)}
+	b.maxPending = m.opts.MaxSendBuffer
+	if b.maxPending <= 0 {
+		b.maxPending = 1 << 20
+	}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
 
 // httpCall is one request waiting for its worker's response.
 type httpCall struct {
-	done   chan struct{}
-	failed bool
-	resp   []byte // response payload: header section + body
-	arg    uint32 // header section length
-	req    []byte // scratch for the request frame
+	done     chan struct{}
+	failed   bool   // the worker died: 502
+	timedOut bool   // not answered within RequestTimeout: 504
+	start    int64  // unix nanos when it was handed to the worker
+	resp     []byte // response payload: header section + body
+	arg      uint32 // header section length
+	req      []byte // scratch for the request frame
 }
 
 var callPool = sync.Pool{New: func() any { return &httpCall{done: make(chan struct{}, 1)} }}
@@ -50,13 +62,20 @@ var callPool = sync.Pool{New: func() any { return &httpCall{done: make(chan stru
 // handed to it (Resume, with each one's handshake) before any new message.
 func (b *procBackend) attach(p *proc) {
 	id := p.slot.id
-	var hs []byte
+	var conns []*reactor.Conn
 	b.m.reactor.Each(func(c *reactor.Conn) {
 		if c.IsWebSocket() && int(c.Slot.Load()) == id {
-			hs = ipc.AppendHandshake(hs[:0], c.Handshake())
-			p.out.SendWait(&ipc.Header{Type: ipc.TypeResume, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
+			conns = append(conns, c)
 		}
 	})
+	// Outside Each (which holds the reactor's lock): a turn may take a
+	// moment, while the connection's reader finishes queueing a message.
+	for _, c := range conns {
+		f := b.flowOf(c)
+		f.take()
+		b.takeover(c, f, p)
+		f.release()
+	}
 	b.mu.Lock()
 	b.serving[id].Store(p)
 	b.cond.Broadcast()
@@ -143,7 +162,8 @@ func (b *procBackend) HTTP(l *reactor.Listener, ctx *fasthttp.RequestCtx) {
 		return
 	}
 	call := callPool.Get().(*httpCall)
-	call.failed = false
+	call.failed, call.timedOut = false, false
+	call.start = time.Now().UnixNano()
 	req := call.req[:0]
 	req = appendRemote(req, ctx)
 	hlen := len(req)
@@ -173,6 +193,11 @@ func (b *procBackend) HTTP(l *reactor.Listener, ctx *fasthttp.RequestCtx) {
 	}
 	<-call.done
 	p.inflight.Add(-1)
+	if call.timedOut {
+		callPool.Put(call)
+		ctx.Error("Gateway Timeout: the worker did not answer within --request-timeout", fasthttp.StatusGatewayTimeout)
+		return
+	}
 	if call.failed {
 		callPool.Put(call)
 		ctx.Error("Bad Gateway: worker exited while serving the request", fasthttp.StatusBadGateway)
@@ -215,8 +240,20 @@ func (b *procBackend) response(p *proc, f ipc.Frame) {
 }
 
 // slotFor binds a new WebSocket to a worker slot, for its whole life (so
-// its messages keep their order).
+// its messages keep their order): the dispatch mode's choice, or the next
+// slot that has a worker when that one has none (dead, or unresponsive).
 func (b *procBackend) slotFor(c *reactor.Conn) int {
+	id := b.slotChoice(c)
+	n := len(b.serving)
+	for i := 0; i < n; i++ {
+		if b.serving[(id+i)%n].Load() != nil {
+			return (id + i) % n
+		}
+	}
+	return id
+}
+
+func (b *procBackend) slotChoice(c *reactor.Conn) int {
 	n := len(b.serving)
 	switch b.m.opts.Dispatch {
 	case "round-robin":
@@ -266,16 +303,23 @@ func (b *procBackend) servingWait(id int) *proc {
 func (b *procBackend) Open(c *reactor.Conn) {
 	id := b.slotFor(c)
 	c.Slot.Store(int32(id))
+	f := b.flowOf(c)
+	f.take()
+	defer f.release()
 	p := b.servingEnter(id)
 	if p == nil {
 		return // the replacement will be told with Resume
 	}
 	hs := ipc.AppendHandshake(nil, c.Handshake())
-	p.out.SendWait(&ipc.Header{Type: ipc.TypeOpen, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
+	err := p.out.SendWait(&ipc.Header{Type: ipc.TypeOpen, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
 	p.leave()
-	// Data records the process told of the connection. Only this
-	// connection's read goroutine (Open, Message) touches it.
-	c.Data = p
+	if err == nil {
+		f.mu.Lock()
+		if f.p == nil {
+			f.p = p
+		}
+		f.mu.Unlock()
+	}
 }
 
 // servingEnter returns the process serving slot id with its gate entered
@@ -290,6 +334,7 @@ func (b *procBackend) servingEnter(id int) *proc {
 }
 
 func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
+	f := b.flowOf(c)
 	for {
 		p := b.servingWait(int(c.Slot.Load()))
 		if p == nil {
@@ -298,44 +343,77 @@ func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
 		if !p.enter() {
 			continue // being drained, and detached already: its replacement serves
 		}
-		var err error
-		if c.Data != p {
-			// This worker has not been told of the connection: it opened
-			// while the slot changed hands (attach's Resume may have missed
-			// it). Tell it now; a worker ignores a second Resume.
-			hs := ipc.AppendHandshake(nil, c.Handshake())
-			err = p.out.SendWait(&ipc.Header{Type: ipc.TypeResume, Conn: c.ID(), Code: uint16(c.Listener().Index)}, hs, nil)
-			c.Data = p
-		}
-		// SendWait blocks while the worker's queue is full: reading this
-		// connection pauses, and TCP pushes back on the client.
+		// The connection's credit gate: waiting here pauses reading this
+		// connection (TCP back-pressure) until its worker catches up.
+		f.take()
+		err := b.takeover(c, f, p)
 		if err == nil {
-			err = p.out.SendWait(&ipc.Header{Type: ipc.TypeMessage, Conn: c.ID(), Flags: uint8(op)}, data, nil)
+			err = b.waitCredit(f, p, len(data))
 		}
+		if err == nil {
+			// Kept until the worker says it handled the message: if it dies
+			// first, its replacement gets it (takeover). So once kept, the
+			// message is delivered whatever the send below says.
+			f.keep(op, data)
+			p.out.SendWait(&ipc.Header{Type: ipc.TypeMessage, Conn: c.ID(), Flags: uint8(op)}, data, nil)
+			f.release()
+			p.leave()
+			return
+		}
+		f.release()
 		p.leave()
-		if err == nil {
+		if b.stopped.Load() {
 			return
 		}
 		b.detach(p) // its stream broke: wait for the replacement
 	}
 }
 
-// Close tells the worker. When the peer's close waits for our reply, the
-// worker sends it (a Close frame after OnClose): it then follows whatever
-// the worker sent for the messages before the peer's close, which may
-// still be in its queue.
+// Close tells the worker serving c, after everything c sent before it:
+// a worker that died with messages of c unhandled has them redelivered to
+// its replacement first, which this waits for. When the peer's close
+// waits for our reply, the worker sends it (a Close frame after OnClose):
+// it then follows whatever the worker sent for the messages before the
+// peer's close, which may still be in its queue.
 func (b *procBackend) Close(c *reactor.Conn, code int, reason string) {
-	if p := b.servingEnter(int(c.Slot.Load())); p != nil {
-		h := ipc.Header{Type: ipc.TypeClosed, Conn: c.ID(), Code: uint16(code)}
-		if c.DeferCloseReply() {
-			h.Flags = ipc.ClosedReply
-			if p.out.SendWait(&h, []byte(reason), nil) != nil {
-				c.CloseWith(reactor.EchoCode(code), "") // the worker will never answer
+	f := b.flowOf(c)
+	defer func() {
+		b.flows.Delete(c.ID())
+		f.free()
+	}()
+	deferred := c.DeferCloseReply()
+	for {
+		p := b.servingWait(int(c.Slot.Load()))
+		if p == nil {
+			if deferred {
+				c.CloseWith(reactor.EchoCode(code), "") // no worker will answer
 			}
-		} else {
-			p.out.Send(&h, []byte(reason), nil)
+			return
 		}
+		if !p.enter() {
+			continue
+		}
+		f.take()
+		err := b.takeover(c, f, p)
+		if err == nil {
+			h := ipc.Header{Type: ipc.TypeClosed, Conn: c.ID(), Code: uint16(code)}
+			if deferred {
+				h.Flags = ipc.ClosedReply
+			}
+			err = p.out.SendWait(&h, []byte(reason), nil)
+		}
+		f.release()
 		p.leave()
+		if err == nil {
+			return
+		}
+		if b.stopped.Load() {
+			if deferred {
+				c.CloseWith(reactor.EchoCode(code), "")
+			}
+			return
+		}
+		b.detach(p)
 	}
 }
 
@@ -358,11 +436,13 @@ func (b *procBackend) bufferEvent(c *reactor.Conn, code uint16) {
 // RoomChanged: the master's reactor holds every room itself.
 func (b *procBackend) RoomChanged(string, int) {}
 
-// wakeAll releases readers waiting for a worker (stop).
+// wakeAll releases readers waiting for a worker or for credit (stop).
 func (b *procBackend) wakeAll() {
+	b.stopped.Store(true)
 	b.mu.Lock()
 	b.cond.Broadcast()
 	b.mu.Unlock()
+	b.wakeFlows(nil)
 }
 
 // appendRemote appends the client's address as an ipc field: ipc.AppendAddr

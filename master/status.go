@@ -35,6 +35,9 @@ type WorkerStatus struct {
 	BusDropped    uint64 `json:"bus_dropped"`
 	BusDroppedOut uint64 `json:"bus_dropped_to_worker"`
 	Timers        int    `json:"timers"`
+	// SilentSec: an unresponsive worker's time since its last answer to
+	// the master's ping.
+	SilentSec float64 `json:"silent_sec,omitempty"`
 }
 
 // ListenerStatus is one port.
@@ -156,6 +159,9 @@ func (m *Master) Status() Status {
 			}
 			if ws.State == StateStarting {
 				// Nothing but the handshake goes to a starting worker.
+			} else if ws.State == StateUnresponsive {
+				// It would not answer the query either.
+				ws.SilentSec = time.Since(time.Unix(0, e.p.lastPong.Load())).Seconds()
 			} else if b, err := e.p.query(ipcStats, time.Second); err == nil {
 				var s worker.Stats
 				if json.Unmarshal(b, &s) == nil {
@@ -163,7 +169,7 @@ func (m *Master) Status() Status {
 					ws.BusPending, ws.Timers, ws.BusDropped = s.BusPending, s.Timers, s.BusDropped
 				}
 			}
-			if m.reactor != nil && e.sl.worker() && ws.State == StateReady {
+			if m.reactor != nil && e.sl.worker() && (ws.State == StateReady || ws.State == StateUnresponsive) {
 				ws.Connections = perSlot[e.sl.id]
 			}
 		}

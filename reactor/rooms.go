@@ -96,8 +96,9 @@ func (r *Reactor) leaveAll(c *Conn) {
 }
 
 // Broadcast queues data to every member of room but except, and returns how
-// many accepted it.
-func (r *Reactor) Broadcast(room string, op int, data []byte, except uint64) int {
+// many accepted it (reached) and how many did not (skipped: send buffer
+// full, or closing).
+func (r *Reactor) Broadcast(room string, op int, data []byte, except uint64) (reached, skipped int) {
 	r.rooms.mu.Lock()
 	set := r.rooms.m[room]
 	members := make([]*Conn, 0, len(set))
@@ -107,13 +108,14 @@ func (r *Reactor) Broadcast(room string, op int, data []byte, except uint64) int
 		}
 	}
 	r.rooms.mu.Unlock()
-	n := 0
 	for _, c := range members {
 		if c.Send(op, data) == ipc.OK {
-			n++
+			reached++
+		} else {
+			skipped++
 		}
 	}
-	return n
+	return reached, skipped
 }
 
 // BroadcastTo queues data to the listed connections of this reactor (the

@@ -174,13 +174,27 @@ func (w *Worker) Leave(id uint64, room string) ipc.Outcome {
 
 // Broadcast sends data to every member of room except one connection (0:
 // none). The master fans it out: one frame per process holding members.
-// It returns the number of members the room had.
-func (w *Worker) Broadcast(room string, op int, data []byte, except uint64) (int, ipc.Outcome) {
+// It returns how many members it was queued to (reached) and how many it
+// was not (skipped: their send buffer was full, or they were closing).
+func (w *Worker) Broadcast(room string, op int, data []byte, except uint64) (reached, skipped int, out ipc.Outcome) {
 	head := binary.LittleEndian.AppendUint16(make([]byte, 0, 2+len(room)), uint16(len(room)))
 	head = append(head, room...)
 	w.m.Broadcasts.Add(1)
-	out, n, _ := w.call(ipc.Header{Type: ipc.TypeBroadcast, Flags: uint8(op), Conn: except}, head, data, 0)
-	return int(n), out
+	out, n, res := w.call(ipc.Header{Type: ipc.TypeBroadcast, Flags: uint8(op), Conn: except}, head, data, 0)
+	return int(n), SkippedOf(res), out
+}
+
+// SkippedOf reads a Broadcast Result's payload (ipc.BroadcastSkippedSize).
+func SkippedOf(p []byte) int {
+	if len(p) < ipc.BroadcastSkippedSize {
+		return 0
+	}
+	return int(binary.LittleEndian.Uint32(p))
+}
+
+// AppendSkipped encodes a Broadcast Result's payload.
+func AppendSkipped(dst []byte, skipped int) []byte {
+	return binary.LittleEndian.AppendUint32(dst, uint32(skipped))
 }
 
 // Count returns the number of members of room across all workers.
@@ -233,10 +247,14 @@ func (w *Worker) serveBus(f ipc.Frame) {
 			}
 		}()
 	case ipc.TypeBroadcast:
+		// Routed by the master, which adds up every holder's answer.
 		room, data, ok := SplitRoom(f.Payload)
-		if ok {
-			w.r.Broadcast(room, int(f.Flags), data, f.Conn)
+		if !ok {
+			w.reply(f, ipc.Failed, 0, nil)
+			return
 		}
+		reached, skipped := w.r.Broadcast(room, int(f.Flags), data, f.Conn)
+		w.reply(f, ipc.OK, uint32(reached), AppendSkipped(nil, skipped))
 	}
 }
 

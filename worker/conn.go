@@ -108,6 +108,9 @@ func (w *Worker) connEvent(f ipc.Frame) {
 		w.mu.Unlock()
 		if c == nil {
 			w.log.Debug().Uint64("conn", f.Conn).Uint8("type", uint8(f.Type)).Msg("event for unknown connection")
+			if f.Type == ipc.TypeMessage {
+				w.credit(f.Conn, 1) // the master counts it until told
+			}
 			return
 		}
 	}
@@ -129,15 +132,37 @@ func (c *Conn) run() {
 		if batch, ok = c.events.take(batch); !ok {
 			return
 		}
+		handled := 0
 		for i := range batch {
 			c.w.dispatch(c, &batch[i])
+			if batch[i].typ == ipc.TypeMessage {
+				// Credit goes back as messages are handled: every few within
+				// a long batch, the rest when the batch is done.
+				if handled++; handled == creditEvery {
+					c.w.credit(c.id, handled)
+					handled = 0
+				}
+			}
 			if bp := batch[i].bp; bp != nil && cap(*bp) <= 64<<10 {
 				evPool.Put(bp)
 			}
 			batch[i].bp = nil
 			c.w.inflight.Done()
 		}
+		if handled > 0 {
+			c.w.credit(c.id, handled)
+		}
 	}
+}
+
+// creditEvery is how many handled messages a Credit frame reports at most.
+const creditEvery = 16
+
+// credit tells the master (PROCESS mode) that n of connection id's
+// messages were handled, so it may send that many more (see master's
+// credit.go): the bound on a connection's queued events here.
+func (w *Worker) credit(id uint64, n int) {
+	w.out.SendWait(&ipc.Header{Type: ipc.TypeCredit, Conn: id, Arg: uint32(n)}, nil, nil)
 }
 
 func (w *Worker) dispatch(c *Conn, ev *event) {

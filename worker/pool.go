@@ -5,13 +5,16 @@ package worker
 // are kept (reactor.Pool): one started per request grew its stack again
 // on every request, about a third of a worker's CPU.
 type job struct {
-	rc *reqCtx
-	c  *Conn
+	rc   *reqCtx
+	c    *Conn
+	ping uint32 // a watchdog Ping to answer
 }
 
 func (w *Worker) runJob(j job) {
 	if j.rc != nil {
 		w.runRequest(j.rc)
+	} else if j.c == nil {
+		w.pong(j.ping)
 	} else {
 		j.c.run()
 	}

@@ -319,6 +319,16 @@ func (w *Worker) handle(f ipc.Frame) error {
 		}()
 	case ipc.TypeTask:
 		w.serveTask(f)
+	case ipc.TypePing:
+		// Answered from the worker's event loop, not from this reader: a
+		// PROCESS worker's pooled goroutines (those serving requests and
+		// connection events), a goroutine of its own otherwise, then
+		// through the ipc writer. The master's watchdog judges the answer.
+		if w.r == nil && !w.cfg.Task {
+			w.spawn(job{ping: f.Seq})
+		} else {
+			go w.pong(f.Seq)
+		}
 	case ipc.TypeStats:
 		b, _ := json.Marshal(w.Stats())
 		w.out.Send(&ipc.Header{Type: ipc.TypeStats, Seq: f.Seq}, b, nil)
@@ -343,6 +353,10 @@ func (w *Worker) handle(f ipc.Frame) error {
 		return fmt.Errorf("worker: unknown frame type %d", f.Type)
 	}
 	return nil
+}
+
+func (w *Worker) pong(seq uint32) {
+	w.out.SendWait(&ipc.Header{Type: ipc.TypePong, Seq: seq}, nil, nil)
 }
 
 // Stats is what a worker reports for `server status`.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -98,12 +99,23 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 			ctx.Error("missing room", fasthttp.StatusBadRequest)
 			return
 		}
-		n, err := w.Broadcast(room, forkd.TextMessage, ctx.PostBody(), 0)
+		res, err := w.BroadcastReport(room, forkd.TextMessage, ctx.PostBody(), 0)
 		if err != nil {
 			pushError(ctx, err)
 			return
 		}
-		ctx.SetBodyString(strconv.Itoa(n))
+		// The body is the count of members reached (the SPEC's "member
+		// count"); members skipped because their send buffer was full are
+		// in a header, and in the JSON answer a client may ask for.
+		ctx.Response.Header.Set("X-Broadcast-Reached", strconv.Itoa(res.Reached))
+		ctx.Response.Header.Set("X-Broadcast-Skipped", strconv.Itoa(res.Skipped))
+		if bytes.Contains(ctx.Request.Header.Peek("Accept"), []byte("application/json")) {
+			b, _ := json.Marshal(res)
+			ctx.SetContentType("application/json")
+			ctx.SetBody(b)
+			return
+		}
+		ctx.SetBodyString(strconv.Itoa(res.Reached))
 	case "/panic":
 		// Shows crash isolation: the worker recovers, logs the stack and
 		// answers 500; nothing else is affected.

@@ -59,7 +59,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
 		watchFlag(),
-	}, append(opsFlags(), securityFlags()...)...)
+	}, append(append(boundsFlags(), opsFlags()...), securityFlags()...)...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -144,6 +144,7 @@ func (s *Program) options(c *cli.Context) (master.Options, error) {
 		ReadTimeout: c.Duration("read-timeout"), IdleTimeout: c.Duration("idle-timeout"),
 		LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Reloadable: !s.NoReload,
 	}
+	boundsOptions(c, &o)
 	var err error
 	if o.MaxPackageSize, err = parseSize(c.String("max-package-size")); err != nil {
 		return o, fmt.Errorf("--max-package-size: %w", err)
@@ -237,9 +238,14 @@ func (s *Program) start(c *cli.Context) (err error) {
 		if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 			return err
 		}
-		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if daemonChild {
+			if err := master.CheckRunDir(o.RunDir); err != nil {
+				return err
+			}
+		}
+		f, err := master.OpenNoFollow("log file", logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
-			return fmt.Errorf("log file: %w", err)
+			return err
 		}
 		defer f.Close()
 		out = f

@@ -47,6 +47,9 @@ func status(c *cli.Context) error {
 		if w.Backoff != "" {
 			note = "crash loop, next try in " + w.Backoff + ": " + w.LastExit
 		}
+		if w.SilentSec > 0 {
+			note = fmt.Sprintf("no answer to the master's ping for %.1fs: no new work; killed at 2x --worker-timeout", w.SilentSec)
+		}
 		reqs := fmt.Sprint(w.Requests)
 		if w.Kind == "task" {
 			reqs = fmt.Sprintf("%d tasks, %d queued", w.TasksDone, w.TasksQueued)

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/forkd/forkd/master"
+	"github.com/forkd/forkd/worker"
 )
 
 // StartRecordName is the file in the run dir where a running master keeps
@@ -56,11 +57,7 @@ func (s *Program) writeStartRecord(runDir string, argv []string, o *master.Optio
 		return fmt.Errorf("forkd: start record: %w", err)
 	}
 	path := filepath.Join(runDir, StartRecordName)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("forkd: start record: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := worker.WriteFileAtomic(path, b, 0o600); err != nil {
 		return fmt.Errorf("forkd: start record: %w", err)
 	}
 	return nil
@@ -91,6 +88,9 @@ func (s *Program) restart(c *cli.Context) error {
 	own := s.restartArgs()
 	argv := append([]string{"start"}, own...)
 	pid, perr := master.ReadPid(dir)
+	if errors.Is(perr, master.ErrPermission) {
+		return perr
+	}
 	if perr == nil {
 		rec, err := readStartRecord(dir)
 		if err != nil {
@@ -104,7 +104,7 @@ func (s *Program) restart(c *cli.Context) error {
 				return fmt.Errorf("restart: the server's working directory: %w", err)
 			}
 		}
-		if _, err := master.Call(abs, master.Request{Cmd: "stop", Graceful: c.Bool("graceful")}, 0); err != nil && errors.Is(err, master.ErrNotRunning) {
+		if err := askStop(abs, c.Bool("graceful")); err != nil {
 			return err
 		}
 		if err := waitGone(abs, pid, 2*time.Minute); err != nil {

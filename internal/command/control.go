@@ -17,7 +17,7 @@ func stop(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := master.Call(dir, master.Request{Cmd: "stop", Graceful: c.Bool("graceful")}, 0); err != nil && errors.Is(err, master.ErrNotRunning) {
+	if err := askStop(dir, c.Bool("graceful")); err != nil {
 		return err
 	}
 	if err := waitGone(dir, pid, 2*time.Minute); err != nil {
@@ -25,6 +25,18 @@ func stop(c *cli.Context) error {
 	}
 	fmt.Printf("server stopped (master pid %d)\n", pid)
 	return nil
+}
+
+// askStop sends stop. The master answers before it stops, but the answer
+// may be lost as it exits: only a refusal or a master that is not there
+// is an error (said at once, not after waiting for an exit that will not
+// come).
+func askStop(dir string, graceful bool) error {
+	_, err := master.Call(dir, master.Request{Cmd: "stop", Graceful: graceful}, 10*time.Second)
+	if errors.Is(err, master.ErrNoAnswer) {
+		return nil
+	}
+	return err
 }
 
 // waitGone waits until the master of dir has exited.

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -46,13 +47,18 @@ func daemonize(runDir, logFile, title string, argv []string) error {
 	}
 	if pid, err := master.ReadPid(runDir); err == nil {
 		return fmt.Errorf("%w (pid %d, run dir %s)", master.ErrRunning, pid, runDir)
+	} else if errors.Is(err, master.ErrPermission) {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 		return err
 	}
-	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err := master.CheckRunDir(runDir); err != nil {
+		return err
+	}
+	lf, err := master.OpenNoFollow("log file", logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
-		return fmt.Errorf("log file: %w", err)
+		return err
 	}
 	defer lf.Close()
 	logStart, _ := lf.Seek(0, io.SeekEnd)

@@ -1,0 +1,154 @@
+package master
+
+import (
+	"time"
+
+	"github.com/forkd/forkd/ipc"
+)
+
+// StateUnresponsive is a worker that has not answered the master's pings
+// for --worker-timeout: it gets no new work, and if it stays silent for
+// another --worker-timeout it is killed and replaced.
+const StateUnresponsive = "unresponsive"
+
+// Watchdog defaults.
+const (
+	DefaultWorkerTimeout  = 5 * time.Second
+	DefaultRequestTimeout = 60 * time.Second
+)
+
+// watch pings p over its ipc stream for its whole life. A worker answers a
+// Ping from its event loop (a goroutine of its own, through its ipc writer),
+// not from its reader, so a Pong says the process runs, schedules and
+// writes. Silent for WorkerTimeout: unresponsive (no new requests, tasks or
+// connections go to it); silent for twice that: killed, with what it was
+// doing logged, and replaced like a crashed worker. A starting or draining
+// worker is not judged (start-up and drain have their own limits).
+func (m *Master) watch(p *proc) {
+	limit := m.opts.WorkerTimeout
+	every := max(limit/5, 20*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var seq uint32
+	for {
+		select {
+		case <-p.exited:
+			return
+		case <-t.C:
+		}
+		st := p.State()
+		if st != StateReady && st != StateUnresponsive {
+			p.lastPong.Store(time.Now().UnixNano())
+			continue
+		}
+		seq++
+		p.out.Send(&ipc.Header{Type: ipc.TypePing, Seq: seq}, nil, nil)
+		silent := time.Since(time.Unix(0, p.lastPong.Load()))
+		switch {
+		case silent >= 2*limit:
+			m.killHung(p, silent)
+			return
+		case silent >= limit && st == StateReady:
+			if p.state.CompareAndSwap(StateReady, StateUnresponsive) {
+				if m.backend != nil && p.slot.worker() {
+					m.backend.detach(p)
+				}
+				m.logHung(p, silent, "worker unresponsive: no new work for it")
+			}
+		case silent < limit && st == StateUnresponsive:
+			if p.state.CompareAndSwap(StateUnresponsive, StateReady) {
+				m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Dur("silent", silent).Msg("worker answers again")
+				if m.backend != nil && p.slot.worker() && m.current(p.slot.id) == p && !p.drained.Load() {
+					m.backend.reattach(p)
+				}
+			}
+		}
+	}
+}
+
+// pong records a worker's answer.
+func (p *proc) pong() { p.lastPong.Store(time.Now().UnixNano()) }
+
+// killHung kills a worker silent for too long; its exit replaces it.
+func (m *Master) killHung(p *proc, silent time.Duration) {
+	m.logHung(p, silent, "worker hung: killing and replacing it")
+	p.state.Store(StateUnresponsive)
+	if m.backend != nil && p.slot.worker() {
+		m.backend.detach(p)
+	}
+	p.cmd.Process.Kill()
+}
+
+// logHung logs what a silent worker was doing.
+func (m *Master) logHung(p *proc, silent time.Duration, msg string) {
+	p.mu.Lock()
+	reqs, tasks, routes := len(p.calls), len(p.tasks), len(p.routes)
+	p.mu.Unlock()
+	ev := m.log.Error().Int("worker", p.slot.id).Int("pid", p.pid).Str("kind", p.slot.kind()).
+		Dur("silent", silent).Dur("timeout", m.opts.WorkerTimeout).
+		Int("http_in_flight", reqs).Int("tasks_in_flight", tasks).Int("bus_ops_in_flight", routes).
+		Int("bus_queued_bytes", p.out.Pending()).Dur("uptime", time.Since(p.start))
+	if m.backend != nil && p.slot.worker() {
+		conns, msgs := m.backend.pending(p)
+		ev = ev.Int("ws_conns_waiting", conns).Int("ws_messages_unhandled", msgs)
+	}
+	ev.Msg(msg)
+}
+
+// reattach routes work to p again (it answered after all).
+func (b *procBackend) reattach(p *proc) {
+	b.mu.Lock()
+	b.serving[p.slot.id].CompareAndSwap(nil, p)
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+// sweepRequests answers 504 to every HTTP request a worker has held for
+// longer than RequestTimeout (PROCESS mode). One sweeper for all requests,
+// not a timer per request (see reactor's sweeper for why).
+func (m *Master) sweepRequests() {
+	limit := m.opts.RequestTimeout
+	every := min(max(limit/8, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.done:
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-limit).UnixNano()
+		m.mu.Lock()
+		var procs []*proc
+		for _, sl := range m.slots {
+			if !sl.worker() {
+				continue
+			}
+			for _, p := range append([]*proc{sl.cur, sl.next}, sl.old...) {
+				if p != nil {
+					procs = append(procs, p)
+				}
+			}
+		}
+		m.mu.Unlock()
+		for _, p := range procs {
+			var late []*httpCall
+			p.mu.Lock()
+			for seq, c := range p.calls {
+				if c.start < cutoff {
+					delete(p.calls, seq)
+					late = append(late, c)
+				}
+			}
+			p.mu.Unlock()
+			if len(late) > 0 {
+				m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Int("requests", len(late)).
+					Dur("request_timeout", limit).Msg("requests unanswered: 504")
+			}
+			for _, c := range late {
+				c.timedOut = true
+				c.done <- struct{}{}
+			}
+		}
+	}
+}
