@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/forkd/forkd/ipc"
+	"github.com/forkd/forkd/master"
 )
 
 // Errors returned by bus operations; test them with errors.Is.
@@ -15,7 +16,19 @@ var (
 	ErrTooLarge     = errors.New("forkd: message too large")
 	ErrUnavailable  = errors.New("forkd: unavailable")
 	ErrTaskFailed   = errors.New("forkd: task failed")
-	ErrServerClosed = errors.New("forkd: server closed")
+)
+
+// Errors of the operator commands, as the master answers them over its
+// control socket (a code beside the text): test them with errors.Is.
+var (
+	ErrNotRunning     = master.ErrNotRunning     // no server runs in the run dir
+	ErrRunning        = master.ErrRunning        // a server already runs in the run dir
+	ErrReloadFailed   = master.ErrReloadFailed   // a reload stopped (a replacement failed to start, ...)
+	ErrCertificates   = master.ErrCertificates   // new certificates refused; those in use stay
+	ErrStopping       = master.ErrStopping       // the server is stopping
+	ErrReopenLogs     = master.ErrReopenLogs     // reopening the log files failed
+	ErrUnknownCommand = master.ErrUnknownCommand // the master does not know the command
+	ErrPermission     = master.ErrPermission     // the control socket refused the caller
 )
 
 func outcomeErr(o ipc.Outcome) error {

@@ -19,6 +19,12 @@ func TestConstants(t *testing.T) {
 		{name: "ClosedReply", got: uint64(ClosedReply), want: 1},
 		{name: "HeaderSize", got: HeaderSize, want: 24},
 		{name: "MaxPayload", got: MaxPayload, want: 64 << 20},
+		{name: "DrainReload", got: uint64(DrainReload), want: 1},
+		{name: "DrainStop", got: uint64(DrainStop), want: 2},
+		{name: "DrainNow", got: uint64(DrainNow), want: 3},
+		{name: "JoinCount", got: uint64(JoinCount), want: 1},
+		{name: "TaskOrigin(0)", got: uint64(TaskOrigin(0)), want: 1},
+		{name: "TaskOrigin(5)", got: uint64(TaskOrigin(5)), want: 6},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

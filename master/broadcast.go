@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/ipc"
-	"github.com/forkd/forkd/worker"
 )
 
 // broadcastSum adds up a BASE-mode broadcast's answers: each process
@@ -58,7 +57,7 @@ func (s *broadcastSum) finish() {
 	s.mu.Unlock()
 	if s.seq != 0 {
 		s.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: s.seq, Code: uint16(ipc.OK), Arg: reached},
-			worker.AppendSkipped(nil, int(skipped)), nil)
+			ipc.AppendSkipped(nil, int(skipped)), nil)
 	}
 }
 

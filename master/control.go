@@ -41,6 +41,7 @@ type Request struct {
 // Response answers a Request (one JSON line).
 type Response struct {
 	Error       string       `json:"error,omitempty"`
+	Code        string       `json:"code,omitempty"` // with Error: what failed (ctlerr.go)
 	Status      *Status      `json:"status,omitempty"`
 	Connections []ConnInfo   `json:"connections,omitempty"`
 	Reload      []ReloadLine `json:"reload,omitempty"`
@@ -157,7 +158,7 @@ func (s *controlServer) handle(c *net.UnixConn) {
 	uid, err := peerUID(c)
 	if err != nil || !s.m.controlUID(uid) {
 		log.Warn().Uint32("uid", uid).Err(err).Msg("control: peer refused")
-		json.NewEncoder(c).Encode(Response{Error: refusedMsg})
+		json.NewEncoder(c).Encode(Response{Error: refusedMsg, Code: CodePermission})
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -166,13 +167,13 @@ func (s *controlServer) handle(c *net.UnixConn) {
 	line, err := bufio.NewReader(io.LimitReader(c, maxControlRequest)).ReadBytes('\n')
 	if err != nil {
 		log.Warn().Err(err).Int("limit", maxControlRequest).Msg("control: bad request")
-		json.NewEncoder(c).Encode(Response{Error: "bad request: want one JSON line of at most 64 KiB"})
+		json.NewEncoder(c).Encode(Response{Error: "bad request: want one JSON line of at most 64 KiB", Code: CodeBadRequest})
 		return
 	}
 	c.SetReadDeadline(time.Time{})
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
-		json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
+		json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error(), Code: CodeBadRequest})
 		return
 	}
 	var resp Response
@@ -189,11 +190,11 @@ func (s *controlServer) handle(c *net.UnixConn) {
 			resp.Reload, err = s.m.Reload(req.TasksOnly)
 		}
 		if err != nil {
-			resp.Error = err.Error()
+			resp.failed(req.Cmd, err)
 		}
 	case "reopen-logs":
 		if err := s.m.ReopenLogs(); err != nil {
-			resp.Error = err.Error()
+			resp.failed(req.Cmd, err)
 		}
 	case "stop":
 		// Answer first: the master exits once stopped.
@@ -201,7 +202,7 @@ func (s *controlServer) handle(c *net.UnixConn) {
 		s.m.Stop(req.Graceful)
 		return
 	default:
-		resp.Error = fmt.Sprintf("unknown command %q", req.Cmd)
+		resp.refuse(CodeUnknownCommand, "unknown command %q", req.Cmd)
 	}
 	json.NewEncoder(c).Encode(resp)
 }
@@ -238,7 +239,7 @@ func Call(dir string, req Request, timeout time.Duration) (*Response, error) {
 		return &resp, fmt.Errorf("%w (the master runs as another user)", ErrPermission)
 	}
 	if resp.Error != "" {
-		return &resp, errors.New(resp.Error)
+		return &resp, &ControlError{Code: resp.Code, Text: resp.Error}
 	}
 	return &resp, nil
 }

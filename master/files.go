@@ -1,22 +1,17 @@
 package master
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"syscall"
 
-	"github.com/forkd/forkd/worker"
+	"github.com/forkd/forkd/internal/safefile"
 )
 
-// ErrPermission means the master refused a control client, or the client
-// may not reach the run dir's files: said at once, never a wait.
-var ErrPermission = errors.New("permission denied")
-
 // OpenNoFollow opens a pid or log file without following a planted link
-// (see worker.OpenNoFollow).
+// (see safefile.OpenNoFollow).
 func OpenNoFollow(what, path string, flag int, perm os.FileMode) (*os.File, error) {
-	return worker.OpenNoFollow(what, path, flag, perm)
+	return safefile.OpenNoFollow(what, path, flag, perm)
 }
 
 // CheckRunDir refuses, when running as root, a run dir that users other

@@ -2,14 +2,11 @@ package master
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/forkd/forkd/ipc"
-	"github.com/forkd/forkd/reactor"
-	"github.com/forkd/forkd/worker"
 )
 
 // roomCounts (BASE mode) records how many members of each room every worker
@@ -79,24 +76,18 @@ func (m *Master) isStopping() bool {
 	return m.stopping
 }
 
-// drain asks p to stop taking work and exit (worker.Drain* code). Work
+// drain asks p to stop taking work and exit (ipc.Drain* code). Work
 // routed to p before it was detached goes out ahead of the Drain frame, so
 // the worker answers it before it stops.
 func (m *Master) drain(p *proc, code uint16) {
-	if m.backend != nil {
-		m.backend.detach(p)
-	}
+	m.mode.detach(p)
 	p.closeGate(2 * time.Second)
 	p.out.Send(&ipc.Header{Type: ipc.TypeDrain, Code: code}, nil, nil)
 }
 
 // streamGone runs when a worker's ipc stream has ended.
 func (m *Master) streamGone(p *proc) {
-	if m.backend != nil && p.slot.worker() {
-		m.backend.detach(p)
-		m.backend.fail(p)
-		m.backend.wakeFlows(p)
-	}
+	m.mode.gone(p)
 	m.rooms.forget(p)
 	// Tasks and bus operations in flight on a dead process fail now rather
 	// than time out.
@@ -163,9 +154,7 @@ func result(p *proc, f ipc.Frame, out ipc.Outcome, arg uint32, data []byte) {
 func (m *Master) frame(p *proc, f ipc.Frame) error {
 	switch f.Type {
 	case ipc.TypeResponse:
-		if m.backend != nil {
-			m.backend.response(p, f)
-		}
+		m.mode.fromWorker(p, f)
 	case ipc.TypeStats, ipc.TypeConns, ipc.TypeMetrics, ipc.TypeReopenLogs:
 		p.mu.Lock()
 		ch := p.queries[f.Seq]
@@ -177,13 +166,11 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 			}
 		}
 	case ipc.TypeRetire:
-		go m.retire(p)
+		m.goJoin(func() { m.retire(p) })
 	case ipc.TypePong:
 		p.pong()
 	case ipc.TypeCredit:
-		if m.backend != nil {
-			m.backend.credit(p, f)
-		}
+		m.mode.fromWorker(p, f)
 	case ipc.TypeIDLease:
 		start, err := m.ids.lease()
 		out := ipc.OK
@@ -207,105 +194,18 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 	case ipc.TypeResult:
 		// BASE: an owner's answer to an operation routed from another worker.
 		if r, ok := routed(p, p.routes, f.Seq); ok && r.sum != nil {
-			r.sum.add(f.Arg, uint32(worker.SkippedOf(f.Payload)))
+			r.sum.add(f.Arg, uint32(ipc.SkippedOf(f.Payload)))
 		} else if ok {
 			r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: f.Code}, f.Payload, nil)
 		}
 	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast, ipc.TypeCount:
-		if m.reactor != nil {
-			m.busProcess(p, f)
-		} else {
-			m.busBase(p, f)
-		}
+		m.bus.Route(p, f)
 	case ipc.TypeError:
 		return fmt.Errorf("worker %d: %s", p.slot.id, f.Payload)
 	default:
 		return fmt.Errorf("worker %d: unexpected frame type %d", p.slot.id, f.Type)
 	}
 	return nil
-}
-
-// busProcess applies a bus operation to the master's reactor (PROCESS).
-func (m *Master) busProcess(p *proc, f ipc.Frame) {
-	r := m.reactor
-	switch f.Type {
-	case ipc.TypePush:
-		result(p, f, r.Push(f.Conn, int(f.Flags), f.Payload), 0, nil)
-	case ipc.TypeClose:
-		result(p, f, r.CloseConn(f.Conn, int(f.Code), string(f.Payload)), 0, nil)
-	case ipc.TypeQuery:
-		c := r.Conn(f.Conn)
-		if c == nil {
-			result(p, f, ipc.NoConnection, 0, nil)
-			return
-		}
-		b, _ := json.Marshal(c.Info(int(c.Slot.Load())))
-		result(p, f, ipc.OK, 0, b)
-	case ipc.TypeJoin:
-		result(p, f, r.Join(f.Conn, string(f.Payload)), 0, nil)
-	case ipc.TypeLeave:
-		result(p, f, r.Leave(f.Conn, string(f.Payload)), 0, nil)
-	case ipc.TypeBroadcast:
-		room, data, ok := worker.SplitRoom(f.Payload)
-		if !ok {
-			result(p, f, ipc.Failed, 0, nil)
-			return
-		}
-		// Members reached (queued to) and skipped (buffer full, closing).
-		reached, skipped := r.Broadcast(room, int(f.Flags), data, f.Conn)
-		result(p, f, ipc.OK, uint32(reached), worker.AppendSkipped(nil, skipped))
-	case ipc.TypeCount:
-		result(p, f, ipc.OK, uint32(r.Count(string(f.Payload))), nil)
-	}
-}
-
-// busBase routes a bus operation to the worker that owns the connection
-// (the owner is encoded in the id: no lookup, no broadcast to find it).
-func (m *Master) busBase(p *proc, f ipc.Frame) {
-	switch f.Type {
-	case ipc.TypeJoin:
-		if f.Flags == 1 { // a worker's new local member count
-			m.rooms.set(string(f.Payload), p, int32(f.Arg))
-			result(p, f, ipc.OK, 0, nil) // when it waits (seq != 0)
-			return
-		}
-	case ipc.TypeBroadcast:
-		room, _, ok := worker.SplitRoom(f.Payload)
-		if !ok {
-			result(p, f, ipc.Failed, 0, nil)
-			return
-		}
-		m.broadcastBase(p, f, room)
-		return
-	case ipc.TypeCount:
-		_, total := m.rooms.holders(string(f.Payload))
-		result(p, f, ipc.OK, uint32(total), nil)
-		return
-	}
-	owner := int(reactor.Owner(f.Conn))
-	if owner >= m.opts.Workers || int(reactor.Node(f.Conn)) != m.opts.IDNode || f.Conn > reactor.MaxID {
-		result(p, f, ipc.NoConnection, 0, nil)
-		return
-	}
-	h := f.Header
-	h.Arg = uint32(p.slot.id) + 1
-	dst := m.current(owner)
-	if dst == nil {
-		result(p, f, ipc.NoConnection, 0, nil)
-		return
-	}
-	if f.Seq != 0 {
-		dst.mu.Lock()
-		h.Seq = dst.nextSeq()
-		dst.routes[h.Seq] = route{origin: p, seq: f.Seq}
-		dst.mu.Unlock()
-	}
-	if err := dst.out.Send(&h, f.Payload, nil); err != nil {
-		if f.Seq != 0 {
-			routed(dst, dst.routes, h.Seq)
-		}
-		result(p, f, ipc.BufferFull, 0, nil)
-	}
 }
 
 // task hands a task to a task worker: an idle one first, else round-robin;
@@ -359,7 +259,7 @@ func (m *Master) task(p *proc, f ipc.Frame) {
 		return
 	}
 	defer pick.leave()
-	origin := uint32(p.slot.id) + 1
+	origin := ipc.TaskOrigin(p.slot.id)
 	pick.mu.Lock()
 	seq := pick.nextSeq()
 	pick.tasks[seq] = route{origin: p, seq: f.Seq}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/forkd/forkd/internal/safefile"
 	"github.com/forkd/forkd/reactor"
-	"github.com/forkd/forkd/worker"
 )
 
 // IDsName is the run-dir file where the master keeps how far it has
@@ -113,5 +113,5 @@ func (a *idAllocator) lease() (uint64, error) {
 }
 
 func writeFileAtomic(path string, b []byte) error {
-	return worker.WriteFileAtomic(path, b, 0o644)
+	return safefile.WriteFileAtomic(path, b, 0o644)
 }

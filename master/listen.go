@@ -18,46 +18,57 @@ func (m *Master) openListeners() error {
 	if err := m.checkPassed(m.passed); err != nil {
 		return err
 	}
-	if o.Mode == ModeProcess {
-		for i, l := range o.Listeners {
-			var ln net.Listener
-			var err error
-			switch files := m.passed[l.Name]; len(files) {
-			case 0:
-				ln, err = net.Listen("tcp", l.Addr)
-			case 1:
-				ln, err = passedListener(l.Name, files[0])
-				if err == nil {
-					m.log.Info().Str("listener", l.Name).Str("addr", ln.Addr().String()).Msg("listener passed by systemd: not binding")
-				}
-			default:
-				err = fmt.Errorf("systemd passed %d sockets named %q; PROCESS mode takes one per listener", len(files), l.Name)
+	return m.mode.open()
+}
+
+// openProcess opens PROCESS mode's listeners: the master's reactor holds
+// them all.
+func (m *Master) openProcess() error {
+	o := &m.opts
+	for i, l := range o.Listeners {
+		var ln net.Listener
+		var err error
+		switch files := m.passed[l.Name]; len(files) {
+		case 0:
+			ln, err = net.Listen("tcp", l.Addr)
+		case 1:
+			ln, err = passedListener(l.Name, files[0])
+			if err == nil {
+				m.log.Info().Str("listener", l.Name).Str("addr", ln.Addr().String()).Msg("listener passed by systemd: not binding")
 			}
-			if err != nil {
-				m.closeListeners()
-				return fmt.Errorf("listener %s: %w", l.Name, err)
-			}
-			m.plain = append(m.plain, ln)
-			m.addrs[i] = ln.Addr().String()
+		default:
+			err = fmt.Errorf("systemd passed %d sockets named %q; PROCESS mode takes one per listener", len(files), l.Name)
 		}
-		m.backend = newProcBackend(m)
-		m.reactor = reactor.New(reactor.Options{
-			Node:           uint16(o.IDNode),
-			Owner:          reactor.MasterOwner,
-			Lease:          m.ids.lease,
-			MaxPackageSize: o.MaxPackageSize,
-			MaxSendBuffer:  o.MaxSendBuffer,
-			MaxConns:       o.MaxConns,
-			HeartbeatIdle:  o.HeartbeatIdle,
-			ReadTimeout:    o.ReadTimeout,
-			IdleTimeout:    o.IdleTimeout,
-			AllowedOrigins: o.AllowedOrigins,
-			PerIP:          m.processPerIP(),
-			Log:            m.log,
-			Metrics:        &m.ops.proc,
-		}, m.backend)
-		return nil
+		if err != nil {
+			m.closeListeners()
+			return fmt.Errorf("listener %s: %w", l.Name, err)
+		}
+		m.plain = append(m.plain, ln)
+		m.addrs[i] = ln.Addr().String()
 	}
+	m.backend = newProcBackend(m)
+	m.reactor = reactor.New(reactor.Options{
+		Node:           uint16(o.IDNode),
+		Owner:          reactor.MasterOwner,
+		Lease:          m.ids.lease,
+		MaxPackageSize: o.MaxPackageSize,
+		MaxSendBuffer:  o.MaxSendBuffer,
+		MaxConns:       o.MaxConns,
+		HeartbeatIdle:  o.HeartbeatIdle,
+		ReadTimeout:    o.ReadTimeout,
+		IdleTimeout:    o.IdleTimeout,
+		AllowedOrigins: o.AllowedOrigins,
+		PerIP:          m.processPerIP(),
+		Log:            m.log,
+		Metrics:        &m.ops.proc,
+	}, m.backend)
+	return nil
+}
+
+// openBase opens BASE mode's listeners: one SO_REUSEPORT socket per worker
+// slot and port, which the workers hold.
+func (m *Master) openBase() error {
+	o := &m.opts
 	// BASE: one SO_REUSEPORT socket per worker slot and port. The first
 	// socket of a port fixes its address (":0" picks a free port once).
 	m.slotFiles = make([][]*os.File, o.Workers)
@@ -132,19 +143,15 @@ func (m *Master) closeListeners() {
 func (m *Master) serveReactor() {
 	for i, ln := range m.plain {
 		l := m.opts.Listeners[i]
-		p := reactor.HTTP
-		if l.Protocol == "websocket" {
-			p = reactor.WebSocket
-		}
-		rl := &reactor.Listener{Name: l.Name, Index: i, Protocol: p, Upgrade: l.Upgrade, TLS: m.reactorTLS(i)}
-		go func() {
+		rl := &reactor.Listener{Name: l.Name, Index: i, Protocol: reactor.ProtocolOf(l.Protocol), Upgrade: l.Upgrade, TLS: m.reactorTLS(i)}
+		m.goJoin(func() {
 			if err := m.reactor.Serve(ln, rl); err != nil {
 				m.log.Error().Err(err).Str("listener", l.Name).Msg("listener failed")
 			}
-		}()
+		})
 	}
 	m.plain = nil // the reactor owns and closes them now
-	go m.sweepRequests()
+	m.goJoin(m.sweepRequests)
 }
 
 // processPerIP is PROCESS mode's --max-conn-per-ip: the master holds every

@@ -19,18 +19,16 @@ import (
 
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
-	"github.com/forkd/forkd/worker"
 )
 
 // Process roles, carried in EnvRole.
 const (
 	EnvRole     = "FORKD_ROLE"
-	EnvReadyFD  = "FORKD_READY_FD"
 	EnvAPIToken = "FORKD_API_TOKEN"
 	RoleWorker  = "worker"
 	RoleMaster  = "master" // a daemonized master
-	ModeProcess = worker.ModeProcess
-	ModeBase    = worker.ModeBase
+	ModeProcess = ipc.ModeProcess
+	ModeBase    = ipc.ModeBase
 )
 
 // Listener is one port the master opens.
@@ -109,7 +107,7 @@ type slot struct {
 	restarts int
 	backoff  time.Duration
 	failing  string // why the last start failed (crash loop)
-	timer    *time.Timer
+	timer    stopper
 }
 
 // worker reports whether the slot is a worker (not a task worker or a user
@@ -131,15 +129,19 @@ func (sl *slot) kind() string {
 type Master struct {
 	opts    Options
 	log     zerolog.Logger
-	spawner *spawner
+	starter starter // how worker processes start (osproc.go)
+	clock   clock
 	started time.Time
 
 	addrs     []string
 	passed    map[string][]*os.File // sockets passed by systemd, by name
 	plain     []net.Listener        // PROCESS mode listeners
 	slotFiles [][]*os.File          // BASE mode: per slot, per listener
-	reactor   *reactor.Reactor
-	backend   *procBackend
+	reactor   *reactor.Reactor      // PROCESS mode (processMode)
+	backend   *procBackend          // PROCESS mode (processMode)
+	mode      mode                  // what differs between the modes (mode.go)
+	bus       Bus                   // where bus operations go: the mode's, or a cluster's around it
+	dispatch  Dispatch
 
 	mu       sync.Mutex
 	slots    []*slot // workers then task workers
@@ -153,8 +155,14 @@ type Master struct {
 	stopCh    chan stopReq
 	done      chan struct{}
 	closeOnce sync.Once
-	ctl       *controlServer
-	sec       security
+	shut      atomic.Bool // shutdown has begun
+	// wg joins every goroutine the master starts (see m.goJoin); Run
+	// waits for it last. joined (under mu) is set then: no process starts
+	// after it.
+	wg     sync.WaitGroup
+	joined bool
+	ctl    *controlServer
+	sec    security
 }
 
 type stopReq struct {
@@ -198,10 +206,9 @@ func New(o Options) (*Master, error) {
 	if o.TaskWorkers < 0 {
 		return nil, fmt.Errorf("master: --task-workers must not be negative")
 	}
-	switch o.Dispatch {
-	case "", "fd", "round-robin", "ip", "idle":
-	default:
-		return nil, fmt.Errorf("master: unknown dispatch mode %q (want round-robin, fd, ip or idle)", o.Dispatch)
+	dispatch, err := ParseDispatch(o.Dispatch)
+	if err != nil {
+		return nil, err
 	}
 	if o.ReactorNum < 0 {
 		return nil, fmt.Errorf("master: --reactor-num must not be negative, got %d", o.ReactorNum)
@@ -233,15 +240,51 @@ func New(o Options) (*Master, error) {
 	if o.Output == nil {
 		o.Output = os.Stderr
 	}
-	m := &Master{opts: o, log: o.Log, stopCh: make(chan stopReq, 1), done: make(chan struct{})}
+	m := &Master{opts: o, log: o.Log, dispatch: dispatch, clock: realClock{}, stopCh: make(chan stopReq, 1), done: make(chan struct{})}
+	m.mode = newMode(m)
+	m.bus = m.mode
 	return m, nil
 }
 
-// Run serves until ctx ends (stop now) or a stop command arrives, and
-// returns once every worker is gone.
+// stopRequest waits for the end of ctx or a Stop, and says which stop.
+func (m *Master) stopRequest(ctx context.Context) stopReq {
+	select {
+	case <-ctx.Done():
+		return stopReq{graceful: errors.Is(context.Cause(ctx), ErrStopGraceful)}
+	case req := <-m.stopCh:
+		return req
+	}
+}
+
+// goJoin runs f in a goroutine that Run waits for before it returns.
+func (m *Master) goJoin(f func()) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f()
+	}()
+}
+
+// join waits for every goroutine goJoin started, once no new process can
+// start.
+func (m *Master) join() {
+	m.mu.Lock()
+	m.joined = true
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+// ErrStopGraceful, as the cause of Run's context (context.WithCancelCause),
+// asks for a graceful stop; any other end of the context stops now. The
+// CLI turns SIGQUIT into the one and SIGINT/SIGTERM into the other.
+var ErrStopGraceful = errors.New("master: graceful stop")
+
+// Run serves until ctx ends (see ErrStopGraceful) or a stop command
+// arrives, and returns once every worker, and every goroutine it started,
+// is gone.
 func (m *Master) Run(ctx context.Context) (err error) {
 	o := &m.opts
-	m.started = time.Now()
+	m.started = m.clock.Now()
 	ready := func(err error) {
 		if o.Ready != nil {
 			o.Ready(err)
@@ -253,6 +296,7 @@ func (m *Master) Run(ctx context.Context) (err error) {
 			ready(err)
 		}
 	}()
+	defer m.join() // last: nothing the master started outlives Run
 	if err := os.MkdirAll(o.RunDir, 0o755); err != nil {
 		return fmt.Errorf("master: run dir: %w", err)
 	}
@@ -271,13 +315,15 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	if o.Mode == ModeProcess {
 		runtime.GOMAXPROCS(o.ReactorNum)
 	}
-	m.spawner = newSpawner()
+	if m.starter == nil {
+		m.starter = newExecStarter()
+	}
 
 	if err := m.setupSecurity(); err != nil {
 		return err
 	}
 	defer m.closeSecurity()
-	go m.rotateTickets()
+	m.goJoin(m.rotateTickets)
 	if err := m.openListeners(); err != nil {
 		return err
 	}
@@ -296,56 +342,39 @@ func (m *Master) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	for i := 0; i < o.Workers+o.TaskWorkers+len(o.Processes); i++ {
-		sl := &slot{id: i, task: i >= o.Workers && i < o.Workers+o.TaskWorkers}
-		if i >= o.Workers+o.TaskWorkers {
-			sl.process = o.Processes[i-o.Workers-o.TaskWorkers]
-		}
-		if o.Mode == ModeBase && sl.worker() {
-			sl.files = m.slotFiles[i]
-		}
-		m.slots = append(m.slots, sl)
+	m.slots = m.newSlots()
+	if err := m.startAll(); err != nil {
+		return err
 	}
-	// Start every worker, then wait for all to be ready.
-	var procs []*proc
-	for _, sl := range m.slots {
-		p, err := m.spawn(sl)
-		if err != nil {
-			m.killAll()
-			return err
-		}
-		m.mu.Lock()
-		sl.cur = p
-		m.mu.Unlock()
-		procs = append(procs, p)
-	}
-	for _, p := range procs {
-		if err := m.waitReady(p); err != nil {
-			m.killAll()
-			return fmt.Errorf("worker %d failed to start: %w", p.slot.id, err)
-		}
-		if m.backend != nil && p.slot.worker() {
-			m.backend.attach(p)
-		}
-	}
-	if o.Mode == ModeProcess {
-		m.serveReactor()
-	}
+	m.mode.serve()
 	m.logReady()
 	ready(nil)
 	m.notifyReady()
-	go m.watchdog()
+	m.goJoin(m.watchdog)
 
-	var req stopReq
-	select {
-	case <-ctx.Done():
-	case req = <-m.stopCh:
-	}
+	req := m.stopRequest(ctx)
 	m.shutdown(req.graceful)
 	if req.done != nil {
 		close(req.done)
 	}
 	return nil
+}
+
+// newSlots makes the slots: workers, then task workers, then user processes.
+func (m *Master) newSlots() []*slot {
+	o := &m.opts
+	var slots []*slot
+	for i := 0; i < o.Workers+o.TaskWorkers+len(o.Processes); i++ {
+		sl := &slot{id: i, task: i >= o.Workers && i < o.Workers+o.TaskWorkers}
+		if i >= o.Workers+o.TaskWorkers {
+			sl.process = o.Processes[i-o.Workers-o.TaskWorkers]
+		}
+		if sl.worker() && m.slotFiles != nil { // BASE: the slot's own sockets
+			sl.files = m.slotFiles[i]
+		}
+		slots = append(slots, sl)
+	}
+	return slots
 }
 
 func (m *Master) logReady() {
@@ -358,28 +387,7 @@ func (m *Master) logReady() {
 		m.log.Info().Str("listener", l.Name).Str("addr", m.addrs[i]).Str("protocol", proto).Bool("tls", m.listenerTLS(i)).Msg("listening")
 	}
 	m.log.Info().Str("mode", o.Mode).Int("workers", o.Workers).Int("task_workers", o.TaskWorkers).
-		Int("master_pid", os.Getpid()).Str("dispatch", m.dispatchName()).Msg("server ready")
-}
-
-func (m *Master) dispatchName() string {
-	if m.opts.Mode == ModeBase {
-		return "kernel (SO_REUSEPORT)"
-	}
-	if m.opts.Dispatch == "" {
-		return "fd"
-	}
-	return m.opts.Dispatch
-}
-
-// waitReady waits for p's Ready, its failure, or the ready timeout.
-func (m *Master) waitReady(p *proc) error {
-	select {
-	case err := <-p.ready:
-		return err
-	case <-time.After(m.opts.ReadyTimeout):
-		p.cmd.Process.Kill()
-		return fmt.Errorf("not ready after %s", m.opts.ReadyTimeout)
-	}
+		Int("master_pid", os.Getpid()).Str("dispatch", m.mode.dispatchName()).Msg("server ready")
 }
 
 // Stop asks Run to stop (gracefully or now) and waits until it has.
@@ -391,200 +399,6 @@ func (m *Master) Stop(graceful bool) {
 	default: // a stop is already under way
 		<-m.done
 	}
-}
-
-// shutdown stops every worker: gracefully (drain within ReloadWait) or now.
-func (m *Master) shutdown(graceful bool) {
-	m.mu.Lock()
-	m.stopping = true
-	var procs []*proc
-	for _, sl := range m.slots {
-		if sl.timer != nil {
-			sl.timer.Stop()
-		}
-		for _, p := range append([]*proc{sl.cur, sl.next}, sl.old...) {
-			if p != nil {
-				procs = append(procs, p)
-			}
-		}
-	}
-	m.mu.Unlock()
-	if m.backend != nil {
-		m.backend.wakeAll()
-	}
-	m.log.Info().Bool("graceful", graceful).Msg("stopping")
-	m.notify("STOPPING=1\nSTATUS=stopping")
-	wait := m.opts.ReloadWait
-	if m.reactor != nil {
-		if graceful {
-			m.reactor.Drain()
-			ctx, cancel := context.WithTimeout(context.Background(), wait)
-			m.reactor.Wait(ctx)
-			cancel()
-		}
-		m.reactor.Close()
-	}
-	code := uint16(worker.DrainNow)
-	if graceful {
-		code = worker.DrainStop
-	} else {
-		wait = 2 * time.Second
-	}
-	if graceful {
-		// Workers first: the requests they finish may still hand work to
-		// the task workers, which drain once the workers are gone; user
-		// processes last (they may push to connections until then).
-		var workers, tasks, users []*proc
-		for _, p := range procs {
-			switch {
-			case p.slot.task:
-				tasks = append(tasks, p)
-			case p.slot.process != "":
-				users = append(users, p)
-			default:
-				workers = append(workers, p)
-			}
-		}
-		m.stopProcs(workers, code, wait)
-		m.stopProcs(tasks, code, wait)
-		m.stopProcs(users, code, wait)
-	} else {
-		// Now, but user processes still last.
-		var rest, users []*proc
-		for _, p := range procs {
-			if p.slot.process != "" {
-				users = append(users, p)
-			} else {
-				rest = append(rest, p)
-			}
-		}
-		m.stopProcs(rest, code, wait)
-		m.stopProcs(users, code, wait)
-	}
-	close(m.done)
-	m.log.Info().Msg("server stopped")
-}
-
-// stopProcs drains procs (worker.Drain* code) and waits for them to exit,
-// killing those still there after wait (plus a margin for OnWorkerStop).
-func (m *Master) stopProcs(procs []*proc, code uint16, wait time.Duration) {
-	for _, p := range procs {
-		p.intended.Store(true)
-		p.state.Store(StateDraining)
-		m.drain(p, code)
-	}
-	deadline := time.After(wait + 2*time.Second)
-	for _, p := range procs {
-		select {
-		case <-p.exited:
-		case <-deadline:
-			m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Msg("worker did not stop in time, killing")
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	}
-}
-
-func (m *Master) killAll() {
-	m.mu.Lock()
-	m.stopping = true
-	var procs []*proc
-	for _, sl := range m.slots {
-		if sl.cur != nil {
-			procs = append(procs, sl.cur)
-		}
-	}
-	m.mu.Unlock()
-	for _, p := range procs {
-		p.intended.Store(true)
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-// exited is called once a worker process has been reaped.
-func (m *Master) exited(p *proc) {
-	sl := p.slot
-	m.mu.Lock()
-	current := sl.cur == p
-	stopping := m.stopping
-	m.mu.Unlock()
-	if p.intended.Load() || stopping || !current {
-		m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker exited")
-		return
-	}
-	up := time.Since(p.start)
-	why := exitString(p.exitErr)
-	if reason, _ := p.startErr.Load().(string); reason != "" {
-		why = reason + " (" + why + ")"
-	}
-	m.log.Error().Int("worker", sl.id).Int("pid", p.pid).Str("status", why).
-		Dur("uptime", up).Msg("worker exited unexpectedly")
-	m.respawnLater(sl, up, why)
-}
-
-// respawnLater replaces a dead worker with the same id, backing off when it
-// keeps dying young (a crash loop), and logging that it does.
-func (m *Master) respawnLater(sl *slot, up time.Duration, why string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.stopping {
-		return
-	}
-	if up < 2*time.Second {
-		if sl.backoff == 0 {
-			sl.backoff = 100 * time.Millisecond
-		} else if sl.backoff *= 2; sl.backoff > 10*time.Second {
-			sl.backoff = 10 * time.Second
-		}
-		sl.failing = why
-		m.log.Warn().Int("worker", sl.id).Dur("backoff", sl.backoff).Str("last_exit", why).Msg("worker crash loop: backing off")
-	} else {
-		sl.backoff = 0
-		sl.failing = ""
-	}
-	sl.timer = time.AfterFunc(sl.backoff, func() { m.respawn(sl) })
-}
-
-func (m *Master) respawn(sl *slot) {
-	// Not while a reload or max-request replacement runs: it may be
-	// replacing this very slot, and then there is nothing left to do.
-	m.reloadMu.Lock()
-	defer m.reloadMu.Unlock()
-	m.mu.Lock()
-	if m.stopping || (sl.cur != nil && sl.cur.State() != StateStopped) {
-		m.mu.Unlock()
-		return
-	}
-	sl.restarts++
-	m.mu.Unlock()
-	p, err := m.spawn(sl)
-	if err != nil {
-		m.log.Error().Err(err).Int("worker", sl.id).Msg("respawn failed")
-		m.respawnLater(sl, 0, err.Error())
-		return
-	}
-	m.mu.Lock()
-	sl.cur = p
-	m.mu.Unlock()
-	if err := m.waitReady(p); err != nil {
-		m.log.Error().Err(err).Int("worker", sl.id).Int("pid", p.pid).Msg("replacement worker failed to start")
-		return // its exit schedules the next try
-	}
-	m.mu.Lock()
-	sl.failing = ""
-	m.mu.Unlock()
-	if m.backend != nil && sl.worker() {
-		m.backend.attach(p)
-	}
-	m.log.Info().Int("worker", sl.id).Int("pid", p.pid).Int("restarts", sl.restarts).Msg("worker replaced")
-}
-
-func exitString(err error) string {
-	if err == nil {
-		return "exit status 0"
-	}
-	return err.Error()
 }
 
 // Done is closed when the master has stopped.

@@ -99,3 +99,14 @@ func TestRoomCounts(t *testing.T) {
 		}
 	}
 }
+
+func TestParseDispatch(t *testing.T) {
+	for in, want := range map[string]Dispatch{"": DispatchFD, "fd": DispatchFD, "round-robin": DispatchRoundRobin, "ip": DispatchIP, "idle": DispatchIdle} {
+		if got, err := ParseDispatch(in); err != nil || got != want {
+			t.Errorf("ParseDispatch(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := ParseDispatch("random"); err == nil || !strings.Contains(err.Error(), `unknown dispatch mode "random"`) {
+		t.Errorf("ParseDispatch(random): %v", err)
+	}
+}

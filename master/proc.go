@@ -7,16 +7,12 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/forkd/forkd/ipc"
-	"github.com/forkd/forkd/worker"
 )
 
 // Process states, as `status` shows them.
@@ -35,7 +31,7 @@ const (
 type proc struct {
 	slot  *slot
 	pid   int
-	cmd   *exec.Cmd
+	os    osProcess
 	in    *os.File // ipc from the worker (out writes the other pipe)
 	out   *ipc.Writer
 	start time.Time
@@ -79,7 +75,22 @@ type route struct {
 	sum    *broadcastSum // a BASE broadcast's share: added up, not forwarded
 }
 
+// kill ends p's process now (SIGKILL); its reaping follows as for any exit.
+func (p *proc) kill() { p.os.Kill() }
+
 func (p *proc) State() string { return p.state.Load().(string) }
+
+// setState moves p to s unless it has stopped: its Ready or a drain may be
+// handled after the process was reaped, and a stopped process stays
+// stopped (respawn relies on it).
+func (p *proc) setState(s string) {
+	for {
+		old := p.state.Load()
+		if old == StateStopped || p.state.CompareAndSwap(old, s) {
+			return
+		}
+	}
+}
 
 // enter admits a sender of new work (a request, a message, a connection
 // event) to p; false once p drains: route the work elsewhere.
@@ -138,39 +149,29 @@ func (p *proc) query(t ipc.Type, timeout time.Duration) ([]byte, error) {
 	}
 }
 
-// spawner starts every child from one goroutine locked to its OS thread for
-// the master's whole life: Pdeathsig fires when the *thread* that forked
-// the child exits (golang/go#27505), and this thread never does. Workers
-// also exit on EOF from their ipc pipe, which covers every way a master
-// can die.
-type spawner struct {
-	reqs chan spawnReq
-}
+// Where spawn puts the new process in its slot.
+const (
+	asCur  = false // the process serving the slot (start, respawn)
+	asNext = true  // a replacement being started (reload)
+)
 
-type spawnReq struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan spawnReq)}
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the master
-		for r := range s.reqs {
-			r.done <- r.cmd.Start()
+// spawn starts a worker process for slot sl and puts it in its place
+// (asCur or asNext) before anything can see it exit.
+func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
+	// Its four goroutines (writer, reader, watchdog, reaper) are joined by Run.
+	m.mu.Lock()
+	if m.joined {
+		m.mu.Unlock()
+		return nil, tagged{fmt.Errorf("master: start worker %d: server stopped", sl.id), ErrStopping}
+	}
+	m.wg.Add(4)
+	m.mu.Unlock()
+	started := false
+	defer func() {
+		if !started {
+			m.wg.Add(-4)
 		}
 	}()
-	return s
-}
-
-func (s *spawner) start(cmd *exec.Cmd) error {
-	done := make(chan error, 1)
-	s.reqs <- spawnReq{cmd: cmd, done: done}
-	return <-done
-}
-
-// spawn starts a worker process for slot sl.
-func (m *Master) spawn(sl *slot) (*proc, error) {
 	// The ipc stream is two pipes (see ipc.Pipe): the worker reads fd 3
 	// and writes fd 4.
 	toR, toW, err := ipc.Pipe()
@@ -186,30 +187,23 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 	defer toR.Close()
 	defer fromW.Close()
 
-	var idStart uint64
-	if m.opts.Mode == ModeBase && !sl.task {
-		// The incarnation's first connection-id lease (see idAllocator).
-		idStart, _ = m.ids.lease()
+	cfg := m.workerConfig(sl, m.mode.firstLease(sl))
+	spec := procSpec{
+		Path:       m.opts.Exe,
+		Args:       append([]string{cfg.Title}, m.opts.Args...), // Args[0]: what ps and /proc/PID/cmdline show
+		Files:      append([]*os.File{toR, fromW}, sl.files...),
+		Output:     m.opts.Output,
+		Credential: m.opts.Credential,
 	}
-	cfg := m.workerConfig(sl, idStart)
-	cmd := exec.Command(m.opts.Exe, m.opts.Args...)
-	cmd.Args[0] = cfg.Title // what ps and /proc/PID/cmdline show
-	cmd.ExtraFiles = append([]*os.File{toR, fromW}, sl.files...)
 	row := -1
 	if m.sec.perIP != nil && sl.worker() {
 		row = m.perIPRow()
-		cfg.PerIPFD, cfg.PerIPRow, cfg.PerIPRows, cfg.PerIPSeed = 3+len(cmd.ExtraFiles), row, len(m.sec.perIPRows), m.sec.seed
-		cmd.ExtraFiles = append(cmd.ExtraFiles, m.sec.perIPFile)
+		cfg.PerIPFD, cfg.PerIPRow, cfg.PerIPRows, cfg.PerIPSeed = 3+len(spec.Files), row, len(m.sec.perIPRows), m.sec.seed
+		spec.Files = append(spec.Files, m.sec.perIPFile)
 	}
-	cmd.Env = append(filterEnv(os.Environ()), cfg.Encode(), EnvRole+"="+RoleWorker)
-	cmd.Stdin = nil
-	cmd.Stdout = m.opts.Output
-	cmd.Stderr = m.opts.Output
-	// Credential: --user/--group. The master bound the ports already;
-	// the worker starts as that user (setgroups, setgid, setuid before
-	// exec: no way back to root).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: m.opts.Credential}
-	if err := m.spawner.start(cmd); err != nil {
+	spec.Env = append(filterEnv(os.Environ()), cfg.Encode(), EnvRole+"="+RoleWorker)
+	osp, err := m.starter.start(spec)
+	if err != nil {
 		toW.Close()
 		fromR.Close()
 		m.freePerIPRow(row)
@@ -217,11 +211,11 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 	}
 	p := &proc{
 		slot:    sl,
-		pid:     cmd.Process.Pid,
-		cmd:     cmd,
+		pid:     osp.Pid(),
+		os:      osp,
 		in:      fromR,
 		out:     ipc.NewWriter(toW, m.opts.BusQueue),
-		start:   time.Now(),
+		start:   m.clock.Now(),
 		ready:   make(chan error, 1),
 		exited:  make(chan struct{}),
 		readEnd: make(chan struct{}),
@@ -233,13 +227,36 @@ func (m *Master) spawn(sl *slot) (*proc, error) {
 		perIPRow: row,
 	}
 	p.state.Store(StateStarting)
+	m.mu.Lock()
+	if next {
+		sl.next = p
+	} else {
+		sl.cur = p
+	}
+	late := m.stopping && !next // a respawn that raced the stop: shutdown has its list already
+	m.mu.Unlock()
+	if late {
+		p.intended.Store(true)
+		p.kill()
+	}
+	started = true
 	p.pong()
 	m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker started")
-	go p.out.Run()
-	go m.readProc(p)
-	go m.watch(p)
 	go func() {
-		p.exitErr = cmd.Wait()
+		defer m.wg.Done()
+		p.out.Run()
+	}()
+	go func() {
+		defer m.wg.Done()
+		m.readProc(p)
+	}()
+	go func() {
+		defer m.wg.Done()
+		m.watch(p)
+	}()
+	go func() {
+		defer m.wg.Done()
+		p.exitErr = osp.Wait()
 		p.state.Store(StateStopped)
 		// The worker's last frames (a drained worker's last responses, a
 		// failed one's reason) may still sit in the socket: let readProc
@@ -264,7 +281,7 @@ func filterEnv(env []string) []string {
 	for _, e := range env {
 		// The API token reaches workers in their Secrets frame, not in
 		// an environment a worker running as --user would expose.
-		if strings.HasPrefix(e, worker.EnvConfig+"=") || strings.HasPrefix(e, EnvRole+"=") || strings.HasPrefix(e, EnvReadyFD+"=") ||
+		if strings.HasPrefix(e, ipc.EnvWorkerConfig+"=") || strings.HasPrefix(e, EnvRole+"=") ||
 			strings.HasPrefix(e, EnvAPIToken+"=") {
 			continue
 		}
@@ -278,13 +295,13 @@ func filterEnv(env []string) []string {
 	return out
 }
 
-func (m *Master) workerConfig(sl *slot, idStart uint64) worker.Config {
+func (m *Master) workerConfig(sl *slot, idStart uint64) ipc.WorkerConfig {
 	o := &m.opts
-	ls := make([]worker.Listener, len(o.Listeners))
+	ls := make([]ipc.WorkerListener, len(o.Listeners))
 	for i, l := range o.Listeners {
-		ls[i] = worker.Listener{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol, Upgrade: l.Upgrade, TLS: m.listenerTLS(i)}
+		ls[i] = ipc.WorkerListener{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol, Upgrade: l.Upgrade, TLS: m.listenerTLS(i)}
 	}
-	return worker.Config{
+	return ipc.WorkerConfig{
 		Mode: o.Mode, Slot: sl.id, Task: sl.task, IDNode: o.IDNode, IDStart: idStart,
 		Workers: o.Workers, TaskWorkers: o.TaskWorkers, Listeners: ls,
 		MaxPackageSize: o.MaxPackageSize, MaxSendBuffer: o.MaxSendBuffer, MaxConns: o.MaxConns,
@@ -316,7 +333,7 @@ func (m *Master) readProc(p *proc) {
 	close(p.readEnd)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		m.log.Error().Err(err).Int("worker", p.slot.id).Int("pid", p.pid).Msg("ipc stream closed")
-		p.cmd.Process.Kill()
+		p.kill()
 	}
 	select {
 	case p.ready <- fmt.Errorf("exited before ready (%v)", p.describeExit()):
@@ -359,7 +376,7 @@ func (m *Master) handshake(p *proc, rd *ipc.Reader) error {
 		}
 		switch f.Type {
 		case ipc.TypeReady:
-			p.state.Store(StateReady)
+			p.setState(StateReady)
 			p.ready <- nil
 			return nil
 		case ipc.TypeError:

@@ -214,7 +214,7 @@ func (m *Master) ReloadCerts() error {
 	certs, pems, err := m.loadCerts()
 	if err != nil {
 		m.log.Error().Err(err).Msg("tls: reload refused, the certificates in use stay")
-		return fmt.Errorf("tls: %w; the certificates in use stay, no worker was replaced", err)
+		return fmt.Errorf("tls: %w; the certificates in use stay, no worker was replaced", tagged{err, ErrCertificates})
 	}
 	m.sec.mu.Lock()
 	m.sec.certs, m.sec.pems = certs, pems

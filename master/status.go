@@ -7,8 +7,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
-	"github.com/forkd/forkd/worker"
 )
 
 // WorkerStatus is one worker process in `server status`.
@@ -75,21 +75,16 @@ func (m *Master) Status() Status {
 	st := Status{
 		Mode: o.Mode, MasterPid: os.Getpid(), MasterRSS: rss(os.Getpid()),
 		Started: m.started.UTC().Format(time.RFC3339), UptimeSec: time.Since(m.started).Seconds(),
-		Dispatch: m.dispatchName(), ReactorNum: m.reactorNum(), Workers: []WorkerStatus{}, TaskWorkers: []WorkerStatus{},
+		Dispatch: m.mode.dispatchName(), ReactorNum: m.reactorNum(), Workers: []WorkerStatus{}, TaskWorkers: []WorkerStatus{},
 		Processes: []WorkerStatus{}, MetricsAddr: m.ops.addr,
 	}
 	for i, l := range o.Listeners {
 		st.Listeners = append(st.Listeners, m.listenerStatus(i, l))
 	}
-	perSlot := map[int]int{}
-	if m.reactor != nil {
-		st.Connections = m.reactor.Len()
-		m.reactor.Each(func(c *reactor.Conn) {
-			if c.IsWebSocket() {
-				perSlot[int(c.Slot.Load())]++
-			}
-		})
-	}
+	// The master's own count when it holds the connections (PROCESS),
+	// else the sum of the workers' reports.
+	perSlot, total, mine := m.mode.conns()
+	st.Connections = total
 	// One entry per live process: the slot's current one (or, while it is
 	// dead and being respawned, the slot itself), a replacement starting,
 	// and old ones draining. Processes already gone are left out.
@@ -163,17 +158,17 @@ func (m *Master) Status() Status {
 				// It would not answer the query either.
 				ws.SilentSec = time.Since(time.Unix(0, e.p.lastPong.Load())).Seconds()
 			} else if b, err := e.p.query(ipcStats, time.Second); err == nil {
-				var s worker.Stats
+				var s ipc.WorkerStats
 				if json.Unmarshal(b, &s) == nil {
 					ws.Connections, ws.Requests, ws.TasksDone = s.Connections, s.Requests, s.TasksDone
 					ws.BusPending, ws.Timers, ws.BusDropped = s.BusPending, s.Timers, s.BusDropped
 				}
 			}
-			if m.reactor != nil && e.sl.worker() && (ws.State == StateReady || ws.State == StateUnresponsive) {
+			if mine && e.sl.worker() && (ws.State == StateReady || ws.State == StateUnresponsive) {
 				ws.Connections = perSlot[e.sl.id]
 			}
 		}
-		if m.reactor == nil && e.sl.worker() {
+		if !mine && e.sl.worker() {
 			st.Connections += ws.Connections
 		}
 		switch {
@@ -190,10 +185,9 @@ func (m *Master) Status() Status {
 
 // Connections lists every open connection.
 func (m *Master) Connections() []reactor.Info {
-	out := []reactor.Info{}
-	if m.reactor != nil {
-		m.reactor.Each(func(c *reactor.Conn) { out = append(out, c.Info(int(c.Slot.Load()))) })
-	} else {
+	out, mine := m.mode.list()
+	if !mine {
+		out = []reactor.Info{}
 		m.mu.Lock()
 		var procs []*proc
 		for _, sl := range m.slots {

@@ -50,16 +50,14 @@ func (m *Master) watch(p *proc) {
 			return
 		case silent >= limit && st == StateReady:
 			if p.state.CompareAndSwap(StateReady, StateUnresponsive) {
-				if m.backend != nil && p.slot.worker() {
-					m.backend.detach(p)
-				}
+				m.mode.detach(p)
 				m.logHung(p, silent, "worker unresponsive: no new work for it")
 			}
 		case silent < limit && st == StateUnresponsive:
 			if p.state.CompareAndSwap(StateUnresponsive, StateReady) {
 				m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Dur("silent", silent).Msg("worker answers again")
-				if m.backend != nil && p.slot.worker() && m.current(p.slot.id) == p && !p.drained.Load() {
-					m.backend.reattach(p)
+				if m.current(p.slot.id) == p && !p.drained.Load() {
+					m.mode.reattach(p)
 				}
 			}
 		}
@@ -72,11 +70,9 @@ func (p *proc) pong() { p.lastPong.Store(time.Now().UnixNano()) }
 // killHung kills a worker silent for too long; its exit replaces it.
 func (m *Master) killHung(p *proc, silent time.Duration) {
 	m.logHung(p, silent, "worker hung: killing and replacing it")
-	p.state.Store(StateUnresponsive)
-	if m.backend != nil && p.slot.worker() {
-		m.backend.detach(p)
-	}
-	p.cmd.Process.Kill()
+	p.setState(StateUnresponsive)
+	m.mode.detach(p)
+	p.kill()
 }
 
 // logHung logs what a silent worker was doing.
@@ -88,8 +84,7 @@ func (m *Master) logHung(p *proc, silent time.Duration, msg string) {
 		Dur("silent", silent).Dur("timeout", m.opts.WorkerTimeout).
 		Int("http_in_flight", reqs).Int("tasks_in_flight", tasks).Int("bus_ops_in_flight", routes).
 		Int("bus_queued_bytes", p.out.Pending()).Dur("uptime", time.Since(p.start))
-	if m.backend != nil && p.slot.worker() {
-		conns, msgs := m.backend.pending(p)
+	if conns, msgs, ok := m.mode.pending(p); ok {
 		ev = ev.Int("ws_conns_waiting", conns).Int("ws_messages_unhandled", msgs)
 	}
 	ev.Msg(msg)

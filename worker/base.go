@@ -84,7 +84,7 @@ func (h *baseHandler) BufferDrain(rc *reactor.Conn) {
 // master a frame to a worker with no member left.
 func (h *baseHandler) RoomChanged(room string, members int) {
 	w := (*Worker)(h)
-	hd := ipc.Header{Type: ipc.TypeJoin, Flags: 1, Arg: uint32(members)}
+	hd := ipc.Header{Type: ipc.TypeJoin, Flags: ipc.JoinCount, Arg: uint32(members)}
 	if members > 0 && !w.draining.Load() {
 		w.call(hd, []byte(room), nil, 0)
 		return

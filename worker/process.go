@@ -87,19 +87,6 @@ func (w *Worker) runRequest(rc *reqCtx) {
 	w.respond(rc)
 }
 
-// serveHTTP runs the user's handler; a panic is logged with its stack and
-// answered 500 (false).
-func (w *Worker) serveHTTP(listener int, ctx *fasthttp.RequestCtx) (ok bool) {
-	defer func() {
-		if p := recover(); p != nil {
-			w.log.Error().Str("in", "HTTP handler").Str("path", string(ctx.Path())).Str("stack", stack()).Msgf("panic: %v", p)
-			ok = false
-		}
-	}()
-	w.app.HTTP(w, listener, ctx)
-	return true
-}
-
 var (
 	hContentLength = []byte("Content-Length")
 	hConnection    = []byte("Connection")

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,15 +22,12 @@ type queuedTask struct {
 	data     []byte
 }
 
-// ErrTaskFailed wraps an error returned by OnTask in the task worker.
-var ErrTaskFailed = errors.New("task failed")
-
 // TaskWait hands data to the task worker pool and waits for OnTask's
 // result. Outcome Timeout after timeout, Unavailable when there are no task
 // workers or their queue is full, Failed when OnTask returned an error or
 // the task worker died mid-task (data then carries the reason).
 func (w *Worker) TaskWait(data []byte, timeout time.Duration) ([]byte, ipc.Outcome) {
-	out, _, res := w.call(ipc.Header{Type: ipc.TypeTask, Arg: uint32(w.cfg.Slot) + 1}, data, nil, timeout)
+	out, _, res := w.call(ipc.Header{Type: ipc.TypeTask, Arg: ipc.TaskOrigin(w.cfg.Slot)}, data, nil, timeout)
 	return res, out
 }
 
@@ -92,7 +88,7 @@ func (w *Worker) runTasks() {
 
 func (w *Worker) runTask(t queuedTask) {
 	w.counted()
-	from := int(t.arg&0xFFFF) - 1 // low 16 bits: origin slot + 1
+	from := ipc.TaskFrom(t.arg)
 	var res []byte
 	out := ipc.OK
 	func() {

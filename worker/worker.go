@@ -45,6 +45,7 @@ type Worker struct {
 
 	out *ipc.Writer
 	r   *reactor.Reactor // BASE mode only
+	src source           // where connections come from (source.go)
 
 	calls    calls
 	requests atomic.Uint64
@@ -67,11 +68,11 @@ type Worker struct {
 	Ext any
 }
 
-// Drain codes (a Drain frame's code).
+// Drain codes (a Drain frame's code; see ipc.DrainReload).
 const (
-	DrainReload = 1 // graceful, the worker is being replaced
-	DrainStop   = 2 // graceful stop
-	DrainNow    = 3 // stop now
+	DrainReload = ipc.DrainReload
+	DrainStop   = ipc.DrainStop
+	DrainNow    = ipc.DrainNow
 )
 
 type drainReq struct {
@@ -93,6 +94,7 @@ func Run(ctx context.Context, o Options) error {
 		conns: make(map[uint64]*Conn),
 		stop:  make(chan drainReq, 1),
 	}
+	w.src = ipcSource{w}
 	w.calls.m = make(map[uint32]*call)
 	w.runners = reactor.NewPool(w.runJob)
 	w.timers.m = make(map[int]*timer)
@@ -155,6 +157,7 @@ func Run(ctx context.Context, o Options) error {
 			Log:            w.log,
 			Metrics:        &w.m,
 		}, (*baseHandler)(w))
+		w.src = reactorSource{w}
 		defer w.r.Close()
 	}
 
@@ -166,16 +169,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	if w.r != nil {
-		for i, f := range o.Listeners {
-			ln, err := net.FileListener(f)
-			f.Close()
-			if err != nil {
-				return fmt.Errorf("worker: listener %d: %w", i, err)
-			}
-			l := w.reactorListener(i)
-			g.Go(func() error { return w.r.Serve(ln, l) })
-		}
+	if err := w.src.serve(g, o.Listeners); err != nil {
+		return err
 	}
 	if err := w.out.Send(&ipc.Header{Type: ipc.TypeReady}, nil, nil); err != nil {
 		return err
@@ -184,6 +179,16 @@ func Run(ctx context.Context, o Options) error {
 
 	readErr := make(chan error, 1)
 	go func() { readErr <- w.readLoop(rd) }()
+	// Nothing outlives Run: once stopped, the read loop ends on the
+	// closed pipe and the listeners' serve loops on the closed reactor.
+	readDone := false
+	defer func() {
+		o.IPCIn.Close()
+		if !readDone {
+			<-readErr
+		}
+		g.Wait()
+	}()
 	procEnded := w.startProcess(ctx)
 
 	var dr drainReq
@@ -196,6 +201,7 @@ func Run(ctx context.Context, o Options) error {
 		w.shutdown(false, 0)
 		return fmt.Errorf("worker: process %s ended: %w", w.cfg.Process, err)
 	case err := <-readErr:
+		readDone = true
 		// The master went away or broke the stream: stop now.
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 			w.log.Warn().Msg("master gone, exiting")
@@ -219,11 +225,7 @@ func Run(ctx context.Context, o Options) error {
 
 func (w *Worker) reactorListener(i int) *reactor.Listener {
 	l := w.cfg.Listeners[i]
-	p := reactor.HTTP
-	if l.Protocol == "websocket" {
-		p = reactor.WebSocket
-	}
-	return &reactor.Listener{Name: l.Name, Index: i, Protocol: p, Upgrade: l.Upgrade, TLS: w.sec.tlsFor(i)}
+	return &reactor.Listener{Name: l.Name, Index: i, Protocol: reactor.ProtocolOf(l.Protocol), Upgrade: l.Upgrade, TLS: w.sec.tlsFor(i)}
 }
 
 func (w *Worker) startApp() (err error) {
@@ -244,14 +246,7 @@ func (w *Worker) shutdown(reload bool, wait time.Duration) {
 	w.draining.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	if w.r != nil {
-		w.r.Drain()
-		if wait > 0 {
-			if err := w.r.Wait(ctx); err != nil {
-				w.log.Warn().Int("connections", w.r.Len()).Msg("drain deadline reached, closing connections")
-			}
-		}
-	}
+	w.src.drain(ctx) // wait 0: ctx has ended, nothing waits
 	if wait > 0 {
 		done := make(chan struct{})
 		go func() { w.inflight.Wait(); close(done) }()
@@ -268,9 +263,7 @@ func (w *Worker) shutdown(reload bool, wait time.Duration) {
 		defer w.recoverLog("OnWorkerStop")
 		w.app.WorkerStop(w, reload)
 	}()
-	if w.r != nil {
-		w.r.Close()
-	}
+	w.src.close()
 	w.out.Close()
 	select {
 	case <-w.out.Done():
@@ -360,26 +353,12 @@ func (w *Worker) pong(seq uint32) {
 }
 
 // Stats is what a worker reports for `server status`.
-type Stats struct {
-	Connections int    `json:"connections"`
-	Requests    uint64 `json:"requests"`
-	Timers      int    `json:"timers"`
-	TasksDone   uint64 `json:"tasks_done,omitempty"`
-	BusPending  int    `json:"bus_pending_bytes"`
-	BusDropped  uint64 `json:"bus_dropped"`
-	Calls       int    `json:"calls_waiting"`
-}
+type Stats = ipc.WorkerStats
 
 // Stats returns this worker's counters.
 func (w *Worker) Stats() Stats {
 	s := Stats{Requests: w.requests.Load(), BusPending: w.out.Pending(), BusDropped: w.out.Dropped(), TasksDone: w.tasks.done.Load()}
-	if w.r != nil {
-		s.Connections = w.r.Len()
-	} else {
-		w.mu.Lock()
-		s.Connections = len(w.conns)
-		w.mu.Unlock()
-	}
+	s.Connections = w.src.count()
 	w.timers.mu.Lock()
 	s.Timers = len(w.timers.m)
 	w.timers.mu.Unlock()
@@ -390,11 +369,7 @@ func (w *Worker) Stats() Stats {
 }
 
 func (w *Worker) connInfos() []reactor.Info {
-	var out []reactor.Info
-	if w.r != nil {
-		w.r.Each(func(c *reactor.Conn) { out = append(out, c.Info(w.cfg.Slot)) })
-	}
-	return out
+	return w.src.infos()
 }
 
 // counted is called once per request or message served; at MaxRequest the

@@ -1,5 +1,0 @@
-package worker
-
-import "runtime/debug"
-
-func stack() string { return string(debug.Stack()) }
