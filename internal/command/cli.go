@@ -295,37 +295,54 @@ func (s *Program) start(c *cli.Context) (err error) {
 		return err
 	}
 	defer sysmon.StartProfile("master", &o.Log)()
+	// Signals become the master's context (SIGQUIT: a graceful stop, as
+	// its cause; SIGINT, SIGTERM: stop now) or a reload; the loop and the
+	// reloads it starts end before start returns.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
 	defer signal.Stop(sigs)
+	var sigWork sync.WaitGroup
+	runDone := make(chan struct{}) // Run returned (it may fail before m.Done closes)
+	sigWork.Add(1)
 	go func() {
+		defer sigWork.Done()
 		for {
 			select {
 			case <-m.Done():
 				return
+			case <-runDone:
+				return
 			case sig := <-sigs:
 				switch sig {
 				case syscall.SIGUSR1, syscall.SIGUSR2:
+					sigWork.Add(1)
 					go func() {
+						defer sigWork.Done()
 						if _, err := m.Reload(sig == syscall.SIGUSR2); err != nil {
 							o.Log.Error().Err(err).Msg("reload failed")
 						}
 					}()
 				case SigReopenLogs:
+					sigWork.Add(1)
 					go func() {
+						defer sigWork.Done()
 						if err := m.ReopenLogs(); err != nil {
 							o.Log.Error().Err(err).Msg("reopen logs failed")
 						}
 					}()
 				case syscall.SIGQUIT:
-					go m.Stop(true)
+					cancel(master.ErrStopGraceful)
 				default:
-					go m.Stop(false)
+					cancel(nil)
 				}
 			}
 		}
 	}()
-	err = m.Run(context.Background())
+	err = m.Run(ctx)
+	close(runDone)
+	sigWork.Wait()
 	watcher.Wait()
 	if recorded {
 		os.Remove(filepath.Join(o.RunDir, StartRecordName))
