@@ -60,7 +60,7 @@ func (s *server) clusterState() (cluster.State, error) {
 	var cs cluster.State
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, serverBin, "status", "--cluster", "--json", "--run-dir", s.runDir).Output()
+	out, err := exec.CommandContext(ctx, s.Bin, "status", "--cluster", "--json", "--run-dir", s.RunDir).Output()
 	if err != nil {
 		return cs, err
 	}
@@ -71,7 +71,7 @@ func (s *server) clusterState() (cluster.State, error) {
 func waitNodes(t *testing.T, s *server, limit time.Duration, names ...string) cluster.State {
 	t.Helper()
 	var cs cluster.State
-	waitFor(t, limit, fmt.Sprintf("nodes %v up as seen from %s", names, s.runDir), func() bool {
+	waitFor(t, limit, fmt.Sprintf("nodes %v up as seen from %s", names, s.RunDir), func() bool {
 		var err error
 		if cs, err = s.clusterState(); err != nil || !cs.Connected || len(cs.Nodes) != len(names) {
 			return false
@@ -254,8 +254,8 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("node-killed", func(t *testing.T) {
-		syscall.Kill(n3.cmd.Process.Pid, syscall.SIGKILL)
-		<-n3.exited
+		syscall.Kill(n3.Cmd.Process.Pid, syscall.SIGKILL)
+		<-n3.Exited
 		start := time.Now()
 		code, took := pushCode(t, n1, m3.id, "to the dead")
 		if (code != 503 && code != 404) || took > 3*time.Second {
@@ -435,7 +435,7 @@ func TestClusterPipe(t *testing.T) {
 	ns := natsServer(t, 0, 0)
 	start := func(mode, name string) *server {
 		s := newTestServer(t, mode)
-		s.bin = bin
+		s.Bin = bin
 		s.launch(2, "--cluster", natsURL(ns), "--node", name)
 		return s
 	}
