@@ -9,17 +9,16 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
 
 	"github.com/forkd/forkd"
+	"github.com/forkd/forkd/internal/testharness"
 	"github.com/forkd/forkd/master"
 )
 
@@ -39,18 +38,15 @@ func TestAPIConnID(t *testing.T) {
 	}
 }
 
-// apiServer is the test program testdata/taskapp, started with the
-// library's own CLI in its own process group.
+// apiServer is a test program (testdata/taskapp, procapp, secapp)
+// started with the library's own CLI (see internal/testharness).
 type apiServer struct {
+	*testharness.Server
 	t        *testing.T
 	bin      string
 	runDir   string
-	httpAddr string
+	httpAddr string // bound addresses of the http and ws listeners, from status
 	wsAddr   string
-	logPath  string
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	pids     map[int]bool
 }
 
 // buildTaskApp builds testdata/taskapp (with -race under -race).
@@ -70,123 +66,48 @@ func buildTaskApp(t *testing.T) string {
 	return bin
 }
 
-func apiFreeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+// newAPIServer prepares a server of bin (see internal/testharness).
+func newAPIServer(t *testing.T, bin string) *apiServer {
+	h := testharness.New(t, bin)
+	return &apiServer{Server: h, t: t, bin: bin, runDir: h.RunDir}
 }
 
 // startAPIServer runs `bin start --mode mode --workers 2 --task-workers 2`
-// on free loopback ports, waits until it serves, and registers a cleanup
+// on port 0 of 127.0.0.1, waits until it serves, and registers a cleanup
 // that stops it and checks that none of its processes is left.
 func startAPIServer(t *testing.T, bin, mode string) *apiServer {
 	t.Helper()
-	dir := t.TempDir()
-	s := &apiServer{t: t, bin: bin, runDir: filepath.Join(dir, "run"), httpAddr: apiFreeAddr(t), wsAddr: apiFreeAddr(t),
-		logPath: filepath.Join(dir, "server.log"), pids: map[int]bool{}}
-	logf, err := os.Create(s.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.cmd = exec.Command(bin, "start", "--mode", mode, "--workers", "2", "--task-workers", "2",
-		"--http", s.httpAddr, "--ws", s.wsAddr, "--run-dir", s.runDir, "--log-format", "console")
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	s.exited = make(chan struct{})
-	go func() { s.cmd.Wait(); logf.Close(); close(s.exited) }()
-	s.pids[s.cmd.Process.Pid] = true
-	t.Cleanup(s.stop)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-s.exited:
-			t.Fatalf("server exited before it was ready\n%s", s.log())
-		default:
+	s := newAPIServer(t, bin)
+	s.Start(nil, "--mode", mode, "--workers", "2", "--task-workers", "2",
+		"--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--log-format", "console")
+	s.WaitReady(30*time.Second, func(st master.Status) error {
+		s.readAddrs(st)
+		if len(st.TaskWorkers) != 2 {
+			return fmt.Errorf("%d task workers", len(st.TaskWorkers))
 		}
-		if resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + s.httpAddr + "/hello"); err == nil {
-			resp.Body.Close()
-			if st, err := s.status(); err == nil && resp.StatusCode == 200 && len(st.TaskWorkers) == 2 && allReady(st) {
-				return s
-			}
+		resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + s.httpAddr + "/hello")
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready after 30s\n%s", s.log())
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("GET /hello: %d", resp.StatusCode)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return s
 }
 
-func (s *apiServer) log() string {
-	b, _ := os.ReadFile(s.logPath)
-	return string(b)
+// readAddrs takes the listeners' bound addresses from st.
+func (s *apiServer) readAddrs(st master.Status) {
+	a := testharness.Addrs(st)
+	s.httpAddr, s.wsAddr = a["http"], a["ws"]
 }
+
+func (s *apiServer) log() string { return s.Log() }
 
 // status runs `status --json` and records every pid in it.
-func (s *apiServer) status() (master.Status, error) {
-	var st master.Status
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, s.bin, "status", "--json", "--run-dir", s.runDir).Output()
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(out, &st); err != nil {
-		return st, fmt.Errorf("status --json: %v: %s", err, out)
-	}
-	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {
-		if w.Pid > 0 {
-			s.pids[w.Pid] = true
-		}
-	}
-	return st, nil
-}
-
-func (s *apiServer) stop() {
-	t := s.t
-	select {
-	case <-s.exited:
-	default:
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out, err := exec.CommandContext(ctx, s.bin, "stop", "--run-dir", s.runDir).CombinedOutput()
-		cancel()
-		if err != nil {
-			t.Errorf("stop: %v\n%s", err, out)
-		}
-		select {
-		case <-s.exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("server still running 10s after stop")
-		}
-	}
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.exited
-	for pid := range s.pids {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-			if err != nil || bytes.Contains(b, []byte(") Z ")) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("process %d outlived the server; killing it", pid)
-				syscall.Kill(pid, syscall.SIGKILL)
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	if t.Failed() {
-		t.Logf("server log:\n%s", s.log())
-	}
-}
+func (s *apiServer) status() (master.Status, error) { return s.StatusErr() }
 
 // waitTasksIdle waits until no task worker has a task (a task that timed
 // out for its sender still runs to its end in the task worker).
@@ -540,15 +461,4 @@ func apiTaskWorkerSender(t *testing.T, s *apiServer) {
 	if tr.Kind != "ok" || tr.Result != "noconn" {
 		t.Errorf("task worker Push to an unknown id: got %+v, want ErrNoConnection", tr)
 	}
-}
-
-// allReady reports whether every process in st is ready (in BASE mode one
-// worker serves while the others, and the user processes, still start).
-func allReady(st master.Status) bool {
-	for _, w := range append(append(append([]master.WorkerStatus(nil), st.Workers...), st.TaskWorkers...), st.Processes...) {
-		if w.State != master.StateReady {
-			return false
-		}
-	}
-	return true
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -17,11 +18,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/forkd/forkd/master"
 )
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 and its key
@@ -76,24 +78,9 @@ func TestAPISecurity(t *testing.T) {
 			certFile, keyFile, pool := selfSigned(t, dir)
 			cfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
 			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
-			s := &apiServer{t: t, bin: bin, runDir: filepath.Join(dir, "run"), httpAddr: apiFreeAddr(t),
-				logPath: filepath.Join(dir, "server.log"), pids: map[int]bool{}}
-			logf, err := os.Create(s.logPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.cmd = exec.Command(bin, "start", "--mode", mode, "--workers", "2", "--http", s.httpAddr,
-				"--run-dir", s.runDir, "--log-format", "console")
-			s.cmd.Env = append(os.Environ(), "SECAPP_CERT="+certFile, "SECAPP_KEY="+keyFile, "FORKD_API_TOKEN="+token)
-			s.cmd.Stdout, s.cmd.Stderr = logf, logf
-			s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			if err := s.cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			s.exited = make(chan struct{})
-			go func() { s.cmd.Wait(); logf.Close(); close(s.exited) }()
-			s.pids[s.cmd.Process.Pid] = true
-			t.Cleanup(s.stop)
+			s := newAPIServer(t, bin)
+			s.Start([]string{"SECAPP_CERT=" + certFile, "SECAPP_KEY=" + keyFile, "FORKD_API_TOKEN=" + token},
+				"--mode", mode, "--workers", "2", "--http", "127.0.0.1:0", "--log-format", "console")
 			get := func(path, auth string) (int, string, error) {
 				req, _ := http.NewRequest("GET", "https://"+s.httpAddr+path, nil)
 				if auth != "" {
@@ -107,23 +94,14 @@ func TestAPISecurity(t *testing.T) {
 				b, _ := io.ReadAll(resp.Body)
 				return resp.StatusCode, string(b), nil
 			}
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				if code, _, err := get("/hello", ""); err == nil && code == 200 {
-					if _, err := s.status(); err == nil {
-						break
-					}
+			s.WaitReady(30*time.Second, func(st master.Status) error {
+				s.readAddrs(st)
+				code, _, err := get("/hello", "")
+				if err == nil && code != 200 {
+					err = fmt.Errorf("GET /hello: %d", code)
 				}
-				select {
-				case <-s.exited:
-					t.Fatalf("secapp exited before it was ready\n%s", s.log())
-				default:
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("secapp not ready after 30s\n%s", s.log())
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+				return err
+			})
 			if code, body, err := get("/scheme", ""); err != nil || body != "https" {
 				t.Errorf("/scheme: %d %q %v, want https", code, body, err)
 			}

@@ -1,7 +1,9 @@
 // Package forkd is a multi-process prefork server for Go in the manner of
 // Swoole and Workerman: declare listeners and callbacks in a Server, hand
 // over to Run, and get the whole command line (start, stop, reload,
-// restart, status, connections, bench) for free.
+// restart, status, connections) for free; import _
+// "github.com/forkd/forkd/bench" for `bench` as well (it links a load
+// generator and a charting library, so a program does not by default).
 //
 // Two modes, one program. In PROCESS mode (the default) the master holds
 // every client connection in reactor goroutines and forwards complete

@@ -128,9 +128,9 @@ func testDaemonReason(t *testing.T, app devApp) {
 // addresses (even ports it was given as 0); flags given to restart win;
 // results go to stdout and nothing to stderr.
 func testRestart(t *testing.T, app devApp) {
-	dir := t.TempDir()
-	s := &devServer{t: t, bin: app.bin, dir: dir, runDir: filepath.Join(dir, "run"), pids: map[int]bool{}}
-	t.Cleanup(s.cleanup)
+	s := newDevServer(t, app.bin)
+	dir := s.dir
+	s.Adopt()
 	r := runCLI(t, dir, app.bin, append([]string{"start", "-d", "--mode", "base", "--workers", "1", "--run-dir", "run", "--task-workers", "1"}, portZero...)...)
 	if r.err != nil || r.stderr != "" || !strings.Contains(r.stdout, "server started in the background") {
 		t.Fatalf("start -d: want the result on stdout, nothing on stderr: %v", r)
@@ -175,7 +175,7 @@ func testRestart(t *testing.T, app devApp) {
 	}
 	check("restart --workers 2", 2)
 	r = runCLI(t, dir, app.bin, "stop", "--run-dir", "run")
-	s.stopped = true
+	s.Stopped = true
 	if r.err != nil || r.stderr != "" || !strings.HasPrefix(r.stdout, "server stopped") {
 		t.Errorf("stop: want the result on stdout, nothing on stderr: %v", r)
 	}

@@ -254,7 +254,7 @@ func testWatch(t *testing.T, app devApp) {
 	exe := filepath.Join(dir, "devapp")
 	copyFile(t, app.bin, exe)
 	s := startDev(t, exe, "--mode", "process", "--workers", "1", "--watch")
-	s.bin = app.bin // the CLI commands: exe cannot be run while the test writes it
+	s.bin, s.Bin = app.bin, app.bin // the CLI commands: exe cannot be run while the test writes it
 	version := func() string {
 		_, b := get(t, s.addrs["api root"], "/version")
 		return string(b)

@@ -7,16 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/forkd/forkd/internal/testharness"
 	"github.com/forkd/forkd/master"
 )
 
@@ -71,20 +69,21 @@ func runCLI(t *testing.T, dir, bin string, args ...string) cliResult {
 	return cliResult{stdout: so.String(), stderr: se.String(), err: err}
 }
 
-// devServer is one devapp server (foreground or daemon) and every pid it
-// ever had, all of which must be gone at the end.
+// devServer is one devapp server (foreground or daemon; see
+// internal/testharness): every pid it ever had must be gone at the end.
 type devServer struct {
-	t       *testing.T
-	bin     string
-	dir     string // working directory of start
-	runDir  string
-	out     string // the foreground server's stdout+stderr file
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	addrs   map[string]string // listener label -> host:port, from the ready lines
-	mu      sync.Mutex
-	pids    map[int]bool
-	stopped bool
+	*testharness.Server
+	t      *testing.T
+	bin    string
+	dir    string // working directory of start
+	runDir string
+	addrs  map[string]string // listener label -> host:port, from the ready lines
+}
+
+// newDevServer prepares a devapp server in a temporary directory.
+func newDevServer(t *testing.T, bin string) *devServer {
+	h := testharness.New(t, bin)
+	return &devServer{Server: h, t: t, bin: bin, dir: h.Dir, runDir: h.RunDir}
 }
 
 // portZero are the flags that put all of devapp's listeners on free ports.
@@ -105,32 +104,18 @@ func parseReady(out string) map[string]string {
 // free ports) and waits for its ready lines.
 func startDev(t *testing.T, bin string, args ...string) *devServer {
 	t.Helper()
-	dir := t.TempDir()
-	s := &devServer{t: t, bin: bin, dir: dir, runDir: filepath.Join(dir, "run"), out: filepath.Join(dir, "out.log"), pids: map[int]bool{}}
-	f, err := os.Create(s.out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newDevServer(t, bin)
 	full := append(append([]string{"start", "--run-dir", s.runDir, "--log-format", "console"}, portZero...), args...)
-	s.cmd = exec.Command(bin, full...)
-	s.cmd.Dir = dir
-	s.cmd.Stdout, s.cmd.Stderr = f, f
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	s.exited = make(chan struct{})
-	go func() { s.cmd.Wait(); f.Close(); close(s.exited) }()
-	s.pids[s.cmd.Process.Pid] = true
-	t.Cleanup(s.cleanup)
+	cmd := exec.Command(bin, full...)
+	cmd.Dir = s.dir
+	s.StartCmd(cmd)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if s.addrs = parseReady(s.log()); len(s.addrs) == 3 {
 			break
 		}
 		select {
-		case <-s.exited:
+		case <-s.Exited:
 			t.Fatalf("devapp exited before it was ready:\n%s", s.log())
 		default:
 		}
@@ -143,82 +128,13 @@ func startDev(t *testing.T, bin string, args ...string) *devServer {
 	return s
 }
 
-func (s *devServer) log() string {
-	b, _ := os.ReadFile(s.out)
-	return string(b)
-}
+func (s *devServer) log() string { return s.Log() }
 
 // status is `status --json`, recording every pid.
-func (s *devServer) status() master.Status {
-	s.t.Helper()
-	r := runCLI(s.t, s.dir, s.bin, "status", "--json", "--run-dir", s.runDir)
-	if r.err != nil {
-		s.t.Fatalf("status: %v", r)
-	}
-	var st master.Status
-	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
-		s.t.Fatalf("status --json: %v: %s", err, r.stdout)
-	}
-	s.mu.Lock()
-	s.pids[st.MasterPid] = true
-	for _, w := range append(st.Workers, st.TaskWorkers...) {
-		if w.Pid > 0 {
-			s.pids[w.Pid] = true
-		}
-	}
-	s.mu.Unlock()
-	return st
-}
+func (s *devServer) status() master.Status { s.t.Helper(); return s.Status() }
 
 // workerPids returns the ready workers' pids by id.
-func (s *devServer) workerPids() map[int]int {
-	out := map[int]int{}
-	for _, w := range s.status().Workers {
-		if w.State == master.StateReady {
-			out[w.ID] = w.Pid
-		}
-	}
-	return out
-}
-
-func (s *devServer) cleanup() {
-	t := s.t
-	if !s.stopped {
-		r := runCLI(t, s.dir, s.bin, "stop", "--run-dir", s.runDir)
-		if r.err != nil && !t.Failed() && s.cmd != nil {
-			t.Errorf("stop: %v", r)
-		}
-	}
-	if s.cmd != nil {
-		select {
-		case <-s.exited:
-		case <-time.After(15 * time.Second):
-			t.Errorf("devapp still running 15s after stop")
-		}
-		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.exited
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for pid := range s.pids {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-			if err != nil || bytes.Contains(b, []byte(") Z ")) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("process %d outlived the test; killing it", pid)
-				syscall.Kill(pid, syscall.SIGKILL)
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	if t.Failed() && s.cmd != nil {
-		t.Logf("devapp output:\n%s", s.log())
-	}
-}
+func (s *devServer) workerPids() map[int]int { return s.WorkerPids() }
 
 // get fetches http://addr+path.
 func get(t *testing.T, addr, path string, hdr ...string) (*http.Response, []byte) {

@@ -177,9 +177,6 @@ type Server struct {
 	// Usage is the one line the CLI's help shows under Name, saying what
 	// the program is (default: "a forkd server").
 	Usage string
-
-	args      []string // Run's arguments (the program name first)
-	startArgs []string // what `start` runs with, without the program name: args[1:] or restart's merge
 }
 
 func (s *Server) wsListener() *Listener {

@@ -6,8 +6,6 @@ import (
 	"github.com/forkd/forkd/ipc"
 )
 
-type ipc_Outcome = ipc.Outcome
-
 func taskErr(res []byte, out ipc.Outcome) error {
 	if out == ipc.Failed {
 		return fmt.Errorf("%w: %s", ErrTaskFailed, res)

@@ -6,7 +6,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/forkd/forkd/reactor"
+	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/worker"
 )
 
@@ -55,13 +55,26 @@ func (w *Worker) Close(id ConnID, code int, reason string) error {
 	return outcomeErr(w.w.CloseConn(uint64(id), code, reason))
 }
 
-// ConnInfo describes a connection.
-type ConnInfo = reactor.Info
+// ConnInfo describes a connection, as `server connections --json` lists
+// it (same fields and JSON names).
+type ConnInfo struct {
+	ID       string `json:"id"`       // the ConnID in decimal
+	Worker   int    `json:"worker"`   // the worker serving it
+	Listener string `json:"listener"` // the listener's Name
+	Remote   string `json:"remote"`   // the client's address
+	Protocol string `json:"protocol"` // "http" or "websocket"
+	Path     string `json:"path,omitempty"`
+	Since    string `json:"since"` // when it was accepted, RFC 3339 (UTC, nanoseconds)
+	BytesIn  uint64 `json:"bytes_in"`
+	BytesOut uint64 `json:"bytes_out"`
+	Queued   int    `json:"queued,omitempty"` // bytes waiting in its send buffer
+}
 
 // Info describes any connection; ErrNoConnection once it is gone.
 func (w *Worker) Info(id ConnID) (ConnInfo, error) {
-	info, out := w.w.Info(uint64(id))
-	return info, outcomeErr(out)
+	i, out := w.w.Info(uint64(id))
+	return ConnInfo{ID: i.ID, Worker: i.Worker, Listener: i.Listener, Remote: i.Remote, Protocol: i.Protocol,
+		Path: i.Path, Since: i.Since, BytesIn: i.BytesIn, BytesOut: i.BytesOut, Queued: i.Queued}, outcomeErr(out)
 }
 
 // Exists reports whether a connection is open.
@@ -125,6 +138,17 @@ func (w *Worker) SendMessage(to int, data []byte) error {
 	return outcomeErr(w.w.SendMessage(to, data))
 }
 
+// SendMessageNode sends data to OnPipeMessage of worker `to` on cluster
+// node `node` (see Node; 0 is this server). ErrUnavailable when that node
+// is not reachable within the cluster's bound (docs/cluster.md).
+func (w *Worker) SendMessageNode(node, to int, data []byte) error {
+	return outcomeErr(w.w.SendMessageNode(node, to, data))
+}
+
+// Node returns this server's cluster node number, the one its connection
+// ids carry (0: no cluster, or not joined yet).
+func (w *Worker) Node() int { return w.w.Node() }
+
 // TaskWait runs data through OnTask in a task worker and waits for the
 // result (Swoole's taskwait). ErrTimeout after timeout (0: 5s);
 // ErrUnavailable without task workers; ErrBufferFull when their queues are
@@ -137,7 +161,7 @@ func (w *Worker) TaskWait(data []byte, timeout time.Duration) ([]byte, error) {
 // Task runs data through OnTask without waiting (Swoole's task); done, if
 // not nil, gets the result in a goroutine of this worker (onFinish).
 func (w *Worker) Task(data []byte, timeout time.Duration, done func(result []byte, err error)) {
-	w.w.Task(data, timeout, func(res []byte, out ipc_Outcome) {
+	w.w.Task(data, timeout, func(res []byte, out ipc.Outcome) {
 		if done != nil {
 			done(res, taskErr(res, out))
 		}

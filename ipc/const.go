@@ -81,6 +81,9 @@ const (
 	// Connection ids (80-84).
 	TypeIDLease Type = 80 // BASE w->m: seq wants a Result whose payload is the u64 (LE) first sequence of a new lease
 
+	// Cluster (90-94).
+	TypeClusterNode Type = 90 // m->w: arg = this server's cluster node number, for the ids issued from now on
+
 	// Users, sessions, groups and history (95-99; see users.go for payloads).
 	TypeUID     Type = 95 // bind conn (owner-routed) to the uid in payload; empty payload unbinds
 	TypeSession Type = 96 // conn's session (owner-routed); flags = SessionGet/Set/Update; payload = JSON object; Result payload = the session

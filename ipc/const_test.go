@@ -89,6 +89,7 @@ var allTypes = []struct {
 	{name: "TypeReopenLogs", typ: TypeReopenLogs, want: 61},
 	{name: "TypeSecrets", typ: TypeSecrets, want: 70},
 	{name: "TypeIDLease", typ: TypeIDLease, want: 80},
+	{name: "TypeClusterNode", typ: TypeClusterNode, want: 90},
 }
 
 func TestTypeValues(t *testing.T) {

@@ -68,13 +68,20 @@ func (s *broadcastSum) finish() {
 func (m *Master) broadcastBase(p *proc, f ipc.Frame, room string, tail ipc.BroadcastResult) {
 	holders, _ := m.rooms.holders(room)
 	sum := &broadcastSum{left: len(holders), origin: p, seq: f.Seq, tail: tail}
-	if len(holders) == 0 {
+	remote := m.clusterPublish(f) // the other nodes' members count as one more share
+	if remote {
+		sum.left++
+	}
+	if sum.left == 0 {
 		sum.finish()
 		return
 	}
 	sum.mu.Lock()
 	sum.timer = time.AfterFunc(broadcastWait, sum.finish)
 	sum.mu.Unlock()
+	if remote {
+		go func() { sum.add(uint32(m.cluster.CountRemote(room)), 0) }()
+	}
 	for _, h := range holders {
 		h.mu.Lock()
 		seq := h.nextSeq()

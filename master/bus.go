@@ -41,6 +41,10 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 		// Members reached (queued to) and skipped (buffer full, closing),
 		// and the number the master gave the message (users.go).
 		reached, skipped := r.BroadcastExcept(b.Room, int(f.Flags&^ipc.BroadcastExt), b.Data, f.Conn, b.Exclude)
+		if m.cluster != nil {
+			m.clusterBroadcast(p, f, b.Room, b.Data, reached, skipped)
+			return
+		}
 		result(p, f, ipc.OK, uint32(reached), ipc.BroadcastResult{Skipped: uint32(skipped), Seq: b.Seq, Epoch: b.Epoch}.Append(nil))
 	case ipc.TypeUID:
 		result(p, f, r.BindUID(f.Conn, string(f.Payload)), 0, nil)
@@ -48,6 +52,10 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 		out, b := r.Session(f.Conn, f.Flags, f.Payload)
 		result(p, f, out, 0, b)
 	case ipc.TypeCount:
+		if m.cluster != nil {
+			m.clusterCount(p, f, string(f.Payload), r.Count(string(f.Payload)))
+			return
+		}
 		result(p, f, ipc.OK, uint32(r.Count(string(f.Payload))), nil)
 	}
 }
@@ -58,7 +66,12 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 	switch f.Type {
 	case ipc.TypeJoin:
 		if f.Flags == ipc.JoinCount { // a worker's new local member count
-			m.rooms.set(string(f.Payload), p, int32(f.Arg))
+			room := string(f.Payload)
+			m.rooms.set(room, p, int32(f.Arg))
+			if m.cluster != nil {
+				_, total := m.rooms.holders(room)
+				m.roomChanged(room, total)
+			}
 			result(p, f, ipc.OK, 0, nil) // when it waits (seq != 0)
 			return
 		}
@@ -72,11 +85,17 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 		return
 	case ipc.TypeCount:
 		_, total := m.rooms.holders(string(f.Payload))
+		if m.cluster != nil {
+			m.clusterCount(p, f, string(f.Payload), total)
+			return
+		}
 		result(p, f, ipc.OK, uint32(total), nil)
 		return
 	}
 	owner := int(reactor.Owner(f.Conn))
-	if owner >= m.opts.Workers || int(reactor.Node(f.Conn)) != m.opts.IDNode || f.Conn > reactor.MaxID {
+	// Node 0 or this node's number: here (another node's id reached this
+	// bus only without a cluster, and names no connection here).
+	if n := int(reactor.Node(f.Conn)); owner >= m.opts.Workers || (n != 0 && n != m.node()) || f.Conn > reactor.MaxID {
 		result(p, f, ipc.NoConnection, 0, nil)
 		return
 	}

@@ -36,6 +36,10 @@ type Request struct {
 	Graceful  bool   `json:"graceful,omitempty"`
 	TasksOnly bool   `json:"tasks_only,omitempty"`
 	TLSOnly   bool   `json:"tls_only,omitempty"` // reload: re-read the certificates, replace no worker
+	// connections --cluster: one page of node Node's connections from
+	// Offset on (the CLI asks page after page, node after node).
+	Node   int `json:"node,omitempty"`
+	Offset int `json:"offset,omitempty"`
 }
 
 // Response answers a Request (one JSON line).
@@ -45,6 +49,8 @@ type Response struct {
 	Status      *Status      `json:"status,omitempty"`
 	Connections []ConnInfo   `json:"connections,omitempty"`
 	Reload      []ReloadLine `json:"reload,omitempty"`
+	// Page: connections --cluster, one page of a node's connections.
+	Page []json.RawMessage `json:"page,omitempty"`
 }
 
 // ErrNoAnswer means the master took a request and closed without an
@@ -183,6 +189,11 @@ func (s *controlServer) handle(c *net.UnixConn) {
 		resp.Status = &st
 	case "connections":
 		resp.Connections = s.m.Connections()
+	case "cluster-connections":
+		resp.Page, err = s.m.ClusterConnections(req.Node, req.Offset)
+		if err != nil {
+			resp.Error = err.Error()
+		}
 	case "reload":
 		if req.TLSOnly {
 			resp.Reload, err = s.m.ReloadTLS()

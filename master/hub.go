@@ -42,15 +42,21 @@ func (rc *roomCounts) set(room string, p *proc, n int32) {
 	set[p] = n
 }
 
-func (rc *roomCounts) forget(p *proc) {
+// forget drops p's members and returns the rooms it had members in.
+func (rc *roomCounts) forget(p *proc) []string {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	var had []string
 	for room, set := range rc.by {
+		if _, ok := set[p]; ok {
+			had = append(had, room)
+		}
 		delete(set, p)
 		if len(set) == 0 {
 			delete(rc.by, room)
 		}
 	}
+	return had
 }
 
 // count returns how many members of room p holds.
@@ -96,7 +102,12 @@ func (m *Master) drain(p *proc, code uint16) {
 // streamGone runs when a worker's ipc stream has ended.
 func (m *Master) streamGone(p *proc) {
 	m.mode.gone(p)
-	m.rooms.forget(p)
+	for _, room := range m.rooms.forget(p) {
+		if m.cluster != nil {
+			_, total := m.rooms.holders(room)
+			m.roomChanged(room, total)
+		}
+	}
 	// Tasks and bus operations in flight on a dead process fail now rather
 	// than time out.
 	p.mu.Lock()
@@ -116,7 +127,7 @@ func (m *Master) streamGone(p *proc) {
 			r.sum.add(0, 0) // its members were neither reached nor refused: gone
 			continue
 		}
-		r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: uint16(ipc.NoConnection)}, nil, nil)
+		r.answer(ipc.NoConnection, nil)
 	}
 }
 
@@ -191,6 +202,14 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		}
 		p.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: f.Seq, Code: uint16(out)}, binary.LittleEndian.AppendUint64(nil, start), nil)
 	case ipc.TypePipe:
+		if n := int(f.Conn); n != 0 && n != m.node() {
+			if m.cluster == nil {
+				result(p, f, ipc.Unavailable, 0, nil)
+			} else {
+				m.clusterCall(p, f, n)
+			}
+			return nil
+		}
 		to := int(f.Arg)
 		if to < 0 || to >= len(m.slots) || !m.toSlot(to, &ipc.Header{Type: ipc.TypePipe, Code: f.Code}, f.Payload) {
 			result(p, f, ipc.Unavailable, 0, nil)
@@ -210,7 +229,7 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		} else if ok && r.sum != nil {
 			r.sum.add(f.Arg, uint32(ipc.SkippedOf(f.Payload)))
 		} else if ok {
-			r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: f.Code}, f.Payload, nil)
+			r.answer(ipc.Outcome(f.Code), f.Payload)
 		}
 	case ipc.TypeBroadcast, ipc.TypeMembers, ipc.TypeRecover, ipc.TypeHistory:
 		m.usersFrame(p, f) // numbered and kept, then through the bus

@@ -48,7 +48,7 @@ func (m *Master) openProcess() error {
 	}
 	m.backend = newProcBackend(m)
 	m.reactor = reactor.New(reactor.Options{
-		Node:           uint16(o.IDNode),
+		Node:           uint16(m.node()),
 		Owner:          reactor.MasterOwner,
 		Lease:          m.ids.lease,
 		MaxPackageSize: o.MaxPackageSize,

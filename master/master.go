@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
 )
@@ -87,6 +88,10 @@ type Options struct {
 	// IDNode is this server's node number in connection ids (0: a single
 	// server; a cluster gives each server its own, 0..reactor.MaxNode).
 	IDNode int
+	// Cluster joins this server to a cluster on NATS (docs/cluster.md);
+	// nil: a single server, no NATS in the process. The node number it
+	// gets at join replaces IDNode.
+	Cluster *cluster.Config
 
 	Exe    string    // binary to run as workers
 	Args   []string  // its arguments
@@ -144,6 +149,9 @@ type Master struct {
 	mode      mode                  // what differs between the modes (mode.go)
 	bus       Bus                   // where bus operations go: the mode's, or a cluster's around it
 	dispatch  Dispatch
+	cluster   *cluster.Node // nil without --cluster/--cluster-embed
+	nodeNum   atomic.Int32  // node bits of new ids (IDNode, or the cluster's number)
+	listening atomic.Bool   // the reactor exists (cluster.go: SetNode may reach it)
 
 	mu       sync.Mutex
 	slots    []*slot // workers then task workers
@@ -246,6 +254,7 @@ func New(o Options) (*Master, error) {
 	m := &Master{opts: o, log: o.Log, dispatch: dispatch, clock: realClock{}, stopCh: make(chan stopReq, 1), done: make(chan struct{})}
 	m.mode = newMode(m)
 	m.bus = m.mode
+	m.nodeNum.Store(int32(o.IDNode))
 	m.initUsers()
 	return m, nil
 }
@@ -328,10 +337,15 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	}
 	defer m.closeSecurity()
 	m.goJoin(m.rotateTickets)
+	if err := m.startCluster(); err != nil {
+		return err
+	}
+	defer m.stopCluster()
 	if err := m.openListeners(); err != nil {
 		return err
 	}
 	defer m.closeListeners()
+	m.listenersOpen()
 	if err := m.startMetrics(); err != nil {
 		return err
 	}

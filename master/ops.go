@@ -85,6 +85,7 @@ func (m *Master) masterMetrics(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(metrics.DescReloads, prometheus.CounterValue, float64(m.ops.reloadsFailed.Load()), "failed")
 	ch <- prometheus.MustNewConstMetric(metrics.DescTaskRefused, prometheus.CounterValue, float64(m.ops.taskNoWorker.Load()), "no_task_worker")
 	ch <- prometheus.MustNewConstMetric(metrics.DescTaskRefused, prometheus.CounterValue, float64(m.ops.taskFull.Load()), "queue_full")
+	m.clusterMetrics(ch)
 	type row struct {
 		id, restarts int
 		kind         string

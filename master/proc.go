@@ -75,6 +75,20 @@ type route struct {
 	sum    *broadcastSum // a BASE broadcast's share: added up, not forwarded
 	// on, when set, takes the answer instead (gone: the process ended first).
 	on func(f ipc.Frame, gone bool)
+	// done, when origin and sum are nil, takes the answer (an operation
+	// another cluster node sent here).
+	done func(ipc.Outcome, uint32, []byte)
+}
+
+// answer hands an owner's answer to the route's origin.
+func (r route) answer(out ipc.Outcome, data []byte) {
+	if r.origin == nil {
+		if r.done != nil {
+			r.done(out, 0, append([]byte(nil), data...))
+		}
+		return
+	}
+	r.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: r.seq, Code: uint16(out)}, data, nil)
 }
 
 // kill ends p's process now (SIGKILL); its reaping follows as for any exit.
@@ -304,7 +318,7 @@ func (m *Master) workerConfig(sl *slot, idStart uint64) ipc.WorkerConfig {
 		ls[i] = ipc.WorkerListener{Name: l.Name, Addr: m.addrs[i], Protocol: l.Protocol, Upgrade: l.Upgrade, TLS: m.listenerTLS(i)}
 	}
 	return ipc.WorkerConfig{
-		Mode: o.Mode, Slot: sl.id, Task: sl.task, IDNode: o.IDNode, IDStart: idStart,
+		Mode: o.Mode, Slot: sl.id, Task: sl.task, IDNode: m.node(), IDStart: idStart,
 		Workers: o.Workers, TaskWorkers: o.TaskWorkers, Listeners: ls,
 		MaxPackageSize: o.MaxPackageSize, MaxSendBuffer: o.MaxSendBuffer, MaxConns: o.MaxConns,
 		MaxRequest: o.MaxRequest, HeartbeatIdle: o.HeartbeatIdle, ReloadWait: o.ReloadWait,

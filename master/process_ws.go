@@ -205,5 +205,6 @@ func (b *procBackend) bufferEvent(c *reactor.Conn, code uint16) {
 	}
 }
 
-// RoomChanged: the master's reactor holds every room itself.
-func (b *procBackend) RoomChanged(string, int) {}
+// RoomChanged: the master's reactor holds every room itself; a cluster
+// listens to the room while it has members here.
+func (b *procBackend) RoomChanged(room string, n int) { b.m.roomChanged(room, n) }

@@ -268,6 +268,7 @@ func (m *Master) welcome(p *proc) {
 	p.out.Send(&ipc.Header{Type: ipc.TypeWelcome}, nil, nil)
 	m.sendSecretsLocked(p)
 	p.welcomed.Store(true)
+	m.sendNodeLocked(p)
 }
 
 func (m *Master) sendSecretsLocked(p *proc) {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
 )
@@ -67,6 +68,9 @@ type Status struct {
 	TaskWorkers []WorkerStatus   `json:"task_workers"`
 	Processes   []WorkerStatus   `json:"processes"`              // user processes (Server.Processes)
 	MetricsAddr string           `json:"metrics_addr,omitempty"` // --metrics: where /metrics is served
+	// Cluster: this node's view (connected or not, its number, the nodes
+	// up); absent for a single server.
+	Cluster *cluster.State `json:"cluster,omitempty"`
 }
 
 // Status gathers the server's state, asking each worker for its counters.
@@ -80,6 +84,10 @@ func (m *Master) Status() Status {
 	}
 	for i, l := range o.Listeners {
 		st.Listeners = append(st.Listeners, m.listenerStatus(i, l))
+	}
+	if m.cluster != nil {
+		cs := m.cluster.State()
+		st.Cluster = &cs
 	}
 	// The master's own count when it holds the connections (PROCESS),
 	// else the sum of the workers' reports.

@@ -57,6 +57,13 @@ var (
 	DescBusDroppedSlot = desc("bus_dropped_total", busDroppedHelp, "direction", Label)
 	DescReloads        = desc("reloads_total", "Rolling reloads by result.", "result")
 	DescInfo           = desc("server_info", "The server's mode and sizes (value 1).", "mode", "workers", "task_workers", "processes")
+	// Cluster (docs/cluster.md): the master's series, labelled with the
+	// node's name, only when the server is in a cluster.
+	DescClusterConnected = desc("cluster_connected", "1 while this node is connected to NATS.", "node")
+	DescClusterNodes     = desc("cluster_nodes", "Nodes up as this node sees them (itself included).", "node")
+	DescClusterCalls     = desc("cluster_calls_total", "Operations this node sent to other nodes, by outcome.", "node", "outcome")
+	DescClusterBcasts    = desc("cluster_broadcasts_total", "Room broadcasts this node published to the other nodes.", "node")
+	DescClusterDropped   = desc("cluster_dropped_total", "Cluster messages this node dropped (slow consumer) or refused (too many calls waiting).", "node")
 )
 
 // ProcCollector exports a Proc: the connection series when the process

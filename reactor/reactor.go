@@ -122,6 +122,7 @@ type Reactor struct {
 	log  zerolog.Logger
 	m    *metrics.Proc
 	ids  idSource
+	node atomic.Uint32 // node bits of new ids (SetNode: a cluster assigns it at join)
 
 	mu        sync.RWMutex
 	conns     map[uint64]*Conn
@@ -152,6 +153,7 @@ func New(opts Options, h Handler) *Reactor {
 		rooms: rooms{m: make(map[string]map[*Conn]struct{})},
 	}
 	r.ids.lease = opts.Lease
+	r.node.Store(uint32(opts.Node))
 	if r.ids.lease == nil {
 		var n uint64
 		r.ids.lease = func() (uint64, error) { n++; return n * IDLease, nil }
@@ -266,6 +268,10 @@ func (r *Reactor) CloseConn(id uint64, code int, reason string) ipc.Outcome {
 
 // Len reports how many connections are open.
 func (r *Reactor) Len() int { return int(r.nconns.Load()) }
+
+// SetNode sets the node number of the ids issued from now on (a cluster
+// node learns its number when it joins, possibly after it started).
+func (r *Reactor) SetNode(n uint16) { r.node.Store(uint32(n & MaxNode)) }
 
 // Each calls f for every open connection (under a read lock: f must not block).
 func (r *Reactor) Each(f func(c *Conn)) {

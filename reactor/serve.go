@@ -78,7 +78,7 @@ func (r *Reactor) newID() (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		id := MakeID(r.opts.Node, r.opts.Owner, seq)
+		id := MakeID(uint16(r.node.Load()), r.opts.Owner, seq)
 		r.mu.RLock()
 		_, used := r.conns[id]
 		r.mu.RUnlock()

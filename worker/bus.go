@@ -111,7 +111,21 @@ func (w *Worker) call(h ipc.Header, a, b []byte, timeout time.Duration) (ipc.Out
 
 // local reports whether connection id is held by this worker's reactor.
 func (w *Worker) local(id uint64) bool {
-	return w.r != nil && int(reactor.Owner(id)) == w.cfg.Slot && int(reactor.Node(id)) == w.cfg.IDNode
+	if w.r == nil || int(reactor.Owner(id)) != w.cfg.Slot {
+		return false
+	}
+	// Node 0: an id issued before this server joined its cluster (or of a
+	// single server) is this server's.
+	n := int(reactor.Node(id))
+	return n == 0 || n == int(w.node.Load())
+}
+
+// setNode takes the cluster node number the master learnt when it joined.
+func (w *Worker) setNode(n int) {
+	w.node.Store(int32(n))
+	if w.r != nil {
+		w.r.SetNode(uint16(n))
+	}
 }
 
 // Push sends a message to any connection, wherever it is held.
@@ -202,6 +216,23 @@ func (w *Worker) SendMessage(to int, data []byte) ipc.Outcome {
 	}
 	return out
 }
+
+// SendMessageNode sends a pipe message to worker to of cluster node node
+// (0: this server); OK once that node queued it to the worker.
+func (w *Worker) SendMessageNode(node, to int, data []byte) ipc.Outcome {
+	if node == 0 || node == int(w.node.Load()) {
+		return w.SendMessage(to, data)
+	}
+	out, _, _ := w.call(ipc.Header{Type: ipc.TypePipe, Arg: uint32(to), Code: uint16(w.cfg.Slot), Conn: uint64(node)}, data, nil, 0)
+	if out == ipc.OK {
+		w.m.PipeSent.Add(1)
+	}
+	return out
+}
+
+// Node returns this server's cluster node number (0: not in a cluster, or
+// not joined yet).
+func (w *Worker) Node() int { return int(w.node.Load()) }
 
 // serveBus (BASE mode) applies an operation another worker routed here
 // through the master, and answers it.

@@ -48,6 +48,7 @@ type Worker struct {
 	src source           // where connections come from (source.go)
 
 	calls    calls
+	node     atomic.Int32 // cluster node number of this server (0: none yet)
 	requests atomic.Uint64
 	inflight sync.WaitGroup
 	retired  atomic.Bool
@@ -140,9 +141,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	rd.Shrink()
 
+	w.node.Store(int32(w.cfg.IDNode))
 	if w.cfg.Mode == ModeBase && !w.cfg.Task && w.cfg.Process == "" {
 		w.r = reactor.New(reactor.Options{
-			Node:           uint16(w.cfg.IDNode),
+			Node:           uint16(w.node.Load()),
 			Owner:          uint16(w.cfg.Slot),
 			FirstLease:     w.cfg.IDStart,
 			Lease:          w.leaseIDs,
@@ -303,6 +305,8 @@ func (w *Worker) handle(f ipc.Frame) error {
 	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast,
 		ipc.TypeUID, ipc.TypeSession, ipc.TypeMembers, ipc.TypeRecover:
 		w.serveBus(f)
+	case ipc.TypeClusterNode:
+		w.setNode(int(f.Arg))
 	case ipc.TypePipe:
 		data := append([]byte(nil), f.Payload...)
 		from := int(f.Code)

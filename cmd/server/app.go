@@ -5,8 +5,6 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,9 +31,6 @@ func newServer() *forkd.Server {
 			OnOpen: onOpen, OnMessage: onMessage, OnClose: onClose, OnResume: onResume},
 	}
 	s.OnWorkerStart = func(w *forkd.Worker) error {
-		if err := failStartHook(); err != nil {
-			return err
-		}
 		if !w.IsTask() {
 			// A per-process timer: a stats line every minute (Workerman's Timer::add).
 			w.Tick(time.Minute, func() {
@@ -62,24 +57,6 @@ func newServer() *forkd.Server {
 		return []byte(strconv.Itoa(w.ID())), nil
 	}
 	return s
-}
-
-// envFailStartFile names a file whose existence makes OnWorkerStart fail:
-// a test hook for a reload whose replacement cannot start. Set it in the
-// environment of `server start`; create the file before `server reload`
-// and the first replacement refuses to start, the reload stops, and the
-// old workers keep serving. Unset (the default), it does nothing.
-const envFailStartFile = "FORKD_FAIL_START_FILE"
-
-func failStartHook() error {
-	name := os.Getenv(envFailStartFile)
-	if name == "" {
-		return nil
-	}
-	if _, err := os.Stat(name); err == nil {
-		return fmt.Errorf("refusing to start: %s exists (%s)", name, envFailStartFile)
-	}
-	return nil
 }
 
 // operatorPaths act on other people's connections or on the server: they
@@ -197,6 +174,9 @@ func pushError(ctx *fasthttp.RequestCtx, err error) {
 		ctx.Error("message too large", fasthttp.StatusRequestEntityTooLarge)
 	case errors.Is(err, forkd.ErrBufferFull):
 		ctx.Error("connection send buffer full", fasthttp.StatusServiceUnavailable)
+	case errors.Is(err, forkd.ErrUnavailable):
+		// In a cluster: the holder's node is gone or unreachable (docs/cluster.md).
+		ctx.Error("unavailable: the connection's node did not answer", fasthttp.StatusServiceUnavailable)
 	default:
 		ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
 	}

@@ -207,7 +207,7 @@ func TestBoundsPermissionDenied(t *testing.T) {
 	}
 	s := startHardened(t, "process", 1)
 	// Let nobody reach the binary and the run dir (not write to them).
-	for _, d := range []string{filepath.Dir(serverBin), filepath.Dir(s.dir), s.dir} {
+	for _, d := range []string{filepath.Dir(serverBin), filepath.Dir(s.Dir), s.Dir} {
 		if err := os.Chmod(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +215,7 @@ func TestBoundsPermissionDenied(t *testing.T) {
 	asNobody := func(args ...string) (string, time.Duration, int) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, serverBin, append(args, "--run-dir", s.runDir)...)
+		cmd := exec.CommandContext(ctx, serverBin, append(args, "--run-dir", s.RunDir)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		begin := time.Now()
 		out, _ := cmd.CombinedOutput()
@@ -237,7 +237,7 @@ func TestBoundsPermissionDenied(t *testing.T) {
 	}
 	check("socket mode 0600:")
 	// Open the socket's mode: now the master's SO_PEERCRED check refuses.
-	if err := os.Chmod(filepath.Join(s.runDir, master.SocketName), 0o666); err != nil {
+	if err := os.Chmod(filepath.Join(s.RunDir, master.SocketName), 0o666); err != nil {
 		t.Fatal(err)
 	}
 	check("SO_PEERCRED:")

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -95,19 +96,32 @@ func closeCode(code int, reason string) []byte {
 // cfClient is one raw WebSocket connection to /echo.
 type cfClient struct {
 	t  testing.TB
-	c  *net.TCPConn
+	c  net.Conn // TCP, or TLS over it
 	br *bufio.Reader
 }
 
 // cfDial upgrades a new connection to addr's /echo, checking the 101 and
 // its Sec-WebSocket-Accept.
-func cfDial(t testing.TB, addr string) *cfClient {
+func cfDial(t testing.TB, addr string) *cfClient { return cfDialTLS(t, addr, nil) }
+
+// cfDialTLS is cfDial over TLS with config tc (nil: plain TCP).
+func cfDialTLS(t testing.TB, addr string, tc *tls.Config) *cfClient {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := nc.(*net.TCPConn)
+	c := nc
+	if tc != nil {
+		tl := tls.Client(nc, tc)
+		tl.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tl.Handshake(); err != nil {
+			nc.Close()
+			t.Fatalf("TLS handshake with %s: %v", addr, err)
+		}
+		tl.SetDeadline(time.Time{})
+		c = tl
+	}
 	t.Cleanup(func() { c.Close() })
 	key := make([]byte, 16)
 	rand.Read(key)

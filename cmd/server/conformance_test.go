@@ -347,3 +347,32 @@ func TestConformanceRaces(t *testing.T) {
 		})
 	})
 }
+
+// TestConformanceTLS runs every case over TLS (wss on the WebSocket port
+// and by upgrade on the HTTPS port), in both modes: the master terminates
+// TLS in PROCESS mode, each worker in BASE mode, and the closing handshake
+// ends with close_notify and EOF as it ends with FIN in plain TCP. The
+// timing-sensitive cases repeat as in TestConformanceRaces, fewer times.
+func TestConformanceTLS(t *testing.T) {
+	const rounds = 10
+	cases := cfCases()
+	ca := newTestCA(t)
+	inModes(t, func(t *testing.T, mode string) {
+		s, _, _ := startTLSServer(t, ca, mode, 2, "--max-package-size", "1MiB")
+		cfPorts(t, s, func(t *testing.T, addr string) {
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) { tc.run(cfDialTLS(t, addr, ca.tlsConfig())) })
+			}
+			t.Run("races", func(t *testing.T) {
+				for _, tc := range cases {
+					if tc.name != "7_message_before_close_delivered" && tc.name != "6_invalid_in_fragment_2_of_3_fails_fast" {
+						continue
+					}
+					for i := 0; i < rounds && !t.Failed(); i++ {
+						tc.run(cfDialTLS(t, addr, ca.tlsConfig()))
+					}
+				}
+			})
+		})
+	})
+}

@@ -24,8 +24,8 @@ func TestFoundationBase(t *testing.T) {
 		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
 			s := startServer(t, "base", workers)
 			st := s.status()
-			if st.Mode != "base" || st.MasterPid != s.cmd.Process.Pid || len(st.Workers) != workers {
-				t.Fatalf("status: got mode %q master %d, %d workers; want base, %d, %d", st.Mode, st.MasterPid, len(st.Workers), s.cmd.Process.Pid, workers)
+			if st.Mode != "base" || st.MasterPid != s.Cmd.Process.Pid || len(st.Workers) != workers {
+				t.Fatalf("status: got mode %q master %d, %d workers; want base, %d, %d", st.Mode, st.MasterPid, len(st.Workers), s.Cmd.Process.Pid, workers)
 			}
 			// Every worker answers: new connections are spread by the kernel.
 			seen := map[string]bool{}
@@ -155,7 +155,7 @@ func TestSupervision(t *testing.T) {
 				}
 			}
 			// The stale pid file does not block a new start in the same run dir.
-			<-s.exited
+			<-s.Exited
 			if _, err := s.run("status"); err == nil {
 				t.Errorf("status against a dead master succeeded")
 			}
@@ -178,7 +178,7 @@ func TestStopAndStatus(t *testing.T) {
 		}
 	}
 	// A second start on the same run dir is refused, naming the pid.
-	out, err := exec.Command(serverBin, "start", "--mode", "base", "--workers", "1", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--run-dir", s.runDir).CombinedOutput()
+	out, err := exec.Command(serverBin, "start", "--mode", "base", "--workers", "1", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--run-dir", s.RunDir).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "already running") || !strings.Contains(string(out), strconv.Itoa(st.MasterPid)) {
 		t.Errorf("second start: got %v %q, want exit 1 saying already running (pid %d)", err, out, st.MasterPid)
 	}
@@ -186,7 +186,7 @@ func TestStopAndStatus(t *testing.T) {
 		t.Fatalf("stop: %v %s", err, out)
 	}
 	select {
-	case <-s.exited:
+	case <-s.Exited:
 	case <-time.After(10 * time.Second):
 		t.Fatal("master still running after stop")
 	}
@@ -248,8 +248,8 @@ func TestSysmonSetting(t *testing.T) {
 			t.Setenv("GODEBUG", "")
 			s := startServer(t, "process", 1)
 			st := s.status()
-			if st.MasterPid != s.cmd.Process.Pid {
-				t.Fatalf("master pid %d, started %d: the re-execution must keep the pid", st.MasterPid, s.cmd.Process.Pid)
+			if st.MasterPid != s.Cmd.Process.Pid {
+				t.Fatalf("master pid %d, started %d: the re-execution must keep the pid", st.MasterPid, s.Cmd.Process.Pid)
 			}
 			pids := []int{st.MasterPid, st.Workers[0].Pid}
 			for _, pid := range pids {

@@ -29,6 +29,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/forkd/forkd/internal/testharness"
 	"github.com/forkd/forkd/master"
 )
 
@@ -814,7 +815,7 @@ func TestHardenMasterKilled(t *testing.T) {
 				t.Fatalf("worker %d (pid %d) outlived its master by 5s", w.ID, w.Pid)
 			}
 		}
-		<-s.exited // reaped: the cleanup has no master to stop
+		<-s.Exited // reaped: the cleanup has no master to stop
 	})
 }
 
@@ -826,7 +827,7 @@ func TestHardenMasterKilled(t *testing.T) {
 func TestHardenControlSocket(t *testing.T) {
 	inModes(t, func(t *testing.T, mode string) {
 		s := startHardened(t, mode, 1)
-		sock := filepath.Join(s.runDir, master.SocketName)
+		sock := filepath.Join(s.RunDir, master.SocketName)
 		fi, err := os.Stat(sock)
 		if err != nil {
 			t.Fatal(err)
@@ -867,7 +868,7 @@ func TestHardenControlSocket(t *testing.T) {
 		st := s.status()
 		syscall.Kill(pid, syscall.SIGKILL)
 		select {
-		case <-s.exited:
+		case <-s.Exited:
 		case <-time.After(10 * time.Second):
 			t.Fatal("master still running 10s after SIGKILL")
 		}
@@ -877,7 +878,7 @@ func TestHardenControlSocket(t *testing.T) {
 			}
 		}
 		for _, name := range []string{master.PidName, master.SocketName} {
-			if _, err := os.Stat(filepath.Join(s.runDir, name)); err != nil {
+			if _, err := os.Stat(filepath.Join(s.RunDir, name)); err != nil {
 				t.Fatalf("want the stale %s left behind: %v", name, err)
 			}
 		}
@@ -885,9 +886,7 @@ func TestHardenControlSocket(t *testing.T) {
 			t.Fatalf("status with a stale pid file: got %v %q, want one line saying it is not running", err, out)
 		}
 		// The next start in the same run dir is not blocked by them.
-		httpAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-		wsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-		out, err := s.run("start", "-d", "--mode", mode, "--workers", "1", "--http", httpAddr, "--ws", wsAddr, "--log-format", "console")
+		out, err := s.run("start", "-d", "--mode", mode, "--workers", "1", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--log-format", "console")
 		if err != nil {
 			t.Fatalf("start over a stale pid file: %v\n%s", err, out)
 		}
@@ -900,7 +899,7 @@ func TestHardenControlSocket(t *testing.T) {
 		if st2.MasterPid == pid || len(st2.Workers) != 1 {
 			t.Fatalf("second master: %+v", st2)
 		}
-		resp, err := httpClient.Get("http://" + httpAddr + "/hello")
+		resp, err := httpClient.Get("http://" + testharness.Addrs(st2)["http"] + "/hello")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,26 +2,24 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/forkd/forkd"
+	"github.com/forkd/forkd/internal/testharness"
 	"github.com/forkd/forkd/master"
 )
 
@@ -29,7 +27,25 @@ import (
 // -race when the tests run with -race, so the server is checked too).
 var serverBin string
 
+// envTestServer makes the test binary run as the built-in server, with
+// the test-only hooks below (the re-exec-in-TestMain pattern: no test hook
+// ships in the real binary). The master re-executes its own binary for the
+// workers, and they inherit the variable.
+const envTestServer = "FORKD_TEST_AS_SERVER"
+
+// envFailStartFile names a file whose existence makes OnWorkerStart fail
+// in the test binary running as the server: a reload whose replacement
+// cannot start.
+const envFailStartFile = "FORKD_FAIL_START_FILE"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(envTestServer) == "1" {
+		if err := hookedServer().Run(os.Args); err != nil {
+			fmt.Fprintln(os.Stderr, "server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "forkd-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -40,14 +56,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	serverBin = filepath.Join(dir, "server")
-	args := []string{"build", "-o", serverBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+	serverBin, err = testharness.Build(dir, "server", ".", raceEnabled)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -59,31 +70,45 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
+// hookedServer is the built-in application with the test hooks: while the
+// file envFailStartFile names exists, a worker refuses to start.
+func hookedServer() *forkd.Server {
+	s := newServer()
+	start := s.OnWorkerStart
+	s.OnWorkerStart = func(w *forkd.Worker) error {
+		if name := os.Getenv(envFailStartFile); name != "" {
+			if _, err := os.Stat(name); err == nil {
+				return fmt.Errorf("refusing to start: %s exists (%s)", name, envFailStartFile)
+			}
+		}
+		return start(w)
+	}
+	return s
+}
+
+// startHooked starts the test binary itself as the server (see
+// envTestServer), as startServer does.
+func startHooked(t testing.TB, mode string, workers int, args ...string) *server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Setenv(envTestServer, "1")
+	s := newTestServer(t, mode)
+	s.Bin = exe
+	s.launch(workers, args...)
+	return s
 }
 
-// server is one running `server start`, in its own process group.
+// server is one running `server start` (see internal/testharness), with
+// the built-in application's two listeners.
 type server struct {
+	*testharness.Server
 	t        testing.TB
 	mode     string
-	dir      string
-	runDir   string
-	httpAddr string
+	httpAddr string // where the http and ws listeners are bound (read from status)
 	wsAddr   string
-	logPath  string
-	cmd      *exec.Cmd
-	exited   chan struct{}
-
-	mu   sync.Mutex
-	pids map[int]bool // master and every worker pid seen: all must be gone at the end
 
 	// scheme and client reach the HTTP port for readiness ("http" and a
 	// plain client unless a test set them before launch: https, a TLS client).
@@ -92,9 +117,10 @@ type server struct {
 }
 
 // startServer starts the real binary with `start --mode mode --workers n`
-// plus args on free loopback ports, waits until it serves, and registers a
-// cleanup that stops it, kills its process group, and checks that every
-// process it ever had is gone.
+// plus args, its listeners on port 0 of 127.0.0.1 (the server picks the
+// ports and reports them), waits until it serves, and registers a cleanup
+// that stops it, kills its process group, and checks that every process it
+// ever had is gone.
 func startServer(t testing.TB, mode string, workers int, args ...string) *server {
 	t.Helper()
 	s := newTestServer(t, mode)
@@ -105,184 +131,52 @@ func startServer(t testing.TB, mode string, workers int, args ...string) *server
 // newTestServer prepares a server for launch (a test may set scheme and
 // client first).
 func newTestServer(t testing.TB, mode string) *server {
-	return &server{t: t, mode: mode, dir: t.TempDir(), pids: map[int]bool{}, scheme: "http",
+	return &server{Server: testharness.New(t, serverBin), t: t, mode: mode, scheme: "http",
 		client: &http.Client{Timeout: time.Second}}
 }
 
-// launch starts s as startServer describes.
+// launch starts s as startServer describes. Flags in args come after the
+// harness's --http and --ws, so a test may name other addresses.
 func (s *server) launch(workers int, args ...string) {
-	t := s.t
-	t.Helper()
-	mode := s.mode
-	s.runDir = filepath.Join(s.dir, "run")
-	s.httpAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	s.wsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	s.logPath = filepath.Join(s.dir, "server.log")
-	logf, err := os.Create(s.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := append([]string{"start", "--mode", mode, "--workers", strconv.Itoa(workers),
-		"--http", s.httpAddr, "--ws", s.wsAddr, "--run-dir", s.runDir, "--log-format", "console"}, args...)
-	s.cmd = exec.Command(serverBin, full...)
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	s.exited = make(chan struct{})
-	go func() { s.cmd.Wait(); logf.Close(); close(s.exited) }()
-	s.pids[s.cmd.Process.Pid] = true
-	t.Cleanup(s.cleanup)
+	s.t.Helper()
+	full := append([]string{"--mode", s.mode, "--workers", strconv.Itoa(workers),
+		"--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--log-format", "console"}, args...)
+	s.Start(nil, full...)
 	s.waitReady(20 * time.Second)
 }
 
+// waitReady waits until every process is ready, reads the listeners'
+// addresses, and waits until GET /hello answers 200 on the HTTP one.
 func (s *server) waitReady(limit time.Duration) {
 	s.t.Helper()
 	if s.client == nil { // a server made without newTestServer
 		s.scheme, s.client = "http", &http.Client{Timeout: time.Second}
 	}
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.exited:
-			s.t.Fatalf("server exited before it was ready (last error: %v)\n%s", last, s.log())
-		default:
-		}
+	s.WaitReady(limit, func(st master.Status) error {
+		addrs := testharness.Addrs(st)
+		s.httpAddr, s.wsAddr = addrs["http"], addrs["ws"]
 		resp, err := s.client.Get(s.scheme + "://" + s.httpAddr + "/hello")
-		if err == nil {
-			resp.Body.Close()
-			// Every process ready, not only the one that answered: in BASE
-			// mode a worker serves as soon as it is ready, while the others
-			// (and the task workers) may still be starting.
-			if resp.StatusCode == 200 {
-				if st, err := s.statusErr(); err == nil && allReady(st) {
-					return
-				}
-			}
+		if err != nil {
+			return err
 		}
-		last = err
-		time.Sleep(50 * time.Millisecond)
-	}
-	s.t.Fatalf("server not ready after %s (last error: %v)\n%s", limit, last, s.log())
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("GET /hello: %d", resp.StatusCode)
+		}
+		return nil
+	})
 }
 
-func (s *server) cleanup() {
-	t := s.t
-	select {
-	case <-s.exited:
-	default:
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		out, err := exec.CommandContext(ctx, serverBin, "stop", "--run-dir", s.runDir).CombinedOutput()
-		cancel()
-		if err != nil && !t.Failed() {
-			t.Errorf("server stop: %v\n%s", err, out)
-		}
-		select {
-		case <-s.exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("server still running 10s after stop")
-		}
-	}
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.exited
-	s.mu.Lock()
-	pids := s.pids
-	s.mu.Unlock()
-	for pid := range pids {
-		if !waitPidGone(pid, 5*time.Second) {
-			t.Errorf("process %d outlived the test; killing it", pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	if t.Failed() {
-		t.Logf("server log:\n%s", s.log())
-	}
-}
-
-// waitPidGone waits until pid no longer exists (zombies count as gone).
-func waitPidGone(pid int, limit time.Duration) bool {
-	deadline := time.Now().Add(limit)
-	for {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil || bytes.Contains(b, []byte(") Z ")) {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (s *server) log() string {
-	b, _ := os.ReadFile(s.logPath)
-	return string(b)
-}
-
-// run runs a CLI command against this server's run dir.
-func (s *server) run(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, serverBin, append(args, "--run-dir", s.runDir)...).CombinedOutput()
-	return string(out), err
-}
-
-func (s *server) statusErr() (master.Status, error) {
-	var st master.Status
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, serverBin, "status", "--json", "--run-dir", s.runDir).Output()
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(out, &st); err != nil {
-		return st, fmt.Errorf("status --json: %v: %s", err, out)
-	}
-	s.mu.Lock()
-	s.pids[st.MasterPid] = true
-	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {
-		if w.Pid > 0 {
-			s.pids[w.Pid] = true
-		}
-	}
-	s.mu.Unlock()
-	return st, nil
-}
-
-// status returns `server status --json`, recording every pid in it.
-func (s *server) status() master.Status {
-	s.t.Helper()
-	st, err := s.statusErr()
-	if err != nil {
-		s.t.Fatalf("status: %v", err)
-	}
-	return st
-}
-
-// workerPids returns the ready workers' pids by id.
-func (s *server) workerPids() map[int]int {
-	out := map[int]int{}
-	for _, w := range s.status().Workers {
-		if w.State == master.StateReady {
-			out[w.ID] = w.Pid
-		}
-	}
-	return out
-}
-
-// waitFor polls cond until it holds or limit passes.
+func (s *server) log() string                        { return s.Log() }
+func (s *server) run(args ...string) (string, error) { return s.Run(args...) }
+func (s *server) statusErr() (master.Status, error)  { return s.StatusErr() }
+func (s *server) status() master.Status              { s.t.Helper(); return s.Status() }
+func (s *server) workerPids() map[int]int            { return s.WorkerPids() }
+func waitPidGone(pid int, limit time.Duration) bool  { return testharness.WaitPidGone(pid, limit) }
+func allReady(st master.Status) bool                 { return testharness.AllReady(st) }
 func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	testharness.WaitFor(t, limit, what, cond)
 }
 
 var httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
@@ -398,13 +292,18 @@ func readHTTP(t testing.TB, br *bufio.Reader) (*httpResp, string) {
 	return &httpResp{StatusCode: resp.StatusCode, Header: resp.Header}, string(b)
 }
 
-// allReady reports whether every worker, task worker and user process in st
-// is ready.
-func allReady(st master.Status) bool {
-	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {
-		if w.State != master.StateReady {
-			return false
+// readyAddr returns the host:port of the ready line labelled label
+// ("chat page: http://127.0.0.1:40123/") in out, what `start` prints once
+// it serves: the address a listener asked for port 0 was bound to.
+func readyAddr(t testing.TB, out, label string) string {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), label+": "); ok {
+			if u, err := url.Parse(rest); err == nil && u.Host != "" {
+				return u.Host
+			}
 		}
 	}
-	return len(st.Workers) > 0
+	t.Fatalf("no ready line %q in:\n%s", label, out)
+	return ""
 }

@@ -6,6 +6,8 @@ package main
 import (
 	"fmt"
 	"os"
+
+	_ "github.com/forkd/forkd/bench" // the bench command (links the load generator and its charts)
 )
 
 func main() {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/forkd/forkd/internal/testharness"
 	"github.com/forkd/forkd/master"
 )
 
@@ -571,7 +572,7 @@ func TestReloadSignal(t *testing.T) {
 			before := s.status()
 			load := startKeepAliveLoad(t, s.httpAddr, "/hello", 16)
 			waitFor(t, 10*time.Second, "load to run", func() bool { return load.ok.Load() > 100 })
-			pid, err := master.ReadPid(s.runDir)
+			pid, err := master.ReadPid(s.RunDir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -642,11 +643,11 @@ func TestStopGraceful(t *testing.T) {
 				t.Errorf("request answered after %s, before its 1.5s of work", d)
 			}
 			select {
-			case <-s.exited:
+			case <-s.Exited:
 			case <-time.After(10 * time.Second):
 				t.Fatalf("master still running after stop -g returned")
 			}
-			if _, err := master.ReadPid(s.runDir); !errors.Is(err, master.ErrNotRunning) {
+			if _, err := master.ReadPid(s.RunDir); !errors.Is(err, master.ErrNotRunning) {
 				t.Errorf("pid file after stop -g: got %v, want ErrNotRunning", err)
 			}
 			checkNoRace(t, s)
@@ -683,13 +684,14 @@ func TestMaxRequest(t *testing.T) {
 
 // TestReloadFailedStart: a replacement whose OnWorkerStart fails stops the
 // reload; the old workers keep serving; the command says which and why.
-// The built-in app refuses to start while FORKD_FAIL_START_FILE exists.
+// The test binary, run as the built-in app (startHooked), refuses to
+// start a worker while FORKD_FAIL_START_FILE exists.
 func TestReloadFailedStart(t *testing.T) {
 	for _, mode := range []string{"process", "base"} {
 		t.Run(mode, func(t *testing.T) {
 			flag := filepath.Join(t.TempDir(), "fail-start")
 			t.Setenv(envFailStartFile, flag)
-			s := startServer(t, mode, 2)
+			s := startHooked(t, mode, 2)
 			before := s.status()
 			if err := os.WriteFile(flag, nil, 0o644); err != nil {
 				t.Fatal(err)
@@ -738,17 +740,17 @@ func TestRestart(t *testing.T) {
 	s := startServer(t, "process", 2)
 	before := s.status()
 	var newPid int
-	t.Cleanup(func() { killDaemon(t, s.runDir, newPid) })
+	t.Cleanup(func() { killDaemon(t, s.RunDir, newPid) })
 	out, err := s.run("restart", "-d", "--mode", "base", "--workers", "2", "--http", s.httpAddr, "--ws", s.wsAddr)
 	if err != nil {
 		t.Fatalf("server restart: %v\n%s", err, out)
 	}
-	newPid, err = master.ReadPid(s.runDir)
+	newPid, err = master.ReadPid(s.RunDir)
 	if err != nil {
 		t.Fatalf("after restart: %v", err)
 	}
 	select { // the old master is gone
-	case <-s.exited:
+	case <-s.Exited:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the old master is still running after restart")
 	}
@@ -773,10 +775,9 @@ func TestRestart(t *testing.T) {
 // TestDaemon: `start -d` returns once ready, logs to the run dir's log
 // file; `status` and `stop` work on it.
 func TestDaemon(t *testing.T) {
-	dir := t.TempDir()
-	runDir := filepath.Join(dir, "run")
-	httpAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	wsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	h := testharness.New(t, serverBin)
+	dir, runDir := h.Dir, h.RunDir
+	h.Adopt() // stops it unless stopped, and checks that every pid status showed is gone
 	cli := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -786,21 +787,14 @@ func TestDaemon(t *testing.T) {
 		return string(out), err
 	}
 	var pid int
-	var workers []int
-	t.Cleanup(func() {
-		killDaemon(t, runDir, pid)
-		for _, w := range workers {
-			if !waitPidGone(w, 5*time.Second) {
-				t.Errorf("worker %d outlived its daemon master", w)
-				syscall.Kill(w, syscall.SIGKILL)
-			}
-		}
-	})
+	t.Cleanup(func() { killDaemon(t, runDir, pid) })
 	begin := time.Now()
-	out, err := cli("start", "-d", "--mode", "process", "--workers", "2", "--http", httpAddr, "--ws", wsAddr)
+	out, err := cli("start", "-d", "--mode", "process", "--workers", "2", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("start -d: %v\n%s", err, out)
 	}
+	// The ready line names the address the listener was bound to.
+	httpAddr := readyAddr(t, out, "chat page")
 	t.Logf("start -d returned after %s: %s", time.Since(begin).Round(time.Millisecond), strings.TrimSpace(out))
 	pid, err = master.ReadPid(runDir)
 	if err != nil {
@@ -835,8 +829,9 @@ func TestDaemon(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
+	h.Remember(pid)
 	for _, w := range st.Workers {
-		workers = append(workers, w.Pid)
+		h.Remember(w.Pid)
 	}
 	if st.MasterPid != pid || len(st.Workers) != 2 {
 		t.Errorf("status --json: master pid %d with %d workers, want %d with 2", st.MasterPid, len(st.Workers), pid)
@@ -856,6 +851,7 @@ func TestDaemon(t *testing.T) {
 		t.Errorf("second start -d: got %v %q, want an \"already running\" error", err, out)
 	}
 	out, err = cli("stop")
+	h.Stopped = true
 	if err != nil {
 		t.Fatalf("stop: %v\n%s", err, out)
 	}
@@ -889,7 +885,7 @@ func TestCrashLoopStatus(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			flag := filepath.Join(t.TempDir(), "fail-start")
 			t.Setenv(envFailStartFile, flag)
-			s := startServer(t, mode, 2)
+			s := startHooked(t, mode, 2)
 			before := s.status()
 			if err := os.WriteFile(flag, nil, 0o644); err != nil {
 				t.Fatal(err)

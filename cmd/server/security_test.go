@@ -381,8 +381,8 @@ func TestUserDrop(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			s := newTestServer(t, mode)
 			// nobody must reach the run dir (for `status`, below).
-			os.Chmod(filepath.Dir(s.dir), 0o755)
-			os.Chmod(s.dir, 0o755)
+			os.Chmod(filepath.Dir(s.Dir), 0o755)
+			os.Chmod(s.Dir, 0o755)
 			s.launch(2, "--task-workers", "1", "--user", "nobody")
 			st := s.status()
 			if u, g, _ := procIDs(t, st.MasterPid); u != "0 0 0 0" || g != "0 0 0 0" {
@@ -404,7 +404,7 @@ func TestUserDrop(t *testing.T) {
 			if r, body := s.get("/hello"); r.StatusCode != 200 || body != "hello" {
 				t.Errorf("GET /hello: %d %q", r.StatusCode, body)
 			}
-			cmd := exec.Command(serverBin, "status", "--json", "--run-dir", s.runDir)
+			cmd := exec.Command(serverBin, "status", "--json", "--run-dir", s.RunDir)
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 			out, err := cmd.CombinedOutput()
 			var got struct {

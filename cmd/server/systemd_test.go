@@ -136,32 +136,20 @@ func TestSystemdSocketActivate(t *testing.T) {
 // taken before systemd-socket-activate bound it.
 func startActivated(t *testing.T, mode, notifyPath, heldAddr string) *server {
 	t.Helper()
-	s := &server{t: t, mode: mode, dir: t.TempDir(), pids: map[int]bool{}}
-	s.runDir = filepath.Join(s.dir, "run")
+	s := newTestServer(t, mode)
+	// systemd-socket-activate binds the HTTP port itself, so it must be
+	// named (a port it cannot bind: nil, the caller tries again); heldAddr
+	// (a socket the test holds) keeps the server's own --http off it. The
+	// WebSocket listener takes port 0.
 	s.httpAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	s.wsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	s.logPath = filepath.Join(s.dir, "server.log")
-	logf, err := os.Create(s.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.cmd = exec.Command("systemd-socket-activate", "-l", s.httpAddr, "--fdname=http",
+	s.StartCmd(exec.Command("systemd-socket-activate", "-l", s.httpAddr, "--fdname=http",
 		"-E", "NOTIFY_SOCKET="+notifyPath, "-E", "GORACE="+os.Getenv("GORACE"), "-E", "WATCHDOG_USEC=300000",
-		serverBin, "start", "--mode", mode, "--workers", "2", "--http", heldAddr, "--ws", s.wsAddr,
-		"--run-dir", s.runDir, "--log-format", "console")
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	s.exited = make(chan struct{})
-	go func() { s.cmd.Wait(); logf.Close(); close(s.exited) }()
-	s.pids[s.cmd.Process.Pid] = true // exec keeps the pid: it becomes the master
+		serverBin, "start", "--mode", mode, "--workers", "2", "--http", heldAddr, "--ws", "127.0.0.1:0",
+		"--run-dir", s.RunDir, "--log-format", "console")) // exec keeps the pid: it becomes the master
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
-		case <-s.exited:
+		case <-s.Exited:
 			if strings.Contains(s.log(), "Address already in use") {
 				return nil
 			}
@@ -179,7 +167,6 @@ func startActivated(t *testing.T, mode, notifyPath, heldAddr string) *server {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Cleanup(s.cleanup)
 	s.waitReady(30 * time.Second)
 	return s
 }
@@ -223,21 +210,8 @@ func TestSocketActivationBase(t *testing.T) {
 	t.Run("OnePerWorker", func(t *testing.T) {
 		f0, addr := listen("127.0.0.1:0")
 		f1, _ := listen(addr)
-		wsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-		s := &server{t: t, mode: "base", dir: t.TempDir(), pids: map[int]bool{}, httpAddr: addr, wsAddr: wsAddr}
-		s.runDir = filepath.Join(s.dir, "run")
-		s.logPath = filepath.Join(s.dir, "server.log")
-		cmd := run(s.dir, 2, "http:http", []*os.File{f0, f1}, wsAddr)
-		logf, _ := os.Create(s.logPath)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		s.cmd = cmd
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		s.exited = make(chan struct{})
-		go func() { cmd.Wait(); logf.Close(); close(s.exited) }()
-		s.pids[cmd.Process.Pid] = true
-		t.Cleanup(s.cleanup)
+		s := newTestServer(t, "base")
+		s.StartCmd(run(s.Dir, 2, "http:http", []*os.File{f0, f1}, "127.0.0.1:0"))
 		s.waitReady(30 * time.Second)
 		if got := s.status().Listeners[0].Addr; got != addr {
 			t.Errorf("http listener: got %s, want the passed %s", got, addr)
@@ -298,4 +272,17 @@ func TestSocketActivationBase(t *testing.T) {
 			})
 		}
 	})
+}
+
+// freePort returns a loopback port that was free a moment ago, for
+// systemd-socket-activate's -l, which binds it itself (the one place a
+// test names a port: startActivated retries when it was taken meanwhile).
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

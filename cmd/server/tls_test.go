@@ -114,7 +114,7 @@ func (ca *testCA) tlsConfig() *tls.Config {
 // files in the server's dir, CN "first"), and returns it and the files.
 func startTLSServer(t *testing.T, ca *testCA, mode string, workers int, args ...string) (s *server, certFile, keyFile string) {
 	s = newTestServer(t, mode)
-	certFile, keyFile = ca.issue(t, s.dir, "server", "first")
+	certFile, keyFile = ca.issue(t, s.Dir, "server", "first")
 	s.scheme = "https"
 	s.client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.tlsConfig()}}
 	s.launch(workers, append([]string{"--http-tls-cert", certFile, "--http-tls-key", keyFile,
@@ -425,9 +425,9 @@ func TestTLSTicketRotation(t *testing.T) {
 func TestTLSConfigFile(t *testing.T) {
 	ca := newTestCA(t)
 	s := newTestServer(t, "base")
-	httpCert, httpKey := ca.issue(t, s.dir, "http", "http-cert")
-	wsCert, wsKey := ca.issue(t, s.dir, "ws", "ws-cert")
-	cfg := filepath.Join(s.dir, "forkd.yaml")
+	httpCert, httpKey := ca.issue(t, s.Dir, "http", "http-cert")
+	wsCert, wsKey := ca.issue(t, s.Dir, "ws", "ws-cert")
+	cfg := filepath.Join(s.Dir, "forkd.yaml")
 	yaml := fmt.Sprintf("http-tls-cert: %s\nhttp-tls-key: %s\nlisten-tls-cert:\n  - ws=%s\nlisten-tls-key:\n  - ws=%s\n",
 		httpCert, httpKey, wsCert, wsKey)
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/forkd/forkd"
+	_ "github.com/forkd/forkd/bench" // `devapp bench`: a program asks for the benchmark by importing it
 )
 
 // version is set by the --watch test's second build (-ldflags -X).

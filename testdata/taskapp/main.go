@@ -141,6 +141,11 @@ func onPipeMessage(w *forkd.Worker, from int, data []byte) {
 		if err := w.SendMessage(from, []byte("pong|"+parts[1]+"|"+strconv.Itoa(w.ID()))); err != nil {
 			w.Log().Error().Err(err).Int("to", from).Msg("pong failed")
 		}
+	case len(parts) == 3 && parts[0] == "ping": // from another cluster node: ping|TOKEN|NODE
+		node, _ := strconv.Atoi(parts[2])
+		if err := w.SendMessageNode(node, from, []byte("pong|"+parts[1]+"|"+strconv.Itoa(w.ID()))); err != nil {
+			w.Log().Error().Err(err).Int("node", node).Int("to", from).Msg("pong failed")
+		}
 	case len(parts) == 3 && parts[0] == "pong":
 		id, _ := strconv.Atoi(parts[2])
 		waitersMu.Lock()
@@ -226,7 +231,11 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 		}
 		token, ch := expect()
 		defer forget(token)
-		if err := w.SendMessage(to, []byte("ping|"+token)); err != nil {
+		send := func() error { return w.SendMessage(to, []byte("ping|"+token)) }
+		if node := q.GetUintOrZero("node"); node != 0 { // a worker of another cluster node
+			send = func() error { return w.SendMessageNode(node, to, []byte("ping|"+token+"|"+strconv.Itoa(w.Node()))) }
+		}
+		if err := send(); err != nil {
 			reply(ctx, w, map[string]any{"to": to, "err": errText(err), "kind": kind(err)})
 			return
 		}
@@ -250,6 +259,32 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 			reply(ctx, w, map[string]any{"kind": string(res), "pong_from": p.From, "pong_worker": p.Worker})
 		case <-time.After(timeout):
 			reply(ctx, w, map[string]any{"kind": "no pipe message"})
+		}
+
+	case "/connop": // ?op=exists|join|leave|count|close on ?conn= (any worker, any cluster node), ?room=
+		id, err := forkd.ParseConnID(string(q.Peek("conn")))
+		if err != nil {
+			ctx.Error("bad conn", fasthttp.StatusBadRequest)
+			return
+		}
+		room := string(q.Peek("room"))
+		switch string(q.Peek("op")) {
+		case "exists":
+			reply(ctx, w, map[string]any{"exists": w.Exists(id)})
+		case "join":
+			err = w.Join(id, room)
+			reply(ctx, w, map[string]any{"kind": kind(err)})
+		case "leave":
+			err = w.Leave(id, room)
+			reply(ctx, w, map[string]any{"kind": kind(err)})
+		case "count":
+			n, err := w.RoomCount(room)
+			reply(ctx, w, map[string]any{"count": n, "kind": kind(err)})
+		case "close":
+			err = w.Close(id, 4000, "closed from afar")
+			reply(ctx, w, map[string]any{"kind": kind(err)})
+		default:
+			ctx.Error("bad op", fasthttp.StatusBadRequest)
 		}
 
 	case "/taskpush": // a task worker pushes to ?conn=

@@ -1,0 +1,392 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-isatty"
+)
+
+// Scenario names, in the order they run and are shown.
+const (
+	ScenarioHTTP      = "http"
+	ScenarioEcho      = "echo"
+	ScenarioPush      = "push"
+	ScenarioBroadcast = "broadcast"
+	ScenarioConnect   = "connect"
+	ScenarioIdle      = "idle"
+	ScenarioUIDPush   = "uid-push"
+)
+
+// AllScenarios lists every scenario run by default, in run order.
+var AllScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioPush, ScenarioUIDPush, ScenarioBroadcast, ScenarioConnect, ScenarioIdle}
+
+// ClusterScenarios run on two nodes joined on one NATS server (see
+// cluster.go); only when named in --scenarios.
+var ClusterScenarios = []string{ScenarioClusterPush, ScenarioClusterBroadcast}
+
+// knownScenarios is every scenario, in run order.
+func knownScenarios() []string {
+	return append(append([]string(nil), AllScenarios...), ClusterScenarios...)
+}
+
+// baselineScenarios are the scenarios the baseline serves (it has no chat).
+var baselineScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioConnect, ScenarioIdle}
+
+const (
+	defaultIdleConns        = 10000
+	defaultBroadcastMembers = 1000
+)
+
+// Options configure Run. Zero fields take the defaults shown.
+type Options struct {
+	Exe       string        // server binary to start (`start`, `status`, `stop`, `bench-baseline`); required
+	Modes     []string      // "process", "base"; default both
+	Workers   int           // default 2
+	Duration  time.Duration // measured window per scenario per mode; default 5s
+	Conns     int           // concurrent client connections; default 64
+	Scenarios []string      // default AllScenarios
+	Out       string        // optional markdown report path
+	Chart     string        // optional chart path, .svg or .png
+	JSON      bool          // print the Report as JSON instead of the table
+	Stdout    io.Writer     // table or JSON; default os.Stdout
+	Progress  io.Writer     // a progress line rewritten with \r; default none
+
+	IdleConns int // idle scenario: connections held open; default 10,000
+	Members   int // broadcast scenario: room size; default 1,000
+
+	// What a user's own program serves: the HTTP scenario's GET path
+	// (default /hello, answering 200), the WebSocket echo path (default
+	// /echo, sending every message back), and the names of the listeners
+	// they are on (default http and ws; others are set with --listen).
+	HTTPPath, WSPath         string
+	HTTPListener, WSListener string
+	// OtherListeners are the program's further listeners: each server
+	// started puts them on free ports too (their defaults would collide).
+	OtherListeners []string
+	// PortMin..PortMax (both 0: any) is where the servers' ports are taken.
+	PortMin, PortMax int
+
+	// BaselineEnv is the baseline process's environment; nil: this
+	// process's. (The server re-executes itself with a runtime setting the
+	// baseline, a plain fasthttp process, does not get unless asked.)
+	BaselineEnv []string
+
+	// Tests shorten the idle scenario's settling pause.
+	idleSettle   time.Duration
+	readyTimeout time.Duration
+}
+
+func (o *Options) setDefaults() error {
+	if len(o.Modes) == 0 {
+		o.Modes = []string{"process", "base"}
+	}
+	for _, m := range o.Modes {
+		if m != "process" && m != "base" {
+			return fmt.Errorf("bench: unknown mode %q (want process or base)", m)
+		}
+	}
+	if len(o.Scenarios) == 0 {
+		o.Scenarios = AllScenarios
+	}
+	for _, s := range o.Scenarios {
+		if !slices.Contains(knownScenarios(), s) {
+			return fmt.Errorf("bench: unknown scenario %q (want %s)", s, strings.Join(knownScenarios(), ", "))
+		}
+	}
+	// Run scenarios in the canonical order whatever order they were given in.
+	var ordered []string
+	for _, s := range knownScenarios() {
+		if slices.Contains(o.Scenarios, s) {
+			ordered = append(ordered, s)
+		}
+	}
+	o.Scenarios = ordered
+	if o.Workers <= 0 {
+		o.Workers = 2
+	}
+	if o.Duration <= 0 {
+		o.Duration = 5 * time.Second
+	}
+	if o.Conns <= 0 {
+		o.Conns = 64
+	}
+	if o.Chart != "" {
+		if ext := strings.ToLower(filepath.Ext(o.Chart)); ext != ".svg" && ext != ".png" {
+			return fmt.Errorf("bench: chart %q: want a .svg or .png file name", o.Chart)
+		}
+	}
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.IdleConns <= 0 {
+		o.IdleConns = defaultIdleConns
+	}
+	if o.Members <= 0 {
+		o.Members = defaultBroadcastMembers
+	}
+	if o.HTTPPath == "" {
+		o.HTTPPath = "/hello"
+	}
+	if o.WSPath == "" {
+		o.WSPath = "/echo"
+	}
+	if !strings.HasPrefix(o.HTTPPath, "/") || !strings.HasPrefix(o.WSPath, "/") {
+		return fmt.Errorf("bench: --http-path and --ws-path start with /")
+	}
+	if o.HTTPListener == "" {
+		o.HTTPListener = "http"
+	}
+	if o.WSListener == "" {
+		o.WSListener = "ws"
+	}
+	if o.PortMin < 0 || o.PortMax > 65535 || o.PortMin > o.PortMax || (o.PortMin == 0) != (o.PortMax == 0) {
+		return fmt.Errorf("bench: bad port range %d-%d", o.PortMin, o.PortMax)
+	}
+	if o.idleSettle <= 0 {
+		o.idleSettle = time.Second
+	}
+	if o.readyTimeout <= 0 {
+		o.readyTimeout = readyTimeout
+	}
+	return nil
+}
+
+// session is one Run.
+type session struct {
+	o     *Options
+	epoch time.Time // push timestamps are nanoseconds since epoch
+	nonce string    // makes room names unique per run
+	tty   bool      // Progress is a terminal: one line rewritten with \r
+}
+
+func newSession(o *Options) *session {
+	s := &session{o: o, epoch: time.Now(),
+		nonce: strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)}
+	if f, ok := o.Progress.(*os.File); ok {
+		s.tty = isatty.IsTerminal(f.Fd())
+	}
+	return s
+}
+
+// live is where the meter keeps its rewritten progress line: only on a
+// terminal (elsewhere \r would pile up); other writers get a line per
+// scenario from logf.
+func (s *session) live() io.Writer {
+	if s.tty {
+		return s.o.Progress
+	}
+	return nil
+}
+
+// logf writes one finished progress line.
+func (s *session) logf(format string, args ...any) {
+	if s.o.Progress == io.Discard {
+		return
+	}
+	line := fmt.Sprintf(format, args...)
+	if s.tty {
+		fmt.Fprintf(s.o.Progress, "\r\033[K%s\n", line)
+	} else {
+		fmt.Fprintln(s.o.Progress, line)
+	}
+}
+
+type scenarioFunc func(s *session, ctx context.Context, t *target, m *meter, r *Result) error
+
+var scenarioFuncs = map[string]scenarioFunc{
+	ScenarioHTTP:      (*session).benchHTTP,
+	ScenarioEcho:      (*session).benchEcho,
+	ScenarioPush:      (*session).benchPush,
+	ScenarioUIDPush:   (*session).benchUIDPush,
+	ScenarioBroadcast: (*session).benchBroadcast,
+	ScenarioConnect:   (*session).benchConnect,
+	ScenarioIdle:      (*session).benchIdle,
+
+	ScenarioClusterPush:      (*session).benchClusterPush,
+	ScenarioClusterBroadcast: (*session).benchClusterBroadcast,
+}
+
+var scenarioUnits = map[string]string{
+	ScenarioHTTP: "req", ScenarioEcho: "msg", ScenarioPush: "delivery", ScenarioUIDPush: "delivery",
+	ScenarioBroadcast: "delivery", ScenarioConnect: "conn", ScenarioIdle: "conn",
+	ScenarioClusterPush: "delivery", ScenarioClusterBroadcast: "delivery",
+}
+
+// runScenario runs scenario sc against *tp. A scenario that cannot run is
+// recorded in its Result; a server that died or a cancelled ctx is an
+// error that ends the whole run. *ran says whether an earlier scenario ran
+// against this target: the idle scenario then gets a freshly started server,
+// so that memory freed by earlier scenarios and reused by the idle
+// connections does not hide what they cost; *tp is then the new server,
+// which the caller stops.
+func (s *session) runScenario(ctx context.Context, tp **target, sc string, ran *bool) (*Result, error) {
+	t := *tp
+	r := &Result{Scenario: sc, Mode: t.mode, Unit: scenarioUnits[sc]}
+	if t.mode == modeBaseline && !slices.Contains(baselineScenarios, sc) {
+		r.NA = true
+		return r, nil
+	}
+	if sc == ScenarioIdle && *ran && t.cmd != nil {
+		stopErr := t.stop()
+		nt, err := startTarget(ctx, s.o, t.mode)
+		if err != nil {
+			return r, errors.Join(err, stopErr)
+		}
+		*tp, t = nt, nt
+		s.logf("[%s] restarted for idle: http %s, ws %s", t.mode, t.httpAddr, t.wsAddr)
+	}
+	*ran = true
+	m := newMeter(ctx, t, "["+t.mode+"] "+sc, s.live())
+	err := scenarioFuncs[sc](s, ctx, t, m, r)
+	r.PeakRSSMiB = m.peakMiB()
+	m.close()
+	if err != nil {
+		s.logf("[%s] %s: error: %v", t.mode, sc, err)
+	} else {
+		s.logf("[%s] %s: %s %s/s, p99 %s, %s per server CPU-s, %d errors", t.mode, sc,
+			fmtCount(r.OpsPerSec), r.Unit, fmtLatency(r.P99us), fmtCount(r.OpsPerCPU), r.Errors)
+	}
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	if xerr := t.exited(); xerr != nil {
+		return r, fmt.Errorf("%w during scenario %s", xerr, sc)
+	}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r, nil
+}
+
+// Run starts the baseline and the server in each mode, then runs each
+// scenario against each of them in turn, so that the figures a ratio
+// compares are measured minutes apart at most, not a whole run apart (on
+// a noisy machine the difference matters). The servers not under load sit
+// idle meanwhile; each one's CPU and memory are measured on its own
+// processes. Run prints the comparison, and returns an error when a server
+// cannot be started or dies, when ctx is cancelled, or (after printing the
+// table) when some scenario could not run.
+func Run(ctx context.Context, o Options) error {
+	if err := o.setDefaults(); err != nil {
+		return err
+	}
+	if o.Exe == "" {
+		return errors.New("bench: no server binary (Options.Exe)")
+	}
+	if _, err := raiseNoFile(); err != nil {
+		return err
+	}
+	s := newSession(&o)
+	rep := &Report{Command: strings.Join(os.Args, " "), Machine: thisMachine(), Modes: o.Modes,
+		Workers: o.Workers, Conns: o.Conns, Duration: o.Duration.String(), Scenarios: o.Scenarios}
+	if l := rep.Machine.Load1; l > 0.5*float64(rep.Machine.CPUs) {
+		s.logf("[bench] warning: load average %.2f on %d CPUs: other work on this machine will skew the figures", l, rep.Machine.CPUs)
+	}
+	var targets []*target
+	var stopErrs []error
+	stopAll := func() {
+		for _, t := range targets {
+			if err := t.stop(); err != nil { // the figures stand; say so at the end
+				s.logf("[%s] %v", t.mode, err)
+				stopErrs = append(stopErrs, err)
+			}
+		}
+		targets = nil
+	}
+	defer stopAll()
+	for _, mode := range append([]string{modeBaseline}, o.Modes...) {
+		if mode == modeBaseline && !hasBaselineScenario(o.Scenarios) {
+			continue
+		}
+		t, err := startTarget(ctx, &o, mode)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+		var ps []string
+		for _, p := range t.procs(ctx) {
+			ps = append(ps, p.role+"="+strconv.Itoa(p.pid))
+		}
+		s.logf("[%s] started: http %s, ws %s, %s", mode, t.httpAddr, t.wsAddr, strings.Join(ps, " "))
+		if mode != modeBaseline {
+			if err := preflight(ctx, &o, t); err != nil {
+				return err
+			}
+		}
+	}
+	ran := make([]bool, len(targets))
+	for _, sc := range o.Scenarios {
+		for i := range targets {
+			r, err := s.runScenario(ctx, &targets[i], sc, &ran[i])
+			rep.Results = append(rep.Results, r)
+			if err != nil {
+				return err
+			}
+		}
+	}
+	stopAll()
+	rep.sortResults(o.Modes)
+	rep.computeRatios()
+	if err := rep.write(&o); err != nil {
+		return errors.Join(append([]error{err}, stopErrs...)...)
+	}
+	var failed []string
+	for _, r := range rep.Results {
+		if r.Error != "" {
+			failed = append(failed, fmt.Sprintf("%s/%s: %s", r.Mode, r.Scenario, r.Error))
+		}
+	}
+	if len(failed) > 0 {
+		stopErrs = append(stopErrs, fmt.Errorf("bench: %d scenario(s) could not run: %s", len(failed), strings.Join(failed, "; ")))
+	}
+	return errors.Join(stopErrs...)
+}
+
+func hasBaselineScenario(scs []string) bool {
+	for _, s := range scs {
+		if slices.Contains(baselineScenarios, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// sortResults orders rows by scenario, then baseline, then modes as given.
+func (rep *Report) sortResults(modes []string) {
+	order := append([]string{modeBaseline}, modes...)
+	slices.SortStableFunc(rep.Results, func(a, b *Result) int {
+		if d := slices.Index(knownScenarios(), a.Scenario) - slices.Index(knownScenarios(), b.Scenario); d != 0 {
+			return d
+		}
+		return slices.Index(order, a.Mode) - slices.Index(order, b.Mode)
+	})
+}
+
+// computeRatios sets each row's ops-per-CPU-second ratio against the
+// baseline row of the same scenario.
+func (rep *Report) computeRatios() {
+	base := map[string]float64{}
+	for _, r := range rep.Results {
+		if r.Mode == modeBaseline && !r.NA && r.Error == "" && r.OpsPerCPU > 0 {
+			base[r.Scenario] = r.OpsPerCPU
+		}
+	}
+	for _, r := range rep.Results {
+		if b, ok := base[r.Scenario]; ok && !r.NA && r.Error == "" && r.OpsPerCPU > 0 {
+			v := r.OpsPerCPU / b
+			r.Ratio = &v
+		}
+	}
+}

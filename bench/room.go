@@ -1,0 +1,456 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The push and broadcast scenarios use the built-in chat: members join
+// /chat?room=R&name=N, learn their connection id and worker from the welcome
+// message, and are then reached by POST /push?conn=ID or POST /broadcast?room=R.
+// Bodies carry a marker ("PUSH:..." or "BCAST:...") found anywhere in the
+// delivered frame, so it does not matter whether the server forwards the body
+// as is or wraps it in JSON.
+
+const (
+	welcomeTimeout  = 10 * time.Second
+	deliveryTimeout = 5 * time.Second
+	warmupTimeout   = 60 * time.Second
+	pushMarker      = "PUSH:"
+	bcastMarker     = "BCAST:"
+)
+
+// member is one /chat connection.
+type member struct {
+	ws     *wsConn
+	conn   string // the server's connection id
+	worker int
+}
+
+// welcome is the first message on /chat.
+type welcome struct {
+	Type   string          `json:"type"`
+	Conn   json.RawMessage `json:"conn"`
+	Worker int             `json:"worker"`
+	Room   string          `json:"room"`
+}
+
+// joinChat connects to /chat and reads the welcome message.
+func joinChat(ctx context.Context, addr, room, name string) (*member, error) {
+	return joinChatPath(ctx, addr, "/chat?room="+url.QueryEscape(room)+"&name="+url.QueryEscape(name))
+}
+
+// joinChatPath connects to a /chat path and reads the welcome message.
+func joinChatPath(ctx context.Context, addr, path string) (*member, error) {
+	ws, err := dialWS(ctx, addr, path)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(welcomeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = ws.c.SetReadDeadline(deadline)
+	for {
+		if _, err := ws.readMessage(); err != nil {
+			ws.Close()
+			return nil, fmt.Errorf("waiting for the welcome message: %w", err)
+		}
+		var w welcome
+		if json.Unmarshal(ws.msg, &w) != nil || w.Type != "welcome" {
+			continue // a join announcement or the like
+		}
+		id := string(w.Conn)
+		if s, err := strconv.Unquote(id); err == nil {
+			id = s
+		}
+		if id == "" {
+			ws.Close()
+			return nil, fmt.Errorf("welcome without a conn id: %q", ws.msg)
+		}
+		_ = ws.c.SetReadDeadline(time.Time{})
+		return &member{ws: ws, conn: id, worker: w.Worker}, nil
+	}
+}
+
+// joinAll joins n members; name(i) gives room and name.
+func joinAll(ctx context.Context, addr string, n int, room func(i int) string) ([]*member, *closerSet, error) {
+	ms, err := dialAll(ctx, n, 32, func(ctx context.Context, i int) (*member, error) {
+		return joinChat(ctx, addr, room(i), "bench"+strconv.Itoa(i))
+	})
+	set := new(closerSet)
+	for _, m := range ms {
+		if m != nil {
+			set.add(m.ws)
+		}
+	}
+	if err != nil {
+		set.closeAll()
+		return nil, nil, fmt.Errorf("join chat: %w", err)
+	}
+	return ms, set, nil
+}
+
+func perWorker(ms []*member) map[string]int {
+	out := map[string]int{}
+	for _, m := range ms {
+		out[strconv.Itoa(m.worker)]++
+	}
+	return out
+}
+
+// markerFields parses "MARKER:a:b:c;" somewhere in msg into up to 3 numbers.
+func markerFields(msg []byte, marker string) (f [3]uint64, ok bool) {
+	i := bytes.Index(msg, []byte(marker))
+	if i < 0 {
+		return f, false
+	}
+	k := 0
+	for _, c := range msg[i+len(marker):] {
+		switch {
+		case c >= '0' && c <= '9':
+			f[k] = f[k]*10 + uint64(c-'0')
+		case c == ':' && k < 2:
+			k++
+		case c == ';':
+			return f, true
+		default:
+			return f, false
+		}
+	}
+	return f, false
+}
+
+// padBody pads b with 'x' to n bytes.
+func padBody(b []byte, n int) []byte {
+	for len(b) < n {
+		b = append(b, 'x')
+	}
+	return b
+}
+
+// note tells a push sender that its message arrived.
+type note struct {
+	seq uint64
+	lat time.Duration
+}
+
+// benchPush: Conns /chat members each in their own room; Conns HTTP senders
+// POST /push?conn=ID (64-byte body) round-robin over the members, each
+// waiting until its message is delivered before sending the next. One op is
+// one delivery; latency is from the POST's send to the frame's receipt.
+func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result) error {
+	n := s.o.Conns
+	ms, set, err := joinAll(ctx, t.wsAddr, n, func(i int) string { return "bench-push-" + s.nonce + "-" + strconv.Itoa(i) })
+	if err != nil {
+		return err
+	}
+	heads := make([][]byte, n)
+	for i, mb := range ms {
+		heads[i] = httpPostHead(t.httpAddr, "/push?conn="+url.QueryEscape(mb.conn), echoSize)
+	}
+	notes := make([]chan note, n)
+	for i := range notes {
+		notes[i] = make(chan note, 4)
+	}
+	var rwg sync.WaitGroup
+	readMembers(ms, &rwg, func(msg []byte) {
+		f, ok := markerFields(msg, pushMarker)
+		if !ok || f[0] >= uint64(n) {
+			return
+		}
+		select {
+		case notes[f[0]] <- note{seq: f[1], lat: time.Since(s.epoch) - time.Duration(f[2])}:
+		default:
+		}
+	})
+	defer func() {
+		set.closeAll()
+		rwg.Wait()
+	}()
+	senders, hset, err := dialSet(ctx, n, 16, func(ctx context.Context, _ int) (*httpConn, error) { return dialHTTP(ctx, t.httpAddr) })
+	if err != nil {
+		return err
+	}
+	w, cs := drive(ctx, m, s.o.Duration, "msg", n, hset, func(i int, ctr *lane, stop <-chan struct{}) {
+		c := senders[i]
+		timer := time.NewTimer(time.Hour)
+		defer timer.Stop()
+		var buf []byte
+		for k, seq := i, uint64(1); !stopped(stop); k, seq = k+1, seq+1 {
+			t0 := time.Now()
+			buf = append(buf[:0], heads[k%n]...)
+			body := len(buf)
+			buf = append(buf, pushMarker...)
+			buf = strconv.AppendInt(buf, int64(i), 10)
+			buf = append(buf, ':')
+			buf = strconv.AppendUint(buf, seq, 10)
+			buf = append(buf, ':')
+			buf = strconv.AppendInt(buf, int64(t0.Sub(s.epoch)), 10)
+			buf = append(buf, ';')
+			buf = padBody(buf, body+echoSize)
+			ok, end := s.roundTrip(ctx, t, hset, ctr, stop, &c, buf)
+			if end {
+				return
+			}
+			if !ok {
+				continue
+			}
+			timer.Reset(deliveryTimeout)
+		wait:
+			for {
+				select {
+				case nt := <-notes[i]:
+					if nt.seq != seq {
+						continue // a late one that timed out before
+					}
+					if stopped(stop) {
+						return
+					}
+					ctr.done(t0, nt.lat)
+					break wait
+				case <-timer.C:
+					ctr.errs.Add(1)
+					break wait
+				case <-stop:
+					return
+				}
+			}
+		}
+	})
+	r.fill(w, cs)
+	r.Push = &PushStats{Targets: n, TargetsPerWorker: perWorker(ms)}
+	return nil
+}
+
+// benchBroadcast: BroadcastMembers /chat members in one room; one POST
+// /broadcast at a time, each waited for until the last member has it. One op
+// is one member delivery; latency is the time until the last member.
+func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Result) error {
+	n := s.o.Members
+	room := "bench-bcast-" + s.nonce
+	ms, set, err := joinAll(ctx, t.wsAddr, n, func(int) string { return room })
+	if err != nil {
+		return err
+	}
+	// state is seq<<32 | members that have seq: one word, so a late delivery
+	// of an earlier broadcast can never count toward the current one.
+	var state atomic.Uint64
+	var delivered atomic.Int64
+	var want atomic.Int64  // receipts that complete the current broadcast
+	var joins atomic.Int64 // join announcements and roster entries received, to wait out their storm
+	done := make(chan uint64, 1)
+	signal := func(seq uint64) {
+		select {
+		case done <- seq:
+		default:
+		}
+	}
+	var rwg sync.WaitGroup
+	readMembers(ms, &rwg, func(msg []byte) {
+		f, ok := markerFields(msg, bcastMarker)
+		if !ok {
+			joins.Add(1) // a join announcement or a roster entry
+			return
+		}
+		for {
+			v := state.Load()
+			if v>>32 != f[0] {
+				return
+			}
+			if state.CompareAndSwap(v, v+1) {
+				delivered.Add(1)
+				if int64(v&0xFFFFFFFF)+1 >= want.Load() {
+					signal(f[0])
+				}
+				return
+			}
+		}
+	})
+	defer func() {
+		set.closeAll()
+		rwg.Wait()
+	}()
+	// The sender connects once the join storm is over (below): a
+	// connection opened before it sat idle through it, past the server's
+	// read timeout for a first request, and the warm-up got a 408.
+	var hc *httpConn
+	hset := new(closerSet)
+	defer hset.closeAll()
+	head := httpPostHead(t.httpAddr, "/broadcast?room="+url.QueryEscape(room), echoSize)
+	var buf []byte
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	// One broadcast: it is complete when as many members as the server says
+	// it sent to (normally n) have it. It returns that count and whether the
+	// broadcast completed within timeout, giving up early when no member
+	// received anything for stall.
+	broadcast := func(seq uint64, timeout, stall time.Duration) (int, bool, error) {
+		want.Store(int64(n))
+		state.Store(seq << 32)
+		buf = append(buf[:0], head...)
+		body := len(buf)
+		buf = append(buf, bcastMarker...)
+		buf = strconv.AppendUint(buf, seq, 10)
+		buf = append(buf, ';')
+		buf = padBody(buf, body+echoSize)
+		st, err := hc.do(buf, true)
+		if err != nil {
+			return 0, false, err
+		}
+		if st != 200 {
+			return 0, false, &statusError{what: "POST /broadcast", code: st, body: truncate(string(hc.body), 100)}
+		}
+		count := firstInt(hc.body)
+		if count > 0 && count < n { // the server knows fewer members: wait for those
+			want.Store(int64(count))
+			if int(state.Load()&0xFFFFFFFF) >= count {
+				signal(seq)
+			}
+		}
+		deadline := time.Now().Add(timeout)
+		progress, progressAt := state.Load(), time.Now()
+		for {
+			timer.Reset(min(time.Until(deadline), time.Second))
+			select {
+			case got := <-done:
+				if got == seq {
+					return count, true, nil
+				}
+			case now := <-timer.C:
+				if now.After(deadline) {
+					return count, false, nil
+				}
+				if v := state.Load(); v != progress {
+					progress, progressAt = v, now
+				} else if now.Sub(progressAt) > stall {
+					return count, false, nil
+				}
+			case <-ctx.Done():
+				return count, false, ctx.Err()
+			}
+		}
+	}
+	// Wait out the storm of join announcements (n joins, each to every
+	// member present: up to n*n/2 messages) and of roster entries (each
+	// newcomer is told of every member already in: as many again) until it
+	// has been quiet for a moment; measured broadcasts would otherwise
+	// compete with its tail.
+	for quietSince, last, begin := time.Now(), int64(-1), time.Now(); time.Since(begin) < warmupTimeout; {
+		if j := joins.Load(); j != last {
+			last, quietSince = j, time.Now()
+		} else if time.Since(quietSince) > 500*time.Millisecond {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	hc, err = dialHTTP(ctx, t.httpAddr)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	hset.add(hc)
+	// The warm-up broadcast waits out whatever is still queued.
+	if count, ok, err := broadcast(1, warmupTimeout, 10*time.Second); err != nil || !ok {
+		if err == nil {
+			err = fmt.Errorf("warm-up broadcast reached %d of %d members (the server reported sending to %d)",
+				state.Load()&0xFFFFFFFF, n, count)
+		}
+		return err
+	}
+	ctr := new(counter)
+	bs := &BroadcastStats{Members: n, MembersPerWorker: perWorker(ms)}
+	d0 := delivered.Load()
+	m.begin(s.o.Duration, "delivery", func() int64 { return delivered.Load() - d0 })
+	deadline := time.Now().Add(s.o.Duration)
+	for seq := uint64(2); time.Now().Before(deadline) && ctx.Err() == nil; seq++ {
+		t0 := time.Now()
+		count, ok, err := broadcast(seq, deliveryTimeout, deliveryTimeout)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			ctr.errs.Add(1)
+			bs.LastError = err.Error()
+			var se *statusError
+			if hc.close || !errors.As(err, &se) {
+				hset.remove(hc)
+				hc.Close()
+				if hc, err = dialHTTP(ctx, t.httpAddr); err != nil {
+					return fmt.Errorf("reconnect: %w", err)
+				}
+				hset.add(hc)
+			}
+		case !ok:
+			ctr.errs.Add(1)
+			bs.Incomplete++
+		default:
+			if count != n {
+				bs.CountMismatch++
+			}
+			ctr.h.record(time.Since(t0))
+			bs.Broadcasts++
+		}
+	}
+	dEnd := delivered.Load()
+	w := m.end()
+	ctr.ops.Store(dEnd - d0)
+	r.fill(w, []*counter{ctr})
+	r.Broadcast = bs
+	return nil
+}
+
+// firstInt returns the first decimal number in b ("1000", "1000\n" or
+// `{"members":1000}`), or -1.
+func firstInt(b []byte) int {
+	i := bytes.IndexAny(b, "0123456789")
+	if i < 0 {
+		return -1
+	}
+	n := 0
+	for _, c := range b[i:] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// statusError is an unexpected HTTP status.
+type statusError struct {
+	what string
+	code int
+	body string
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("%s: status %d: %q", e.what, e.code, e.body)
+}
+
+// readMembers runs one reader per member, handing on every message it
+// receives (valid until on returns) until its connection ends; wg counts
+// the readers.
+func readMembers(ms []*member, wg *sync.WaitGroup, on func(msg []byte)) {
+	for _, mb := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if _, err := mb.ws.readMessage(); err != nil {
+					return
+				}
+				on(mb.ws.msg)
+			}
+		}()
+	}
+}

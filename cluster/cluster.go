@@ -1,0 +1,394 @@
+// Package cluster joins servers into one on NATS: push, close and query a
+// connection held by another node, broadcast to rooms spread over nodes,
+// pipe messages to another node's workers, and cluster-wide presence.
+//
+// Only the master of each server talks to NATS; workers reach the cluster
+// through the master's bus as they reach each other. Delivery is at most
+// once: an operation that cannot reach its node within Config.Timeout fails
+// with ipc.Unavailable, never hangs and is never retried.
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+)
+
+// MaxNode is the highest node number (connection ids carry it in 6 bits;
+// 0 means "this server" and is never a cluster node's number).
+const MaxNode = 63
+
+// Config says how to join.
+type Config struct {
+	URLs        []string      // nats://host:port servers to connect to
+	Name        string        // this node's name, unique in the cluster; default the hostname
+	Embed       string        // host:port: run a NATS server in this process there ("": none)
+	Timeout     time.Duration // bound of one cross-node operation; default 1s
+	Token       string        // NATS auth token
+	User        string        // NATS user
+	Password    string        // NATS password
+	Creds       string        // NATS credentials file
+	CAFile      string        // TLS: CA to verify the NATS servers
+	CertFile    string        // TLS: client certificate
+	KeyFile     string        // TLS: client key
+	MaxInflight int           // cross-node calls waiting at once; default 4096
+	Log         zerolog.Logger
+}
+
+// NodeInfo is one node as presence shows it.
+type NodeInfo struct {
+	Name     string    `json:"name"`
+	Node     int       `json:"node"`
+	Mode     string    `json:"mode"`
+	Workers  int       `json:"workers"`
+	Conns    int       `json:"connections"`
+	Pid      int       `json:"pid"`
+	Since    time.Time `json:"since"`
+	Dropped  uint64    `json:"dropped"`           // cluster messages this node dropped (slow consumer, full)
+	Leaving  bool      `json:"leaving,omitempty"` // a goodbye
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// Local is what this node offers the cluster (the master implements it).
+// No method may block.
+type Local interface {
+	// Apply runs op (Push, Close, Query, Join, Leave, Pipe) here and calls
+	// done once with the outcome, from any goroutine.
+	Apply(op Op, done func(Result))
+	// Broadcast delivers another node's room message to the members here.
+	Broadcast(room string, flags uint8, except uint64, data []byte)
+	// Count returns the members of room here.
+	Count(room string) int
+	// Info fills mode, workers and connections.
+	Info() NodeInfo
+	// Conns returns the connections here from offset on, at most limit,
+	// each one JSON object.
+	Conns(offset, limit int) []json.RawMessage
+	// SetNode tells the local side its node number (ids issued from now
+	// on carry it).
+	SetNode(n int)
+}
+
+// ErrNameTaken means another running node has this node's name.
+var ErrNameTaken = errors.New("cluster: node name is taken")
+
+// Node is this server's membership.
+type Node struct {
+	cfg   Config
+	local Local
+	log   zerolog.Logger
+	nc    *nats.Conn
+	embed *embedded
+
+	num     atomic.Int32 // 0 until joined
+	joining sync.Mutex
+	refused atomic.Value // string: why joining was refused
+	nodeSub *nats.Subscription
+
+	mu    sync.Mutex
+	peers map[int]NodeInfo
+	rooms map[string]*nats.Subscription
+
+	inflight chan struct{}
+	dropped  atomic.Uint64
+	calls    [8]atomic.Uint64 // by ipc.Outcome
+	casts    atomic.Uint64
+	since    time.Time
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// Heartbeat timing: a node not heard of for peerTTL is gone.
+const (
+	heartbeat = time.Second
+	peerTTL   = 3500 * time.Millisecond
+)
+
+// Start joins the cluster. It waits up to joinWait for the first
+// connection: a node that cannot reach NATS starts anyway (serving locally)
+// and joins when NATS comes back. A duplicate name is an error.
+func Start(cfg Config, local Local) (*Node, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Second
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = 4096
+	}
+	if cfg.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("cluster: node name: %w", err)
+		}
+		cfg.Name = h
+	}
+	n := &Node{cfg: cfg, local: local, log: cfg.Log.With().Str("node", cfg.Name).Logger(),
+		peers: make(map[int]NodeInfo), rooms: make(map[string]*nats.Subscription),
+		inflight: make(chan struct{}, cfg.MaxInflight), since: time.Now(), stop: make(chan struct{})}
+	n.refused.Store("")
+	urls := append([]string(nil), cfg.URLs...)
+	if cfg.Embed != "" {
+		e, err := startEmbedded(cfg.Embed, n.log)
+		if err != nil {
+			return nil, err
+		}
+		n.embed = e
+		urls = append([]string{e.url}, urls...)
+	}
+	if len(urls) == 0 {
+		n.Close()
+		return nil, errors.New("cluster: no NATS server (--cluster or --cluster-embed)")
+	}
+	connected := make(chan struct{}, 1)
+	wake := make(chan struct{}, 1) // (re)connected: join if not joined yet
+	poke := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	opts := []nats.Option{
+		nats.Name("forkd " + cfg.Name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, 100*time.Millisecond),
+		nats.Timeout(cfg.Timeout),
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.NoEcho(),
+		// Nothing is buffered while disconnected: an operation fails at
+		// once (at most once), rather than firing late.
+		nats.ReconnectBufSize(-1),
+		nats.ConnectHandler(func(*nats.Conn) {
+			select {
+			case connected <- struct{}{}:
+			default:
+			}
+			n.log.Info().Msg("cluster: connected to NATS")
+			poke()
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			n.log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("cluster: reconnected to NATS")
+			poke()
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			select {
+			case <-n.stop:
+				return // leaving
+			default:
+			}
+			n.log.Warn().Err(err).Msg("cluster: lost NATS; cross-node operations fail until it is back")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				n.dropped.Add(1)
+			}
+			n.log.Warn().Err(err).Msg("cluster: NATS error")
+		}),
+	}
+	if cfg.Token != "" {
+		opts = append(opts, nats.Token(cfg.Token))
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.CAFile))
+	}
+	if cfg.CertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	n.nc = nc
+	// Listen before joining: every node answers counts and heartbeats.
+	if _, err := nc.Subscribe(subjPresence, n.onPresence); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if _, err := nc.Subscribe(subjCount, n.onCount); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	up := nc.IsConnected()
+	if !up {
+		select {
+		case <-connected:
+			up = true
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if up {
+		n.join()
+		if why := n.refused.Load().(string); why != "" {
+			n.Close()
+			return nil, fmt.Errorf("%w: %s", ErrNameTaken, why)
+		}
+	} else {
+		n.log.Warn().Strs("servers", redact(urls)).Msg("cluster: NATS unreachable; serving locally, joining when it is back")
+	}
+	n.wg.Add(2)
+	go n.beat()
+	go func() {
+		defer n.wg.Done()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-wake:
+				n.join()
+			}
+		}
+	}()
+	return n, nil
+}
+
+func redact(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		if at := strings.LastIndex(u, "@"); at >= 0 {
+			if s := strings.Index(u, "://"); s >= 0 && s < at {
+				u = u[:s+3] + "***" + u[at:]
+			}
+		}
+		out[i] = u
+	}
+	return out
+}
+
+// join claims the node's name and a node number once connected (again
+// after a reconnect only when it has none: subscriptions come back with the
+// connection).
+func (n *Node) join() {
+	n.joining.Lock()
+	defer n.joining.Unlock()
+	if n.num.Load() != 0 || n.refused.Load().(string) != "" || !n.nc.IsConnected() {
+		return
+	}
+	// The name: a running node of that name answers.
+	if msg, err := n.nc.Request(subjName+enc(n.cfg.Name), nil, n.cfg.Timeout); err == nil {
+		why := fmt.Sprintf("node %q is already running (node %s)", n.cfg.Name, msg.Data)
+		n.refused.Store(why)
+		n.log.Error().Str("reason", why).Msg("cluster: refused to join")
+		return
+	}
+	for num := 1; num <= MaxNode; num++ {
+		ok, err := n.claim(num)
+		if err != nil {
+			n.log.Warn().Err(err).Msg("cluster: joining failed; will retry on reconnect")
+			return
+		}
+		if ok {
+			n.num.Store(int32(num))
+			n.local.SetNode(num)
+			n.log.Info().Int("node_number", num).Msg("cluster: joined")
+			n.publishInfo(false)
+			return
+		}
+	}
+	n.refused.Store(fmt.Sprintf("all %d node numbers are taken", MaxNode))
+	n.log.Error().Int("max", MaxNode).Msg("cluster: no free node number")
+}
+
+// claim takes node number num when no node answers it: subscribe (and make
+// sure the NATS server has the subscription), then ask again. Of two nodes
+// claiming the same number at once, at least one hears the other (whichever
+// asked second finds the first's subscription), and a node that hears a
+// rival gives the number up and tries the next after a random pause.
+func (n *Node) claim(num int) (bool, error) {
+	subj := subjNode + strconv.Itoa(num)
+	ping := (&Op{Type: opPing}).encode()
+	if _, err := n.nc.Request(subj, ping, n.cfg.Timeout); err == nil {
+		return false, nil // taken
+	} else if !errors.Is(err, nats.ErrNoResponders) {
+		if errors.Is(err, nats.ErrTimeout) {
+			return false, nil // a holder too busy to answer holds it still
+		}
+		return false, err
+	}
+	sub, err := n.nc.Subscribe(subj, n.onOp)
+	if err != nil {
+		return false, err
+	}
+	sub.SetPendingLimits(1<<16, 64<<20)
+	if err := n.nc.Flush(); err != nil {
+		sub.Unsubscribe()
+		return false, err
+	}
+	// A rival that subscribed at the same time answers too.
+	inbox := nats.NewInbox()
+	replies, err := n.nc.SubscribeSync(inbox)
+	if err != nil {
+		sub.Unsubscribe()
+		return false, err
+	}
+	defer replies.Unsubscribe()
+	n.nc.PublishRequest(subj, inbox, ping)
+	n.nc.Flush()
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for {
+		m, err := replies.NextMsg(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		if r, err := decodeResult(m.Data); err == nil && string(r.Data) != n.cfg.Name {
+			sub.Unsubscribe()
+			time.Sleep(time.Duration(rand.IntN(50)+1) * time.Millisecond)
+			return false, nil
+		}
+	}
+	if _, err := n.nc.Subscribe(subjName+enc(n.cfg.Name), func(m *nats.Msg) { m.Respond([]byte(strconv.Itoa(num))) }); err != nil {
+		sub.Unsubscribe()
+		return false, err
+	}
+	n.nodeSub = sub
+	return true, nil
+}
+
+// Number returns this node's number (0: not joined).
+func (n *Node) Number() int { return int(n.num.Load()) }
+
+// Name returns this node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Connected reports whether NATS is reachable now.
+func (n *Node) Connected() bool { return n.nc != nil && n.nc.IsConnected() }
+
+// Dropped counts cluster messages this node dropped or refused.
+func (n *Node) Dropped() uint64 { return n.dropped.Load() }
+
+// Close leaves the cluster: a goodbye, then the connection and any
+// embedded server.
+func (n *Node) Close() {
+	select {
+	case <-n.stop:
+		return
+	default:
+		close(n.stop)
+	}
+	n.wg.Wait()
+	if n.nc != nil {
+		n.publishInfo(true)
+		n.nc.Flush()
+		n.nc.Close()
+	}
+	if n.embed != nil {
+		n.embed.close()
+	}
+}

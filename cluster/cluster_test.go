@@ -1,0 +1,161 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+
+	"github.com/forkd/forkd/ipc"
+)
+
+func TestWire(t *testing.T) {
+	op := Op{Type: 20, Flags: 1, Code: 1000, Arg: 7, Conn: 1<<52 | 42, Data: []byte("hi")}
+	got, err := decodeOp(op.encode())
+	if err != nil || got.Type != op.Type || got.Flags != op.Flags || got.Code != op.Code || got.Arg != op.Arg ||
+		got.Conn != op.Conn || string(got.Data) != "hi" {
+		t.Fatalf("op round trip: %+v, %v", got, err)
+	}
+	r := Result{Outcome: ipc.BufferFull, Arg: 3, Data: []byte("x")}
+	gr, err := decodeResult(r.encode())
+	if err != nil || gr.Outcome != r.Outcome || gr.Arg != 3 || string(gr.Data) != "x" {
+		t.Fatalf("result round trip: %+v, %v", gr, err)
+	}
+	f, ex, d, err := decodeCast(encodeCast(2, 99, []byte("data")))
+	if err != nil || f != 2 || ex != 99 || string(d) != "data" {
+		t.Fatalf("cast round trip: %d %d %q %v", f, ex, d, err)
+	}
+	for _, short := range [][]byte{nil, make([]byte, opHead-1)} {
+		if _, err := decodeOp(short); err == nil {
+			t.Errorf("decodeOp(%d bytes) accepted", len(short))
+		}
+	}
+	if _, err := decodeResult([]byte{1}); err == nil {
+		t.Error("short result accepted")
+	}
+}
+
+// fakeLocal is a node's local side that records what reaches it.
+type fakeLocal struct {
+	mu    sync.Mutex
+	node  int
+	casts []string
+	count int
+}
+
+func (l *fakeLocal) Apply(op Op, done func(Result)) {
+	if op.Type == uint8(ipc.TypePush) && string(op.Data) == "here" {
+		done(Result{Outcome: ipc.OK})
+		return
+	}
+	done(Result{Outcome: ipc.NoConnection})
+}
+func (l *fakeLocal) Broadcast(room string, _ uint8, _ uint64, data []byte) {
+	l.mu.Lock()
+	l.casts = append(l.casts, room+":"+string(data))
+	l.mu.Unlock()
+}
+func (l *fakeLocal) Count(string) int                 { return l.count }
+func (l *fakeLocal) Info() NodeInfo                   { return NodeInfo{Mode: "process", Workers: 1} }
+func (l *fakeLocal) Conns(int, int) []json.RawMessage { return nil }
+func (l *fakeLocal) SetNode(n int)                    { l.mu.Lock(); l.node = n; l.mu.Unlock() }
+
+func natsForTest(t *testing.T) string {
+	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return "nats://" + s.Addr().String()
+}
+
+// Nodes joining at the same instant get distinct numbers; a duplicate
+// name is refused; calls, broadcasts and counts reach the right nodes.
+func TestJoin(t *testing.T) {
+	url := natsForTest(t)
+	const n = 6
+	nodes := make([]*Node, n)
+	locals := make([]*fakeLocal, n)
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		locals[i] = &fakeLocal{count: 1}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nodes[i], errs[i] = Start(Config{URLs: []string{url}, Name: fmt.Sprintf("node-%d", i), Log: zerolog.Nop()}, locals[i])
+		}()
+	}
+	wg.Wait()
+	seen := map[int]string{}
+	for i, nd := range nodes {
+		if errs[i] != nil {
+			t.Fatalf("node %d: %v", i, errs[i])
+		}
+		t.Cleanup(nd.Close)
+		num := nd.Number()
+		if num < 1 || num > MaxNode || seen[num] != "" {
+			t.Fatalf("node %d got number %d (taken by %q)", i, num, seen[num])
+		}
+		seen[num] = nd.Name()
+		if locals[i].node != num {
+			t.Fatalf("node %d: SetNode(%d), number %d", i, locals[i].node, num)
+		}
+	}
+	if _, err := Start(Config{URLs: []string{url}, Name: "node-3", Log: zerolog.Nop()}, &fakeLocal{}); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	a, b := nodes[0], nodes[1]
+	if r := a.Call(b.Number(), Op{Type: uint8(ipc.TypePush), Data: []byte("here")}); r.Outcome != ipc.OK {
+		t.Fatalf("call: %v", r.Outcome)
+	}
+	if r := a.Call(b.Number(), Op{Type: uint8(ipc.TypePush), Data: []byte("gone")}); r.Outcome != ipc.NoConnection {
+		t.Fatalf("call to a missing connection: %v", r.Outcome)
+	}
+	start := time.Now()
+	if r := a.Call(MaxNode, Op{Type: uint8(ipc.TypePush)}); r.Outcome != ipc.Unavailable || time.Since(start) > time.Second {
+		t.Fatalf("call to nobody: %v after %s", r.Outcome, time.Since(start))
+	}
+	// Only nodes with members of the room hear its broadcasts.
+	b.RoomCount("r", 1)
+	b.nc.Flush()
+	a.Publish("r", 1, 0, []byte("x"))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		locals[1].mu.Lock()
+		got := len(locals[1].casts)
+		locals[1].mu.Unlock()
+		if got == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("broadcast did not reach the member node")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 2; i < n; i++ {
+		if len(locals[i].casts) != 0 {
+			t.Fatalf("node %d without members heard the room", i)
+		}
+	}
+	// Presence: every node sees all n within a couple of heartbeats.
+	deadline = time.Now().Add(5 * time.Second)
+	for len(a.Peers()) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("presence: %d nodes, want %d", len(a.Peers()), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := a.CountRemote("r"); got != n-1 {
+		t.Fatalf("count gather: %d, want %d", got, n-1)
+	}
+}

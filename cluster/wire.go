@@ -1,0 +1,96 @@
+package cluster
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+
+	"github.com/forkd/forkd/ipc"
+)
+
+// Subjects. Room names and node names are base64url-encoded in subjects, so
+// any name (dots, spaces, wildcards) is one token.
+const (
+	subjNode     = "forkd.node."    // + number: unicast operations for that node
+	subjName     = "forkd.name."    // + name: answered by the node of that name
+	subjRoom     = "forkd.room."    // + room: broadcasts, subscribed while the node has members
+	subjCount    = "forkd.count"    // member-count gathers (every node answers)
+	subjPresence = "forkd.presence" // heartbeats (every node publishes and listens)
+)
+
+func enc(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// Operation kinds besides the ipc bus types they carry (Push, Close, Query,
+// Join, Leave, Pipe, Count).
+const (
+	opPing  uint8 = 0   // is this node number taken? answers the holder's name
+	opConns uint8 = 255 // one page of the node's connections
+)
+
+// Op is one operation sent to another node. Its fields mirror the ipc
+// header of the bus frame it carries.
+type Op struct {
+	Type  uint8
+	Flags uint8
+	Code  uint16
+	Arg   uint32
+	Conn  uint64
+	Data  []byte
+}
+
+// Result is the outcome of an Op on the node that ran it.
+type Result struct {
+	Outcome ipc.Outcome
+	Arg     uint32
+	Data    []byte
+}
+
+const opHead = 16
+
+var errShort = errors.New("cluster: short message")
+
+func (o *Op) encode() []byte {
+	b := make([]byte, opHead, opHead+len(o.Data))
+	b[0], b[1] = o.Type, o.Flags
+	binary.LittleEndian.PutUint16(b[2:], o.Code)
+	binary.LittleEndian.PutUint32(b[4:], o.Arg)
+	binary.LittleEndian.PutUint64(b[8:], o.Conn)
+	return append(b, o.Data...)
+}
+
+func decodeOp(b []byte) (Op, error) {
+	if len(b) < opHead {
+		return Op{}, errShort
+	}
+	return Op{Type: b[0], Flags: b[1], Code: binary.LittleEndian.Uint16(b[2:]),
+		Arg: binary.LittleEndian.Uint32(b[4:]), Conn: binary.LittleEndian.Uint64(b[8:]), Data: b[opHead:]}, nil
+}
+
+func (r *Result) encode() []byte {
+	b := make([]byte, 6, 6+len(r.Data))
+	binary.LittleEndian.PutUint16(b, uint16(r.Outcome))
+	binary.LittleEndian.PutUint32(b[2:], r.Arg)
+	return append(b, r.Data...)
+}
+
+func decodeResult(b []byte) (Result, error) {
+	if len(b) < 6 {
+		return Result{}, errShort
+	}
+	return Result{Outcome: ipc.Outcome(binary.LittleEndian.Uint16(b)), Arg: binary.LittleEndian.Uint32(b[2:]), Data: b[6:]}, nil
+}
+
+// A broadcast: flags, the excepted connection, then the data.
+func encodeCast(flags uint8, except uint64, data []byte) []byte {
+	b := make([]byte, 9, 9+len(data))
+	b[0] = flags
+	binary.LittleEndian.PutUint64(b[1:], except)
+	return append(b, data...)
+}
+
+func decodeCast(b []byte) (uint8, uint64, []byte, error) {
+	if len(b) < 9 {
+		return 0, 0, nil, errShort
+	}
+	return b[0], binary.LittleEndian.Uint64(b[1:]), b[9:], nil
+}

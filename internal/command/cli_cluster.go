@@ -1,0 +1,180 @@
+package command
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/forkd/forkd/cluster"
+	"github.com/forkd/forkd/master"
+	"github.com/forkd/forkd/reactor"
+)
+
+// EnvCluster and EnvClusterToken set --cluster and --cluster-token.
+const (
+	EnvCluster      = "FORKD_CLUSTER"
+	EnvClusterToken = "FORKD_CLUSTER_TOKEN"
+)
+
+// clusterFlags are start's cluster flags (docs/cluster.md); each is also a
+// key of the --config file.
+func clusterFlags() []cli.Flag {
+	return []cli.Flag{
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "cluster", EnvVars: []string{EnvCluster},
+			Usage: "nats://HOST:PORT[,nats://...]: join the cluster on these NATS servers (nats://USER:PASS@HOST:PORT for credentials)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "node", Usage: "this node's name in the cluster, unique (a duplicate is refused)", DefaultText: "the hostname"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-embed", Usage: "HOST:PORT: run a NATS server inside the master there (other nodes join with --cluster nats://HOST:PORT)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "cluster-timeout", Value: time.Second, Usage: "bound of one cross-node operation; beyond it the push answers 503 (unavailable)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-token", EnvVars: []string{EnvClusterToken}, Usage: "NATS auth token (prefer FORKD_CLUSTER_TOKEN)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-creds", Usage: "NATS credentials file (JWT and nkey seed)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-ca", Usage: "PEM CA that signs the NATS servers' certificates (tls://)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-cert", Usage: "PEM client certificate for NATS"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-key", Usage: "PEM client key for NATS"}),
+	}
+}
+
+// clusterListFlag asks status and connections for every node.
+var clusterListFlag = &cli.BoolFlag{Name: "cluster", Usage: "every node of the cluster"}
+
+// clusterOptions reads the flags above into o (nil Cluster without
+// --cluster or --cluster-embed: nothing of the cluster runs).
+func clusterOptions(c *cli.Context, o *master.Options) error {
+	var urls []string
+	for _, v := range c.StringSlice("cluster") {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u == "" {
+				continue
+			}
+			if !strings.Contains(u, "://") {
+				return fmt.Errorf("--cluster %q: want nats://HOST:PORT", u)
+			}
+			urls = append(urls, u)
+		}
+	}
+	embed := c.String("cluster-embed")
+	if len(urls) == 0 && embed == "" {
+		for _, f := range []string{"node", "cluster-token", "cluster-creds", "cluster-ca", "cluster-cert", "cluster-key"} {
+			if c.String(f) != "" && c.IsSet(f) {
+				return fmt.Errorf("--%s: only with --cluster or --cluster-embed", f)
+			}
+		}
+		return nil
+	}
+	name := c.String("node")
+	if strings.ContainsAny(name, " \t\r\n") {
+		return fmt.Errorf("--node %q: a node name has no spaces", name)
+	}
+	if c.String("cluster-cert") != "" && c.String("cluster-key") == "" || c.String("cluster-cert") == "" && c.String("cluster-key") != "" {
+		return errors.New("--cluster-cert and --cluster-key go together")
+	}
+	if c.Duration("cluster-timeout") <= 0 {
+		return errors.New("--cluster-timeout must be positive")
+	}
+	o.Cluster = &cluster.Config{URLs: urls, Name: name, Embed: embed, Timeout: c.Duration("cluster-timeout"),
+		Token: c.String("cluster-token"), Creds: c.String("cluster-creds"), CAFile: c.String("cluster-ca"),
+		CertFile: c.String("cluster-cert"), KeyFile: c.String("cluster-key")}
+	return nil
+}
+
+func clusterState(c *cli.Context) (*master.Status, error) {
+	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "status"}, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Status.Cluster == nil {
+		return nil, errors.New("this server is not in a cluster (start it with --cluster or --cluster-embed)")
+	}
+	return resp.Status, nil
+}
+
+// clusterStatus prints the nodes that are up.
+func clusterStatus(c *cli.Context) error {
+	st, err := clusterState(c)
+	if err != nil {
+		return err
+	}
+	cs := st.Cluster
+	if c.Bool("json") {
+		return json.NewEncoder(os.Stdout).Encode(cs)
+	}
+	conn := "connected to " + cs.Server
+	if !cs.Connected {
+		conn = "NATS unreachable: serving locally, reconnecting"
+	}
+	fmt.Printf("node %s (number %d)   %s   rooms listened to %d   dropped %d\n", cs.Name, cs.Node, conn, cs.Rooms, cs.Dropped)
+	if cs.Embedded != "" {
+		fmt.Printf("embedded NATS server: %s (other nodes join with --cluster %s)\n", cs.Embedded, cs.Embedded)
+	}
+	if cs.Refused != "" {
+		fmt.Printf("not joined: %s\n", cs.Refused)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tNAME\tMODE\tWORKERS\tCONNS\tPID\tUP SINCE\tDROPPED")
+	for _, n := range cs.Nodes {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%s\t%d\n", n.Node, n.Name, n.Mode, n.Workers, n.Conns, n.Pid, n.Since.UTC().Format(time.RFC3339), n.Dropped)
+	}
+	fmt.Fprintf(tw, "%d nodes up\n", len(cs.Nodes))
+	return tw.Flush()
+}
+
+// clusterConnections streams every node's connections, a page at a time
+// (--json: one JSON object per line, each with its node).
+func clusterConnections(c *cli.Context) error {
+	st, err := clusterState(c)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(os.Stdout)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	if !c.Bool("json") {
+		fmt.Fprintln(tw, "NODE\tID\tWORKER\tLISTENER\tREMOTE\tPROTOCOL\tPATH\tSINCE")
+	}
+	total := 0
+	var failed []string
+	for _, n := range st.Cluster.Nodes {
+		for off := 0; ; {
+			resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "cluster-connections", Node: n.Node, Offset: off}, 30*time.Second)
+			if err != nil {
+				failed = append(failed, fmt.Sprintf("node %d (%s): %v", n.Node, n.Name, err))
+				break
+			}
+			for _, raw := range resp.Page {
+				total++
+				if c.Bool("json") {
+					var obj map[string]any
+					if json.Unmarshal(raw, &obj) == nil {
+						obj["node"] = n.Name
+						enc.Encode(obj)
+					}
+					continue
+				}
+				var i reactor.Info
+				if json.Unmarshal(raw, &i) == nil {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", n.Name, i.ID, i.Worker, i.Listener, i.Remote, i.Protocol, i.Path, i.Since)
+				}
+			}
+			if len(resp.Page) < master.ClusterPage {
+				break
+			}
+			off += len(resp.Page)
+		}
+		if !c.Bool("json") {
+			tw.Flush()
+		}
+	}
+	if !c.Bool("json") {
+		fmt.Fprintf(tw, "%d connections on %d nodes\n", total, len(st.Cluster.Nodes))
+		tw.Flush()
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("connections --cluster: %s", strings.Join(failed, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,26 @@
+package command
+
+import (
+	"io"
+	"os"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+)
+
+// newLogger returns the process's logger: JSON, or console for humans,
+// every line carrying role, worker id (-1 for the master) and pid.
+func newLogger(out io.Writer, format, level, role string, id int) zerolog.Logger {
+	if format == "console" {
+		f, ok := out.(*os.File)
+		color := ok && isatty.IsTerminal(f.Fd())
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly, NoColor: !color}
+	}
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		lvl = zerolog.InfoLevel
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().
+		Str("role", role).Int("worker", id).Int("pid", os.Getpid()).Logger()
+}
