@@ -68,13 +68,14 @@ type ConnInfo struct {
 	BytesIn  uint64 `json:"bytes_in"`
 	BytesOut uint64 `json:"bytes_out"`
 	Queued   int    `json:"queued,omitempty"` // bytes waiting in its send buffer
+	UID      string `json:"uid,omitempty"`    // the user bound to it (BindUID), GatewayWorker's getUidByClientId
 }
 
 // Info describes any connection; ErrNoConnection once it is gone.
 func (w *Worker) Info(id ConnID) (ConnInfo, error) {
 	i, out := w.w.Info(uint64(id))
 	return ConnInfo{ID: i.ID, Worker: i.Worker, Listener: i.Listener, Remote: i.Remote, Protocol: i.Protocol,
-		Path: i.Path, Since: i.Since, BytesIn: i.BytesIn, BytesOut: i.BytesOut, Queued: i.Queued}, outcomeErr(out)
+		Path: i.Path, Since: i.Since, BytesIn: i.BytesIn, BytesOut: i.BytesOut, Queued: i.Queued, UID: i.UID}, outcomeErr(out)
 }
 
 // Exists reports whether a connection is open.
