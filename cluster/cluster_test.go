@@ -159,3 +159,86 @@ func TestJoin(t *testing.T) {
 		t.Fatalf("count gather: %d, want %d", got, n-1)
 	}
 }
+
+// slowLocal is a node whose room deliveries stall until gate closes.
+type slowLocal struct {
+	fakeLocal
+	gate chan struct{}
+}
+
+func (l *slowLocal) Broadcast(room string, flags uint8, except uint64, data []byte) {
+	<-l.gate
+	l.fakeLocal.Broadcast(room, flags, except, data)
+}
+
+// A node that cannot keep up with a room's traffic drops what is over its
+// subscription's bound and counts it; the publishing node is never held
+// up, and the slow node answers calls again once it catches up.
+func TestSlowConsumer(t *testing.T) {
+	url := natsForTest(t)
+	slow := &slowLocal{gate: make(chan struct{})}
+	a, err := Start(Config{URLs: []string{url}, Name: "fast", Log: zerolog.Nop()}, &fakeLocal{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	b, err := Start(Config{URLs: []string{url}, Name: "slow", Log: zerolog.Nop()}, slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	gateOpen := false
+	t.Cleanup(func() {
+		if !gateOpen {
+			close(slow.gate)
+		}
+	})
+	b.RoomCount("r", 1)
+	if err := b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const sent = 1<<16 + 10_000 // over the subscription's 65,536-message bound
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range sent {
+			if !a.Publish("r", 1, 0, []byte(fmt.Sprint(i))) {
+				t.Errorf("publish %d refused", i)
+				return
+			}
+		}
+		a.nc.Flush()
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the publishing node was held up by the slow one")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Dropped() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drop counted by the slow node after %d messages over its bound", sent)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(slow.gate)
+	gateOpen = true
+	if r := a.Call(b.Number(), Op{Type: uint8(ipc.TypePush), Data: []byte("here")}); r.Outcome != ipc.OK {
+		t.Fatalf("call to the slow node once it caught up: %v", r.Outcome)
+	}
+	// What was queued within the bound is still delivered (Dropped counts
+	// slow-consumer events, not messages, so only "some of each" is exact).
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		slow.mu.Lock()
+		got := len(slow.casts)
+		slow.mu.Unlock()
+		if got > 0 && got < sent {
+			break
+		}
+		if got >= sent || time.Now().After(deadline) {
+			t.Fatalf("delivered %d of %d with %d drop events", got, sent, b.Dropped())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
