@@ -87,7 +87,9 @@ func (c *Conn) RemoteAddr() string { return string(c.c.Handshake().Remote) }
 func (c *Conn) Since() time.Time { return time.UnixMilli(c.c.Handshake().Since) }
 
 // SetContext stores per-connection state; Context returns it. In PROCESS
-// mode a worker that takes over a connection (OnResume) starts without it.
+// mode a worker that takes over a connection (OnResume) starts without it:
+// what must survive that goes in the connection's Session, which the
+// process holding the connection keeps.
 func (c *Conn) SetContext(v any) { c.value.Store(&v) }
 
 // Context returns what SetContext stored, or nil.

@@ -68,13 +68,14 @@ type ConnInfo struct {
 	BytesIn  uint64 `json:"bytes_in"`
 	BytesOut uint64 `json:"bytes_out"`
 	Queued   int    `json:"queued,omitempty"` // bytes waiting in its send buffer
+	UID      string `json:"uid,omitempty"`    // the user bound to it (BindUID), GatewayWorker's getUidByClientId
 }
 
 // Info describes any connection; ErrNoConnection once it is gone.
 func (w *Worker) Info(id ConnID) (ConnInfo, error) {
 	i, out := w.w.Info(uint64(id))
 	return ConnInfo{ID: i.ID, Worker: i.Worker, Listener: i.Listener, Remote: i.Remote, Protocol: i.Protocol,
-		Path: i.Path, Since: i.Since, BytesIn: i.BytesIn, BytesOut: i.BytesOut, Queued: i.Queued}, outcomeErr(out)
+		Path: i.Path, Since: i.Since, BytesIn: i.BytesIn, BytesOut: i.BytesOut, Queued: i.Queued, UID: i.UID}, outcomeErr(out)
 }
 
 // Exists reports whether a connection is open.
@@ -87,6 +88,9 @@ func (w *Worker) Exists(id ConnID) bool {
 // is a member everywhere: a Broadcast sent afterwards, from any process,
 // reaches it.
 func (w *Worker) Join(id ConnID, room string) error {
+	if err := checkRoom(room); err != nil {
+		return err
+	}
 	return outcomeErr(w.w.Join(uint64(id), room))
 }
 
@@ -112,12 +116,15 @@ func (w *Worker) Broadcast(room string, t MessageType, data []byte, except ConnI
 type BroadcastResult struct {
 	Reached int `json:"reached"`
 	Skipped int `json:"skipped"`
+	// Seq numbers the message in its room (monotonic per room; 0 for a
+	// push to a uid) and Epoch is the room's history epoch (users.go).
+	Seq   uint64 `json:"seq,omitempty"`
+	Epoch uint32 `json:"epoch,omitempty"`
 }
 
 // BroadcastReport is Broadcast, reporting members reached and skipped.
 func (w *Worker) BroadcastReport(room string, t MessageType, data []byte, except ConnID) (BroadcastResult, error) {
-	reached, skipped, out := w.w.Broadcast(room, int(t), data, uint64(except))
-	return BroadcastResult{Reached: reached, Skipped: skipped}, outcomeErr(out)
+	return w.publish(room, t, data, except, nil, false)
 }
 
 // RoomCount returns how many connections are in room, across all workers.

@@ -23,10 +23,11 @@ const (
 	ScenarioBroadcast = "broadcast"
 	ScenarioConnect   = "connect"
 	ScenarioIdle      = "idle"
+	ScenarioUIDPush   = "uid-push"
 )
 
 // AllScenarios lists every scenario run by default, in run order.
-var AllScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioPush, ScenarioBroadcast, ScenarioConnect, ScenarioIdle}
+var AllScenarios = []string{ScenarioHTTP, ScenarioEcho, ScenarioPush, ScenarioUIDPush, ScenarioBroadcast, ScenarioConnect, ScenarioIdle}
 
 // ClusterScenarios run on two nodes joined on one NATS server (see
 // cluster.go); only when named in --scenarios.
@@ -208,6 +209,7 @@ var scenarioFuncs = map[string]scenarioFunc{
 	ScenarioHTTP:      (*session).benchHTTP,
 	ScenarioEcho:      (*session).benchEcho,
 	ScenarioPush:      (*session).benchPush,
+	ScenarioUIDPush:   (*session).benchUIDPush,
 	ScenarioBroadcast: (*session).benchBroadcast,
 	ScenarioConnect:   (*session).benchConnect,
 	ScenarioIdle:      (*session).benchIdle,
@@ -217,7 +219,7 @@ var scenarioFuncs = map[string]scenarioFunc{
 }
 
 var scenarioUnits = map[string]string{
-	ScenarioHTTP: "req", ScenarioEcho: "msg", ScenarioPush: "delivery",
+	ScenarioHTTP: "req", ScenarioEcho: "msg", ScenarioPush: "delivery", ScenarioUIDPush: "delivery",
 	ScenarioBroadcast: "delivery", ScenarioConnect: "conn", ScenarioIdle: "conn",
 	ScenarioClusterPush: "delivery", ScenarioClusterBroadcast: "delivery",
 }

@@ -101,6 +101,7 @@ func scenarioPanel(sc string, rs []*Result) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = sc
 	p.Y.Label.Text = map[string]string{ScenarioHTTP: "requests", ScenarioEcho: "messages", ScenarioPush: "deliveries",
+		ScenarioUIDPush:   "uid deliveries",
 		ScenarioBroadcast: "member deliveries", ScenarioConnect: "connections",
 		ScenarioClusterPush: "deliveries", ScenarioClusterBroadcast: "member deliveries"}[sc] + " / server CPU-s"
 	if sc == ScenarioIdle {

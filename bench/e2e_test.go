@@ -147,8 +147,8 @@ func TestRunWithFakeServer(t *testing.T) {
 			_ = mode
 		}
 	}
-	if n := strings.Count(table, "n/a"); n != 2*9 {
-		t.Errorf("got %d n/a cells, want 18 (baseline push and broadcast)", n)
+	if n := strings.Count(table, "n/a"); n != 3*9 {
+		t.Errorf("got %d n/a cells, want 27 (baseline push, uid-push and broadcast)", n)
 	}
 	if strings.Contains(table, " error ") || strings.Contains(table, "error:") {
 		t.Errorf("a scenario failed:\n%s", table)

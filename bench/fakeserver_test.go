@@ -107,6 +107,7 @@ type fakeChat struct {
 	seq   int
 	conns map[string]*fakeMember
 	rooms map[string]map[string]*fakeMember
+	uids  map[string]map[string]*fakeMember
 	wg    sync.WaitGroup
 }
 
@@ -126,7 +127,7 @@ func (m *fakeMember) send(b []byte) error {
 // and calls listening with the addresses bound, as the real server
 // reports them in its status.
 func fakeServer(ctx context.Context, httpAddr, wsAddr string, listening func(httpAddr, wsAddr string) error) error {
-	f := &fakeChat{conns: map[string]*fakeMember{}, rooms: map[string]map[string]*fakeMember{}}
+	f := &fakeChat{conns: map[string]*fakeMember{}, rooms: map[string]map[string]*fakeMember{}, uids: map[string]map[string]*fakeMember{}}
 	up := websocket.FastHTTPUpgrader{CheckOrigin: func(*fasthttp.RequestCtx) bool { return true }}
 	handler := func(ctx *fasthttp.RequestCtx) {
 		switch string(ctx.Path()) {
@@ -146,8 +147,26 @@ func fakeServer(ctx context.Context, httpAddr, wsAddr string, listening func(htt
 		case "/chat":
 			room := string(ctx.QueryArgs().Peek("room"))
 			name := string(ctx.QueryArgs().Peek("name"))
-			_ = up.Upgrade(ctx, func(c *websocket.Conn) { f.chat(c, room, name) })
+			uid := string(ctx.QueryArgs().Peek("uid"))
+			_ = up.Upgrade(ctx, func(c *websocket.Conn) { f.chat(c, room, name, uid) })
 		case "/push":
+			if uid := string(ctx.QueryArgs().Peek("uid")); uid != "" {
+				f.mu.Lock()
+				var ms []*fakeMember
+				for _, m := range f.uids[uid] {
+					ms = append(ms, m)
+				}
+				f.mu.Unlock()
+				if len(ms) == 0 {
+					ctx.Error("user offline", fasthttp.StatusNotFound)
+					return
+				}
+				for _, m := range ms {
+					_ = m.send(ctx.PostBody())
+				}
+				ctx.SetBodyString(strconv.Itoa(len(ms)))
+				return
+			}
 			f.mu.Lock()
 			m := f.conns[string(ctx.QueryArgs().Peek("conn"))]
 			f.mu.Unlock()
@@ -210,7 +229,7 @@ func fakeServer(ctx context.Context, httpAddr, wsAddr string, listening func(htt
 	return err
 }
 
-func (f *fakeChat) chat(c *websocket.Conn, room, name string) {
+func (f *fakeChat) chat(c *websocket.Conn, room, name, uid string) {
 	f.wg.Add(1)
 	defer f.wg.Done()
 	m := &fakeMember{c: c, room: room}
@@ -223,6 +242,12 @@ func (f *fakeChat) chat(c *websocket.Conn, room, name string) {
 	}
 	if os.Getenv("FORKD_BENCH_TEST_LOSE") != "1" || f.seq%10 != 0 { // a buggy server loses every 10th join
 		f.rooms[room][id] = m
+	}
+	if uid != "" {
+		if f.uids[uid] == nil {
+			f.uids[uid] = map[string]*fakeMember{}
+		}
+		f.uids[uid][id] = m
 	}
 	var others []*fakeMember
 	for oid, o := range f.rooms[room] {
@@ -241,6 +266,7 @@ func (f *fakeChat) chat(c *websocket.Conn, room, name string) {
 		f.mu.Lock()
 		delete(f.conns, id)
 		delete(f.rooms[room], id)
+		delete(f.uids[uid], id)
 		f.mu.Unlock()
 		c.Close()
 	}()

@@ -36,7 +36,7 @@ func preflight(ctx context.Context, o *Options, t *target) error {
 				strings.Join(ws, ", "), o.WSListener, o.WSPath, err, strings.Join(ws, ", "))
 		}
 	}
-	if chat := pick(ScenarioPush, ScenarioBroadcast, ScenarioClusterPush, ScenarioClusterBroadcast); len(chat) > 0 {
+	if chat := pick(ScenarioPush, ScenarioUIDPush, ScenarioBroadcast, ScenarioClusterPush, ScenarioClusterBroadcast); len(chat) > 0 {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		m, err := joinChat(pctx, t.wsAddr, "bench-preflight", "bench")

@@ -147,7 +147,7 @@ func (rep *Report) writeMarkdown(w io.Writer, outPath, chartPath string) {
 
 // notes explains units and details the table has no column for.
 func (rep *Report) notes() []string {
-	out := []string{"ops: http = requests, echo = messages echoed, push = deliveries, " +
+	out := []string{"ops: http = requests, echo = messages echoed, push = deliveries, uid-push = deliveries to each of a user's 3 connections, " +
 		"broadcast = member deliveries (latency: until the last member), connect = connections " +
 		"(dial, handshake, one echo, close), idle = connections opened; " +
 		"vs baseline = ops/server-CPU-s against the plain fasthttp process"}
@@ -173,6 +173,10 @@ func (rep *Report) notes() []string {
 			out = append(out, s)
 		case r.Push != nil:
 			out = append(out, fmt.Sprintf("%s%d targets, by worker %s", tag, r.Push.Targets, fmtPerWorker(r.Push.TargetsPerWorker)))
+		case r.UIDPush != nil:
+			u := r.UIDPush
+			out = append(out, fmt.Sprintf("%s%d users x %d connections (by worker %s), %d users on more than one worker",
+				tag, u.Users, u.ConnsPerUser, fmtPerWorker(u.ConnsPerWorker), u.UsersSpanning))
 		case r.Broadcast != nil:
 			b := r.Broadcast
 			s := fmt.Sprintf("%s%d members (by worker %s), %d broadcasts (%.0f/s), %d incomplete",

@@ -57,6 +57,7 @@ type Result struct {
 
 	Idle      *IdleStats      `json:"idle,omitempty"`
 	Push      *PushStats      `json:"push,omitempty"`
+	UIDPush   *UIDPushStats   `json:"uid_push,omitempty"`
 	Broadcast *BroadcastStats `json:"broadcast,omitempty"`
 }
 

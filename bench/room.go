@@ -45,7 +45,12 @@ type welcome struct {
 
 // joinChat connects to /chat and reads the welcome message.
 func joinChat(ctx context.Context, addr, room, name string) (*member, error) {
-	ws, err := dialWS(ctx, addr, "/chat?room="+url.QueryEscape(room)+"&name="+url.QueryEscape(name))
+	return joinChatPath(ctx, addr, "/chat?room="+url.QueryEscape(room)+"&name="+url.QueryEscape(name))
+}
+
+// joinChatPath connects to a /chat path and reads the welcome message.
+func joinChatPath(ctx context.Context, addr, path string) (*member, error) {
+	ws, err := dialWS(ctx, addr, path)
 	if err != nil {
 		return nil, err
 	}

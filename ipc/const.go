@@ -83,6 +83,13 @@ const (
 
 	// Cluster (90-94).
 	TypeClusterNode Type = 90 // m->w: arg = this server's cluster node number, for the ids issued from now on
+
+	// Users, sessions, groups and history (95-99; see users.go for payloads).
+	TypeUID     Type = 95 // bind conn (owner-routed) to the uid in payload; empty payload unbinds
+	TypeSession Type = 96 // conn's session (owner-routed); flags = SessionGet/Set/Update; payload = JSON object; Result payload = the session
+	TypeMembers Type = 97 // a room's members, paged; payload = MembersQuery; Result payload = JSON [Member]
+	TypeRecover Type = 98 // w->m: conn joins a room, replaying history after a seq (payload = Recover); m->w (BASE): the replay for the owner
+	TypeHistory Type = 99 // w->m: a room's history limits; payload = room u16 + room + max u32 + ttl ms u64
 )
 
 // BroadcastSkippedSize is the payload of a Broadcast's Result: the number

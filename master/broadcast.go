@@ -19,6 +19,7 @@ type broadcastSum struct {
 	seq              uint32
 	done             bool
 	timer            *time.Timer
+	tail             ipc.BroadcastResult // the message's seq and the room's epoch (users.go)
 }
 
 // broadcastWait bounds how long a broadcast waits for its holders'
@@ -56,16 +57,17 @@ func (s *broadcastSum) finish() {
 	reached, skipped := s.reached, s.skipped
 	s.mu.Unlock()
 	if s.seq != 0 {
-		s.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: s.seq, Code: uint16(ipc.OK), Arg: reached},
-			ipc.AppendSkipped(nil, int(skipped)), nil)
+		res := s.tail
+		res.Skipped = skipped
+		s.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: s.seq, Code: uint16(ipc.OK), Arg: reached}, res.Append(nil), nil)
 	}
 }
 
 // broadcastBase fans a broadcast out to the processes holding members of
 // room (BASE mode) and answers p with the members reached and skipped.
-func (m *Master) broadcastBase(p *proc, f ipc.Frame, room string) {
+func (m *Master) broadcastBase(p *proc, f ipc.Frame, room string, tail ipc.BroadcastResult) {
 	holders, _ := m.rooms.holders(room)
-	sum := &broadcastSum{left: len(holders), origin: p, seq: f.Seq}
+	sum := &broadcastSum{left: len(holders), origin: p, seq: f.Seq, tail: tail}
 	remote := m.clusterPublish(f) // the other nodes' members count as one more share
 	if remote {
 		sum.left++

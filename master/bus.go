@@ -33,18 +33,24 @@ func (m *Master) busProcess(p *proc, f ipc.Frame) {
 	case ipc.TypeLeave:
 		result(p, f, r.Leave(f.Conn, string(f.Payload)), 0, nil)
 	case ipc.TypeBroadcast:
-		room, data, ok := ipc.SplitRoom(f.Payload)
+		b, ok := ipc.ParseBroadcast(f.Flags, f.Payload)
 		if !ok {
 			result(p, f, ipc.Failed, 0, nil)
 			return
 		}
-		// Members reached (queued to) and skipped (buffer full, closing).
-		reached, skipped := r.Broadcast(room, int(f.Flags), data, f.Conn)
+		// Members reached (queued to) and skipped (buffer full, closing),
+		// and the number the master gave the message (users.go).
+		reached, skipped := r.BroadcastExcept(b.Room, int(f.Flags&^ipc.BroadcastExt), b.Data, f.Conn, b.Exclude)
 		if m.cluster != nil {
-			m.clusterBroadcast(p, f, room, data, reached, skipped)
+			m.clusterBroadcast(p, f, b.Room, b.Data, reached, skipped)
 			return
 		}
-		result(p, f, ipc.OK, uint32(reached), ipc.AppendSkipped(nil, skipped))
+		result(p, f, ipc.OK, uint32(reached), ipc.BroadcastResult{Skipped: uint32(skipped), Seq: b.Seq, Epoch: b.Epoch}.Append(nil))
+	case ipc.TypeUID:
+		result(p, f, r.BindUID(f.Conn, string(f.Payload)), 0, nil)
+	case ipc.TypeSession:
+		out, b := r.Session(f.Conn, f.Flags, f.Payload)
+		result(p, f, out, 0, b)
 	case ipc.TypeCount:
 		if m.cluster != nil {
 			m.clusterCount(p, f, string(f.Payload), r.Count(string(f.Payload)))
@@ -70,12 +76,12 @@ func (m *Master) busBase(p *proc, f ipc.Frame) {
 			return
 		}
 	case ipc.TypeBroadcast:
-		room, _, ok := ipc.SplitRoom(f.Payload)
+		b, ok := ipc.ParseBroadcast(f.Flags, f.Payload)
 		if !ok {
 			result(p, f, ipc.Failed, 0, nil)
 			return
 		}
-		m.broadcastBase(p, f, room)
+		m.broadcastBase(p, f, b.Room, ipc.BroadcastResult{Seq: b.Seq, Epoch: b.Epoch})
 		return
 	case ipc.TypeCount:
 		_, total := m.rooms.holders(string(f.Payload))

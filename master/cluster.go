@@ -108,14 +108,16 @@ func (m *Master) clusterCall(p *proc, f ipc.Frame, n int) {
 // members that they report within the bound (whether each of those was
 // reached or skipped is known only on its node), and the skipped here.
 func (m *Master) clusterBroadcast(p *proc, f ipc.Frame, room string, data []byte, reached, skipped int) {
-	m.cluster.Publish(room, f.Flags, f.Conn, data)
+	m.cluster.Publish(room, f.Flags&^ipc.BroadcastExt, f.Conn, data)
 	if f.Seq == 0 {
 		return
 	}
 	seq := f.Seq
+	b, _ := ipc.ParseBroadcast(f.Flags, f.Payload) // the master's number for it (users.go)
+	res := ipc.BroadcastResult{Skipped: uint32(skipped), Seq: b.Seq, Epoch: b.Epoch}.Append(nil)
 	go func() {
 		n := reached + m.cluster.CountRemote(room)
-		p.out.SendWait(&ipc.Header{Type: ipc.TypeResult, Seq: seq, Code: uint16(ipc.OK), Arg: uint32(n)}, worker.AppendSkipped(nil, skipped), nil)
+		p.out.SendWait(&ipc.Header{Type: ipc.TypeResult, Seq: seq, Code: uint16(ipc.OK), Arg: uint32(n)}, res, nil)
 	}()
 }
 
@@ -126,11 +128,11 @@ func (m *Master) clusterPublish(f ipc.Frame) bool {
 	if m.cluster == nil {
 		return false
 	}
-	room, data, ok := worker.SplitRoom(f.Payload)
+	b, ok := ipc.ParseBroadcast(f.Flags, f.Payload)
 	if !ok {
 		return false
 	}
-	m.cluster.Publish(room, f.Flags, f.Conn, data)
+	m.cluster.Publish(b.Room, f.Flags&^ipc.BroadcastExt, f.Conn, b.Data)
 	return f.Seq != 0
 }
 

@@ -111,15 +111,18 @@ func TestBroadcastSum(t *testing.T) {
 		out := ipc.NewWriter(w, 1<<20)
 		go out.Run()
 		defer out.Close()
-		s := &broadcastSum{left: 2, origin: &proc{out: out}, seq: 7}
+		s := &broadcastSum{left: 2, origin: &proc{out: out}, seq: 7, tail: ipc.BroadcastResult{Seq: 41, Epoch: 9}}
 		sum(s)
 		r.SetReadDeadline(time.Now().Add(10 * time.Second))
 		f, err := ipc.NewReader(r, ipc.MaxPayload).Next()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.Type != ipc.TypeResult || f.Seq != 7 || len(f.Payload) != ipc.BroadcastSkippedSize {
-			t.Fatalf("got frame type %d seq %d payload %d bytes, want a Result for seq 7 with %d", f.Type, f.Seq, len(f.Payload), ipc.BroadcastSkippedSize)
+		if f.Type != ipc.TypeResult || f.Seq != 7 || len(f.Payload) != ipc.BroadcastResultSize {
+			t.Fatalf("got frame type %d seq %d payload %d bytes, want a Result for seq 7 with %d", f.Type, f.Seq, len(f.Payload), ipc.BroadcastResultSize)
+		}
+		if res := ipc.ParseBroadcastResult(f.Payload); res.Seq != 41 || res.Epoch != 9 {
+			t.Fatalf("got seq %d epoch %d, want the message's 41 and 9", res.Seq, res.Epoch)
 		}
 		return f.Arg, int(binary.LittleEndian.Uint32(f.Payload))
 	}

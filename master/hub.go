@@ -14,6 +14,9 @@ import (
 type roomCounts struct {
 	mu sync.Mutex
 	by map[string]map[*proc]int32
+	// pending: replays on their way to a process (users.go): it holds
+	// the room until it has reported its own count.
+	pending map[string]map[*proc]int
 }
 
 func (rc *roomCounts) set(room string, p *proc, n int32) {
@@ -73,6 +76,11 @@ func (rc *roomCounts) holders(room string) ([]*proc, int) {
 		ps = append(ps, p)
 		total += int(n)
 	}
+	for p := range rc.pending[room] {
+		if _, ok := rc.by[room][p]; !ok {
+			ps = append(ps, p)
+		}
+	}
 	return ps, total
 }
 
@@ -111,6 +119,10 @@ func (m *Master) streamGone(p *proc) {
 			[]byte(fmt.Sprintf("task worker %d exited mid-task", p.slot.id)), nil)
 	}
 	for _, r := range routes {
+		if r.on != nil {
+			r.on(ipc.Frame{}, true)
+			continue
+		}
 		if r.sum != nil {
 			r.sum.add(0, 0) // its members were neither reached nor refused: gone
 			continue
@@ -212,12 +224,16 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		}
 	case ipc.TypeResult:
 		// BASE: an owner's answer to an operation routed from another worker.
-		if r, ok := routed(p, p.routes, f.Seq); ok && r.sum != nil {
+		if r, ok := routed(p, p.routes, f.Seq); ok && r.on != nil {
+			r.on(f, false)
+		} else if ok && r.sum != nil {
 			r.sum.add(f.Arg, uint32(ipc.SkippedOf(f.Payload)))
 		} else if ok {
 			r.answer(ipc.Outcome(f.Code), f.Payload)
 		}
-	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast, ipc.TypeCount:
+	case ipc.TypeBroadcast, ipc.TypeMembers, ipc.TypeRecover, ipc.TypeHistory:
+		m.usersFrame(p, f) // numbered and kept, then through the bus
+	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeCount, ipc.TypeUID, ipc.TypeSession:
 		m.bus.Route(p, f)
 	case ipc.TypeError:
 		return fmt.Errorf("worker %d: %s", p.slot.id, f.Payload)

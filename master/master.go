@@ -81,6 +81,8 @@ type Options struct {
 	APIAllow       []string            // CIDRs that may call the operator API
 	AllowedOrigins []string            // WebSocket Origins allowed besides the server's own
 	MaxConnPerIP   int                 // 0: off
+	RoomHistory    int                 // --room-history: messages kept per room (0: none)
+	RoomHistoryTTL time.Duration       // --room-history-ttl: none kept longer (0: no limit)
 	TicketRotate   time.Duration       // TLS session ticket key lifetime as the newest; 0: DefaultTicketRotate
 	Credential     *syscall.Credential // --user/--group: workers run as this; nil: as the master
 	// IDNode is this server's node number in connection ids (0: a single
@@ -158,6 +160,7 @@ type Master struct {
 	reloadMu sync.Mutex // one reload at a time
 
 	rooms     roomCounts
+	hist      history // users.go, history.go
 	ops       opsState
 	taskRR    atomic.Uint32
 	stopCh    chan stopReq
@@ -252,6 +255,7 @@ func New(o Options) (*Master, error) {
 	m.mode = newMode(m)
 	m.bus = m.mode
 	m.nodeNum.Store(int32(o.IDNode))
+	m.initUsers()
 	return m, nil
 }
 

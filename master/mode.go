@@ -51,7 +51,8 @@ type mode interface {
 }
 
 // Bus routes a worker's bus operation (Push, Close, Query, Join, Leave,
-// Broadcast, Count) to whoever owns the connection or room, and answers
+// Broadcast, Count, UID, Session) to whoever owns the connection or room,
+// and answers
 // the worker that asked. The two local buses are the modes' (PROCESS: the
 // master's reactor owns every connection, busProcess; BASE: each worker
 // owns its own and the master forwards by the id's owner, busBase). A

@@ -73,6 +73,8 @@ type route struct {
 	origin *proc
 	seq    uint32
 	sum    *broadcastSum // a BASE broadcast's share: added up, not forwarded
+	// on, when set, takes the answer instead (gone: the process ended first).
+	on func(f ipc.Frame, gone bool)
 	// done, when origin and sum are nil, takes the answer (an operation
 	// another cluster node sent here).
 	done func(ipc.Outcome, uint32, []byte)

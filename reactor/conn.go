@@ -63,6 +63,8 @@ type Conn struct {
 	Slot atomic.Int32
 	// Data is the handler's per-connection state.
 	Data any
+	// user is the uid bound to the connection and its session (users.go).
+	user userState
 
 	mu      sync.Mutex
 	queue   []outMsg
@@ -420,6 +422,7 @@ type Info struct {
 	BytesIn  uint64 `json:"bytes_in"`
 	BytesOut uint64 `json:"bytes_out"`
 	Queued   int    `json:"queued,omitempty"`
+	UID      string `json:"uid,omitempty"`
 }
 
 // Info returns the connection's description; worker is the serving worker.
@@ -439,5 +442,6 @@ func (c *Conn) Info(worker int) Info {
 		BytesIn:  c.in.Load(),
 		BytesOut: c.out.Load(),
 		Queued:   c.QueuedBytes(),
+		UID:      c.UID(),
 	}
 }

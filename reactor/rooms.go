@@ -42,6 +42,9 @@ func (r *Reactor) Join(id uint64, room string) ipc.Outcome {
 		c.mu.Unlock()
 	}
 	r.rooms.mu.Unlock()
+	if r.closedDuringJoin(c, room, nil) {
+		return ipc.NoConnection
+	}
 	if !had {
 		r.changed(room)
 	}

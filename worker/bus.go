@@ -191,10 +191,8 @@ func (w *Worker) Leave(id uint64, room string) ipc.Outcome {
 // It returns how many members it was queued to (reached) and how many it
 // was not (skipped: their send buffer was full, or they were closing).
 func (w *Worker) Broadcast(room string, op int, data []byte, except uint64) (reached, skipped int, out ipc.Outcome) {
-	head := ipc.AppendRoom(make([]byte, 0, 2+len(room)), room)
-	w.m.Broadcasts.Add(1)
-	out, n, res := w.call(ipc.Header{Type: ipc.TypeBroadcast, Flags: uint8(op), Conn: except}, head, data, 0)
-	return int(n), SkippedOf(res), out
+	p, out := w.Publish(room, op, data, except, nil, false)
+	return p.Reached, p.Skipped, out
 }
 
 // SkippedOf reads a Broadcast Result's payload (ipc.SkippedOf).
@@ -271,13 +269,15 @@ func (w *Worker) serveBus(f ipc.Frame) {
 		}()
 	case ipc.TypeBroadcast:
 		// Routed by the master, which adds up every holder's answer.
-		room, data, ok := ipc.SplitRoom(f.Payload)
+		b, ok := ipc.ParseBroadcast(f.Flags, f.Payload)
 		if !ok {
 			w.reply(f, ipc.Failed, 0, nil)
 			return
 		}
-		reached, skipped := w.r.Broadcast(room, int(f.Flags), data, f.Conn)
+		reached, skipped := w.r.BroadcastExcept(b.Room, int(f.Flags&^ipc.BroadcastExt), b.Data, f.Conn, b.Exclude)
 		w.reply(f, ipc.OK, uint32(reached), AppendSkipped(nil, skipped))
+	default:
+		w.serveUsers(f)
 	}
 }
 

@@ -302,7 +302,8 @@ func (w *Worker) handle(f ipc.Frame) error {
 		w.connEvent(f)
 	case ipc.TypeResult, ipc.TypeTaskResult:
 		w.calls.finish(f)
-	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast:
+	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast,
+		ipc.TypeUID, ipc.TypeSession, ipc.TypeMembers, ipc.TypeRecover:
 		w.serveBus(f)
 	case ipc.TypeClusterNode:
 		w.setNode(int(f.Arg))

@@ -62,7 +62,8 @@ func newServer() *forkd.Server {
 // operatorPaths act on other people's connections or on the server: they
 // need the API token, or with none set a client on loopback (--api-allow
 // widens). Connection ids are not secrets; this is the lock.
-var operatorPaths = map[string]bool{"/push": true, "/broadcast": true, "/panic": true}
+var operatorPaths = map[string]bool{"/push": true, "/broadcast": true, "/panic": true,
+	"/online": true, "/room": true, "/session": true}
 
 func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 	if operatorPaths[string(ctx.Path())] && !w.API().Check(ctx) {
@@ -83,12 +84,18 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 			ctx.Error("use POST", fasthttp.StatusMethodNotAllowed)
 			return
 		}
+		if uid := ctx.QueryArgs().Peek("uid"); len(uid) > 0 {
+			pushUID(w, ctx, string(uid))
+			return
+		}
 		id, err := forkd.ParseConnID(string(ctx.QueryArgs().Peek("conn")))
 		if err != nil {
 			ctx.Error("bad conn id", fasthttp.StatusBadRequest)
 			return
 		}
 		pushError(ctx, w.Push(id, forkd.TextMessage, ctx.PostBody()))
+	case "/online", "/room", "/session":
+		serveUsers(w, ctx)
 	case "/broadcast":
 		if !ctx.IsPost() {
 			ctx.Error("use POST", fasthttp.StatusMethodNotAllowed)
@@ -99,7 +106,19 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 			ctx.Error("missing room", fasthttp.StatusBadRequest)
 			return
 		}
-		res, err := w.BroadcastReport(room, forkd.TextMessage, ctx.PostBody(), 0)
+		exclude, err := parseExclude(ctx.QueryArgs().Peek("exclude"))
+		if err != nil {
+			ctx.Error("bad exclude: want comma-separated conn ids", fasthttp.StatusBadRequest)
+			return
+		}
+		// Kept in the room's history as sent; with stamp=1 a JSON object
+		// body gets the room's "seq" and "epoch" like the chat's lines.
+		var res forkd.BroadcastResult
+		if string(ctx.QueryArgs().Peek("stamp")) == "1" {
+			res, err = w.BroadcastJSON(room, ctx.PostBody(), exclude...)
+		} else {
+			res, err = w.BroadcastExcept(room, forkd.TextMessage, ctx.PostBody(), exclude...)
+		}
 		if err != nil {
 			pushError(ctx, err)
 			return
@@ -109,6 +128,8 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 		// in a header, and in the JSON answer a client may ask for.
 		ctx.Response.Header.Set("X-Broadcast-Reached", strconv.Itoa(res.Reached))
 		ctx.Response.Header.Set("X-Broadcast-Skipped", strconv.Itoa(res.Skipped))
+		ctx.Response.Header.Set("X-Broadcast-Seq", strconv.FormatUint(res.Seq, 10))
+		ctx.Response.Header.Set("X-Broadcast-Epoch", strconv.FormatUint(uint64(res.Epoch), 10))
 		if bytes.Contains(ctx.Request.Header.Peek("Accept"), []byte("application/json")) {
 			b, _ := json.Marshal(res)
 			ctx.SetContentType("application/json")
@@ -147,6 +168,8 @@ func pushError(ctx *fasthttp.RequestCtx, err error) {
 		ctx.SetBodyString("ok")
 	case errors.Is(err, forkd.ErrNoConnection), errors.Is(err, forkd.ErrClosed):
 		ctx.Error("no such connection", fasthttp.StatusNotFound)
+	case errors.Is(err, forkd.ErrInvalid):
+		ctx.Error(err.Error(), fasthttp.StatusBadRequest)
 	case errors.Is(err, forkd.ErrTooLarge):
 		ctx.Error("message too large", fasthttp.StatusRequestEntityTooLarge)
 	case errors.Is(err, forkd.ErrBufferFull):
@@ -175,9 +198,12 @@ func send(c *forkd.Conn, ev event) error {
 	return c.Send(forkd.TextMessage, b)
 }
 
+// broadcast sends ev to room as a numbered JSON line: the history owner
+// writes "seq" and "epoch" into it, and a member that reconnects with
+// since=SEQ&epoch=E gets what it missed (see onOpen).
 func broadcast(w *forkd.Worker, room string, ev event) {
 	b, _ := json.Marshal(ev)
-	if _, err := w.Broadcast(room, forkd.TextMessage, b, 0); err != nil {
+	if _, err := w.BroadcastJSON(room, b); err != nil {
 		w.Log().Warn().Err(err).Str("room", room).Msg("broadcast failed")
 	}
 }
@@ -194,7 +220,8 @@ func onOpen(c *forkd.Conn) {
 		// room's traffic (another member's join, say) may reach it at once.
 		id := c.Worker().ID()
 		send(c, event{Type: "welcome", Conn: c.ID().String(), Worker: &id, Room: st.room})
-		if err := c.Join(st.room); err != nil {
+		if err := chatEnter(c, st); err != nil {
+			c.Worker().Log().Warn().Err(err).Str("conn", c.ID().String()).Str("room", st.room).Msg("chat join failed")
 			c.Close(forkd.CloseInternal, "could not join room")
 			return
 		}
@@ -224,7 +251,7 @@ func newChatState(c *forkd.Conn) *chatState {
 // over (PROCESS mode): the room membership lives on in the master.
 func onResume(c *forkd.Conn) {
 	if c.Path() == "/chat" {
-		st := newChatState(c)
+		st := resumeChatState(c)
 		roster.add(st.room, c.ID(), st.name)
 	}
 }

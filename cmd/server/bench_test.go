@@ -46,7 +46,7 @@ func TestBenchShort(t *testing.T) {
 		}
 	}
 	for _, mode := range []string{"process", "base"} {
-		for _, sc := range []string{"http", "echo", "push", "broadcast", "connect", "idle"} {
+		for _, sc := range []string{"http", "echo", "push", "uid-push", "broadcast", "connect", "idle"} {
 			if ops, ok := got[mode+"/"+sc]; !ok || ops <= 0 {
 				t.Errorf("%s row for %s: got %v ops (present %v), want a measured row", sc, mode, ops, ok)
 			}
@@ -61,5 +61,58 @@ func TestBenchShort(t *testing.T) {
 		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
 			t.Errorf("%s not written: %v", f, err)
 		}
+	}
+}
+
+// TestBenchUIDPush runs `server bench --scenarios push,uid-push` in both
+// modes: the uid-push row is measured, next to push, with users of three
+// connections spread over the workers.
+func TestBenchUIDPush(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, serverBin, "bench", "--workers", "2", "--duration", "300ms", "--conns", "9",
+		"--scenarios", "push,uid-push", "--json")
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out)
+	}
+	var rep struct {
+		Results []struct {
+			Scenario string  `json:"scenario"`
+			Mode     string  `json:"mode"`
+			Ops      float64 `json:"ops"`
+			Errors   int64   `json:"errors"`
+			Error    string  `json:"error"`
+			UIDPush  *struct {
+				Users          int            `json:"users"`
+				ConnsPerUser   int            `json:"conns_per_user"`
+				ConnsPerWorker map[string]int `json:"conns_per_worker"`
+				UsersSpanning  int            `json:"users_spanning_workers"`
+			} `json:"uid_push"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("bench --json: %v\n%s", err, out)
+	}
+	rows := 0
+	for _, r := range rep.Results {
+		if r.Mode == "baseline" {
+			continue
+		}
+		if r.Error != "" || r.Ops <= 0 {
+			t.Errorf("%s/%s: ops %v, error %q; want a measured row", r.Mode, r.Scenario, r.Ops, r.Error)
+		}
+		if r.Scenario != "uid-push" {
+			continue
+		}
+		rows++
+		u := r.UIDPush
+		if u == nil || u.Users != 3 || u.ConnsPerUser != 3 || len(u.ConnsPerWorker) != 2 || u.UsersSpanning == 0 {
+			t.Errorf("%s/uid-push stats: got %+v, want 3 users of 3 connections over both workers", r.Mode, u)
+		}
+	}
+	if rows != 2 {
+		t.Errorf("uid-push rows: got %d, want one per mode\n%s", rows, out)
 	}
 }

@@ -63,9 +63,10 @@ func TestBrowserChat(t *testing.T) {
 	}
 }
 
-// chatInBrowser opens two tabs on the chat page, joins alice and bob to the
-// room "lobby", and checks that each sees the other's message.
-func chatInBrowser(t *testing.T, ctx context.Context, base, mode string, extra ...chromedp.ExecAllocatorOption) {
+// openBrowser starts headless Chromium (ended by the test's cleanup,
+// helpers included) and opens url in its first tab.
+func openBrowser(t *testing.T, ctx context.Context, url string, extra ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
 	dir := t.TempDir() // made before the browser, so it is removed after it
 	userDataDir := filepath.Join(dir, "chromium-profile")
 
@@ -98,16 +99,24 @@ func chatInBrowser(t *testing.T, ctx context.Context, base, mode string, extra .
 		killUsing("--user-data-dir=" + userDataDir)
 	})
 
-	tabA, cancelA := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
-	t.Cleanup(cancelA)
-	// The first Run starts the browser; tab B is made after it, so it is a
-	// second tab in the same browser.
-	if err := chromedp.Do(tabA, chromedp.Navigate(base+"/")); err != nil {
-		t.Fatalf("tab A: open %s/: %v", base, err)
+	tab, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(cancel)
+	// The first Run starts the browser; later tabs made from this one are
+	// tabs of the same browser.
+	if err := chromedp.Do(tab, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("open %s: %v", url, err)
 	}
-	if b := chromedp.FromContext(tabA).Browser; b != nil && b.Process() != nil {
+	if b := chromedp.FromContext(tab).Browser; b != nil && b.Process() != nil {
 		browserPID = b.Process().Pid
 	}
+	return tab
+}
+
+// chatInBrowser opens two tabs on the chat page, joins alice and bob to the
+// room "lobby", and checks that each sees the other's message.
+func chatInBrowser(t *testing.T, ctx context.Context, base, mode string, extra ...chromedp.ExecAllocatorOption) {
+	dir := t.TempDir() // made before the browser, so it is removed after it
+	tabA := openBrowser(t, ctx, base+"/", extra...)
 	tabB, cancelB := chromedp.NewContext(tabA)
 	t.Cleanup(cancelB)
 	if err := chromedp.Do(tabB, chromedp.Navigate(base+"/")); err != nil {
@@ -216,6 +225,107 @@ func killUsing(arg string) {
 				syscall.Kill(pid, syscall.SIGKILL)
 				break
 			}
+		}
+	}
+}
+
+// TestBrowserChatReload (BASE mode, --room-history): a rolling reload in
+// the middle of a conversation closes every WebSocket with 1001; the chat
+// page reconnects with since=SEQ&epoch=E, gets what the room broadcast
+// meanwhile, and shows every message once, in both tabs.
+func TestBrowserChatReload(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("%s not found (run .ci/install-deps.sh to enable this test)", chromiumPath)
+		}
+		t.Fatalf("%s not found under CI: run .ci/install-deps.sh first (%v)", chromiumPath, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s := startServer(t, "base", 2, "--room-history", "100")
+	tabA := openBrowser(t, ctx, "http://"+s.httpAddr+"/")
+	tabB, cancelB := chromedp.NewContext(tabA)
+	t.Cleanup(cancelB)
+	if err := chromedp.Do(tabB, chromedp.Navigate("http://"+s.httpAddr+"/")); err != nil {
+		t.Fatalf("tab B: %v", err)
+	}
+	connected := `document.getElementById("status").dataset.state === "connected"`
+	for _, tab := range []struct {
+		ctx  context.Context
+		name string
+	}{{tabA, "alice"}, {tabB, "bob"}} {
+		if err := chromedp.Do(tab.ctx,
+			chromedp.WaitVisible(chromedp.ID("join")),
+			chromedp.SetValue(chromedp.ID("name"), tab.name),
+			chromedp.SetValue(chromedp.ID("room"), "lobby"),
+			chromedp.Click(chromedp.ID("join")),
+		); err != nil {
+			t.Fatalf("%s: join: %v", tab.name, err)
+		}
+		waitJS(t, tab.ctx, tab.name+" connected", connected)
+	}
+	say := func(text string) {
+		t.Helper()
+		waitJS(t, tabB, "bob connected", connected)
+		if err := chromedp.Do(tabB, chromedp.SendKeys(chromedp.ID("text"), text+kb.Enter)); err != nil {
+			t.Fatalf("bob: send: %v", err)
+		}
+	}
+	say("before the reload")
+	waitJS(t, tabA, "alice sees bob's message", msgExpr("bob", "before the reload"))
+
+	// The reload, with the room busy: numbered messages from the API
+	// every 30 ms while the workers are replaced one by one.
+	done := make(chan error, 1)
+	go func() {
+		out, err := s.run("reload")
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, out)
+		}
+		done <- err
+	}()
+	const during = 30
+	for i := 0; i < during; i++ {
+		body := fmt.Sprintf(`{"type":"message","room":"lobby","from":"ops","text":"during-%d","ts":%d}`, i, time.Now().UnixMilli())
+		if resp, b := s.post("/broadcast?room=lobby&stamp=1", body); resp.StatusCode != 200 {
+			t.Fatalf("broadcast during the reload: %d %q", resp.StatusCode, b)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	say("after the reload")
+	reconnects := `[...document.querySelectorAll("#log .sys")].filter(e => e.textContent.startsWith("* connected to room")).length`
+	for _, tab := range []struct {
+		ctx  context.Context
+		name string
+	}{{tabA, "alice"}, {tabB, "bob"}} {
+		waitJS(t, tab.ctx, tab.name+" sees the message after the reload", msgExpr("bob", "after the reload"))
+		n, err := chromedp.Run(tab.ctx, chromedp.Evaluate[int](reconnects))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 2 {
+			t.Errorf("%s: connected %d times, want a reconnect after the reload's 1001", tab.name, n)
+		}
+		counts, err := chromedp.Run(tab.ctx, chromedp.Evaluate[map[string]int](`(() => { const c = {};
+			for (const e of document.querySelectorAll("#log .msg")) { const t = e.textContent.replace(/^\d\d:\d\d:\d\d /, ""); c[t] = (c[t] || 0) + 1; }
+			return c; })()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"bob: before the reload", "bob: after the reload"}
+		for i := 0; i < during; i++ {
+			want = append(want, fmt.Sprintf("ops: during-%d", i))
+		}
+		for _, w := range want {
+			if counts[w] != 1 {
+				t.Errorf("%s: %q shown %d times, want once (all: %v)", tab.name, w, counts[w], counts)
+			}
+		}
+		if len(counts) != len(want) {
+			t.Errorf("%s: messages shown: got %v, want exactly %v once each", tab.name, counts, want)
 		}
 	}
 }

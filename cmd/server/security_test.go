@@ -98,8 +98,12 @@ func TestAPIDefaultLoopbackOnly(t *testing.T) {
 					t.Errorf("push from %s: got %d %q, want 403", remoteSource, code, body)
 				}
 			}
-			if code, _, body := apiCall(t, remoteSource, s.httpAddr, "/broadcast?room=lobby", "", forged); code != http.StatusForbidden {
-				t.Errorf("broadcast from %s: got %d %q, want 403", remoteSource, code, body)
+			// The users API too (issue 19): pushing to a user, who is
+			// online, a room's members, a connection's session.
+			for _, path := range []string{"/broadcast?room=lobby", "/push?uid=victim", "/online?uid=victim", "/room?room=lobby", "/session?conn=" + vid} {
+				if code, _, body := apiCall(t, remoteSource, s.httpAddr, path, "", forged); code != http.StatusForbidden {
+					t.Errorf("%s from %s: got %d %q, want 403", path, remoteSource, code, body)
+				}
 			}
 			if code, _, body := apiCall(t, "127.0.0.1", s.httpAddr, "/push?conn="+vid, "", "marker"); code != 200 {
 				t.Fatalf("push from 127.0.0.1: got %d %q, want 200", code, body)
@@ -157,7 +161,7 @@ func TestAPIToken(t *testing.T) {
 				{name: "prefix", auth: "Bearer " + token[:5], wantAuth: `Bearer realm="forkd", error="invalid_token"`},
 				{name: "basic", auth: "Basic " + token, wantAuth: `Bearer realm="forkd", error="invalid_token"`},
 			} {
-				for _, path := range []string{"/push?conn=" + vid, "/broadcast?room=lobby"} {
+				for _, path := range []string{"/push?conn=" + vid, "/broadcast?room=lobby", "/push?uid=victim", "/online?uid=victim", "/room?room=lobby", "/session?conn=" + vid} {
 					code, www, body := apiCall(t, "127.0.0.1", s.httpAddr, path, c.auth, forged)
 					if code != http.StatusUnauthorized || www != c.wantAuth {
 						t.Errorf("%s token, %s: got %d (WWW-Authenticate %q) %q, want 401 with %q", c.name, path, code, www, body, c.wantAuth)

@@ -59,7 +59,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
 		watchFlag(),
-	}, append(append(append(boundsFlags(), opsFlags()...), securityFlags()...), clusterFlags()...)...)
+	}, append(append(append(append(boundsFlags(), opsFlags()...), securityFlags()...), clusterFlags()...), usersFlags()...)...)
 }
 
 var runDirFlag = &cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}
@@ -145,6 +145,9 @@ func (s *Program) options(c *cli.Context) (master.Options, error) {
 		LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Reloadable: !s.NoReload,
 	}
 	boundsOptions(c, &o)
+	if err := usersOptions(c, &o); err != nil {
+		return o, err
+	}
 	var err error
 	if o.MaxPackageSize, err = parseSize(c.String("max-package-size")); err != nil {
 		return o, fmt.Errorf("--max-package-size: %w", err)
