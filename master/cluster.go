@@ -51,7 +51,7 @@ type clusterBus struct {
 
 func (b clusterBus) Route(p *proc, f ipc.Frame) {
 	switch f.Type {
-	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeLeave:
+	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeLeave, ipc.TypeUID, ipc.TypeSession:
 	case ipc.TypeJoin:
 		if f.Flags == ipc.JoinCount { // a BASE worker's count report
 			b.local.Route(p, f)
@@ -218,7 +218,7 @@ func (l clusterLocal) Apply(op cluster.Op, done func(cluster.Result)) {
 			answer(ipc.OK, 0, nil)
 		}
 		return
-	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave:
+	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeUID, ipc.TypeSession:
 	default:
 		answer(ipc.Failed, 0, nil)
 		return
@@ -245,6 +245,11 @@ func (l clusterLocal) Apply(op cluster.Op, done func(cluster.Result)) {
 			go func() { answer(r.Join(f.Conn, string(f.Payload)), 0, nil) }()
 		case ipc.TypeLeave:
 			go func() { answer(r.Leave(f.Conn, string(f.Payload)), 0, nil) }()
+		case ipc.TypeUID: // a uid is a room of its own: the join may wait as Join does
+			go func() { answer(r.BindUID(f.Conn, string(f.Payload)), 0, nil) }()
+		case ipc.TypeSession:
+			out, b := r.Session(f.Conn, f.Flags, f.Payload)
+			answer(out, 0, b)
 		}
 		return
 	}
