@@ -143,6 +143,27 @@ type note struct {
 	lat time.Duration
 }
 
+// readNotes reads every member of ms (readMembers) and hands each message
+// carrying marker for sender i < n to the i-th channel (of depth), as a
+// note of its sequence and latency; a full channel drops the note.
+func (s *session) readNotes(ms []*member, wg *sync.WaitGroup, marker string, n, depth int) []chan note {
+	notes := make([]chan note, n)
+	for i := range notes {
+		notes[i] = make(chan note, depth)
+	}
+	readMembers(ms, wg, func(msg []byte) {
+		f, ok := markerFields(msg, marker)
+		if !ok || f[0] >= uint64(n) {
+			return
+		}
+		select {
+		case notes[f[0]] <- note{seq: f[1], lat: time.Since(s.epoch) - time.Duration(f[2])}:
+		default:
+		}
+	})
+	return notes
+}
+
 // benchPush: Conns /chat members each in their own room; Conns HTTP senders
 // POST /push?conn=ID (64-byte body) round-robin over the members, each
 // waiting until its message is delivered before sending the next. One op is
@@ -157,21 +178,8 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 	for i, mb := range ms {
 		heads[i] = httpPostHead(t.httpAddr, "/push?conn="+url.QueryEscape(mb.conn), echoSize)
 	}
-	notes := make([]chan note, n)
-	for i := range notes {
-		notes[i] = make(chan note, 4)
-	}
 	var rwg sync.WaitGroup
-	readMembers(ms, &rwg, func(msg []byte) {
-		f, ok := markerFields(msg, pushMarker)
-		if !ok || f[0] >= uint64(n) {
-			return
-		}
-		select {
-		case notes[f[0]] <- note{seq: f[1], lat: time.Since(s.epoch) - time.Duration(f[2])}:
-		default:
-		}
-	})
+	notes := s.readNotes(ms, &rwg, pushMarker, n, 4)
 	defer func() {
 		set.closeAll()
 		rwg.Wait()

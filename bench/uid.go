@@ -80,21 +80,8 @@ func (s *session) benchUIDPush(ctx context.Context, t *target, m *meter, r *Resu
 		}
 		heads[i] = httpPostHead(t.httpAddr, "/push?uid="+url.QueryEscape("bench-uid-"+s.nonce+"-"+strconv.Itoa(i)), echoSize)
 	}
-	notes := make([]chan note, n)
-	for i := range notes {
-		notes[i] = make(chan note, 4*uidConnsPerUser)
-	}
 	var rwg sync.WaitGroup
-	readMembers(all, &rwg, func(msg []byte) {
-		f, ok := markerFields(msg, uidMarker)
-		if !ok || f[0] >= uint64(n) {
-			return
-		}
-		select {
-		case notes[f[0]] <- note{seq: f[1], lat: time.Since(s.epoch) - time.Duration(f[2])}:
-		default:
-		}
-	})
+	notes := s.readNotes(all, &rwg, uidMarker, n, 4*uidConnsPerUser)
 	defer func() {
 		set.closeAll()
 		rwg.Wait()
