@@ -28,20 +28,7 @@ func (r *Reactor) Join(id uint64, room string) ipc.Outcome {
 	if c == nil || !c.ws.Load() {
 		return ipc.NoConnection
 	}
-	r.rooms.mu.Lock()
-	set := r.rooms.m[room]
-	if set == nil {
-		set = make(map[*Conn]struct{})
-		r.rooms.m[room] = set
-	}
-	_, had := set[c]
-	set[c] = struct{}{}
-	if !had {
-		c.mu.Lock()
-		c.rooms = append(c.rooms, room)
-		c.mu.Unlock()
-	}
-	r.rooms.mu.Unlock()
+	had := r.addMember(c, room)
 	if r.closedDuringJoin(c, room, nil) {
 		return ipc.NoConnection
 	}
@@ -49,6 +36,26 @@ func (r *Reactor) Join(id uint64, room string) ipc.Outcome {
 		r.changed(room)
 	}
 	return ipc.OK
+}
+
+// addMember puts c in room's member set and room in c's list; had says
+// it was a member already.
+func (r *Reactor) addMember(c *Conn, room string) (had bool) {
+	r.rooms.mu.Lock()
+	defer r.rooms.mu.Unlock()
+	set := r.rooms.m[room]
+	if set == nil {
+		set = make(map[*Conn]struct{})
+		r.rooms.m[room] = set
+	}
+	_, had = set[c]
+	set[c] = struct{}{}
+	if !had {
+		c.mu.Lock()
+		c.rooms = append(c.rooms, room)
+		c.mu.Unlock()
+	}
+	return had
 }
 
 // Leave removes connection id from room.

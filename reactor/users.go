@@ -180,20 +180,7 @@ func (r *Reactor) JoinQuiet(id uint64, room string) ipc.Outcome {
 	if c == nil || !c.ws.Load() {
 		return ipc.NoConnection
 	}
-	r.rooms.mu.Lock()
-	set := r.rooms.m[room]
-	if set == nil {
-		set = make(map[*Conn]struct{})
-		r.rooms.m[room] = set
-	}
-	_, had := set[c]
-	set[c] = struct{}{}
-	if !had {
-		c.mu.Lock()
-		c.rooms = append(c.rooms, room)
-		c.mu.Unlock()
-	}
-	r.rooms.mu.Unlock()
+	r.addMember(c, room)
 	if r.closedDuringJoin(c, room, func(int) {}) {
 		return ipc.NoConnection
 	}
