@@ -72,22 +72,21 @@ func (s *session) clusterPair(ctx context.Context, t *target) (a, b *target, sto
 // benchClusterPush: the push scenario with the senders on node A and every
 // member on node B: each delivery crosses NATS once.
 func (s *session) benchClusterPush(ctx context.Context, t *target, _ *meter, r *Result) error {
-	a, b, stop, err := s.clusterPair(ctx, t)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	split := *a
-	split.wsAddr = b.wsAddr
-	m := newMeter(ctx, a, "["+t.mode+"] "+ScenarioClusterPush, s.live())
-	defer m.close()
-	return s.benchPush(ctx, &split, m, r)
+	return s.onClusterPair(ctx, t, ScenarioClusterPush, r, s.benchPush)
 }
 
 // benchClusterBroadcast: the broadcast scenario with the room's members on
 // node B and the broadcasts posted to node A (which has no members): every
 // broadcast crosses NATS once and fans out on node B.
 func (s *session) benchClusterBroadcast(ctx context.Context, t *target, _ *meter, r *Result) error {
+	return s.onClusterPair(ctx, t, ScenarioClusterBroadcast, r, s.benchBroadcast)
+}
+
+// onClusterPair runs scenario (an in-node scenario's function) on two
+// nodes of t's mode: HTTP to node A, WebSockets to node B, CPU metered on
+// node A.
+func (s *session) onClusterPair(ctx context.Context, t *target, scenario string, r *Result,
+	run func(context.Context, *target, *meter, *Result) error) error {
 	a, b, stop, err := s.clusterPair(ctx, t)
 	if err != nil {
 		return err
@@ -95,9 +94,9 @@ func (s *session) benchClusterBroadcast(ctx context.Context, t *target, _ *meter
 	defer stop()
 	split := *a
 	split.wsAddr = b.wsAddr
-	m := newMeter(ctx, a, "["+t.mode+"] "+ScenarioClusterBroadcast, s.live())
+	m := newMeter(ctx, a, "["+t.mode+"] "+scenario, s.live())
 	defer m.close()
-	return s.benchBroadcast(ctx, &split, m, r)
+	return run(ctx, &split, m, r)
 }
 
 // clusterNodes returns how many nodes t sees up (status --json).

@@ -143,6 +143,22 @@ type note struct {
 	lat time.Duration
 }
 
+// markedPost builds into buf a POST of head whose echoSize-byte body
+// starts with marker, sender i, seq and the send time (read back by
+// markerFields on the receiving side).
+func (s *session) markedPost(buf, head []byte, marker string, i int, seq uint64, t0 time.Time) []byte {
+	buf = append(buf[:0], head...)
+	body := len(buf)
+	buf = append(buf, marker...)
+	buf = strconv.AppendInt(buf, int64(i), 10)
+	buf = append(buf, ':')
+	buf = strconv.AppendUint(buf, seq, 10)
+	buf = append(buf, ':')
+	buf = strconv.AppendInt(buf, int64(t0.Sub(s.epoch)), 10)
+	buf = append(buf, ';')
+	return padBody(buf, body+echoSize)
+}
+
 // readNotes reads every member of ms (readMembers) and hands each message
 // carrying marker for sender i < n to the i-th channel (of depth), as a
 // note of its sequence and latency; a full channel drops the note.
@@ -195,16 +211,7 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 		var buf []byte
 		for k, seq := i, uint64(1); !stopped(stop); k, seq = k+1, seq+1 {
 			t0 := time.Now()
-			buf = append(buf[:0], heads[k%n]...)
-			body := len(buf)
-			buf = append(buf, pushMarker...)
-			buf = strconv.AppendInt(buf, int64(i), 10)
-			buf = append(buf, ':')
-			buf = strconv.AppendUint(buf, seq, 10)
-			buf = append(buf, ':')
-			buf = strconv.AppendInt(buf, int64(t0.Sub(s.epoch)), 10)
-			buf = append(buf, ';')
-			buf = padBody(buf, body+echoSize)
+			buf = s.markedPost(buf, heads[k%n], pushMarker, i, seq, t0)
 			ok, end := s.roundTrip(ctx, t, hset, ctr, stop, &c, buf)
 			if end {
 				return

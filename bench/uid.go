@@ -103,16 +103,7 @@ func (s *session) benchUIDPush(ctx context.Context, t *target, m *meter, r *Resu
 		var buf []byte
 		for seq := uint64(1); !stopped(stop); seq++ {
 			t0 := time.Now()
-			buf = append(buf[:0], heads[i]...)
-			body := len(buf)
-			buf = append(buf, uidMarker...)
-			buf = strconv.AppendInt(buf, int64(i), 10)
-			buf = append(buf, ':')
-			buf = strconv.AppendUint(buf, seq, 10)
-			buf = append(buf, ':')
-			buf = strconv.AppendInt(buf, int64(t0.Sub(s.epoch)), 10)
-			buf = append(buf, ';')
-			buf = padBody(buf, body+echoSize)
+			buf = s.markedPost(buf, heads[i], uidMarker, i, seq, t0)
 			ok, end := s.roundTrip(ctx, t, hset, ctr, stop, &c, buf)
 			if end {
 				return
