@@ -99,7 +99,9 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 		r.mu.Lock()
 		c.ws.Store(true)
 		r.mu.Unlock()
-		r.serveWS(c, src)
+		// A goroutine of our own: fasthttp's hijack goroutine holds the
+		// request's context (some KiB) until this function returns.
+		go r.serveWS(c, src)
 	})
 }
 
@@ -108,9 +110,10 @@ var (
 	readBufPool = sync.Pool{New: func() any { b := make([]byte, frameReadBufferBytes); return &b }}
 )
 
-// serveWS is the connection's read loop: it runs in the hijacking goroutine
-// until the connection ends. src reads the connection (with whatever
-// fasthttp had buffered past the upgrade request first).
+// serveWS is the connection's read loop: it runs in a goroutine of its own
+// until the connection ends. hjc is fasthttp's hijacked connection (whose
+// reader may hold what the client sent past the upgrade request: read
+// first, see wsread.go).
 //
 // The closing handshake (RFC 6455 5.5.1, 7.1): no frame after a failing
 // one, or after the peer's close, is processed. Every message received
@@ -120,8 +123,10 @@ var (
 // written the write side is shut at once (the peer sees the connection
 // end), and what the peer still sends is drained for a bounded time
 // before the socket closes, so that nothing is reset.
-func (r *Reactor) serveWS(c *Conn, src io.Reader) {
-	fr := newFrameReader(src, r.opts.MaxPackageSize)
+func (r *Reactor) serveWS(c *Conn, hjc io.Reader) {
+	fr := newFrameReader(nil, r.opts.MaxPackageSize)
+	fr.attach(c, hjc)
+	src := fr.src
 	defer fr.release()
 	c.lastRead.Store(time.Now().UnixNano())
 	r.h.Open(c)

@@ -1,10 +1,12 @@
 package reactor
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"io"
 	"slices"
+	"syscall"
 	"unicode/utf8"
 )
 
@@ -66,10 +68,20 @@ var (
 // a slice of it; others are assembled in a pooled buffer.
 type frameReader struct {
 	src  io.Reader
-	bp   *[]byte // pooled read buffer
+	bp   *[]byte // pooled read buffer; nil while released (see wsread.go)
 	buf  []byte
 	r, w int
 	max  int // largest message
+
+	// A plain TCP WebSocket is read through its raw connection, so that
+	// no buffer is held while it waits (see wsread.go): what fasthttp had
+	// buffered past the upgrade request (br) first, then raw.
+	br     *bufio.Reader
+	raw    syscall.RawConn
+	c      *Conn // counts the bytes read raw
+	readFn func(fd uintptr) bool
+	rn     int
+	rerr   error
 
 	// The message being assembled (fragmented, or larger than what one
 	// read brought): its opcode (0: none), bytes and UTF-8 state.
@@ -79,16 +91,26 @@ type frameReader struct {
 }
 
 func newFrameReader(src io.Reader, max int) *frameReader {
-	bp := readBufPool.Get().(*[]byte)
-	return &frameReader{src: src, bp: bp, buf: (*bp)[:cap(*bp)], max: max}
+	return &frameReader{src: src, max: max}
 }
 
-// release returns the pooled buffers; the reader is not used after it.
-func (fr *frameReader) release() {
+// take gets a read buffer from the pool.
+func (fr *frameReader) take() {
+	fr.bp = readBufPool.Get().(*[]byte)
+	fr.buf = (*fr.bp)[:cap(*fr.bp)]
+}
+
+// putBuf returns the read buffer to the pool.
+func (fr *frameReader) putBuf() {
 	if fr.bp != nil {
 		readBufPool.Put(fr.bp)
 		fr.bp, fr.buf = nil, nil
 	}
+}
+
+// release returns the pooled buffers; the reader is not used after it.
+func (fr *frameReader) release() {
+	fr.putBuf()
 	fr.dropMsg()
 }
 
@@ -107,12 +129,23 @@ func (fr *frameReader) fill(n int) error {
 	if fr.w-fr.r >= n {
 		return nil
 	}
-	if fr.r+n > len(fr.buf) {
+	if fr.r == fr.w {
+		fr.r, fr.w = 0, 0
+	} else if fr.r+n > len(fr.buf) {
 		fr.w = copy(fr.buf, fr.buf[fr.r:fr.w])
 		fr.r = 0
 	}
 	for fr.w-fr.r < n {
-		m, err := fr.src.Read(fr.buf[fr.w:])
+		var m int
+		var err error
+		if fr.rawReady() {
+			m, err = fr.readRaw() // takes the buffer once readable
+		} else {
+			if fr.buf == nil {
+				fr.take()
+			}
+			m, err = fr.read(fr.buf[fr.w:])
+		}
 		fr.w += m
 		if err != nil {
 			if fr.w-fr.r >= n {
@@ -255,14 +288,14 @@ func (fr *frameReader) readPayload(key uint32, n int, text bool) error {
 			k := min(fr.w-fr.r, n-pos)
 			msg = append(msg, fr.buf[fr.r:fr.r+k]...)
 			fr.r += k
-		} else if n-pos >= len(fr.buf) {
+		} else if n-pos >= frameReadBufferBytes {
 			// A large rest: read it straight into the message. The message
 			// grows as bytes arrive (as append does), never by what a
 			// header merely announces.
-			if cap(msg)-start < len(fr.buf) {
+			if cap(msg)-start < frameReadBufferBytes {
 				msg = slices.Grow(msg, min(n-pos, max(start, 64<<10)))
 			}
-			m, err := fr.src.Read(msg[start:min(cap(msg), start+n-pos)])
+			m, err := fr.read(msg[start:min(cap(msg), start+n-pos)])
 			msg = msg[:start+m]
 			if m == 0 && err != nil {
 				*fr.mp = msg

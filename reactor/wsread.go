@@ -1,0 +1,142 @@
+package reactor
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"reflect"
+	"syscall"
+	"unsafe"
+)
+
+// Reading a WebSocket without holding a buffer while it is idle.
+//
+// An idle WebSocket spends its life waiting for the peer. A read through
+// net.Conn needs its buffer before it waits, so every idle connection
+// would pin one (4 KiB). A plain TCP connection is read through its
+// syscall.RawConn instead: the callback takes a pooled buffer, reads, and
+// when the socket has nothing (EAGAIN) and no partial frame is held, puts
+// the buffer back before returning false, which parks the goroutine in
+// the poller until the socket is readable. The syscalls are those of
+// net.Conn.Read (a read, EAGAIN, wait, a read); the buffer is pooled
+// across connections, so 10,000 idle ones share a handful.
+//
+// TLS connections keep reading through their net.Conn (crypto/tls holds
+// its own buffers) with a buffer held for the connection's life.
+
+// attach sets fr up to read c after its upgrade: hjc is the connection
+// fasthttp hands to the hijack handler, whose reader may still hold bytes
+// the client sent right after the upgrade request.
+func (fr *frameReader) attach(c *Conn, hjc io.Reader) {
+	fr.c = c
+	fr.src = c // reads count bytes (Conn.Read)
+	br, ok := hijackedReader(hjc)
+	switch {
+	case !ok:
+		fr.src = hjc // an unknown wrapper: read through it, buffer held
+		return
+	case br != nil && br.Buffered() > 0:
+		fr.br = br
+	}
+	// br (fasthttp's 16 KiB request reader) is dropped once drained.
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			fr.raw = raw
+			fr.readFn = fr.rawRead
+		}
+	}
+}
+
+// hijackedReader returns the reader of fasthttp's hijacked connection:
+// nil when it reads the connection directly, fasthttp's bufio.Reader when
+// it kept the one of the request (which may hold bytes past it). ok is
+// false for a reader of another kind. fasthttp (pinned) has no accessor:
+// the field is read by reflection, and a test pins it.
+func hijackedReader(hjc io.Reader) (br *bufio.Reader, ok bool) {
+	v := reflect.ValueOf(hjc)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return nil, false
+	}
+	f := v.Elem().FieldByName("r")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[io.Reader]() || !f.CanAddr() {
+		return nil, false
+	}
+	r := *(*io.Reader)(unsafe.Pointer(f.UnsafeAddr()))
+	switch r := r.(type) {
+	case *bufio.Reader:
+		return r, true
+	case *Conn:
+		return nil, true
+	}
+	return nil, false
+}
+
+// rawReady reports whether the next read goes to the raw connection:
+// there is one and fasthttp's leftovers are consumed.
+func (fr *frameReader) rawReady() bool {
+	if fr.raw == nil {
+		return false
+	}
+	if fr.br != nil {
+		if fr.br.Buffered() > 0 {
+			return false
+		}
+		fr.br = nil
+	}
+	return true
+}
+
+// read reads into p (a buffer the caller holds): fasthttp's leftovers
+// first, then the connection.
+func (fr *frameReader) read(p []byte) (int, error) {
+	if fr.br != nil {
+		if fr.br.Buffered() > 0 {
+			return fr.br.Read(p)
+		}
+		fr.br = nil
+	}
+	return fr.src.Read(p)
+}
+
+// readRaw reads into buf[w:], taking the buffer only once the socket is
+// readable (see rawRead).
+func (fr *frameReader) readRaw() (int, error) {
+	fr.rn, fr.rerr = 0, nil
+	if err := fr.raw.Read(fr.readFn); err != nil {
+		return 0, err
+	}
+	if fr.rerr != nil {
+		return 0, fr.rerr
+	}
+	if fr.rn == 0 {
+		return 0, io.EOF
+	}
+	fr.c.in.Add(uint64(fr.rn))
+	return fr.rn, nil
+}
+
+// rawRead is readRaw's callback: false parks until the socket is
+// readable, without a buffer unless a partial frame is held.
+func (fr *frameReader) rawRead(fd uintptr) bool {
+	if fr.buf == nil {
+		fr.take()
+	}
+	for {
+		n, err := syscall.Read(int(fd), fr.buf[fr.w:])
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			if fr.r == fr.w {
+				fr.r, fr.w = 0, 0
+				fr.putBuf()
+			}
+			return false
+		case nil:
+			fr.rn = n
+		default:
+			fr.rerr = &net.OpError{Op: "read", Net: "tcp", Err: err}
+		}
+		return true
+	}
+}
