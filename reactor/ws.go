@@ -99,21 +99,27 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 		r.mu.Lock()
 		c.ws.Store(true)
 		r.mu.Unlock()
-		// A goroutine of our own: fasthttp's hijack goroutine holds the
-		// request's context (some KiB) until this function returns.
-		go r.serveWS(c, src)
+		c.lastRead.Store(time.Now().UnixNano())
+		// The handler's Open runs here, in fasthttp's hijack goroutine,
+		// which ends right after it; the read loop gets a goroutine of its
+		// own (fasthttp's holds the request's context, some KiB, until
+		// this function returns). The read loop's goroutine then never
+		// runs anything deeper than a read and the handler's Message and
+		// Close: an idle one keeps the smallest stack (see readWS).
+		fr := newFrameReader(nil, r.opts.MaxPackageSize)
+		fr.attach(c, src)
+		r.h.Open(c)
+		go r.serveWS(c, fr)
 	})
 }
 
 var (
 	msgPool     = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-	readBufPool = sync.Pool{New: func() any { b := make([]byte, frameReadBufferBytes); return &b }}
 )
 
 // serveWS is the connection's read loop: it runs in a goroutine of its own
-// until the connection ends. hjc is fasthttp's hijacked connection (whose
-// reader may hold what the client sent past the upgrade request: read
-// first, see wsread.go).
+// until the connection ends. fr reads the connection (first what fasthttp
+// had read past the upgrade request: see wsread.go).
 //
 // The closing handshake (RFC 6455 5.5.1, 7.1): no frame after a failing
 // one, or after the peer's close, is processed. Every message received
@@ -123,24 +129,25 @@ var (
 // written the write side is shut at once (the peer sees the connection
 // end), and what the peer still sends is drained for a bounded time
 // before the socket closes, so that nothing is reset.
-func (r *Reactor) serveWS(c *Conn, hjc io.Reader) {
-	fr := newFrameReader(nil, r.opts.MaxPackageSize)
-	fr.attach(c, hjc)
-	src := fr.src
+func (r *Reactor) serveWS(c *Conn, fr *frameReader) {
 	defer fr.release()
-	c.lastRead.Store(time.Now().UnixNano())
-	r.h.Open(c)
-	code, reason := CloseAbnormal, ""
-	var fail *wsFail
-	peer := false
-read:
+	code, reason, fail, peer := r.readWS(c, fr)
+	r.endWS(c, fr.src, code, reason, fail, peer)
+}
+
+// readWS reads until the peer's close, a failure or the connection's end.
+// It is where an idle WebSocket's goroutine waits: kept apart from endWS
+// (and serveWS small), so that the stack below the wait stays under 1 KiB
+// and the garbage collector shrinks an idle goroutine's stack to 2 KiB.
+func (r *Reactor) readWS(c *Conn, fr *frameReader) (code int, reason string, fail *wsFail, peer bool) {
+	code = CloseAbnormal
 	for {
 		op, p, err := fr.next()
 		if err != nil {
 			if f, ok := isFail(err); ok {
 				fail = f
 			}
-			break
+			return
 		}
 		c.lastRead.Store(time.Now().UnixNano())
 		switch op {
@@ -154,12 +161,15 @@ read:
 			cc, rs, err := parseClose(p)
 			if err != nil {
 				fail, _ = isFail(err)
-				break read
+				return
 			}
-			code, reason, peer = cc, rs, true
-			break read
+			return cc, rs, nil, true
 		}
 	}
+}
+
+// endWS ends a WebSocket whose read loop is over (see serveWS).
+func (r *Reactor) endWS(c *Conn, src io.Reader, code int, reason string, fail *wsFail, peer bool) {
 	r.leaveAll(c)
 	if fail != nil {
 		msg := "websocket protocol error"

@@ -80,8 +80,9 @@ type frameReader struct {
 	raw    syscall.RawConn
 	c      *Conn // counts the bytes read raw
 	readFn func(fd uintptr) bool
-	rn     int
-	rerr   error
+	rn      int
+	rerr    error
+	needBuf bool
 
 	// The message being assembled (fragmented, or larger than what one
 	// read brought): its opcode (0: none), bytes and UTF-8 state.
@@ -96,14 +97,19 @@ func newFrameReader(src io.Reader, max int) *frameReader {
 
 // take gets a read buffer from the pool.
 func (fr *frameReader) take() {
-	fr.bp = readBufPool.Get().(*[]byte)
+	if bp, _ := rawBufPool.Get().(*[]byte); bp != nil {
+		fr.bp = bp
+	} else {
+		b := make([]byte, frameReadBufferBytes)
+		fr.bp = &b
+	}
 	fr.buf = (*fr.bp)[:cap(*fr.bp)]
 }
 
 // putBuf returns the read buffer to the pool.
 func (fr *frameReader) putBuf() {
 	if fr.bp != nil {
-		readBufPool.Put(fr.bp)
+		rawBufPool.Put(fr.bp)
 		fr.bp, fr.buf = nil, nil
 	}
 }

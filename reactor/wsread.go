@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -71,6 +72,10 @@ func hijackedReader(hjc io.Reader) (br *bufio.Reader, ok bool) {
 	return nil, false
 }
 
+// rawBufPool holds the raw reads' buffers (frameReadBufferBytes); no New:
+// rawRead must not allocate.
+var rawBufPool sync.Pool
+
 // rawReady reports whether the next read goes to the raw connection:
 // there is one and fasthttp's leftovers are consumed.
 func (fr *frameReader) rawReady() bool {
@@ -101,9 +106,16 @@ func (fr *frameReader) read(p []byte) (int, error) {
 // readRaw reads into buf[w:], taking the buffer only once the socket is
 // readable (see rawRead).
 func (fr *frameReader) readRaw() (int, error) {
-	fr.rn, fr.rerr = 0, nil
+	fr.rn, fr.rerr, fr.needBuf = 0, nil, false
 	if err := fr.raw.Read(fr.readFn); err != nil {
 		return 0, err
+	}
+	for fr.needBuf { // readable, and the pool was empty: allocate here
+		fr.take()
+		fr.needBuf = false
+		if err := fr.raw.Read(fr.readFn); err != nil {
+			return 0, err
+		}
 	}
 	if fr.rerr != nil {
 		return 0, fr.rerr
@@ -117,9 +129,19 @@ func (fr *frameReader) readRaw() (int, error) {
 
 // rawRead is readRaw's callback: false parks until the socket is
 // readable, without a buffer unless a partial frame is held.
+//
+// The callback runs at the bottom of the goroutine's stack, below the
+// poller's frames: it never allocates (a pool miss goes back up to
+// readRaw, needBuf), so that an idle WebSocket's goroutine never needs
+// more than its first 2 KiB of stack.
 func (fr *frameReader) rawRead(fd uintptr) bool {
 	if fr.buf == nil {
-		fr.take()
+		bp, _ := rawBufPool.Get().(*[]byte)
+		if bp == nil {
+			fr.needBuf = true
+			return true
+		}
+		fr.bp, fr.buf = bp, (*bp)[:cap(*bp)]
 	}
 	for {
 		n, err := syscall.Read(int(fd), fr.buf[fr.w:])
@@ -129,7 +151,8 @@ func (fr *frameReader) rawRead(fd uintptr) bool {
 		case syscall.EAGAIN:
 			if fr.r == fr.w {
 				fr.r, fr.w = 0, 0
-				fr.putBuf()
+				rawBufPool.Put(fr.bp)
+				fr.bp, fr.buf = nil, nil
 			}
 			return false
 		case nil:
