@@ -285,7 +285,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.Exe == "" {
 		return errors.New("bench: no server binary (Options.Exe)")
 	}
-	if _, err := raiseNoFile(); err != nil {
+	if _, err := raiseNoFileTo(o.openFiles()); err != nil {
 		return err
 	}
 	s := newSession(&o)
@@ -389,4 +389,21 @@ func (rep *Report) computeRatios() {
 			r.Ratio = &v
 		}
 	}
+}
+
+// openFiles is how many open files the scenarios need in this process (the
+// load generator's end of every connection), and in a server it starts
+// (which inherits the limit): PROCESS mode's master holds every
+// connection.
+func (o *Options) openFiles() uint64 {
+	n := 0
+	for _, sc := range o.Scenarios {
+		switch sc {
+		case ScenarioIdle:
+			n = max(n, o.IdleConns)
+		case ScenarioBroadcast:
+			n = max(n, o.Members)
+		}
+	}
+	return uint64(n) + 1024
 }

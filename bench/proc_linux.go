@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -122,18 +123,68 @@ func selfCPU() time.Duration {
 
 // raiseNoFile raises RLIMIT_NOFILE to its hard limit and returns the new soft
 // limit.
-func raiseNoFile() (uint64, error) {
+func raiseNoFile() (uint64, error) { return raiseNoFileTo(0) }
+
+// raiseNoFileTo raises RLIMIT_NOFILE's soft limit to at least want (0:
+// to the hard limit), raising the hard limit too when want is above it
+// and the process may (root, CAP_SYS_RESOURCE: up to fs.nr_open). The
+// servers bench starts inherit the limits. It returns the soft limit
+// reached; the error is one line saying how far it got and what to do.
+func raiseNoFileTo(want uint64) (uint64, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return 0, fmt.Errorf("bench: getrlimit: %w", err)
 	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			return 0, fmt.Errorf("bench: raise RLIMIT_NOFILE to %d: %w", lim.Max, err)
+	return raiseLimit(&lim, want, readNrOpen(), func(l *syscall.Rlimit) error {
+		return syscall.Setrlimit(syscall.RLIMIT_NOFILE, l)
+	})
+}
+
+// raiseLimit is raiseNoFileTo's logic, with the system's ceiling (nrOpen,
+// 0: unknown) and the setter apart (tests).
+func raiseLimit(lim *syscall.Rlimit, want, nrOpen uint64, set func(*syscall.Rlimit) error) (uint64, error) {
+	denied := false
+	if want > lim.Max {
+		hard := want
+		if nrOpen > 0 && hard > nrOpen {
+			hard = nrOpen
 		}
+		err := set(&syscall.Rlimit{Cur: hard, Max: hard})
+		if err == nil {
+			lim.Cur, lim.Max = hard, hard
+		}
+		denied = err != nil // not root, or root without CAP_SYS_RESOURCE (a container)
+	}
+	if lim.Cur < lim.Max {
+		if err := set(&syscall.Rlimit{Cur: lim.Max, Max: lim.Max}); err != nil {
+			return lim.Cur, fmt.Errorf("bench: raise RLIMIT_NOFILE to %d: %w", lim.Max, err)
+		}
+		lim.Cur = lim.Max
+	}
+	if want > lim.Cur {
+		how := "raise the hard limit (ulimit -Hn, limits.conf or the service's LimitNOFILE) or run bench as root"
+		switch {
+		case denied && os.Geteuid() == 0:
+			how = "root here lacks CAP_SYS_RESOURCE (a container?): raise the hard limit from outside (docker run --ulimit nofile=N:N, prlimit)"
+		case nrOpen > 0 && want > nrOpen:
+			how = "raise fs.nr_open (sysctl) and the hard limit"
+		}
+		return lim.Cur, fmt.Errorf("bench: RLIMIT_NOFILE could be raised to %d open files, %d are needed: %s, or ask for fewer connections", lim.Cur, want, how)
 	}
 	return lim.Cur, nil
+}
+
+// readNrOpen is fs.nr_open, the ceiling of any RLIMIT_NOFILE (0: unknown).
+func readNrOpen() uint64 {
+	b, err := os.ReadFile("/proc/sys/fs/nr_open")
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // killGroup sends sig to process group pgid; a group that is already gone is

@@ -170,6 +170,15 @@ func (rep *Report) notes() []string {
 			if r.Idle.Error != "" {
 				s += "; connections that failed: " + r.Idle.Error
 			}
+			if r.Idle.AddrRetries > 0 {
+				s += fmt.Sprintf("; %d dials retried for want of a local port (counted as errors)", r.Idle.AddrRetries)
+			}
+			if r.Idle.StatusMs > 0 {
+				s += fmt.Sprintf("; while open: status --json %.0f ms, connections --json %.0f ms", r.Idle.StatusMs, r.Idle.ConnectionsMs)
+			}
+			if r.Idle.ConnectionsErr != "" {
+				s += "; " + r.Idle.ConnectionsErr
+			}
 			out = append(out, s)
 		case r.Push != nil:
 			out = append(out, fmt.Sprintf("%s%d targets, by worker %s", tag, r.Push.Targets, fmtPerWorker(r.Push.TargetsPerWorker)))

@@ -67,6 +67,16 @@ type IdleStats struct {
 	KiBPerConn float64   `json:"kib_per_conn"` // summed RSS growth of all server processes / conns
 	Procs      []ProcRSS `json:"procs"`
 	Error      string    `json:"error,omitempty"` // some connections failed: how many, and the first error
+	// AddrRetries counts dials retried for want of a local port
+	// (EADDRNOTAVAIL); each is also one of the scenario's errors.
+	AddrRetries int64 `json:"addr_retries,omitempty"`
+	// StatusMs and ConnectionsMs are how long `server status --json` and
+	// `server connections --json` took to answer while the connections
+	// were open (0: not measured, as for the baseline); ConnectionsErr is
+	// why either failed.
+	StatusMs       float64 `json:"status_ms,omitempty"`
+	ConnectionsMs  float64 `json:"connections_ms,omitempty"`
+	ConnectionsErr string  `json:"connections_error,omitempty"`
 }
 
 // ProcRSS is one server process's RSS around the idle scenario.

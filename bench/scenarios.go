@@ -9,6 +9,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -264,8 +265,8 @@ func (s *session) benchConnect(ctx context.Context, t *target, m *meter, r *Resu
 // The window is the opening of the connections (ops = connections opened).
 func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result) error {
 	n := s.o.IdleConns
-	if lim, err := raiseNoFile(); err == nil && lim < uint64(n)+256 {
-		return fmt.Errorf("RLIMIT_NOFILE hard limit %d is too low for %d connections", lim, n)
+	if _, err := raiseNoFileTo(uint64(n) + 1024); err != nil {
+		return err
 	}
 	time.Sleep(s.o.idleSettle) // let the previous scenario's memory settle
 	before := m.rssByProc()
@@ -279,6 +280,7 @@ func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result)
 	for range s.o.Conns {
 		brs <- bufio.NewReaderSize(nil, 4<<10)
 	}
+	var retried atomic.Int64
 	m.beginCount(n, "conn", sumOps(ctrs))
 	slot := make(chan int, s.o.Conns)
 	for i := range s.o.Conns {
@@ -291,7 +293,7 @@ func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result)
 		br := <-brs
 		defer func() { brs <- br }()
 		t0 := time.Now()
-		c, err := dialTCP(ctx, t.wsAddr)
+		c, err := dialTCPRetry(ctx, t.wsAddr, &retried)
 		if err != nil {
 			ctr.errs.Add(1)
 			return struct{}{}, err
@@ -316,12 +318,16 @@ func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result)
 	if err != nil && r.Ops == 0 {
 		return fmt.Errorf("connect: %w", err)
 	}
-	idle := &IdleStats{Conns: int(r.Ops)}
+	idle := &IdleStats{Conns: int(r.Ops), AddrRetries: retried.Load()}
+	r.Errors += retried.Load()
 	if err != nil {
 		idle.Error = err.Error()
 	}
 	time.Sleep(s.o.idleSettle)
 	after := m.rssByProc()
+	if !t.inProcess && t.mode != modeBaseline {
+		idle.StatusMs, idle.ConnectionsMs, idle.ConnectionsErr = t.timeQueries(ctx)
+	}
 	conns := t.connsByPid(ctx)
 	if t.inProcess || t.mode == modeBaseline {
 		for pid := range after {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -120,4 +122,27 @@ func (t *target) connsByPid(ctx context.Context) map[int]int {
 		}
 	}
 	return out
+}
+
+// timeQueries times `server status --json` and `server connections --json`
+// (whose whole output is read) against the running server, in
+// milliseconds; errText says why either failed.
+func (t *target) timeQueries(ctx context.Context) (statusMs, connsMs float64, errText string) {
+	t0 := time.Now()
+	if _, err := t.status(ctx); err != nil {
+		errText = err.Error()
+	}
+	statusMs = float64(time.Since(t0).Microseconds()) / 1000
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, t.exe, "connections", "--json", "--run-dir", t.runDir)
+	var errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &errb
+	t0 = time.Now()
+	err := cmd.Run()
+	connsMs = float64(time.Since(t0).Microseconds()) / 1000
+	if err != nil {
+		errText = strings.TrimSpace(errText + "; connections --json: " + err.Error() + ": " + string(bytes.TrimSpace(errb.Bytes())))
+	}
+	return statusMs, connsMs, errText
 }

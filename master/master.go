@@ -324,7 +324,7 @@ func (m *Master) Run(ctx context.Context) (err error) {
 	if m.ids, err = newIDAllocator(o.RunDir, m.log); err != nil {
 		return err
 	}
-	raiseNoFile()
+	m.checkNoFile()
 	if o.Mode == ModeProcess {
 		runtime.GOMAXPROCS(o.ReactorNum)
 	}

@@ -53,17 +53,36 @@ func listenReusePort(addr string) (*os.File, net.Addr, error) {
 	return os.NewFile(uintptr(nfd), "reuseport "+ln.Addr().String()), ln.Addr(), nil
 }
 
-// raiseNoFile lifts the soft open-files limit to the hard one.
+// raiseNoFile lifts the soft open-files limit to the hard one and returns
+// the soft limit reached (0: unknown).
 func raiseNoFile() uint64 {
 	var rl unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) != nil {
 		return 0
 	}
 	if rl.Cur < rl.Max {
+		want := rl.Max
 		rl.Cur = rl.Max
-		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &rl)
+		if unix.Setrlimit(unix.RLIMIT_NOFILE, &rl) != nil {
+			_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &rl)
+			if rl.Cur < want {
+				return rl.Cur
+			}
+		}
 	}
 	return rl.Cur
+}
+
+// checkNoFile raises the open-files limit (workers inherit it) and says
+// so in one log line when it stays below what max_conn asks for: past
+// it, accept fails (EMFILE) and connections wait in the backlog.
+func (m *Master) checkNoFile() {
+	lim := raiseNoFile()
+	ev := m.log.Info()
+	if want := uint64(m.opts.MaxConns) + 1024; m.opts.MaxConns > 0 && lim > 0 && lim < want {
+		ev = m.log.Warn().Int("max_conn", m.opts.MaxConns).Uint64("wanted", want)
+	}
+	ev.Uint64("open_files", lim).Msg("master: open-files limit (RLIMIT_NOFILE soft, raised to the hard limit; raise the hard limit with ulimit -Hn or LimitNOFILE for more connections)")
 }
 
 // RaiseNoFile lifts the soft open-files limit to the hard one and returns it.

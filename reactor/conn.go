@@ -308,8 +308,6 @@ func (c *Conn) flush() {
 			}
 			m.data, m.bp = nil, nil
 		}
-		c.r.m.WSMessagesOut.Add(uint64(msgs))
-		c.r.m.WSBytesOut.Add(uint64(sent))
 		if err == nil {
 			c.r.m.WSMessagesOut.Add(uint64(msgs))
 			c.r.m.WSBytesOut.Add(uint64(sent))

@@ -51,8 +51,10 @@ type Listener struct {
 
 // Handler receives what the reactor has read. Threading: HTTP runs in the
 // connection's fasthttp goroutine and may block (that connection waits);
-// Open, Message and Close run in the WebSocket's read goroutine, in order,
-// and blocking them pauses reading that connection (TCP back-pressure).
+// Open, Message and Close run in order (Open in the upgrading goroutine,
+// before the WebSocket's read goroutine starts; Message and Close in the
+// read goroutine), and blocking them pauses reading that connection (TCP
+// back-pressure).
 // BufferFull and BufferDrain run in whichever goroutine noticed; they must
 // not block. RoomChanged reports a room's new local member count.
 type Handler interface {
