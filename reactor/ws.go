@@ -114,7 +114,7 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 }
 
 var (
-	msgPool     = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+	msgPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 )
 
 // serveWS is the connection's read loop: it runs in a goroutine of its own

@@ -76,10 +76,10 @@ type frameReader struct {
 	// A plain TCP WebSocket is read through its raw connection, so that
 	// no buffer is held while it waits (see wsread.go): what fasthttp had
 	// buffered past the upgrade request (br) first, then raw.
-	br     *bufio.Reader
-	raw    syscall.RawConn
-	c      *Conn // counts the bytes read raw
-	readFn func(fd uintptr) bool
+	br      *bufio.Reader
+	raw     syscall.RawConn
+	c       *Conn // counts the bytes read raw
+	readFn  func(fd uintptr) bool
 	rn      int
 	rerr    error
 	needBuf bool
