@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/forkd/forkd/ipc"
@@ -48,8 +49,9 @@ type Conn struct {
 	writeSince  atomic.Int64
 
 	// Set once at upgrade.
-	ws atomic.Bool
-	hs ipc.Handshake // owned copies
+	ws   atomic.Bool
+	rawc syscall.RawConn // plain TCP: direct writes (wswrite.go); nil: TLS
+	hs   ipc.Handshake   // owned copies
 	// closeDone is closed once our close frame has been written (or could
 	// not be): the closing handshake's half that is ours is done.
 	closeDone chan struct{}
@@ -171,6 +173,9 @@ func (c *Conn) Send(op int, data []byte) ipc.Outcome {
 	}
 	if op != Text && op != Binary {
 		return ipc.Failed
+	}
+	if out, ok := c.trySendDirect(op, data); ok {
+		return out
 	}
 	bp := bufPool.Get().(*[]byte)
 	*bp = append((*bp)[:0], data...)
@@ -331,13 +336,18 @@ func (c *Conn) writeBatch(batch []outMsg) error {
 	}
 	hdrs := c.hdrs[:0]
 	for i := range batch {
-		m := &batch[i]
-		hdrs = appendFrameHeader(hdrs, m.op, len(m.data))
+		if m := &batch[i]; m.op != opFramed {
+			hdrs = appendFrameHeader(hdrs, m.op, len(m.data))
+		}
 	}
 	iov := c.iov[:0]
 	off := 0
 	for i := range batch {
 		m := &batch[i]
+		if m.op == opFramed {
+			iov = append(iov, m.data)
+			continue
+		}
 		hl := frameHeaderLen(len(m.data))
 		iov = append(iov, hdrs[off:off+hl])
 		off += hl

@@ -94,6 +94,8 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 	r.accept(ctx, func(src io.Reader) {
 		_ = c.Conn.SetDeadline(time.Time{})
 		c.closeDone = make(chan struct{})
+		fr := newFrameReader(nil, r.opts.MaxPackageSize)
+		fr.attach(c, src) // before ws is set: Send reads c.rawc
 		// Under the lock that Each holds: the heartbeat, Drain and status
 		// look for WebSockets from their own goroutines.
 		r.mu.Lock()
@@ -106,8 +108,6 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 		// this function returns). The read loop's goroutine then never
 		// runs anything deeper than a read and the handler's Message and
 		// Close: an idle one keeps the smallest stack (see readWS).
-		fr := newFrameReader(nil, r.opts.MaxPackageSize)
-		fr.attach(c, src)
 		r.h.Open(c)
 		go r.serveWS(c, fr)
 	})

@@ -44,6 +44,7 @@ func (fr *frameReader) attach(c *Conn, hjc io.Reader) {
 		if raw, err := tc.SyscallConn(); err == nil {
 			fr.raw = raw
 			fr.readFn = fr.rawRead
+			c.rawc = raw
 		}
 	}
 }

@@ -1,0 +1,110 @@
+package reactor
+
+import (
+	"sync"
+	"syscall"
+
+	"github.com/forkd/forkd/ipc"
+)
+
+// Writing a WebSocket message straight from Send.
+//
+// Queued output is written by a pooled flusher goroutine (see flush): a
+// goroutine handoff, and a writev of header and payload, per message. When
+// nothing is queued or being written, Send instead writes the frame itself
+// with one non-blocking write(2) through the connection's RawConn (header
+// and payload copied into one pooled buffer): the callback returns true
+// after a single attempt, so Send still never waits on the network. What
+// the socket did not take (EAGAIN, a short write) is queued, already framed
+// (opFramed), in front of anything sent meanwhile, and the flusher writes
+// it as before. Order is kept: a direct write happens only while the queue
+// is empty and no flusher runs, and c.writing excludes any other writer
+// while it does.
+
+// directMax is the largest payload written directly; larger ones go
+// through the queue (writev, no copy).
+const directMax = 16 << 10
+
+// opFramed marks an outMsg whose data is already a frame's bytes (the rest
+// of a direct write): written as is, no header.
+const opFramed = -1
+
+type directWriter struct {
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+var directPool = sync.Pool{New: func() any {
+	dw := &directWriter{buf: make([]byte, 0, 512)}
+	dw.fn = dw.write
+	return dw
+}}
+
+func (dw *directWriter) write(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), dw.buf)
+		if err == syscall.EINTR {
+			continue
+		}
+		dw.n, dw.err = max(n, 0), err
+		return true // one attempt: never park
+	}
+}
+
+// trySendDirect writes a data message directly when the connection's
+// output is idle; ok is false when it did not (the caller queues it).
+func (c *Conn) trySendDirect(op int, data []byte) (ipc.Outcome, bool) {
+	if c.rawc == nil || len(data) > directMax {
+		return 0, false
+	}
+	c.mu.Lock()
+	if c.writing || c.closing || len(c.queue) != 0 || c.closed.Load() {
+		c.mu.Unlock()
+		return 0, false
+	}
+	c.writing = true
+	c.mu.Unlock()
+
+	dw := directPool.Get().(*directWriter)
+	dw.buf = appendFrameHeader(dw.buf[:0], op, len(data))
+	dw.buf = append(dw.buf, data...)
+	dw.n, dw.err = 0, nil
+	if err := c.rawc.Write(dw.fn); err != nil && dw.err == nil {
+		dw.err = err // the socket is closed
+	}
+	n, werr := dw.n, dw.err
+	c.out.Add(uint64(n))
+	c.r.m.WSMessagesOut.Add(1)
+	c.r.m.WSBytesOut.Add(uint64(len(data)))
+
+	var rest outMsg
+	if n < len(dw.buf) && (werr == nil || werr == syscall.EAGAIN) {
+		bp := bufPool.Get().(*[]byte)
+		*bp = append((*bp)[:0], dw.buf[n:]...)
+		rest = outMsg{op: opFramed, data: *bp, bp: bp}
+		werr = nil
+	}
+	if cap(dw.buf) <= 64<<10 {
+		directPool.Put(dw)
+	}
+	if werr != nil {
+		c.abort() // as a failed flush: the connection is done
+	}
+	c.mu.Lock()
+	if rest.data != nil {
+		c.queue = append(c.queue, outMsg{})
+		copy(c.queue[1:], c.queue)
+		c.queue[0] = rest
+		c.queued += len(rest.data)
+	}
+	if len(c.queue) == 0 {
+		c.writing = false
+		c.mu.Unlock()
+		return ipc.OK, true
+	}
+	c.mu.Unlock()
+	c.r.flushers.Go(c) // what came meanwhile, or the rest: c.writing stays ours
+	return ipc.OK, true
+}
