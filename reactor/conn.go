@@ -271,7 +271,7 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
-	if start {
+	if start && (c.rawc == nil || !c.tryFlushDirect()) {
 		c.r.flushers.Go(c)
 	}
 	return ipc.OK
@@ -304,6 +304,8 @@ func (c *Conn) flush() {
 			switch m.op {
 			case opClose:
 				wroteClose = true
+			case opFramed:
+				wroteClose = wroteClose || m.code != 0
 			case opText, opBinary:
 				msgs++
 				sent += len(m.data)

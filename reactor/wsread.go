@@ -6,8 +6,11 @@ import (
 	"net"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Reading a WebSocket without holding a buffer while it is idle.
@@ -31,15 +34,17 @@ import (
 func (fr *frameReader) attach(c *Conn, hjc io.Reader) {
 	fr.c = c
 	fr.src = c // reads count bytes (Conn.Read)
-	br, ok := hijackedReader(hjc)
+	br, pool, ok := hijackedReader(hjc)
 	switch {
 	case !ok:
 		fr.src = hjc // an unknown wrapper: read through it, buffer held
 		return
 	case br != nil && br.Buffered() > 0:
-		fr.br = br
+		fr.br = br // dropped once drained
+	case br != nil && pool != nil:
+		br.Reset(nil)
+		pool.Put(br) // fasthttp's 16 KiB request reader, for the next connection
 	}
-	// br (fasthttp's 16 KiB request reader) is dropped once drained.
 	if tc, ok := c.Conn.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
 			fr.raw = raw
@@ -51,27 +56,64 @@ func (fr *frameReader) attach(c *Conn, hjc io.Reader) {
 
 // hijackedReader returns the reader of fasthttp's hijacked connection:
 // nil when it reads the connection directly, fasthttp's bufio.Reader when
-// it kept the one of the request (which may hold bytes past it). ok is
-// false for a reader of another kind. fasthttp (pinned) has no accessor:
-// the field is read by reflection, and a test pins it.
-func hijackedReader(hjc io.Reader) (br *bufio.Reader, ok bool) {
-	v := reflect.ValueOf(hjc)
-	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
-		return nil, false
+// it kept the one of the request (which may hold bytes past it), and the
+// pool of the server's request readers. ok is false for a reader of
+// another kind. fasthttp (pinned) has no accessor: the fields are found
+// by reflection, once, and a test pins them.
+func hijackedReader(hjc io.Reader) (br *bufio.Reader, pool *sync.Pool, ok bool) {
+	t := reflect.TypeOf(hjc)
+	l := hjcCache.Load()
+	if l == nil || l.typ != t {
+		if l = layoutOf(t); l == nil {
+			return nil, nil, false
+		}
+		hjcCache.Store(l)
 	}
-	f := v.Elem().FieldByName("r")
-	if !f.IsValid() || f.Type() != reflect.TypeFor[io.Reader]() || !f.CanAddr() {
-		return nil, false
+	base := reflect.ValueOf(hjc).UnsafePointer()
+	if s := *(**fasthttp.Server)(unsafe.Add(base, l.sOff)); s != nil && readerPoolOK {
+		pool = (*sync.Pool)(unsafe.Add(unsafe.Pointer(s), readerPoolOff))
 	}
-	r := *(*io.Reader)(unsafe.Pointer(f.UnsafeAddr()))
-	switch r := r.(type) {
+	switch r := (*(*io.Reader)(unsafe.Add(base, l.rOff))).(type) {
 	case *bufio.Reader:
-		return r, true
+		return r, pool, true
 	case *Conn:
-		return nil, true
+		return nil, pool, true
 	}
-	return nil, false
+	return nil, nil, false
 }
+
+// hjcLayout is where fasthttp's hijacked connection keeps its reader (r)
+// and its server (s).
+type hjcLayout struct {
+	typ        reflect.Type
+	rOff, sOff uintptr
+}
+
+var hjcCache atomic.Pointer[hjcLayout]
+
+func layoutOf(t reflect.Type) *hjcLayout {
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	r, okr := t.Elem().FieldByName("r")
+	s, oks := t.Elem().FieldByName("s")
+	if !okr || !oks || r.Type != reflect.TypeFor[io.Reader]() || s.Type != reflect.TypeFor[*fasthttp.Server]() {
+		return nil
+	}
+	return &hjcLayout{typ: t, rOff: r.Offset, sOff: s.Offset}
+}
+
+// readerPoolOff is where fasthttp.Server keeps its pool of request readers:
+// a reader the upgrade leaves empty goes back to it (fasthttp itself never
+// takes back a hijacked connection's reader), instead of a fresh 16 KiB
+// reader being allocated, and collected, per connection.
+var readerPoolOff, readerPoolOK = func() (uintptr, bool) {
+	f, ok := reflect.TypeFor[fasthttp.Server]().FieldByName("readerPool")
+	if !ok || f.Type != reflect.TypeFor[sync.Pool]() {
+		return 0, false
+	}
+	return f.Offset, true
+}()
 
 // rawBufPool holds the raw reads' buffers (frameReadBufferBytes); no New:
 // rawRead must not allocate.

@@ -31,8 +31,8 @@ func TestHijackedReader(t *testing.T) {
 		oks := make(chan bool, 1)
 		s := &fasthttp.Server{KeepHijackedConns: true, Handler: func(ctx *fasthttp.RequestCtx) {
 			ctx.Hijack(func(nc net.Conn) {
-				br, ok := hijackedReader(nc)
-				oks <- ok
+				br, pool, ok := hijackedReader(nc)
+				oks <- ok && pool != nil && readerPoolOK
 				got <- br
 				nc.Close()
 			})
@@ -54,7 +54,7 @@ func TestHijackedReader(t *testing.T) {
 		case ok := <-oks:
 			br := <-got
 			if !ok {
-				t.Fatal("fasthttp's hijacked reader was not found: the read loop would hold a buffer per connection")
+				t.Fatal("fasthttp's hijacked reader or reader pool was not found: the read loop would hold a buffer per connection")
 			}
 			n := 0
 			if br != nil {

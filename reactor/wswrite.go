@@ -108,3 +108,105 @@ func (c *Conn) trySendDirect(op int, data []byte) (ipc.Outcome, bool) {
 	c.r.flushers.Go(c) // what came meanwhile, or the rest: c.writing stays ours
 	return ipc.OK, true
 }
+
+// tryFlushDirect is enqueue's path when it has just made its caller the
+// connection's writer (c.writing): what is queued (a pong, a close, a
+// message queued behind nothing) is framed into one pooled buffer and
+// written with one non-blocking write. The rest, if the socket did not
+// take it all, is queued framed in front and left to the flusher, which
+// also gets anything queued meanwhile. It reports false, having done
+// nothing, when the queue is too large to copy: the flusher writes it.
+func (c *Conn) tryFlushDirect() bool {
+	c.mu.Lock()
+	total := 0
+	for i := range c.queue {
+		total += maxFrameHeader + len(c.queue[i].data)
+	}
+	if total > directMax || len(c.queue) == 0 {
+		c.mu.Unlock()
+		return false
+	}
+	batch := c.queue
+	c.queue = nil
+	c.mu.Unlock()
+
+	dw := directPool.Get().(*directWriter)
+	buf := dw.buf[:0]
+	n, msgs, sent, hasClose := 0, 0, 0, false
+	for i := range batch {
+		m := &batch[i]
+		switch m.op {
+		case opFramed:
+			hasClose = hasClose || m.code != 0
+		case opClose:
+			hasClose = true
+			buf = appendFrameHeader(buf, m.op, len(m.data))
+		case opText, opBinary:
+			msgs++
+			sent += len(m.data)
+			fallthrough
+		default:
+			buf = appendFrameHeader(buf, m.op, len(m.data))
+		}
+		buf = append(buf, m.data...)
+		n += len(m.data)
+		if m.bp != nil && cap(*m.bp) <= 64<<10 {
+			bufPool.Put(m.bp)
+		}
+		m.data, m.bp = nil, nil
+	}
+	dw.buf = buf
+	dw.n, dw.err = 0, nil
+	if err := c.rawc.Write(dw.fn); err != nil && dw.err == nil {
+		dw.err = err
+	}
+	w, werr := dw.n, dw.err
+	c.out.Add(uint64(w))
+	c.r.m.WSMessagesOut.Add(uint64(msgs))
+	c.r.m.WSBytesOut.Add(uint64(sent))
+	var rest outMsg
+	if w < len(buf) && (werr == nil || werr == syscall.EAGAIN) {
+		bp := bufPool.Get().(*[]byte)
+		*bp = append((*bp)[:0], buf[w:]...)
+		rest = outMsg{op: opFramed, data: *bp, bp: bp}
+		if hasClose {
+			rest.code = 1 // the flusher reports our close written
+		}
+		werr = nil
+	}
+	if cap(dw.buf) <= 64<<10 {
+		directPool.Put(dw)
+	}
+	c.mu.Lock()
+	c.queued -= n
+	c.mu.Unlock()
+	if hasClose && rest.data == nil {
+		c.closeWritten(werr)
+	}
+	if werr != nil {
+		c.abort()
+	}
+	c.mu.Lock()
+	if c.queue == nil {
+		c.queue = batch[:0] // reuse the slice
+	}
+	if rest.data != nil {
+		c.queue = append(c.queue, outMsg{})
+		copy(c.queue[1:], c.queue)
+		c.queue[0] = rest
+		c.queued += len(rest.data)
+	}
+	if len(c.queue) == 0 {
+		c.writing = false
+		drained := c.full
+		c.full = false
+		c.mu.Unlock()
+		if drained {
+			c.r.h.BufferDrain(c)
+		}
+		return true
+	}
+	c.mu.Unlock()
+	c.r.flushers.Go(c)
+	return true
+}
