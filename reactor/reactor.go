@@ -181,9 +181,12 @@ func New(opts Options, h Handler) *Reactor {
 // is answered 408, an idle keep-alive connection is closed, a stuck write
 // is cut. The timeouts are thus enforced within a tick (100 ms). While
 // the reactor drains, it also ends idle keep-alive connections.
+// sweepTick is how often sweep runs and advances the coarse clock.
+const sweepTick = 100 * time.Millisecond
+
 func (r *Reactor) sweep() {
 	defer r.wg.Done()
-	t := time.NewTicker(100 * time.Millisecond)
+	t := time.NewTicker(sweepTick)
 	defer t.Stop()
 	past := time.Unix(0, 1)
 	for {
@@ -357,7 +360,9 @@ func (r *Reactor) heartbeat() {
 		case <-r.done:
 			return
 		case now := <-t.C:
-			limit := now.Add(-r.opts.HeartbeatIdle).UnixNano()
+			// lastRead is on the coarse clock (up to a sweep tick behind):
+			// allow for it, so that no connection is cut early.
+			limit := now.Add(-r.opts.HeartbeatIdle).UnixNano() - int64(sweepTick)
 			var dead []*Conn
 			r.Each(func(c *Conn) {
 				if c.ws.Load() && c.lastRead.Load() < limit {

@@ -149,7 +149,7 @@ func (r *Reactor) readWS(c *Conn, fr *frameReader) (code int, reason string, fai
 			}
 			return
 		}
-		c.lastRead.Store(time.Now().UnixNano())
+		c.lastRead.Store(r.clock.Load()) // coarse: the heartbeat allows for a tick
 		switch op {
 		case opText, opBinary:
 			r.m.WSMessagesIn.Add(1)
