@@ -81,10 +81,15 @@ func joinChatPath(ctx context.Context, addr, path string) (*member, error) {
 	}
 }
 
-// joinAll joins n members; name(i) gives room and name.
-func joinAll(ctx context.Context, addr string, n int, room func(i int) string) ([]*member, *closerSet, error) {
+// joinAll joins n members; name(i) gives room and name. quiet members
+// (/chat?quiet=1) join without announcements or rosters.
+func joinAll(ctx context.Context, addr string, n int, quiet bool, room func(i int) string) ([]*member, *closerSet, error) {
 	ms, err := dialAll(ctx, n, 32, func(ctx context.Context, i int) (*member, error) {
-		return joinChat(ctx, addr, room(i), "bench"+strconv.Itoa(i))
+		path := "/chat?room=" + url.QueryEscape(room(i)) + "&name=bench" + strconv.Itoa(i)
+		if quiet {
+			path += "&quiet=1"
+		}
+		return joinChatPath(ctx, addr, path)
 	})
 	set := new(closerSet)
 	for _, m := range ms {
@@ -186,7 +191,7 @@ func (s *session) readNotes(ms []*member, wg *sync.WaitGroup, marker string, n, 
 // one delivery; latency is from the POST's send to the frame's receipt.
 func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result) error {
 	n := s.o.Conns
-	ms, set, err := joinAll(ctx, t.wsAddr, n, func(i int) string { return "bench-push-" + s.nonce + "-" + strconv.Itoa(i) })
+	ms, set, err := joinAll(ctx, t.wsAddr, n, false, func(i int) string { return "bench-push-" + s.nonce + "-" + strconv.Itoa(i) })
 	if err != nil {
 		return err
 	}
@@ -252,7 +257,7 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Result) error {
 	n := s.o.Members
 	room := "bench-bcast-" + s.nonce
-	ms, set, err := joinAll(ctx, t.wsAddr, n, func(int) string { return room })
+	ms, set, err := joinAll(ctx, t.wsAddr, n, true, func(int) string { return room })
 	if err != nil {
 		return err
 	}
