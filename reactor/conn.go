@@ -359,10 +359,16 @@ func (c *Conn) writeBatch(batch []outMsg) error {
 	}
 	c.hdrs = hdrs
 	c.writeSince.Store(c.r.clock.Load())
+	if c.ws.Load() {
+		c.r.sweepWrites(c, true)
+	}
 	c.bufs = iov                     // a field: a local would escape (WriteTo takes its address)
 	n, err := c.bufs.WriteTo(c.Conn) // the sweeper bounds a stuck write
 	c.bufs = nil
 	c.writeSince.Store(0)
+	if c.ws.Load() {
+		c.r.sweepWrites(c, false)
+	}
 	c.out.Add(uint64(n))
 	clear(iov)
 	c.iov = iov[:0]

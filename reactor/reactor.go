@@ -128,6 +128,10 @@ type Reactor struct {
 
 	mu        sync.RWMutex
 	conns     map[uint64]*Conn
+	// swept is what sweep looks at: HTTP connections, and WebSockets
+	// while a flusher writes to them (the only timeout a WebSocket has is
+	// a stuck write). An idle WebSocket costs the sweep nothing.
+	swept map[*Conn]struct{}
 	listeners []net.Listener
 	nconns    atomic.Int64
 	draining  atomic.Bool
@@ -151,6 +155,7 @@ func New(opts Options, h Handler) *Reactor {
 		log:   opts.Log,
 		m:     opts.Metrics,
 		conns: make(map[uint64]*Conn),
+		swept: make(map[*Conn]struct{}),
 		done:  make(chan struct{}),
 		rooms: rooms{m: make(map[string]map[*Conn]struct{})},
 	}
@@ -206,7 +211,7 @@ func (r *Reactor) sweep() {
 				shutLimit = now - int64(time.Second)
 			}
 			var reads, writes, shut []*Conn
-			r.Each(func(c *Conn) {
+			r.eachSwept(func(c *Conn) {
 				a, i := c.activeSince.Load(), c.idleSince.Load()
 				switch {
 				case a > 0 && a < readLimit && !c.handling.Load():
@@ -285,6 +290,29 @@ func (r *Reactor) Each(f func(c *Conn)) {
 	for _, c := range r.conns {
 		f(c)
 	}
+}
+
+// eachSwept calls f for each connection sweep looks at (see swept).
+func (r *Reactor) eachSwept(f func(c *Conn)) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for c := range r.swept {
+		f(c)
+	}
+}
+
+// sweepWrites puts a WebSocket in (on) or out of sweep's view while a
+// flusher writes to it.
+func (r *Reactor) sweepWrites(c *Conn, on bool) {
+	r.mu.Lock()
+	if on {
+		if !c.closed.Load() {
+			r.swept[c] = struct{}{}
+		}
+	} else {
+		delete(r.swept, c)
+	}
+	r.mu.Unlock()
 }
 
 // StopAccepting closes the listeners; open connections go on.

@@ -64,6 +64,7 @@ func (ln *listener) Accept() (net.Conn, error) {
 		}
 		r.mu.Lock()
 		r.conns[c.id] = c
+		r.swept[c] = struct{}{}
 		r.mu.Unlock()
 		return c, nil
 	}
@@ -91,6 +92,7 @@ func (r *Reactor) newID() (uint64, error) {
 func (r *Reactor) forget(c *Conn) {
 	r.mu.Lock()
 	delete(r.conns, c.id)
+	delete(r.swept, c)
 	r.mu.Unlock()
 	r.nconns.Add(-1)
 	if c.ipHeld {

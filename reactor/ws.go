@@ -100,6 +100,7 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 		// look for WebSockets from their own goroutines.
 		r.mu.Lock()
 		c.ws.Store(true)
+		delete(r.swept, c) // see Reactor.swept
 		r.mu.Unlock()
 		c.lastRead.Store(time.Now().UnixNano())
 		// The handler's Open runs here, in fasthttp's hijack goroutine,
