@@ -33,7 +33,15 @@ type httpConn struct {
 }
 
 func dialTCP(ctx context.Context, addr string) (net.Conn, error) {
-	d := net.Dialer{Timeout: dialTimeout, LocalAddr: sourceAddr(addr)}
+	return dialTCPFrom(ctx, addr, nil)
+}
+
+// dialTCPFrom is dialTCP from a given local address (nil: the system's
+// choice). WebSocket dials spread their sources (see sourceAddr); HTTP
+// dials do not: the server's API answers only its allowed addresses
+// (127.0.0.1 by default).
+func dialTCPFrom(ctx context.Context, addr string, local net.Addr) (net.Conn, error) {
+	d := net.Dialer{Timeout: dialTimeout, LocalAddr: local}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -264,7 +272,7 @@ func wsHandshake(c net.Conn, br *bufio.Reader, host, path string) (*wsConn, erro
 
 // dialWS connects to ws://addr/path.
 func dialWS(ctx context.Context, addr, path string) (*wsConn, error) {
-	c, err := dialTCP(ctx, addr)
+	c, err := dialTCPFrom(ctx, addr, sourceAddr(addr))
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,9 @@ import (
 // is the loopback interface's, so the load generator spreads the
 // connections it opens to a loopback target over the sources 127.0.0.2 to
 // 127.0.0.(2+sourceSpread-1), one after the other; a non-loopback target is
-// dialed from the address the system picks.
+// dialed from the address the system picks. Only WebSocket dials spread:
+// HTTP senders stay on 127.0.0.1, the address the server's API allows by
+// default.
 
 const sourceSpread = 64 // sources: 64 x 28,000 ports, room for 1.8 million
 
@@ -45,7 +47,7 @@ func isAddrNotAvail(err error) bool { return errors.Is(err, syscall.EADDRNOTAVAI
 // retried (an error of the scenario's, not hidden).
 func dialTCPRetry(ctx context.Context, addr string, retried *atomic.Int64) (net.Conn, error) {
 	for try := 0; ; try++ {
-		c, err := dialTCP(ctx, addr)
+		c, err := dialTCPFrom(ctx, addr, sourceAddr(addr))
 		if err == nil || !isAddrNotAvail(err) || try == 2 {
 			return c, err
 		}

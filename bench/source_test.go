@@ -37,7 +37,7 @@ func TestSourceAddr(t *testing.T) {
 	}
 	defer ln.Close()
 	for range 3 {
-		c, err := dialTCP(context.Background(), ln.Addr().String())
+		c, err := dialTCPFrom(context.Background(), ln.Addr().String(), sourceAddr(ln.Addr().String()))
 		if err != nil {
 			t.Fatal(err)
 		}

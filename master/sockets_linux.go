@@ -78,11 +78,10 @@ func raiseNoFile() uint64 {
 // it, accept fails (EMFILE) and connections wait in the backlog.
 func (m *Master) checkNoFile() {
 	lim := raiseNoFile()
-	ev := m.log.Info()
-	if want := uint64(m.opts.MaxConns) + 1024; m.opts.MaxConns > 0 && lim > 0 && lim < want {
-		ev = m.log.Warn().Int("max_conn", m.opts.MaxConns).Uint64("wanted", want)
+	if lim > 0 && m.opts.MaxConns > 0 && lim < uint64(m.opts.MaxConns) {
+		m.log.Warn().Int("max_conn", m.opts.MaxConns).Uint64("open_files", lim).
+			Msg("master: the open-files limit (RLIMIT_NOFILE, raised to its hard limit) is below max_conn: connections past it wait in the backlog; raise the hard limit (ulimit -Hn, LimitNOFILE)")
 	}
-	ev.Uint64("open_files", lim).Msg("master: open-files limit (RLIMIT_NOFILE soft, raised to the hard limit; raise the hard limit with ulimit -Hn or LimitNOFILE for more connections)")
 }
 
 // RaiseNoFile lifts the soft open-files limit to the hard one and returns it.

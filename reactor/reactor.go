@@ -126,12 +126,12 @@ type Reactor struct {
 	ids  idSource
 	node atomic.Uint32 // node bits of new ids (SetNode: a cluster assigns it at join)
 
-	mu        sync.RWMutex
-	conns     map[uint64]*Conn
+	mu    sync.RWMutex
+	conns map[uint64]*Conn
 	// swept is what sweep looks at: HTTP connections, and WebSockets
 	// while a flusher writes to them (the only timeout a WebSocket has is
 	// a stuck write). An idle WebSocket costs the sweep nothing.
-	swept map[*Conn]struct{}
+	swept     map[*Conn]struct{}
 	listeners []net.Listener
 	nconns    atomic.Int64
 	draining  atomic.Bool
