@@ -288,6 +288,7 @@ func Run(ctx context.Context, o Options) error {
 	if _, err := raiseNoFileTo(o.openFiles()); err != nil {
 		return err
 	}
+	spreadSources.Store(o.openFiles() > spreadAbove+1024)
 	s := newSession(&o)
 	rep := &Report{Command: strings.Join(os.Args, " "), Machine: thisMachine(), Modes: o.Modes,
 		Workers: o.Workers, Conns: o.Conns, Duration: o.Duration.String(), Scenarios: o.Scenarios}

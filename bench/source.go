@@ -23,11 +23,18 @@ const sourceSpread = 64 // sources: 64 x 28,000 ports, room for 1.8 million
 
 var sourceNext atomic.Uint32
 
+// spreadSources turns the spreading on: only for runs that hold more
+// connections than one source address has ports for (spreadAbove), so
+// that every other run dials as it always did.
+var spreadSources atomic.Bool
+
+const spreadAbove = 16000
+
 // sourceAddr is the local address for the next connection to addr (nil:
-// the system's choice).
+// the system's choice, always unless spreadSources is on).
 func sourceAddr(addr string) net.Addr {
 	ap, err := netip.ParseAddrPort(addr)
-	if err != nil || !ap.Addr().Is4() || !ap.Addr().IsLoopback() {
+	if !spreadSources.Load() || err != nil || !ap.Addr().Is4() || !ap.Addr().IsLoopback() {
 		return nil
 	}
 	return &net.TCPAddr{IP: sourceIP(sourceNext.Add(1) - 1)}

@@ -14,6 +14,11 @@ import (
 // system's choice. A real dial from a spread source reaches the server
 // from that address.
 func TestSourceAddr(t *testing.T) {
+	if a := sourceAddr("127.0.0.1:80"); a != nil && !spreadSources.Load() {
+		t.Errorf("spreading off: source %v, want the system's", a)
+	}
+	spreadSources.Store(true)
+	defer spreadSources.Store(false)
 	if a := sourceAddr("10.1.2.3:80"); a != nil {
 		t.Errorf("non-loopback target: source %v, want the system's", a)
 	}
