@@ -49,9 +49,10 @@ type Conn struct {
 	writeSince  atomic.Int64
 
 	// Set once at upgrade.
-	ws   atomic.Bool
-	rawc syscall.RawConn // plain TCP: direct writes (wswrite.go); nil: TLS
-	hs   ipc.Handshake   // owned copies
+	ws      atomic.Bool
+	rawc    syscall.RawConn // plain TCP: direct writes (wswrite.go); nil: TLS
+	opening atomic.Bool     // the handler's Open runs: no direct writes
+	hs      ipc.Handshake   // owned copies
 	// closeDone is closed once our close frame has been written (or could
 	// not be): the closing handshake's half that is ours is done.
 	closeDone chan struct{}
@@ -271,7 +272,7 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
-	if start && (c.rawc == nil || !c.tryFlushDirect()) {
+	if start && (c.rawc == nil || c.opening.Load() || !c.tryFlushDirect()) {
 		c.r.flushers.Go(c)
 	}
 	return ipc.OK

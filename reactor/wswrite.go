@@ -56,7 +56,7 @@ func (dw *directWriter) write(fd uintptr) bool {
 // trySendDirect writes a data message directly when the connection's
 // output is idle; ok is false when it did not (the caller queues it).
 func (c *Conn) trySendDirect(op int, data []byte) (ipc.Outcome, bool) {
-	if c.rawc == nil || len(data) > directMax {
+	if c.rawc == nil || len(data) > directMax || c.opening.Load() {
 		return 0, false
 	}
 	c.mu.Lock()
