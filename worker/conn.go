@@ -20,6 +20,7 @@ type Conn struct {
 	hs       ipc.Handshake // owned copies
 	rc       *reactor.Conn // BASE mode
 	closed   atomic.Bool
+	failed   atomic.Uint32 // PROCESS: the first Send outcome the master reported failed since the last Flush (send.go)
 
 	// Ext is the root package's handle for this connection.
 	Ext any
@@ -47,14 +48,26 @@ func (c *Conn) Listener() int { return c.listener }
 // Handshake returns the original upgrade request.
 func (c *Conn) Handshake() *ipc.Handshake { return &c.hs }
 
-// Send queues a message to this connection and returns the outcome.
+// Send queues a message to this connection. In BASE mode the outcome is
+// final; in PROCESS mode it is what this worker knows at once, and a
+// failure only the master knows is reported later (send.go, Flush).
 func (c *Conn) Send(op int, data []byte) ipc.Outcome {
 	if c.rc != nil {
 		out := c.rc.Send(op, data)
 		c.w.m.Push(uint16(out)) // a push in PROCESS mode (below): counted alike
 		return out
 	}
-	return c.w.Push(c.id, op, data)
+	return c.w.send(c, op, data)
+}
+
+// Flush waits for the outcome of every earlier Send to this connection and
+// returns the first failure not yet reported (OK: none). In BASE mode
+// every outcome is known when Send returns, so it returns OK at once.
+func (c *Conn) Flush() ipc.Outcome {
+	if c.rc != nil {
+		return ipc.OK
+	}
+	return c.w.flush(c)
 }
 
 // Close closes the connection with a close code and reason.
