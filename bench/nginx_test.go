@@ -246,18 +246,20 @@ func TestReferenceOptions(t *testing.T) {
 	useHelper(t)
 	missing := "/nonexistent/sbin/nginx"
 	tests := []struct {
-		name, reference, wantErr, wantProgress string
+		name, reference, path, wantErr, wantProgress string
 	}{
-		{"required", ReferenceNginx, "bench: nginx " + missing, ""},
-		{"auto", ReferenceAuto, "", "[nginx] no reference row: bench: nginx " + missing},
-		{"none", ReferenceNone, "", ""},
+		{"required", ReferenceNginx, missing, "bench: nginx " + missing, ""},
+		{"auto", ReferenceAuto, missing, "", "[nginx] no reference row: bench: nginx " + missing},
+		{"none", ReferenceNone, missing, "", ""},
+		{"required, not nginx", ReferenceNginx, "/bin/true", "bench: server in mode nginx exited (exit status 0)", ""},
+		{"auto, not nginx", ReferenceAuto, "/bin/true", "", "[nginx] no reference row: bench: server in mode nginx exited (exit status 0)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
 			var progress bytes.Buffer
 			o := Options{Exe: os.Args[0], Modes: []string{"base"}, Workers: 1, Conns: 4, Duration: 200 * time.Millisecond,
-				Scenarios: []string{"http"}, Reference: tt.reference, NginxPath: missing, Stdout: &out,
+				Scenarios: []string{"http"}, Reference: tt.reference, NginxPath: tt.path, Stdout: &out,
 				Progress: &lockedWriter{w: &progress}}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()

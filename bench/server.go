@@ -166,7 +166,11 @@ func (t *target) exited() error {
 	}
 	select {
 	case <-t.done:
-		return fmt.Errorf("bench: server in mode %s exited (%v)%s", t.mode, t.waitErr, t.stderrTail())
+		why := "exit status 0" // before it was asked to stop: no server exits so
+		if t.waitErr != nil {
+			why = t.waitErr.Error()
+		}
+		return fmt.Errorf("bench: server in mode %s exited (%s)%s", t.mode, why, t.stderrTail())
 	default:
 		return nil
 	}
