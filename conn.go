@@ -35,12 +35,12 @@ func (c *Conn) Worker() *Worker { return c.w }
 // Send queues a message to this connection, after everything sent to it
 // before. In BASE mode its error is the final outcome. In PROCESS mode
 // Send does not wait for the master: nil means the message was handed to
-// it; ErrClosed (the close already reached this connection's callbacks),
-// ErrTooLarge and ErrUnavailable (this worker's queue to the master is
-// full) are known at once, while a failure only the master can see
+// it; ErrTooLarge and ErrUnavailable (this worker's queue to the master
+// is full) are known at once, while a failure only the master can see
 // (ErrBufferFull, or ErrClosed/ErrNoConnection when the client went away
 // first) is reported later: by Flush, by OnBufferFull, and in the
-// forkd_pushes_total metric. See docs/guide.md "Send's outcome".
+// forkd_pushes_total metric. What OnClose sends still goes out before the
+// close reply, in both modes. See docs/guide.md "Send's outcome".
 func (c *Conn) Send(t MessageType, data []byte) error {
 	return outcomeErr(c.c.Send(int(t), data))
 }

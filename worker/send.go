@@ -20,17 +20,16 @@ import (
 //     failure among them has been recorded, and Flush returns it.
 //
 // What this worker knows itself is still returned by Send at once: the
-// connection's close already reached its callbacks (Closed), the message
-// is over the ipc frame limit (TooLarge), or this worker's queue to the
-// master is full (Unavailable: the same bound as every bus operation).
+// message is over the ipc frame limit (TooLarge), or this worker's queue
+// to the master is full (Unavailable: the same bound as every bus
+// operation).
 // Nothing waits, so the caller holds no timer and no channel.
 
 // send hands a message for c to the master (PROCESS mode).
 func (w *Worker) send(c *Conn, op int, data []byte) ipc.Outcome {
-	if c.closed.Load() {
-		w.m.Push(uint16(ipc.Closed))
-		return ipc.Closed
-	}
+	// Not refused here once the close reached the callbacks: what OnClose
+	// sends still goes out, before the close reply (the master holds that
+	// reply until this worker's Close frame, which follows these Sends).
 	err := w.out.Send(&ipc.Header{Type: ipc.TypeSend, Flags: uint8(op), Conn: c.id}, data, nil)
 	if err == nil {
 		return ipc.OK // counted when the master acknowledges it (sendAck)

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -27,7 +28,7 @@ func (a *echoApp) WorkerStop(*Worker, bool)                        {}
 func (a *echoApp) HTTP(*Worker, int, *fasthttp.RequestCtx)         {}
 func (a *echoApp) Open(*Conn)                                      {}
 func (a *echoApp) Resume(*Conn)                                    {}
-func (a *echoApp) Close(*Conn, int, string)                        {}
+func (a *echoApp) Close(c *Conn, _ int, _ string)                  { c.Send(1, []byte("bye")) }
 func (a *echoApp) BufferFull(*Conn)                                {}
 func (a *echoApp) BufferDrain(*Conn)                               {}
 func (a *echoApp) PipeMessage(*Worker, int, []byte)                {}
@@ -187,4 +188,29 @@ func testWait(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("timed out")
+}
+
+// TestSendInOnClose: what OnClose sends goes out, and before the worker's
+// close reply (the Close frame answering a Closed with ClosedReply).
+func TestSendInOnClose(t *testing.T) {
+	fm := startWorker(t, &echoApp{})
+	fm.open(9)
+	fm.out.Send(&ipc.Header{Type: ipc.TypeMessage, Conn: 9, Flags: 1}, []byte("last"), nil)
+	fm.out.Send(&ipc.Header{Type: ipc.TypeClosed, Conn: 9, Code: 1000, Flags: ipc.ClosedReply}, nil, nil)
+	var got []string
+	for len(got) == 0 || got[len(got)-1] != "close" {
+		f, err := fm.rd.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch f.Type {
+		case ipc.TypeSend:
+			got = append(got, "send "+string(f.Payload))
+		case ipc.TypeClose:
+			got = append(got, "close")
+		}
+	}
+	if want := []string{"send last", "send bye", "close"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("frames from the worker: %q, want %q", got, want)
+	}
 }

@@ -132,9 +132,9 @@ func TestSendOutcomeBufferFull(t *testing.T) {
 func TestSendRacingClose(t *testing.T) {
 	const rounds = 30
 	allowed := map[string]struct{ send, flush map[string]bool }{
-		// PROCESS: the callbacks learn of the close only after this one
-		// returns, so Send hands every message over; Flush reports what
-		// the master saw.
+		// PROCESS: Send hands every message over to the master (a close
+		// is never refused locally: OnClose's sends still go out); Flush
+		// reports what the master saw.
 		"process": {send: map[string]bool{"ok": true},
 			flush: map[string]bool{"ok": true, "closed": true, "no_connection": true, "buffer_full": true}},
 		// BASE: Send sees the reactor's state at once; Flush adds nothing.
