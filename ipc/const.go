@@ -5,7 +5,7 @@ import "errors"
 // Version is the wire-format version. A worker announces it in its Hello
 // frame; a master that speaks another version answers with an Error frame
 // and closes the stream, so a new binary under an old master fails fast.
-const Version uint16 = 3
+const Version uint16 = 4
 
 // HeaderSize is the fixed size of every frame header.
 //

@@ -14,7 +14,7 @@ func TestConstants(t *testing.T) {
 		got  uint64
 		want uint64
 	}{
-		{name: "Version", got: uint64(Version), want: 3},
+		{name: "Version", got: uint64(Version), want: 4},
 		{name: "BroadcastSkippedSize", got: BroadcastSkippedSize, want: 4},
 		{name: "ClosedReply", got: uint64(ClosedReply), want: 1},
 		{name: "BroadcastExt", got: uint64(BroadcastExt), want: 0x40},

@@ -256,6 +256,36 @@ type Member struct {
 	UID  string `json:"uid,omitempty"`
 }
 
+// MembersPage is the payload of a Members Result: a page of members, by
+// connection id (ids start with their node: a page runs node by node),
+// and the cluster nodes that did not answer within --cluster-timeout
+// (their members are missing from the page).
+type MembersPage struct {
+	Members []Member `json:"members"`
+	Missing []int    `json:"missing,omitempty"`
+}
+
+// AppendMissing encodes a Count Result's payload: the cluster nodes (one
+// byte each) that did not answer within --cluster-timeout.
+func AppendMissing(dst []byte, nodes []int) []byte {
+	for _, n := range nodes {
+		dst = append(dst, byte(n))
+	}
+	return dst
+}
+
+// ParseMissing decodes a Count Result's payload (AppendMissing).
+func ParseMissing(p []byte) []int {
+	if len(p) == 0 {
+		return nil
+	}
+	out := make([]int, len(p))
+	for i, b := range p {
+		out[i] = int(b)
+	}
+	return out
+}
+
 // History is a room's history limits: the last Max messages, none older
 // than TTLMillis (0: no age limit). Both 0: no history.
 type History struct {

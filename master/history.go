@@ -202,9 +202,13 @@ func (h *history) publish(room string, op uint8, data []byte, stamp bool, fan fu
 
 // recover works out what a connection rejoining room after seq since (of
 // epoch, 0: unknown) missed, and calls deliver with it under the room's
-// lock: gap when it cannot all be replayed (then every kept message
-// follows the gap notice); deliver joins the connection before returning.
-func (h *history) recover(rc ipc.Recover, deliver func(res ipc.RecoverResult, replay []entry)) ipc.RecoverResult {
+// lock: gap when it cannot all be replayed (then the kept messages follow
+// the gap notice); deliver joins the connection before returning. A
+// replay over limit bytes (0: no limit) is a gap too, followed by the
+// newest messages that fit: a connection's send buffer takes so much and
+// no more, and a gap is said, never a silent loss. The replay always ends
+// with the room's last message (res.Seq).
+func (h *history) recover(rc ipc.Recover, limit int, deliver func(res ipc.RecoverResult, replay []entry)) ipc.RecoverResult {
 	lg := h.lock(rc.Room)
 	defer lg.mu.Unlock()
 	lg.expire(time.Now())
@@ -228,10 +232,56 @@ func (h *history) recover(rc ipc.Recover, deliver func(res ipc.RecoverResult, re
 				}
 			}
 		}
+		if limit > 0 {
+			size, i := 0, len(replay)
+			for i > 0 && size+len(replay[i-1].data)+replayOverhead <= limit {
+				size += len(replay[i-1].data) + replayOverhead
+				i--
+			}
+			if i > 0 {
+				res.Gap = true
+				replay = replay[i:]
+			}
+		}
 	}
 	res.Replayed = uint32(len(replay))
 	deliver(res, replay)
 	return res
+}
+
+// replayOverhead is what one replayed message costs besides its data (its
+// WebSocket frame header, its op and length in a replay frame).
+const replayOverhead = 16
+
+// dropNotOwned drops the logs of the rooms this node no longer owns (the
+// cluster's nodes changed): a room that comes back here later starts a
+// new epoch, so a client never gets a replay with a hole where another
+// owner numbered the room's messages.
+func (h *history) dropNotOwned(owned func(room string) bool) {
+	var gone []*roomLog
+	h.mu.Lock()
+	for room, lg := range h.rooms {
+		if !reactor.IsUIDRoom(room) && !owned(room) {
+			gone = append(gone, lg)
+			delete(h.rooms, room)
+		}
+	}
+	h.mu.Unlock()
+	for _, lg := range gone { // not under h.mu: a log's lock is held while it fans out
+		lg.mu.Lock()
+		lg.dead = true
+		lg.mu.Unlock()
+	}
+}
+
+// storeLimits records room's limits for when this node owns it.
+func (h *history) storeLimits(l ipc.History) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.limits == nil {
+		h.limits = make(map[string]ipc.History)
+	}
+	h.limits[l.Room] = l
 }
 
 // GapMessage is what a recovering connection is sent first when what it

@@ -36,7 +36,7 @@ func publishN(h *history, room string, n int) {
 
 func replayed(h *history, rc ipc.Recover) (ipc.RecoverResult, []string) {
 	var got []string
-	res := h.recover(rc, func(_ ipc.RecoverResult, replay []entry) {
+	res := h.recover(rc, 0, func(_ ipc.RecoverResult, replay []entry) {
 		for _, e := range replay {
 			got = append(got, string(e.data))
 		}

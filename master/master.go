@@ -161,6 +161,7 @@ type Master struct {
 
 	rooms     roomCounts
 	hist      history // users.go, history.go
+	live      live    // cluster_users.go: other nodes' room messages
 	ops       opsState
 	taskRR    atomic.Uint32
 	stopCh    chan stopReq

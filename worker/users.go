@@ -67,18 +67,26 @@ func (w *Worker) Session(id uint64, op uint8, payload []byte) ([]byte, ipc.Outco
 }
 
 // Members returns a page of room's members (ids above after, at most
-// limit), wherever they are held.
-func (w *Worker) Members(room string, after uint64, limit int) ([]ipc.Member, ipc.Outcome) {
+// limit), wherever they are held, and the cluster nodes that did not
+// answer in time.
+func (w *Worker) Members(room string, after uint64, limit int) ([]ipc.Member, []int, ipc.Outcome) {
 	q := ipc.MembersQuery{Room: room, After: after, Limit: uint32(limit)}
 	out, _, b := w.call(ipc.Header{Type: ipc.TypeMembers}, q.Append(nil), nil, 0)
 	if out != ipc.OK {
-		return nil, out
+		return nil, nil, out
 	}
-	var ms []ipc.Member
-	if err := json.Unmarshal(b, &ms); err != nil {
-		return nil, ipc.Failed
+	var pg ipc.MembersPage
+	if err := json.Unmarshal(b, &pg); err != nil {
+		return nil, nil, ipc.Failed
 	}
-	return ms, ipc.OK
+	return pg.Members, pg.Missing, ipc.OK
+}
+
+// CountNodes is Count, with the cluster nodes that did not answer in
+// time (their members are not counted).
+func (w *Worker) CountNodes(room string) (int, []int, ipc.Outcome) {
+	out, n, b := w.call(ipc.Header{Type: ipc.TypeCount}, []byte(room), nil, 0)
+	return int(n), ipc.ParseMissing(b), out
 }
 
 // Recover joins connection id to a room through the history owner,
