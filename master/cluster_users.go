@@ -182,6 +182,7 @@ func (m *Master) recoverRemote(p *proc, f ipc.Frame, rc ipc.Recover, owner int) 
 			if c.Epoch != res.Epoch || c.Seq > res.Seq {
 				replay = append(replay, entry{op: c.Flags, data: c.Data})
 				res.Replayed++
+				res.Seq, res.Epoch = c.Seq, c.Epoch // the last one the connection has
 			}
 		}
 		m.deliverRecovery(p, f, rc.Room, res, replay, release)
