@@ -30,6 +30,12 @@ const (
 	SessionUpdate uint8 = 2 // merge the payload's keys into it
 )
 
+// RecoverChunk, in a Recover frame's flags (m->w, BASE), says the frame is
+// one page of a paced replay (its room is empty): push its messages once
+// the connection's send buffer has room for them, answer once it has
+// drained to half, and do not join; the last page comes without it.
+const RecoverChunk uint8 = 1
+
 // MaxSession is the largest session a connection keeps, as JSON.
 const MaxSession = 64 << 10
 

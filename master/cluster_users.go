@@ -124,9 +124,11 @@ func (m *Master) remoteCast(room string, c cluster.Cast) {
 }
 
 // recoverRemote recovers a connection in a room another node owns: listen
-// to the room and record what arrives, fetch the replay from the owner,
-// then under the room's live lock send the replay and the recorded
-// messages after it, and join. An owner that cannot be reached is a gap.
+// to the room and record what arrives, fetch the replay from the owner
+// (page by page when it is bigger than a send buffer takes), then under
+// the room's live lock send the rest of the replay and the recorded
+// messages after it, and join (pacedRecovery). An owner that cannot be
+// reached is a gap.
 func (m *Master) recoverRemote(p *proc, f ipc.Frame, rc ipc.Recover, owner int) {
 	release, err := m.cluster.HoldRoom(rc.Room)
 	if err != nil {
@@ -141,52 +143,7 @@ func (m *Master) recoverRemote(p *proc, f ipc.Frame, rc ipc.Recover, owner int) 
 	}
 	st.recs[rc.Room] = append(st.recs[rc.Room], rec)
 	st.mu.Unlock()
-	limit := min(m.replayLimit(), m.cluster.MaxPayload()-4096)
-	op := cluster.Op{Type: uint8(ipc.TypeRecover), Arg: uint32(max(limit, 0)), Data: rc.Append(nil)}
-	go func() {
-		r := m.cluster.Call(owner, op)
-		res := ipc.RecoverResult{Gap: rc.HasSince}
-		var replay []entry
-		if r.Outcome == ipc.OK {
-			var rest []byte
-			var ok bool
-			if res, rest, ok = ipc.ParseRecoverResult(r.Data); !ok {
-				res = ipc.RecoverResult{Gap: rc.HasSince}
-			}
-			for len(rest) > 0 {
-				o, data, next, ok := ipc.NextReplayed(rest)
-				if !ok {
-					break
-				}
-				replay = append(replay, entry{op: o, data: data})
-				rest = next
-			}
-		} else {
-			m.log.Warn().Str("room", rc.Room).Int("owner", owner).Int("outcome", int(r.Outcome)).Msg("cluster: room history owner did not answer; the recovering connection gets a gap")
-		}
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		rs := st.recs[rc.Room]
-		for i, x := range rs {
-			if x == rec {
-				rs = append(rs[:i], rs[i+1:]...)
-				break
-			}
-		}
-		if len(rs) == 0 {
-			delete(st.recs, rc.Room)
-		} else {
-			st.recs[rc.Room] = rs
-		}
-		for _, c := range rec.casts { // what arrived while the replay was fetched, once
-			if c.Epoch != res.Epoch || c.Seq > res.Seq {
-				replay = append(replay, entry{op: c.Flags, data: c.Data})
-				res.Replayed++
-				res.Seq, res.Epoch = c.Seq, c.Epoch // the last one the connection has
-			}
-		}
-		m.deliverRecovery(p, f, rc.Room, res, replay, release)
-	}()
+	go m.pacedRecovery(p, f, rc, remoteSource{m: m, owner: owner, room: rc.Room, rec: rec}, release)
 }
 
 // applyUsers runs a users operation another node sent here; false when op
@@ -201,14 +158,10 @@ func (m *Master) applyUsers(f ipc.Frame, answer func(ipc.Outcome, uint32, []byte
 			answer(ipc.Failed, 0, nil)
 			return true
 		}
-		var b []byte
-		m.hist.recover(rc, int(f.Arg), func(res ipc.RecoverResult, replay []entry) {
-			b = res.Append(nil)
-			for _, e := range replay {
-				b = ipc.AppendReplayed(b, e.op, e.data)
-			}
-		})
-		answer(ipc.OK, 0, b)
+		// One page, within the asker's bound and NATS's max payload.
+		limit := min(int(f.Arg), m.cluster.MaxPayload()-4096)
+		res, replay, more := m.hist.page(rc, limit)
+		answer(ipc.OK, 0, appendPage(nil, res, replay, more))
 	case ipc.TypeHistory:
 		l, ok := ipc.ParseHistory(f.Payload)
 		if !ok || reactor.IsUIDRoom(l.Room) {

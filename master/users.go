@@ -99,8 +99,18 @@ func (m *Master) recoverConn(p *proc, f ipc.Frame) {
 		return
 	}
 	m.hist.recover(rc, m.replayLimit(), func(res ipc.RecoverResult, replay []entry) {
-		m.deliverRecovery(p, f, rc.Room, res, replay, nil)
+		m.deliverRecovery(p, f, rc.Room, res, withGap(res.Gap, rc.Room, replay), nil)
+	}, func(lg *roomLog, rec *recording) {
+		go m.pacedRecovery(p, f, rc, localSource{m: m, lg: lg, rec: rec}, nil)
 	})
+}
+
+// withGap puts the gap notice before replay when gap is set.
+func withGap(gap bool, room string, replay []entry) []entry {
+	if !gap {
+		return replay
+	}
+	return append([]entry{{op: reactor.Text, data: GapMessage(room)}}, replay...)
 }
 
 // replayLimit is the most a replay sends a connection at once: half its
@@ -112,8 +122,8 @@ func (m *Master) replayLimit() int {
 	return 1 << 19
 }
 
-// deliverRecovery sends connection f.Conn the replay (the gap notice
-// first when res.Gap), joins it to room and answers p, then calls done
+// deliverRecovery sends connection f.Conn the replay (the gap notice in
+// it, withGap), joins it to room and answers p, then calls done
 // (nil: none) once the join is in place. The caller holds the lock that
 // orders room's live messages here (the history's, or the live stripe's
 // on a node that does not own the room), so they all come after.
@@ -123,9 +133,6 @@ func (m *Master) deliverRecovery(p *proc, f ipc.Frame, room string, res ipc.Reco
 	}
 	if r := m.reactor; r != nil {
 		out := ipc.OK
-		if res.Gap {
-			r.Push(f.Conn, reactor.Text, GapMessage(room))
-		}
 		for _, e := range replay {
 			if o := r.Push(f.Conn, int(e.op), e.data); o != ipc.OK && out == ipc.OK {
 				out = o
@@ -153,9 +160,6 @@ func (m *Master) deliverRecovery(p *proc, f ipc.Frame, room string, res ipc.Reco
 	}
 	origin, oseq := p, f.Seq
 	payload := res.Append(ipc.AppendRoom(nil, room))
-	if res.Gap {
-		payload = ipc.AppendReplayed(payload, reactor.Text, GapMessage(room))
-	}
 	for _, e := range replay {
 		payload = ipc.AppendReplayed(payload, e.op, e.data)
 	}
