@@ -229,54 +229,10 @@ func TestClusterHistory(t *testing.T) {
 	// paced, in order, then live ones: for a room of each node, recovered
 	// on each node (from the local history or the owner's, into the
 	// master's reactor or a BASE worker).
-	pad := strings.Repeat("x", 4000)
 	for ri, owner := range []int{0, 1} {
 		broom := roomOwnedBy(t, fmt.Sprintf("big%d", ri), names, owner)
 		for bi, on := range nodes {
-			name := fmt.Sprintf("big%d%d", ri, bi)
-			c := dialMember(t, on, name, "room="+broom+"&name="+name)
-			var since uint64
-			var epoch uint32
-			c.waitUntil(t, 10*time.Second, "its own join", func(seen []string) bool {
-				for _, l := range seen {
-					if hasJoin([]string{l}, name) {
-						since, epoch, _ = seqOf(l)
-						return true
-					}
-				}
-				return false
-			})
-			c.c.Close()
-			prefix := fmt.Sprintf("b%d%d-", ri, bi)
-			var want []string
-			for i := 0; i < 40; i++ {
-				msg := fmt.Sprintf("%s%02d-%s", prefix, i, pad)
-				want = append(want, msg[:len(prefix)+2])
-				if resp, body := nodes[i%2].post("/broadcast?room="+broom, msg); resp.StatusCode != 200 {
-					t.Fatalf("broadcast: %d %q", resp.StatusCode, body)
-				}
-			}
-			g := dialMember(t, on, name, fmt.Sprintf("room=%s&name=%s&since=%d&epoch=%d", broom, name, since, epoch))
-			live := prefix + "live"
-			nodes[1-bi].post("/broadcast?room="+broom, live)
-			want = append(want, live)
-			g.waitUntil(t, 20*time.Second, "the whole replay and a live one", func(seen []string) bool { return contains(seen, live) })
-			var got []string
-			for _, l := range g.seen {
-				if strings.Contains(l, `"gap"`) {
-					t.Fatalf("room of %s recovered on %s: a gap in a replay that should be paced", names[owner], on.mode)
-				}
-				if strings.HasPrefix(l, prefix) {
-					got = append(got, l[:min(len(l), len(prefix)+4)])
-				}
-			}
-			for i := range got {
-				got[i] = strings.TrimSuffix(got[i], "-x")
-			}
-			if strings.Join(got, " ") != strings.Join(want, " ") {
-				t.Fatalf("room of %s recovered on %s: got %q, want %q", names[owner], on.mode, got, want)
-			}
-			g.c.Close()
+			bigReplay(t, on, nodes[(bi+1)%2], broom, fmt.Sprintf("b%d%d", ri, bi), fmt.Sprintf("room of %s recovered on %s", names[owner], on.mode))
 		}
 	}
 
@@ -299,4 +255,55 @@ func TestClusterHistory(t *testing.T) {
 		return resp.StatusCode == 200
 	})
 	kb.waitUntil(t, 10*time.Second, "a live broadcast after the owner died", seenText("after-owner"))
+}
+
+// bigReplay: a member of room on node on leaves; 40 broadcasts of 4 KB
+// (through on and other in turn); it reconnects on on with since and
+// receives all 40, in order, no gap, then a live one sent through other.
+func bigReplay(t *testing.T, on, other *server, room, name, what string) {
+	t.Helper()
+	pad := strings.Repeat("x", 4000)
+	c := dialMember(t, on, name, "room="+room+"&name="+name)
+	var since uint64
+	var epoch uint32
+	c.waitUntil(t, 10*time.Second, "its own join", func(seen []string) bool {
+		for _, l := range seen {
+			if hasJoin([]string{l}, name) {
+				since, epoch, _ = seqOf(l)
+				return true
+			}
+		}
+		return false
+	})
+	c.c.Close()
+	prefix := name + "-"
+	var want []string
+	for i := 0; i < 40; i++ {
+		via := []*server{on, other}[i%2]
+		if resp, body := via.post("/broadcast?room="+room, fmt.Sprintf("%s%02d-%s", prefix, i, pad)); resp.StatusCode != 200 {
+			t.Fatalf("%s: broadcast: %d %q", what, resp.StatusCode, body)
+		}
+		want = append(want, fmt.Sprintf("%s%02d", prefix, i))
+	}
+	g := dialMember(t, on, name, fmt.Sprintf("room=%s&name=%s&since=%d&epoch=%d", room, name, since, epoch))
+	live := prefix + "live"
+	other.post("/broadcast?room="+room, live)
+	want = append(want, live)
+	g.waitUntil(t, 20*time.Second, "the whole replay and a live one", func(seen []string) bool { return contains(seen, live) })
+	var got []string
+	for _, l := range g.seen {
+		if strings.Contains(l, `"gap"`) {
+			t.Fatalf("%s: a gap in a replay that should be paced", what)
+		}
+		switch {
+		case l == live:
+			got = append(got, l)
+		case strings.HasPrefix(l, prefix):
+			got = append(got, l[:min(len(l), len(prefix)+2)])
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("%s: got %q, want %q", what, got, want)
+	}
+	g.c.Close()
 }
