@@ -52,11 +52,11 @@ func TestBrowserChat(t *testing.T) {
 			s, certFile, _ := startTLSServer(t, ca, mode, 2)
 			// Only the chain file changes; the server reads it at reload.
 			chain, _ := os.ReadFile(certFile)
-			writeFile(t, certFile, append(chain, ca.pem...), 0o644)
+			writeFile(t, certFile, append(chain, ca.PEM...), 0o644)
 			if out, err := s.run("reload", "--tls-only"); err != nil {
 				t.Fatalf("reload --tls-only: %v\n%s", err, out)
 			}
-			spki := sha256.Sum256(ca.cert.RawSubjectPublicKeyInfo)
+			spki := sha256.Sum256(ca.Cert.RawSubjectPublicKeyInfo)
 			chatInBrowser(t, ctx, "https://"+s.httpAddr, mode+"-https",
 				chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
 		})

@@ -361,7 +361,7 @@ func TestConformanceTLS(t *testing.T) {
 		s, _, _ := startTLSServer(t, ca, mode, 2, "--max-package-size", "1MiB")
 		cfPorts(t, s, func(t *testing.T, addr string) {
 			for _, tc := range cases {
-				t.Run(tc.name, func(t *testing.T) { tc.run(cfDialTLS(t, addr, ca.tlsConfig())) })
+				t.Run(tc.name, func(t *testing.T) { tc.run(cfDialTLS(t, addr, ca.TLSConfig())) })
 			}
 			t.Run("races", func(t *testing.T) {
 				for _, tc := range cases {
@@ -369,7 +369,7 @@ func TestConformanceTLS(t *testing.T) {
 						continue
 					}
 					for i := 0; i < rounds && !t.Failed(); i++ {
-						tc.run(cfDialTLS(t, addr, ca.tlsConfig()))
+						tc.run(cfDialTLS(t, addr, ca.TLSConfig()))
 					}
 				}
 			})

@@ -2,16 +2,9 @@ package main
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -22,101 +15,26 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/forkd/forkd/internal/testharness"
 )
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-	pem  []byte
-}
+// testCA is the harness's CA: a certificate authority made for one test.
+type testCA = testharness.CA
 
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "forkd test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{cert: cert, key: key, pool: x509.NewCertPool()}
-	ca.pool.AddCert(cert)
-	ca.pem = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	return ca
-}
-
-var serial int64 = 100
-
-// issue writes a leaf certificate for 127.0.0.1 and localhost, named cn,
-// and its key to dir/name.crt and dir/name.key.
-func (ca *testCA) issue(t testing.TB, dir, name, cn string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	writeFile(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	writeFile(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	return certFile, keyFile
-}
+func newTestCA(t testing.TB) *testCA { return testharness.NewCA(t) }
 
 func writeFile(t testing.TB, name string, b []byte, mode os.FileMode) {
-	t.Helper()
-	// Write then rename, as certbot's symlink swap does: a reader never
-	// sees half a file.
-	tmp := name + ".tmp"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (ca *testCA) tlsConfig() *tls.Config {
-	return &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1"}
+	testharness.WriteFileAtomic(t, name, b, mode)
 }
 
 // startTLSServer starts the server with TLS on both ports (cert and key
 // files in the server's dir, CN "first"), and returns it and the files.
 func startTLSServer(t *testing.T, ca *testCA, mode string, workers int, args ...string) (s *server, certFile, keyFile string) {
 	s = newTestServer(t, mode)
-	certFile, keyFile = ca.issue(t, s.Dir, "server", "first")
+	certFile, keyFile = ca.Issue(t, s.Dir, "server", "first")
 	s.scheme = "https"
-	s.client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.tlsConfig()}}
+	s.client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.TLSConfig()}}
 	s.launch(workers, append([]string{"--http-tls-cert", certFile, "--http-tls-key", keyFile,
 		"--ws-tls-cert", certFile, "--ws-tls-key", keyFile}, args...)...)
 	return s, certFile, keyFile
@@ -126,7 +44,7 @@ func startTLSServer(t *testing.T, ca *testCA, mode string, workers int, args ...
 // certificate's common name.
 func peerCN(t testing.TB, ca *testCA, addr string) string {
 	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, ca.tlsConfig())
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, ca.TLSConfig())
 	if err != nil {
 		t.Fatalf("tls dial %s: %v", addr, err)
 	}
@@ -136,7 +54,7 @@ func peerCN(t testing.TB, ca *testCA, addr string) string {
 
 func dialWSS(t testing.TB, ca *testCA, addr, path string) *websocket.Conn {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: ca.tlsConfig()}
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: ca.TLSConfig()}
 	c, resp, err := d.Dial("wss://"+addr+path, nil)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
@@ -188,7 +106,7 @@ func TestTLSEcho(t *testing.T) {
 				}
 			}
 			// ALPN: a client offering h2 gets http/1.1.
-			cfg := ca.tlsConfig()
+			cfg := ca.TLSConfig()
 			cfg.NextProtos = []string{"h2", "http/1.1"}
 			tc, err := tls.Dial("tcp", s.httpAddr, cfg)
 			if err != nil {
@@ -199,7 +117,7 @@ func TestTLSEcho(t *testing.T) {
 			}
 			tc.Close()
 			// TLS 1.1 is refused.
-			old := ca.tlsConfig()
+			old := ca.TLSConfig()
 			old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 			if tc, err := tls.Dial("tcp", s.wsAddr, old); err == nil {
 				tc.Close()
@@ -239,7 +157,7 @@ func TestTLSReloadCert(t *testing.T) {
 			echoOnce(t, ws, "before")
 			echoOnce(t, up, "before")
 			// A keep-alive https connection opened before the swap.
-			kc, err := tls.Dial("tcp", s.httpAddr, ca.tlsConfig())
+			kc, err := tls.Dial("tcp", s.httpAddr, ca.TLSConfig())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -260,7 +178,7 @@ func TestTLSReloadCert(t *testing.T) {
 			// A key that does not match the certificate: refused, the
 			// first certificate stays.
 			dir := t.TempDir()
-			_, otherKey := ca.issue(t, dir, "other", "other")
+			_, otherKey := ca.Issue(t, dir, "other", "other")
 			b, _ := os.ReadFile(otherKey)
 			writeFile(t, keyFile, b, 0o600)
 			reloadArgs := []string{"reload"}
@@ -276,7 +194,7 @@ func TestTLSReloadCert(t *testing.T) {
 			}
 
 			// The renewed certificate and its key.
-			newCert, newKey := ca.issue(t, dir, "renewed", "second")
+			newCert, newKey := ca.Issue(t, dir, "renewed", "second")
 			cb, _ := os.ReadFile(newCert)
 			kb, _ := os.ReadFile(newKey)
 			writeFile(t, certFile, cb, 0o644)
@@ -312,8 +230,8 @@ func TestTLSReloadCert(t *testing.T) {
 func TestTLSBadKeyAtStart(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
-	cert, _ := ca.issue(t, dir, "a", "a")
-	_, otherKey := ca.issue(t, dir, "b", "b")
+	cert, _ := ca.Issue(t, dir, "a", "a")
+	_, otherKey := ca.Issue(t, dir, "b", "b")
 	garbage := filepath.Join(dir, "garbage.key")
 	os.WriteFile(garbage, []byte("-----BEGIN EC PRIVATE KEY-----\nnot a key\n"), 0o600)
 	for _, tc := range []struct {
@@ -360,7 +278,7 @@ func runCLI(t testing.TB, args ...string) (string, error) {
 func TestTLSResumeAcrossWorkers(t *testing.T) {
 	ca := newTestCA(t)
 	s, _, _ := startTLSServer(t, ca, "base", 2)
-	cfg := ca.tlsConfig()
+	cfg := ca.TLSConfig()
 	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 	prev := -1
 	for i := 0; i < 80; i++ {
@@ -393,7 +311,7 @@ func TestTLSTicketRotation(t *testing.T) {
 	for _, mode := range []string{"process", "base"} {
 		t.Run(mode, func(t *testing.T) {
 			s, _, _ := startTLSServer(t, ca, mode, 2, "--tls-ticket-rotate", "50ms")
-			cfg := ca.tlsConfig()
+			cfg := ca.TLSConfig()
 			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 			connect := func() bool {
 				t.Helper()
@@ -425,8 +343,8 @@ func TestTLSTicketRotation(t *testing.T) {
 func TestTLSConfigFile(t *testing.T) {
 	ca := newTestCA(t)
 	s := newTestServer(t, "base")
-	httpCert, httpKey := ca.issue(t, s.Dir, "http", "http-cert")
-	wsCert, wsKey := ca.issue(t, s.Dir, "ws", "ws-cert")
+	httpCert, httpKey := ca.Issue(t, s.Dir, "http", "http-cert")
+	wsCert, wsKey := ca.Issue(t, s.Dir, "ws", "ws-cert")
 	cfg := filepath.Join(s.Dir, "forkd.yaml")
 	yaml := fmt.Sprintf("http-tls-cert: %s\nhttp-tls-key: %s\nlisten-tls-cert:\n  - ws=%s\nlisten-tls-key:\n  - ws=%s\n",
 		httpCert, httpKey, wsCert, wsKey)
@@ -434,7 +352,7 @@ func TestTLSConfigFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.scheme = "https"
-	s.client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.tlsConfig()}}
+	s.client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.TLSConfig()}}
 	s.launch(2, "--config", cfg)
 	if cn := peerCN(t, ca, s.httpAddr); cn != "http-cert" {
 		t.Errorf("http listener: got certificate %q, want http-cert", cn)
@@ -455,7 +373,7 @@ func TestTLSReloadKeepAlive(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			s, _, _ := startTLSServer(t, ca, mode, 2)
 			dial := func(addr string) (net.Conn, error) {
-				return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, ca.tlsConfig())
+				return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, ca.TLSConfig())
 			}
 			load := startKeepAliveLoadDial(t, dial, s.httpAddr, "/hello", 8)
 			time.Sleep(300 * time.Millisecond)
