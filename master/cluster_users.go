@@ -130,20 +130,22 @@ func (m *Master) remoteCast(room string, c cluster.Cast) {
 // messages after it, and join (pacedRecovery). An owner that cannot be
 // reached is a gap.
 func (m *Master) recoverRemote(p *proc, f ipc.Frame, rc ipc.Recover, owner int) {
-	release, err := m.cluster.HoldRoom(rc.Room)
-	if err != nil {
-		result(p, f, ipc.Unavailable, 0, nil)
-		return
-	}
-	rec := &recording{}
-	st := m.live.stripe(rc.Room)
-	st.mu.Lock()
-	if st.recs == nil {
-		st.recs = make(map[string][]*recording)
-	}
-	st.recs[rc.Room] = append(st.recs[rc.Room], rec)
-	st.mu.Unlock()
-	go m.pacedRecovery(p, f, rc, remoteSource{m: m, owner: owner, room: rc.Room, rec: rec}, release)
+	go func() { // not on the worker's read loop: listening waits for NATS
+		release, err := m.cluster.HoldRoom(rc.Room)
+		if err != nil {
+			result(p, f, ipc.Unavailable, 0, nil)
+			return
+		}
+		rec := &recording{}
+		st := m.live.stripe(rc.Room)
+		st.mu.Lock()
+		if st.recs == nil {
+			st.recs = make(map[string][]*recording)
+		}
+		st.recs[rc.Room] = append(st.recs[rc.Room], rec)
+		st.mu.Unlock()
+		m.pacedRecovery(p, f, rc, remoteSource{m: m, owner: owner, room: rc.Room, rec: rec}, release)
+	}()
 }
 
 // applyUsers runs a users operation another node sent here; false when op
