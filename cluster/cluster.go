@@ -79,8 +79,9 @@ type Local interface {
 	// on carry it).
 	SetNode(n int)
 	// PeersChanged says the set of nodes up (or this node's link to NATS)
-	// changed: rooms' history owners may have moved (see Owner).
-	PeersChanged()
+	// changed: rooms' history owners may have moved (see n.Owner). It may
+	// come before Start returns.
+	PeersChanged(n *Node)
 }
 
 // ErrNameTaken means another running node has this node's name.

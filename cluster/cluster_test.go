@@ -69,7 +69,7 @@ func (l *fakeLocal) Count(string) int                 { return l.count }
 func (l *fakeLocal) Info() NodeInfo                   { return NodeInfo{Mode: "process", Workers: 1} }
 func (l *fakeLocal) Conns(int, int) []json.RawMessage { return nil }
 func (l *fakeLocal) SetNode(n int)                    { l.mu.Lock(); l.node = n; l.mu.Unlock() }
-func (l *fakeLocal) PeersChanged()                    {}
+func (l *fakeLocal) PeersChanged(*Node)               {}
 
 func natsForTest(t *testing.T) string {
 	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true, NoLog: true})

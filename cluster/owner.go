@@ -100,7 +100,7 @@ func (n *Node) checkPeers() {
 	n.view = v
 	n.mu.Unlock()
 	if changed {
-		n.local.PeersChanged()
+		n.local.PeersChanged(n)
 	}
 }
 

@@ -35,6 +35,7 @@ func (m *Master) startCluster() error {
 		return err
 	}
 	m.cluster = n
+	m.clusterJoined.Store(n)
 	m.bus = clusterBus{m: m, local: m.bus}
 	return nil
 }

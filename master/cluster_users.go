@@ -23,11 +23,13 @@ import (
 
 // historyOwner returns the node owning room's history when it is another
 // node (0: this one, or no cluster, or a uid's room, which keeps none).
-func (m *Master) historyOwner(room string) int {
-	if m.cluster == nil || reactor.IsUIDRoom(room) {
+func (m *Master) historyOwner(room string) int { return remoteOwner(m.cluster, room) }
+
+func remoteOwner(n *cluster.Node, room string) int {
+	if n == nil || reactor.IsUIDRoom(room) {
 		return 0
 	}
-	if o := m.cluster.Owner(room); o != 0 && o != m.cluster.Number() {
+	if o := n.Owner(room); o != 0 && o != n.Number() {
 		return o
 	}
 	return 0
@@ -53,7 +55,7 @@ func (m *Master) forwardBroadcast(p *proc, f ipc.Frame, owner int) {
 // ownerBroadcast numbers, keeps and delivers a broadcast another node
 // forwarded here (the owner), publishes it to the other nodes with its
 // number, and answers the cluster-wide count.
-func (m *Master) ownerBroadcast(f ipc.Frame, answer func(ipc.Outcome, uint32, []byte)) {
+func (m *Master) ownerBroadcast(n *cluster.Node, f ipc.Frame, answer func(ipc.Outcome, uint32, []byte)) {
 	b, ok := ipc.ParseBroadcast(f.Flags|ipc.BroadcastExt, f.Payload)
 	if !ok || f.Flags&ipc.BroadcastExt == 0 {
 		answer(ipc.Failed, 0, nil)
@@ -63,10 +65,10 @@ func (m *Master) ownerBroadcast(f ipc.Frame, answer func(ipc.Outcome, uint32, []
 	var reached, skipped int
 	seq, epoch := m.hist.publish(b.Room, op, b.Data, b.Options&ipc.BroadcastStamp != 0, func(data []byte, seq uint64, epoch uint32) {
 		reached, skipped = m.fanLocal(b.Room, op, data, f.Conn, b.Exclude, seq, epoch)
-		m.cluster.Publish(b.Room, cluster.Cast{Flags: op, Except: f.Conn, Exclude: b.Exclude, Seq: seq, Epoch: epoch, Data: data})
+		n.Publish(b.Room, cluster.Cast{Flags: op, Except: f.Conn, Exclude: b.Exclude, Seq: seq, Epoch: epoch, Data: data})
 	})
 	res := ipc.BroadcastResult{Skipped: uint32(skipped), Seq: seq, Epoch: epoch}.Append(nil)
-	go func() { answer(ipc.OK, uint32(reached+m.cluster.CountRemote(b.Room)), res) }()
+	go func() { answer(ipc.OK, uint32(reached+n.CountRemote(b.Room)), res) }()
 }
 
 // fanLocal delivers a room message to the members on this server and
@@ -151,9 +153,19 @@ func (m *Master) recoverRemote(p *proc, f ipc.Frame, rc ipc.Recover, owner int) 
 // applyUsers runs a users operation another node sent here; false when op
 // is not one.
 func (m *Master) applyUsers(f ipc.Frame, answer func(ipc.Outcome, uint32, []byte)) bool {
+	n := m.clusterJoined.Load()
+	switch f.Type {
+	case ipc.TypeBroadcast, ipc.TypeRecover, ipc.TypeHistory, ipc.TypeMembers:
+		if n == nil { // still starting
+			answer(ipc.Unavailable, 0, nil)
+			return true
+		}
+	default:
+		return false
+	}
 	switch f.Type {
 	case ipc.TypeBroadcast:
-		m.ownerBroadcast(f, answer)
+		m.ownerBroadcast(n, f, answer)
 	case ipc.TypeRecover:
 		rc, ok := ipc.ParseRecover(f.Payload)
 		if !ok || reactor.IsUIDRoom(rc.Room) {
@@ -161,7 +173,7 @@ func (m *Master) applyUsers(f ipc.Frame, answer func(ipc.Outcome, uint32, []byte
 			return true
 		}
 		// One page, within the asker's bound and NATS's max payload.
-		limit := min(int(f.Arg), m.cluster.MaxPayload()-4096)
+		limit := min(int(f.Arg), n.MaxPayload()-4096)
 		res, replay, more := m.hist.page(rc, limit)
 		answer(ipc.OK, 0, appendPage(nil, res, replay, more))
 	case ipc.TypeHistory:
@@ -182,8 +194,6 @@ func (m *Master) applyUsers(f ipc.Frame, answer func(ipc.Outcome, uint32, []byte
 			b, _ := json.Marshal(ms)
 			answer(ipc.OK, 0, b)
 		})
-	default:
-		return false
 	}
 	return true
 }
@@ -212,7 +222,6 @@ func (m *Master) clusterMembers(q ipc.MembersQuery, payload []byte, done func(ip
 }
 
 // PeersChanged drops the history of the rooms another node owns now.
-func (l clusterLocal) PeersChanged() {
-	m := l.m
-	m.hist.dropNotOwned(func(room string) bool { return m.historyOwner(room) == 0 })
+func (l clusterLocal) PeersChanged(n *cluster.Node) {
+	l.m.hist.dropNotOwned(func(room string) bool { return remoteOwner(n, room) == 0 })
 }

@@ -175,6 +175,10 @@ type Master struct {
 	joined bool
 	ctl    *controlServer
 	sec    security
+
+	// clusterJoined is cluster once cluster.Start returned, for what NATS
+	// callbacks may run before it did (cluster_users.go).
+	clusterJoined atomic.Pointer[cluster.Node]
 }
 
 type stopReq struct {
