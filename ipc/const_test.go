@@ -21,6 +21,7 @@ func TestConstants(t *testing.T) {
 		{name: "BroadcastStamp", got: uint64(BroadcastStamp), want: 1},
 		{name: "BroadcastResultSize", got: BroadcastResultSize, want: 16},
 		{name: "RecoverResultSize", got: RecoverResultSize, want: 17},
+		{name: "RecoverChunk", got: uint64(RecoverChunk), want: 1},
 		{name: "SessionGet", got: uint64(SessionGet), want: 0},
 		{name: "SessionSet", got: uint64(SessionSet), want: 1},
 		{name: "SessionUpdate", got: uint64(SessionUpdate), want: 2},
