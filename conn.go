@@ -32,9 +32,26 @@ func (c *Conn) ID() ConnID { return ConnID(c.c.ID()) }
 // Worker is the worker running this connection's callbacks.
 func (c *Conn) Worker() *Worker { return c.w }
 
-// Send sends a message to this connection and reports the outcome.
+// Send queues a message to this connection, after everything sent to it
+// before. In BASE mode its error is the final outcome. In PROCESS mode
+// Send does not wait for the master: nil means the message was handed to
+// it; ErrTooLarge and ErrUnavailable (this worker's queue to the master
+// is full) are known at once, while a failure only the master can see
+// (ErrBufferFull, or ErrClosed/ErrNoConnection when the client went away
+// first) is reported later: by Flush, by OnBufferFull, and in the
+// forkd_pushes_total metric. What OnClose sends still goes out before the
+// close reply, in both modes. See docs/guide.md "Send's outcome".
 func (c *Conn) Send(t MessageType, data []byte) error {
 	return outcomeErr(c.c.Send(int(t), data))
+}
+
+// Flush waits until every earlier Send to this connection has its outcome
+// and returns the first failure among them not yet returned by a Flush
+// (nil: all were queued to the connection). In BASE mode Send's error is
+// already final and Flush returns nil at once; in PROCESS mode it costs
+// one round trip to the master. Send then Flush is a Send that waits.
+func (c *Conn) Flush() error {
+	return outcomeErr(c.c.Flush())
 }
 
 // SendText sends a text message.

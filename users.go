@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,28 @@ var (
 // SetSession or UpdateSession that would make it larger fails with
 // ErrSessionTooLarge and leaves the session as it was.
 const MaxSessionSize = ipc.MaxSession
+
+// PartialError says some cluster nodes did not answer within
+// --cluster-timeout: the result that comes with it holds every other
+// node's share (their members counted or listed), not theirs. It wraps
+// ErrUnavailable; a caller that can use a partial answer tests for it
+// with errors.As.
+type PartialError struct {
+	Nodes []int // the node numbers that did not answer
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("forkd: cluster nodes %v did not answer in time: %v", e.Nodes, ErrUnavailable)
+}
+
+func (e *PartialError) Unwrap() error { return ErrUnavailable }
+
+func partial(missing []int) error {
+	if len(missing) == 0 {
+		return nil
+	}
+	return &PartialError{Nodes: missing}
+}
 
 func usersErr(out ipc.Outcome) error {
 	if out == ipc.Failed {
@@ -114,20 +137,31 @@ func (w *Worker) SendToUID(uid string, t MessageType, data []byte) (BroadcastRes
 	return r, err
 }
 
-// UIDCount returns how many connections uid has.
+// UIDCount returns how many connections uid has, on every node of a
+// cluster; a *PartialError (with the count of the others) when some node
+// did not answer in time.
 func (w *Worker) UIDCount(uid string) (int, error) {
-	n, out := w.w.Count(worker.UIDRoom(uid))
-	return n, outcomeErr(out)
+	n, missing, out := w.w.CountNodes(worker.UIDRoom(uid))
+	if out != ipc.OK {
+		return 0, outcomeErr(out)
+	}
+	return n, partial(missing)
 }
 
 // UIDOnline reports whether uid has a connection (GatewayWorker's
-// isUidOnline).
+// isUidOnline): true whenever one answering node has one, even with a
+// *PartialError.
 func (w *Worker) UIDOnline(uid string) (bool, error) {
 	n, err := w.UIDCount(uid)
-	return n > 0, err
+	if n > 0 {
+		return true, nil
+	}
+	return false, err
 }
 
-// UIDConns lists uid's connections (GatewayWorker's getClientIdByUid).
+// UIDConns lists uid's connections on every node, by id
+// (GatewayWorker's getClientIdByUid); with a *PartialError, those of the
+// nodes that answered.
 func (w *Worker) UIDConns(uid string) ([]ConnID, error) {
 	var out []ConnID
 	err := w.eachMember(worker.UIDRoom(uid), func(m Member) { out = append(out, m.Conn) })
@@ -144,7 +178,11 @@ type Member struct {
 // RoomMembers returns a page of room's members, by connection id: at most
 // limit (0: 1000) with an id above after (0: from the start). Pass the
 // last one's Conn as after for the next page; a page shorter than limit
-// is the last (GatewayWorker's getClientSessionsByGroup, paged).
+// is the last (GatewayWorker's getClientSessionsByGroup, paged). In a
+// cluster the page gathers every node's members (ids start with their
+// node, so pages run node by node); a node that does not answer within
+// --cluster-timeout is named in a *PartialError that comes with the
+// others' members.
 func (w *Worker) RoomMembers(room string, after ConnID, limit int) ([]Member, error) {
 	if err := checkRoom(room); err != nil {
 		return nil, err
@@ -156,7 +194,7 @@ func (w *Worker) members(room string, after ConnID, limit int) ([]Member, error)
 	if limit <= 0 {
 		limit = 1000
 	}
-	ms, out := w.w.Members(room, uint64(after), limit)
+	ms, missing, out := w.w.Members(room, uint64(after), limit)
 	if out != ipc.OK {
 		return nil, usersErr(out)
 	}
@@ -164,25 +202,39 @@ func (w *Worker) members(room string, after ConnID, limit int) ([]Member, error)
 	for i, m := range ms {
 		res[i] = Member{Conn: ConnID(m.Conn), UID: m.UID}
 	}
-	return res, nil
+	return res, partial(missing)
 }
 
+// eachMember calls f with every member of room, page by page; a node
+// missing from any page is reported once, in one *PartialError.
 func (w *Worker) eachMember(room string, f func(Member)) error {
 	const page = 1000
 	var after ConnID
+	missing := map[int]bool{}
 	for {
 		ms, err := w.members(room, after, page)
-		if err != nil {
+		var pe *PartialError
+		if errors.As(err, &pe) {
+			for _, n := range pe.Nodes {
+				missing[n] = true
+			}
+		} else if err != nil {
 			return err
 		}
 		for _, m := range ms {
 			f(m)
 		}
 		if len(ms) < page {
-			return nil
+			break
 		}
 		after = ms[len(ms)-1].Conn
 	}
+	var nodes []int
+	for n := range missing {
+		nodes = append(nodes, n)
+	}
+	slices.Sort(nodes)
+	return partial(nodes)
 }
 
 // UIDsInRoom lists the distinct uids bound to room's members

@@ -3,8 +3,9 @@
 #   chromium           cmd/server/browser_test.go (the chat page in a real browser)
 #   python3-websockets an independent WebSocket client (/usr/bin/python3)
 #   systemd            systemd-socket-activate, for the socket-activation test
-#   nginx              the TLS-proxy recipe's test (TestFirstHour/recipe_TLS_proxy);
-#                      only the binary: the test runs its own on a unix socket
+#   nginx              the TLS-proxy recipe's test (TestFirstHour/recipe_TLS_proxy),
+#                      and server bench's nginx reference row (bench/nginx_test.go);
+#                      only the binary: each runs its own nginx
 # Idempotent; one apt-get for whatever is missing. Meant to run as root (CI and
 # developer machines run as root).
 set -euo pipefail

@@ -75,6 +75,14 @@ type Options struct {
 	// PortMin..PortMax (both 0: any) is where the servers' ports are taken.
 	PortMin, PortMax int
 
+	// Reference adds a reference server's row to the http scenario:
+	// ReferenceNginx (an error when nginx cannot run), ReferenceAuto (nginx
+	// when it is installed; the command's default), "" or ReferenceNone
+	// (none). NginxPath is the nginx binary (default: nginx on $PATH, or
+	// /usr/sbin/nginx). See nginx.go.
+	Reference string
+	NginxPath string
+
 	// BaselineEnv is the baseline process's environment; nil: this
 	// process's. (The server re-executes itself with a runtime setting the
 	// baseline, a plain fasthttp process, does not get unless asked.)
@@ -153,6 +161,13 @@ func (o *Options) setDefaults() error {
 	}
 	if o.PortMin < 0 || o.PortMax > 65535 || o.PortMin > o.PortMax || (o.PortMin == 0) != (o.PortMax == 0) {
 		return fmt.Errorf("bench: bad port range %d-%d", o.PortMin, o.PortMax)
+	}
+	switch o.Reference {
+	case "":
+		o.Reference = ReferenceNone
+	case ReferenceNone, ReferenceAuto, ReferenceNginx:
+	default:
+		return fmt.Errorf("bench: unknown reference %q (want %s, %s or %s)", o.Reference, ReferenceAuto, ReferenceNginx, ReferenceNone)
 	}
 	if o.idleSettle <= 0 {
 		o.idleSettle = time.Second
@@ -326,10 +341,22 @@ func Run(ctx context.Context, o Options) error {
 				return err
 			}
 		}
+		if mode == modeBaseline { // (started whenever http, the reference's scenario, runs)
+			t, err := s.startReference(ctx, rep)
+			if err != nil {
+				return err
+			}
+			if t != nil {
+				targets = append(targets, t)
+			}
+		}
 	}
 	ran := make([]bool, len(targets))
 	for _, sc := range o.Scenarios {
 		for i := range targets {
+			if targets[i].mode == modeNginx && !slices.Contains(referenceScenarios, sc) {
+				continue // nginx serves only the http scenario: no row for the others
+			}
 			r, err := s.runScenario(ctx, &targets[i], sc, &ran[i])
 			rep.Results = append(rep.Results, r)
 			if err != nil {
@@ -366,7 +393,7 @@ func hasBaselineScenario(scs []string) bool {
 
 // sortResults orders rows by scenario, then baseline, then modes as given.
 func (rep *Report) sortResults(modes []string) {
-	order := append([]string{modeBaseline}, modes...)
+	order := append([]string{modeBaseline, modeNginx}, modes...)
 	slices.SortStableFunc(rep.Results, func(a, b *Result) int {
 		if d := slices.Index(knownScenarios(), a.Scenario) - slices.Index(knownScenarios(), b.Scenario); d != 0 {
 			return d
@@ -376,18 +403,32 @@ func (rep *Report) sortResults(modes []string) {
 }
 
 // computeRatios sets each row's ops-per-CPU-second ratio against the
-// baseline row of the same scenario.
+// baseline row of the same scenario, and each mode's against the nginx
+// reference row, if there is one.
 func (rep *Report) computeRatios() {
-	base := map[string]float64{}
+	base, ref := map[string]float64{}, map[string]float64{}
 	for _, r := range rep.Results {
-		if r.Mode == modeBaseline && !r.NA && r.Error == "" && r.OpsPerCPU > 0 {
+		if r.NA || r.Error != "" || r.OpsPerCPU <= 0 {
+			continue
+		}
+		switch r.Mode {
+		case modeBaseline:
 			base[r.Scenario] = r.OpsPerCPU
+		case modeNginx:
+			ref[r.Scenario] = r.OpsPerCPU
 		}
 	}
 	for _, r := range rep.Results {
-		if b, ok := base[r.Scenario]; ok && !r.NA && r.Error == "" && r.OpsPerCPU > 0 {
+		if r.NA || r.Error != "" || r.OpsPerCPU <= 0 {
+			continue
+		}
+		if b, ok := base[r.Scenario]; ok {
 			v := r.OpsPerCPU / b
 			r.Ratio = &v
+		}
+		if b, ok := ref[r.Scenario]; ok && r.Mode != modeBaseline && r.Mode != modeNginx {
+			v := r.OpsPerCPU / b
+			r.RatioNginx = &v
 		}
 	}
 }

@@ -21,6 +21,7 @@ var modeColors = map[string]color.Color{
 	modeBaseline: color.RGBA{R: 0x88, G: 0x88, B: 0x88, A: 0xff},
 	"process":    color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 	"base":       color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	modeNginx:    color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
 }
 
 // writeChart draws one panel per scenario, one bar per mode, to path (.svg
@@ -110,12 +111,15 @@ func scenarioPanel(sc string, rs []*Result) (*plot.Plot, error) {
 	}
 	p.Y.Min = 0
 	p.Y.Tick.Marker = siTicks{}
-	var names []string
+	var names, vsNginx []string
 	var labels plotter.XYLabels
 	top := 0.0
 	for _, r := range rs {
 		if r.Scenario != sc {
 			continue
+		}
+		if r.RatioNginx != nil {
+			vsNginx = append(vsNginx, fmt.Sprintf("%s %.2fx", r.Mode, *r.RatioNginx))
 		}
 		x := float64(len(names))
 		names = append(names, r.Mode)
@@ -149,6 +153,9 @@ func scenarioPanel(sc string, rs []*Result) (*plot.Plot, error) {
 		p.Add(bar)
 		labels.XYs = append(labels.XYs, plotter.XY{X: x, Y: max(v, 0)})
 		labels.Labels = append(labels.Labels, label)
+	}
+	if len(vsNginx) > 0 {
+		p.Title.Text += " (vs nginx: " + strings.Join(vsNginx, ", ") + ")"
 	}
 	if top <= 0 {
 		top = 1

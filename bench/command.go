@@ -61,6 +61,8 @@ func benchCommand(s *command.Program) *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.IntFlag{Name: "idle-conns", Value: 10000, Usage: "idle scenario: WebSocket connections held open"},
 			&cli.IntFlag{Name: "members", Value: 1000, Usage: "broadcast scenario: room size"},
+			&cli.StringFlag{Name: "reference", Value: ReferenceAuto, Usage: "http scenario: a reference row from a C server measured the same way: nginx (an error if it cannot run), auto (nginx when installed), none"},
+			&cli.StringFlag{Name: "nginx", Usage: "the nginx binary of the reference row", DefaultText: "nginx on $PATH, or /usr/sbin/nginx"},
 			&cli.BoolFlag{Name: "tuned-baseline", Usage: "give the baseline process the sysmon setting the server runs with (see docs/BENCHMARKS.md)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -71,6 +73,7 @@ func benchCommand(s *command.Program) *cli.Command {
 				IdleConns: c.Int("idle-conns"), Members: c.Int("members"),
 				HTTPPath: c.String("http-path"), WSPath: c.String("ws-path"),
 				HTTPListener: c.String("http-listener"), WSListener: c.String("ws-listener"),
+				Reference: c.String("reference"), NginxPath: c.String("nginx"),
 			}
 			if p := c.String("ports"); p != "" {
 				lo, hi, ok := strings.Cut(p, "-")

@@ -246,17 +246,20 @@ func TestRunCancelled(t *testing.T) {
 
 func TestStartTargetNotReady(t *testing.T) {
 	useHelper(t)
+	// Only "hangs" waits out its deadline; the others end on their own, so
+	// theirs is long enough for a loaded machine to notice the exit.
 	tests := []struct {
 		name, exe, hang, want string
+		ready                 time.Duration
 	}{
-		{"exits", "/bin/false", "", "bench: server in mode base exited (exit status 1)"},
-		{"hangs", os.Args[0], "1", "bench: server in mode base did not become ready in 500ms: "},
-		{"missing", "/nonexistent/server", "", "bench: start /nonexistent/server start --mode base"},
+		{"exits", "/bin/false", "", "bench: server in mode base exited (exit status 1)", 30 * time.Second},
+		{"hangs", os.Args[0], "1", "bench: server in mode base did not become ready in 500ms: ", 500 * time.Millisecond},
+		{"missing", "/nonexistent/server", "", "bench: start /nonexistent/server start --mode base", 30 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("FORKD_BENCH_TEST_HANG", tt.hang)
-			o := Options{Exe: tt.exe, Workers: 1, readyTimeout: 500 * time.Millisecond}
+			o := Options{Exe: tt.exe, Workers: 1, readyTimeout: tt.ready}
 			_ = o.setDefaults()
 			_, err := startTarget(context.Background(), &o, "base")
 			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {

@@ -202,7 +202,12 @@ func fakeServer(ctx context.Context, httpAddr, wsAddr string, listening func(htt
 			return err
 		}
 		bound = append(bound, ln.Addr().String())
-		s := &fasthttp.Server{Handler: handler}
+		// KeepHijackedConns: a push or broadcast may write to a member
+		// whose handler has just returned; fasthttp would otherwise have
+		// released the connection wrapper it writes through (a nil
+		// dereference that took the fake server down under load). The
+		// handlers close their connections themselves.
+		s := &fasthttp.Server{Handler: handler, KeepHijackedConns: true}
 		srvs = append(srvs, s)
 		go func() { errc <- s.Serve(ln) }()
 	}

@@ -45,7 +45,7 @@ func (t *target) waitReady(ctx context.Context, limit time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if t.mode == modeBaseline || t.inProcess {
+	if t.mode == modeBaseline || t.mode == modeNginx || t.inProcess {
 		return nil
 	}
 	for {

@@ -151,6 +151,9 @@ func (rep *Report) notes() []string {
 		"broadcast = member deliveries (latency: until the last member), connect = connections " +
 		"(dial, handshake, one echo, close), idle = connections opened; " +
 		"vs baseline = ops/server-CPU-s against the plain fasthttp process"}
+	if n := rep.nginxNote(); n != "" {
+		out = append(out, n)
+	}
 	for _, r := range rep.Results {
 		tag := r.Scenario + " [" + r.Mode + "]: "
 		switch {
@@ -247,4 +250,19 @@ func fmtLatency(us float64) string {
 	default:
 		return fmt.Sprintf("%.2fs", us/1e6)
 	}
+}
+
+// nginxNote says how each mode compares with the nginx reference row, in
+// ops per server CPU-second ("" without one).
+func (rep *Report) nginxNote() string {
+	var parts []string
+	for _, r := range rep.Results {
+		if r.RatioNginx != nil {
+			parts = append(parts, fmt.Sprintf("%s [%s] %.2fx", r.Scenario, r.Mode, *r.RatioNginx))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "vs nginx (ops/server-CPU-s against the nginx row, same run): " + strings.Join(parts, ", ") + "; nginx: " + rep.Reference
 }

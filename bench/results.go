@@ -14,6 +14,7 @@ type Report struct {
 	Conns     int       `json:"conns"`
 	Duration  string    `json:"duration"`
 	Scenarios []string  `json:"scenarios"`
+	Reference string    `json:"reference,omitempty"` // the reference server of the nginx rows, when one ran
 	Results   []*Result `json:"results"`
 }
 
@@ -38,7 +39,7 @@ func thisMachine() Machine {
 // Result is one scenario in one mode.
 type Result struct {
 	Scenario   string   `json:"scenario"`
-	Mode       string   `json:"mode"` // "baseline", "process", "base"
+	Mode       string   `json:"mode"` // "baseline", "nginx" (the reference), "process", "base"
 	Unit       string   `json:"unit"` // what one op is: req, msg, delivery, conn
 	Ops        int64    `json:"ops"`
 	Seconds    float64  `json:"seconds"`
@@ -48,6 +49,7 @@ type Result struct {
 	ServerCPU  float64  `json:"server_cpu_s"`
 	OpsPerCPU  float64  `json:"ops_per_server_cpu_s"`
 	Ratio      *float64 `json:"ratio_vs_baseline,omitempty"` // OpsPerCPU / baseline's
+	RatioNginx *float64 `json:"ratio_vs_nginx,omitempty"`    // a mode's OpsPerCPU / the nginx reference row's
 	PeakRSSMiB float64  `json:"peak_rss_mib"`
 	Errors     int64    `json:"errors"`
 	LoadgenCPU float64  `json:"loadgen_cpu_s"`

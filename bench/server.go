@@ -166,7 +166,11 @@ func (t *target) exited() error {
 	}
 	select {
 	case <-t.done:
-		return fmt.Errorf("bench: server in mode %s exited (%v)%s", t.mode, t.waitErr, t.stderrTail())
+		why := "exit status 0" // before it was asked to stop: no server exits so
+		if t.waitErr != nil {
+			why = t.waitErr.Error()
+		}
+		return fmt.Errorf("bench: server in mode %s exited (%s)%s", t.mode, why, t.stderrTail())
 	default:
 		return nil
 	}
@@ -242,7 +246,7 @@ func (t *target) stop() error {
 		}
 	}
 	stopped := false
-	if t.mode != modeBaseline && t.exited() == nil {
+	if t.mode != modeBaseline && t.mode != modeNginx && t.exited() == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 		cmd := exec.CommandContext(ctx, t.exe, "stop", "--run-dir", t.runDir)
 		var out bytes.Buffer
@@ -261,7 +265,7 @@ func (t *target) stop() error {
 	}
 	_ = killGroup(t.cmd.Process.Pid, syscall.SIGKILL)
 	for _, pid := range t.known { // workers that left the group, if any
-		if sameExe(pid, t.exe) {
+		if sameExe(pid, t.exe) || t.mode == modeNginx && runsExe(pid, t.exe) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}

@@ -76,6 +76,8 @@ func (t *target) refreshProcs(ctx context.Context, prev []proc) []proc {
 	switch {
 	case t.mode == modeBaseline:
 		add(t.cmd.Process.Pid, "baseline")
+	case t.mode == modeNginx:
+		add(t.cmd.Process.Pid, "nginx master")
 	case prev == nil:
 		if st, err := t.status(ctx); err == nil {
 			add(st.MasterPid, "master")
@@ -89,7 +91,10 @@ func (t *target) refreshProcs(ctx context.Context, prev []proc) []proc {
 	}
 	for _, pid := range groupPids(t.cmd.Process.Pid) {
 		role := "pid " + strconv.Itoa(pid)
-		if pid == t.cmd.Process.Pid {
+		switch {
+		case t.mode == modeNginx:
+			role = "nginx worker"
+		case pid == t.cmd.Process.Pid:
 			role = "master"
 		}
 		add(pid, role)
@@ -105,7 +110,7 @@ func (t *target) refreshProcs(ctx context.Context, prev []proc) []proc {
 // each worker holds its own.
 func (t *target) connsByPid(ctx context.Context) map[int]int {
 	out := map[int]int{}
-	if t.inProcess || t.mode == modeBaseline {
+	if t.inProcess || t.mode == modeBaseline || t.mode == modeNginx {
 		return out
 	}
 	st, err := t.status(ctx)

@@ -65,8 +65,9 @@ type Local interface {
 	// Apply runs op (Push, Close, Query, Join, Leave, Pipe) here and calls
 	// done once with the outcome, from any goroutine.
 	Apply(op Op, done func(Result))
-	// Broadcast delivers another node's room message to the members here.
-	Broadcast(room string, flags uint8, except uint64, data []byte)
+	// Broadcast delivers another node's room message to the members here
+	// (one room's messages one at a time, in the order they were sent).
+	Broadcast(room string, c Cast)
 	// Count returns the members of room here.
 	Count(room string) int
 	// Info fills mode, workers and connections.
@@ -77,6 +78,10 @@ type Local interface {
 	// SetNode tells the local side its node number (ids issued from now
 	// on carry it).
 	SetNode(n int)
+	// PeersChanged says the set of nodes up (or this node's link to NATS)
+	// changed: rooms' history owners may have moved (see n.Owner). It may
+	// come before Start returns.
+	PeersChanged(n *Node)
 }
 
 // ErrNameTaken means another running node has this node's name.
@@ -95,9 +100,12 @@ type Node struct {
 	refused atomic.Value // string: why joining was refused
 	nodeSub *nats.Subscription
 
-	mu    sync.Mutex
-	peers map[int]NodeInfo
-	rooms map[string]*nats.Subscription
+	mu      sync.Mutex
+	peers   map[int]NodeInfo
+	rooms   map[string]*nats.Subscription
+	members map[string]bool // rooms with members here
+	holds   map[string]int  // rooms held subscribed (HoldRoom)
+	view    string          // the nodes up, as last told to PeersChanged
 
 	inflight chan struct{}
 	dropped  atomic.Uint64
@@ -133,6 +141,7 @@ func Start(cfg Config, local Local) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, local: local, log: cfg.Log.With().Str("node", cfg.Name).Logger(),
 		peers: make(map[int]NodeInfo), rooms: make(map[string]*nats.Subscription),
+		members: make(map[string]bool), holds: make(map[string]int),
 		inflight: make(chan struct{}, cfg.MaxInflight), since: time.Now(), stop: make(chan struct{})}
 	n.refused.Store("")
 	urls := append([]string(nil), cfg.URLs...)
@@ -299,6 +308,7 @@ func (n *Node) join() {
 			n.local.SetNode(num)
 			n.log.Info().Int("node_number", num).Msg("cluster: joined")
 			n.publishInfo(false)
+			n.checkPeers()
 			return
 		}
 	}

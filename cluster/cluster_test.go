@@ -26,9 +26,14 @@ func TestWire(t *testing.T) {
 	if err != nil || gr.Outcome != r.Outcome || gr.Arg != 3 || string(gr.Data) != "x" {
 		t.Fatalf("result round trip: %+v, %v", gr, err)
 	}
-	f, ex, d, err := decodeCast(encodeCast(2, 99, []byte("data")))
-	if err != nil || f != 2 || ex != 99 || string(d) != "data" {
-		t.Fatalf("cast round trip: %d %d %q %v", f, ex, d, err)
+	in := Cast{Flags: 2, Except: 99, Exclude: []uint64{5, 1 << 50}, Seq: 7, Epoch: 9, Data: []byte("data")}
+	c, err := decodeCast(encodeCast(in))
+	if err != nil || c.Flags != 2 || c.Except != 99 || len(c.Exclude) != 2 || c.Exclude[1] != 1<<50 ||
+		c.Seq != 7 || c.Epoch != 9 || string(c.Data) != "data" {
+		t.Fatalf("cast round trip: %+v %v", c, err)
+	}
+	if _, err := decodeCast(encodeCast(in)[:castHead+8]); err == nil {
+		t.Error("cast cut in its excluded ids accepted")
 	}
 	for _, short := range [][]byte{nil, make([]byte, opHead-1)} {
 		if _, err := decodeOp(short); err == nil {
@@ -55,15 +60,16 @@ func (l *fakeLocal) Apply(op Op, done func(Result)) {
 	}
 	done(Result{Outcome: ipc.NoConnection})
 }
-func (l *fakeLocal) Broadcast(room string, _ uint8, _ uint64, data []byte) {
+func (l *fakeLocal) Broadcast(room string, c Cast) {
 	l.mu.Lock()
-	l.casts = append(l.casts, room+":"+string(data))
+	l.casts = append(l.casts, room+":"+string(c.Data))
 	l.mu.Unlock()
 }
 func (l *fakeLocal) Count(string) int                 { return l.count }
 func (l *fakeLocal) Info() NodeInfo                   { return NodeInfo{Mode: "process", Workers: 1} }
 func (l *fakeLocal) Conns(int, int) []json.RawMessage { return nil }
 func (l *fakeLocal) SetNode(n int)                    { l.mu.Lock(); l.node = n; l.mu.Unlock() }
+func (l *fakeLocal) PeersChanged(*Node)               {}
 
 func natsForTest(t *testing.T) string {
 	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true, NoLog: true})
@@ -128,7 +134,7 @@ func TestJoin(t *testing.T) {
 	// Only nodes with members of the room hear its broadcasts.
 	b.RoomCount("r", 1)
 	b.nc.Flush()
-	a.Publish("r", 1, 0, []byte("x"))
+	a.Publish("r", Cast{Flags: 1, Data: []byte("x")})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		locals[1].mu.Lock()
@@ -166,9 +172,9 @@ type slowLocal struct {
 	gate chan struct{}
 }
 
-func (l *slowLocal) Broadcast(room string, flags uint8, except uint64, data []byte) {
+func (l *slowLocal) Broadcast(room string, c Cast) {
 	<-l.gate
-	l.fakeLocal.Broadcast(room, flags, except, data)
+	l.fakeLocal.Broadcast(room, c)
 }
 
 // A node that cannot keep up with a room's traffic drops what is over its
@@ -202,7 +208,7 @@ func TestSlowConsumer(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range sent {
-			if !a.Publish("r", 1, 0, []byte(fmt.Sprint(i))) {
+			if !a.Publish("r", Cast{Flags: 1, Data: []byte(fmt.Sprint(i))}) {
 				t.Errorf("publish %d refused", i)
 				return
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -88,26 +89,61 @@ func (n *Node) call(num int, op Op) Result {
 
 // Publish sends a room message to the other nodes with members of room
 // (false when NATS is down: the message reached no other node).
-func (n *Node) Publish(room string, flags uint8, except uint64, data []byte) bool {
+func (n *Node) Publish(room string, c Cast) bool {
 	if !n.Connected() {
 		return false
 	}
 	n.casts.Add(1)
-	return n.nc.Publish(subjRoom+enc(room), encodeCast(flags, except, data)) == nil
+	return n.nc.Publish(subjRoom+enc(room), encodeCast(c)) == nil
 }
 
 // RoomCount tells the cluster this node's member count of room: the node
-// listens to the room while it has members, and only then.
+// listens to the room while it has members (or holds it, HoldRoom), and
+// only then.
 func (n *Node) RoomCount(room string, members int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if members > 0 {
+		n.members[room] = true
+	} else {
+		delete(n.members, room)
+	}
+	n.syncRoomLocked(room)
+}
+
+// HoldRoom keeps this node listening to room, members or not, until
+// release is called; when it returns the NATS server has the
+// subscription, so every message published on room from then on reaches
+// this node (a recovering connection's node records them while it fetches
+// the replay).
+func (n *Node) HoldRoom(room string) (release func(), err error) {
+	n.mu.Lock()
+	n.holds[room]++
+	n.syncRoomLocked(room)
+	n.mu.Unlock()
+	release = func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.holds[room]--; n.holds[room] <= 0 {
+			delete(n.holds, room)
+		}
+		n.syncRoomLocked(room)
+	}
+	if err := n.nc.FlushTimeout(n.cfg.Timeout); err != nil {
+		release()
+		return nil, fmt.Errorf("cluster: listen to room: %w", err)
+	}
+	return release, nil
+}
+
+func (n *Node) syncRoomLocked(room string) {
+	want := n.members[room] || n.holds[room] > 0
 	sub := n.rooms[room]
 	switch {
-	case members > 0 && sub == nil:
+	case want && sub == nil:
 		s, err := n.nc.Subscribe(subjRoom+enc(room), func(m *nats.Msg) {
-			flags, except, data, err := decodeCast(m.Data)
-			if err == nil {
-				n.local.Broadcast(room, flags, except, data)
+			if c, err := decodeCast(m.Data); err == nil {
+				n.local.Broadcast(room, c)
 			}
 		})
 		if err != nil {
@@ -116,7 +152,7 @@ func (n *Node) RoomCount(room string, members int) {
 		}
 		s.SetPendingLimits(1<<16, 64<<20)
 		n.rooms[room] = s
-	case members <= 0 && sub != nil:
+	case !want && sub != nil:
 		sub.Unsubscribe()
 		delete(n.rooms, room)
 	}
@@ -134,45 +170,58 @@ func (n *Node) onCount(m *nats.Msg) {
 		return
 	}
 	c := n.local.Count(string(m.Data))
-	m.Respond(strconv.AppendInt(nil, int64(c), 10))
+	// "COUNT NODE": the asker knows who answered (and who did not).
+	b := strconv.AppendInt(nil, int64(c), 10)
+	b = append(b, ' ')
+	m.Respond(strconv.AppendInt(b, int64(n.Number()), 10))
 }
 
 // CountRemote returns the members of room on the other nodes that answer
 // within the bound (a node that does not is not counted).
 func (n *Node) CountRemote(room string) int {
+	total, _ := n.CountNodes(room)
+	return total
+}
+
+// CountNodes returns the members of room on the other nodes that answer
+// within the bound, and the numbers of the nodes up that did not.
+func (n *Node) CountNodes(room string) (total int, missing []int) {
+	expect := map[int]bool{} // the other nodes up
+	for _, num := range n.others() {
+		expect[num] = true
+	}
+	if len(expect) == 0 {
+		return 0, nil
+	}
+	defer func() { missing = sortedKeys(expect) }()
 	if !n.Connected() {
-		return 0
-	}
-	expect := 0 // the other nodes up
-	for _, p := range n.Peers() {
-		if p.Node != n.Number() {
-			expect++
-		}
-	}
-	if expect == 0 {
-		return 0
+		return 0, nil
 	}
 	inbox := n.nc.NewRespInbox()
 	sub, err := n.nc.SubscribeSync(inbox)
 	if err != nil {
-		return 0
+		return 0, nil
 	}
 	defer sub.Unsubscribe()
 	if err := n.nc.PublishRequest(subjCount, inbox, []byte(room)); err != nil {
-		return 0
+		return 0, nil
 	}
-	total := 0
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Timeout)
 	defer cancel()
-	for got := 0; got < expect; got++ {
+	for len(expect) > 0 {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
 			break
 		}
-		v, _ := strconv.Atoi(string(m.Data))
-		total += v
+		c, num, _ := strings.Cut(string(m.Data), " ")
+		v, _ := strconv.Atoi(c)
+		k, _ := strconv.Atoi(num)
+		if expect[k] {
+			total += v
+			delete(expect, k)
+		}
 	}
-	return total
+	return total, nil
 }
 
 // Conns fetches one page of node num's connections.

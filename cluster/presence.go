@@ -40,12 +40,16 @@ func (n *Node) onPresence(m *nats.Msg) {
 		n.log.Error().Int("node_number", i.Node).Str("other", i.Name).Msg("cluster: another node has this node number; restart one of them")
 	}
 	n.mu.Lock()
+	_, known := n.peers[i.Node]
 	if i.Leaving {
 		delete(n.peers, i.Node)
 	} else {
 		n.peers[i.Node] = i
 	}
 	n.mu.Unlock()
+	if known == i.Leaving { // a node came or went
+		n.checkPeers()
+	}
 }
 
 func (n *Node) beat() {
@@ -58,6 +62,7 @@ func (n *Node) beat() {
 			return
 		case <-t.C:
 			n.publishInfo(false)
+			n.checkPeers() // a node timed out, or the link to NATS changed
 		}
 	}
 }

@@ -80,17 +80,53 @@ func decodeResult(b []byte) (Result, error) {
 	return Result{Outcome: ipc.Outcome(binary.LittleEndian.Uint16(b)), Arg: binary.LittleEndian.Uint32(b[2:]), Data: b[6:]}, nil
 }
 
-// A broadcast: flags, the excepted connection, then the data.
-func encodeCast(flags uint8, except uint64, data []byte) []byte {
-	b := make([]byte, 9, 9+len(data))
-	b[0] = flags
-	binary.LittleEndian.PutUint64(b[1:], except)
-	return append(b, data...)
+// Cast is one room message between nodes: the opcode, the connections
+// it skips (ids carry their node, so each node skips its own), and the
+// number the room's history owner gave it (Seq 0: not numbered, a uid's
+// room).
+type Cast struct {
+	Flags   uint8
+	Except  uint64
+	Exclude []uint64
+	Seq     uint64
+	Epoch   uint32
+	Data    []byte
 }
 
-func decodeCast(b []byte) (uint8, uint64, []byte, error) {
-	if len(b) < 9 {
-		return 0, 0, nil, errShort
+// castHead: flags u8, except u64, seq u64, epoch u32, n u16, then n u64
+// excluded ids, then the data.
+const castHead = 23
+
+func encodeCast(c Cast) []byte {
+	b := make([]byte, castHead, castHead+8*len(c.Exclude)+len(c.Data))
+	b[0] = c.Flags
+	binary.LittleEndian.PutUint64(b[1:], c.Except)
+	binary.LittleEndian.PutUint64(b[9:], c.Seq)
+	binary.LittleEndian.PutUint32(b[17:], c.Epoch)
+	binary.LittleEndian.PutUint16(b[21:], uint16(len(c.Exclude)))
+	for _, id := range c.Exclude {
+		b = binary.LittleEndian.AppendUint64(b, id)
 	}
-	return b[0], binary.LittleEndian.Uint64(b[1:]), b[9:], nil
+	return append(b, c.Data...)
+}
+
+func decodeCast(b []byte) (Cast, error) {
+	if len(b) < castHead {
+		return Cast{}, errShort
+	}
+	c := Cast{Flags: b[0], Except: binary.LittleEndian.Uint64(b[1:]), Seq: binary.LittleEndian.Uint64(b[9:]),
+		Epoch: binary.LittleEndian.Uint32(b[17:])}
+	n := int(binary.LittleEndian.Uint16(b[21:]))
+	b = b[castHead:]
+	if len(b) < 8*n {
+		return Cast{}, errShort
+	}
+	if n > 0 {
+		c.Exclude = make([]uint64, n)
+		for i := range c.Exclude {
+			c.Exclude[i] = binary.LittleEndian.Uint64(b[8*i:])
+		}
+	}
+	c.Data = b[8*n:]
+	return c, nil
 }

@@ -5,7 +5,7 @@ import "errors"
 // Version is the wire-format version. A worker announces it in its Hello
 // frame; a master that speaks another version answers with an Error frame
 // and closes the stream, so a new binary under an old master fails fast.
-const Version uint16 = 3
+const Version uint16 = 4
 
 // HeaderSize is the fixed size of every frame header.
 //
@@ -90,6 +90,14 @@ const (
 	TypeMembers Type = 97 // a room's members, paged; payload = MembersQuery; Result payload = JSON [Member]
 	TypeRecover Type = 98 // w->m: conn joins a room, replaying history after a seq (payload = Recover); m->w (BASE): the replay for the owner
 	TypeHistory Type = 99 // w->m: a room's history limits; payload = room u16 + room + max u32 + ttl ms u64
+
+	// Conn.Send without a round trip (PROCESS mode, docs/ipc.md): the
+	// master applies a Send in stream order and answers only failures
+	// (SendFailed) and, in bulk, how many succeeded (SendAck).
+	TypeSend       Type = 110 // w->m: conn = target; flags = opcode; payload = message; no answer per frame
+	TypeSendFailed Type = 111 // m->w: one Send to conn failed; code = Outcome
+	TypeSendAck    Type = 112 // m->w: arg = Sends applied with outcome OK since the last SendAck
+	TypeSendFlush  Type = 113 // w->m: seq wants a Result (OK) once every earlier Send of this stream was applied
 )
 
 // BroadcastSkippedSize is the payload of a Broadcast's Result: the number

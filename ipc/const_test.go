@@ -14,13 +14,14 @@ func TestConstants(t *testing.T) {
 		got  uint64
 		want uint64
 	}{
-		{name: "Version", got: uint64(Version), want: 3},
+		{name: "Version", got: uint64(Version), want: 4},
 		{name: "BroadcastSkippedSize", got: BroadcastSkippedSize, want: 4},
 		{name: "ClosedReply", got: uint64(ClosedReply), want: 1},
 		{name: "BroadcastExt", got: uint64(BroadcastExt), want: 0x40},
 		{name: "BroadcastStamp", got: uint64(BroadcastStamp), want: 1},
 		{name: "BroadcastResultSize", got: BroadcastResultSize, want: 16},
 		{name: "RecoverResultSize", got: RecoverResultSize, want: 17},
+		{name: "RecoverChunk", got: uint64(RecoverChunk), want: 1},
 		{name: "SessionGet", got: uint64(SessionGet), want: 0},
 		{name: "SessionSet", got: uint64(SessionSet), want: 1},
 		{name: "SessionUpdate", got: uint64(SessionUpdate), want: 2},
@@ -90,6 +91,10 @@ var allTypes = []struct {
 	{name: "TypeSecrets", typ: TypeSecrets, want: 70},
 	{name: "TypeIDLease", typ: TypeIDLease, want: 80},
 	{name: "TypeClusterNode", typ: TypeClusterNode, want: 90},
+	{name: "TypeSend", typ: TypeSend, want: 110},
+	{name: "TypeSendFailed", typ: TypeSendFailed, want: 111},
+	{name: "TypeSendAck", typ: TypeSendAck, want: 112},
+	{name: "TypeSendFlush", typ: TypeSendFlush, want: 113},
 }
 
 func TestTypeValues(t *testing.T) {

@@ -198,6 +198,10 @@ func (r *Reader) Next() (Frame, error) {
 	return f, nil
 }
 
+// Buffered reports the bytes read from the stream and not yet returned by
+// Next: 0 means the next Next reads (and may wait).
+func (r *Reader) Buffered() int { return r.end - r.start }
+
 // fill makes at least n unread bytes available in r.buf[r.start:].
 func (r *Reader) fill(n int) error {
 	if r.end-r.start >= n {

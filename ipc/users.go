@@ -30,6 +30,12 @@ const (
 	SessionUpdate uint8 = 2 // merge the payload's keys into it
 )
 
+// RecoverChunk, in a Recover frame's flags (m->w, BASE), says the frame is
+// one page of a paced replay (its room is empty): push its messages once
+// the connection's send buffer has room for them, answer once it has
+// drained to half, and do not join; the last page comes without it.
+const RecoverChunk uint8 = 1
+
 // MaxSession is the largest session a connection keeps, as JSON.
 const MaxSession = 64 << 10
 
@@ -254,6 +260,36 @@ func ParseMembersQuery(p []byte) (MembersQuery, bool) {
 type Member struct {
 	Conn uint64 `json:"conn"`
 	UID  string `json:"uid,omitempty"`
+}
+
+// MembersPage is the payload of a Members Result: a page of members, by
+// connection id (ids start with their node: a page runs node by node),
+// and the cluster nodes that did not answer within --cluster-timeout
+// (their members are missing from the page).
+type MembersPage struct {
+	Members []Member `json:"members"`
+	Missing []int    `json:"missing,omitempty"`
+}
+
+// AppendMissing encodes a Count Result's payload: the cluster nodes (one
+// byte each) that did not answer within --cluster-timeout.
+func AppendMissing(dst []byte, nodes []int) []byte {
+	for _, n := range nodes {
+		dst = append(dst, byte(n))
+	}
+	return dst
+}
+
+// ParseMissing decodes a Count Result's payload (AppendMissing).
+func ParseMissing(p []byte) []int {
+	if len(p) == 0 {
+		return nil
+	}
+	out := make([]int, len(p))
+	for i, b := range p {
+		out[i] = int(b)
+	}
+	return out
 }
 
 // History is a room's history limits: the last Max messages, none older

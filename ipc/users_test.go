@@ -71,3 +71,13 @@ func TestUsersPayloads(t *testing.T) {
 		t.Errorf("a short history payload: parsed")
 	}
 }
+
+// Missing nodes and member pages round trip.
+func TestMissingAndPage(t *testing.T) {
+	if got := ParseMissing(AppendMissing(nil, []int{2, 63})); len(got) != 2 || got[0] != 2 || got[1] != 63 {
+		t.Fatalf("missing round trip: %v", got)
+	}
+	if ParseMissing(nil) != nil {
+		t.Fatal("no missing nodes parsed as some")
+	}
+}

@@ -1,7 +1,6 @@
 package master
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"time"
@@ -36,6 +35,7 @@ func (m *Master) startCluster() error {
 		return err
 	}
 	m.cluster = n
+	m.clusterJoined.Store(n)
 	m.bus = clusterBus{m: m, local: m.bus}
 	return nil
 }
@@ -108,12 +108,12 @@ func (m *Master) clusterCall(p *proc, f ipc.Frame, n int) {
 // members that they report within the bound (whether each of those was
 // reached or skipped is known only on its node), and the skipped here.
 func (m *Master) clusterBroadcast(p *proc, f ipc.Frame, room string, data []byte, reached, skipped int) {
-	m.cluster.Publish(room, f.Flags&^ipc.BroadcastExt, f.Conn, data)
+	b, _ := ipc.ParseBroadcast(f.Flags, f.Payload) // the master's number for it (users.go)
+	m.cluster.Publish(room, cluster.Cast{Flags: f.Flags &^ ipc.BroadcastExt, Except: f.Conn, Exclude: b.Exclude, Seq: b.Seq, Epoch: b.Epoch, Data: data})
 	if f.Seq == 0 {
 		return
 	}
 	seq := f.Seq
-	b, _ := ipc.ParseBroadcast(f.Flags, f.Payload) // the master's number for it (users.go)
 	res := ipc.BroadcastResult{Skipped: uint32(skipped), Seq: b.Seq, Epoch: b.Epoch}.Append(nil)
 	go func() {
 		n := reached + m.cluster.CountRemote(room)
@@ -132,16 +132,17 @@ func (m *Master) clusterPublish(f ipc.Frame) bool {
 	if !ok {
 		return false
 	}
-	m.cluster.Publish(b.Room, f.Flags&^ipc.BroadcastExt, f.Conn, b.Data)
+	m.cluster.Publish(b.Room, cluster.Cast{Flags: f.Flags &^ ipc.BroadcastExt, Except: f.Conn, Exclude: b.Exclude, Seq: b.Seq, Epoch: b.Epoch, Data: b.Data})
 	return f.Seq != 0
 }
 
-// clusterCount answers p with room's cluster-wide member count.
+// clusterCount answers p with room's cluster-wide member count, and the
+// nodes that did not answer in time (ipc.AppendMissing).
 func (m *Master) clusterCount(p *proc, f ipc.Frame, room string, local int) {
 	seq := f.Seq
 	go func() {
-		n := local + m.cluster.CountRemote(room)
-		p.out.SendWait(&ipc.Header{Type: ipc.TypeResult, Seq: seq, Code: uint16(ipc.OK), Arg: uint32(n)}, nil, nil)
+		n, missing := m.cluster.CountNodes(room)
+		p.out.SendWait(&ipc.Header{Type: ipc.TypeResult, Seq: seq, Code: uint16(ipc.OK), Arg: uint32(local + n)}, ipc.AppendMissing(nil, missing), nil)
 	}()
 }
 
@@ -220,7 +221,9 @@ func (l clusterLocal) Apply(op cluster.Op, done func(cluster.Result)) {
 		return
 	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeUID, ipc.TypeSession:
 	default:
-		answer(ipc.Failed, 0, nil)
+		if !m.applyUsers(f, answer) {
+			answer(ipc.Failed, 0, nil)
+		}
 		return
 	}
 	if n := int(reactor.Node(f.Conn)); n != m.node() || f.Conn > reactor.MaxID {
@@ -278,22 +281,7 @@ func (l clusterLocal) Apply(op cluster.Op, done func(cluster.Result)) {
 	}
 }
 
-func (l clusterLocal) Broadcast(room string, flags uint8, except uint64, data []byte) {
-	m := l.m
-	if m.reactor != nil {
-		m.reactor.Broadcast(room, int(flags), data, except)
-		return
-	}
-	holders, _ := m.rooms.holders(room)
-	if len(holders) == 0 {
-		return
-	}
-	payload := binary.LittleEndian.AppendUint16(make([]byte, 0, 2+len(room)+len(data)), uint16(len(room)))
-	payload = append(append(payload, room...), data...)
-	for _, h := range holders {
-		h.out.Send(&ipc.Header{Type: ipc.TypeBroadcast, Flags: flags, Conn: except}, payload, nil)
-	}
-}
+func (l clusterLocal) Broadcast(room string, c cluster.Cast) { l.m.remoteCast(room, c) }
 
 func (l clusterLocal) Count(room string) int {
 	if l.m.reactor != nil {

@@ -153,6 +153,27 @@ func (b *procBackend) waitCredit(f *wsFlow, p *proc, n int) error {
 	return nil
 }
 
+// sendFast is Message's common case in one turn of the mutex: p is the
+// process already told of the connection, no other sender holds the turn
+// and there is credit. It keeps the copy, sends the frame holding the turn
+// and reports true; false: take the slow path (takeover, waitCredit).
+func (f *wsFlow) sendFast(p *proc, id uint64, op int, data []byte, maxPending int) bool {
+	f.mu.Lock()
+	if f.busy || f.p != p || (len(f.sent) > 0 && (len(f.sent) >= MaxPendingMessages || f.bytes+len(data) > maxPending)) {
+		f.mu.Unlock()
+		return false
+	}
+	f.busy = true
+	bp := pendPool.Get().(*[]byte)
+	*bp = append((*bp)[:0], data...)
+	f.sent = append(f.sent, pendingMsg{op: op, bp: bp})
+	f.bytes += len(data)
+	f.mu.Unlock()
+	p.out.SendWait(&ipc.Header{Type: ipc.TypeMessage, Conn: id, Flags: uint8(op)}, data, nil)
+	f.release()
+	return true
+}
+
 // keep records a copy of a message sent to f.p.
 func (f *wsFlow) keep(op int, data []byte) {
 	bp := pendPool.Get().(*[]byte)

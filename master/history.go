@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
 )
@@ -40,6 +42,7 @@ type roomLog struct {
 	ttl     time.Duration
 	entries []entry // oldest first
 	bytes   int
+	recs    []*recording // paced recoveries: what the room broadcasts meanwhile
 }
 
 type entry struct {
@@ -197,41 +200,146 @@ func (h *history) publish(room string, op uint8, data []byte, stamp bool, fan fu
 		data = kept
 	}
 	fan(data, lg.seq, lg.epoch)
+	for _, r := range lg.recs {
+		kept := data
+		if lg.max <= 0 && lg.ttl <= 0 {
+			kept = append([]byte(nil), data...) // the caller's buffer
+		}
+		r.casts = append(r.casts, cluster.Cast{Flags: op, Seq: lg.seq, Epoch: lg.epoch, Data: kept})
+	}
 	return lg.seq, lg.epoch
 }
 
 // recover works out what a connection rejoining room after seq since (of
 // epoch, 0: unknown) missed, and calls deliver with it under the room's
-// lock: gap when it cannot all be replayed (then every kept message
-// follows the gap notice); deliver joins the connection before returning.
-func (h *history) recover(rc ipc.Recover, deliver func(res ipc.RecoverResult, replay []entry)) ipc.RecoverResult {
+// lock: gap when it cannot all be replayed (then the kept messages follow
+// the gap notice); deliver joins the connection before returning. A
+// replay over limit bytes (0: no limit) does not fit the connection's
+// send buffer at once: then rec, registered on the room's log, records
+// every message the room broadcasts from now on, and big is called
+// instead of deliver; the caller paces the replay out (page, replay.go)
+// and joins through finish.
+func (h *history) recover(rc ipc.Recover, limit int, deliver func(res ipc.RecoverResult, replay []entry), big func(lg *roomLog, rec *recording)) ipc.RecoverResult {
 	lg := h.lock(rc.Room)
 	defer lg.mu.Unlock()
-	lg.expire(time.Now())
-	res := ipc.RecoverResult{Seq: lg.seq, Epoch: lg.epoch}
-	var replay []entry
-	if rc.HasSince {
-		missed := rc.Since < lg.seq
-		oldest := lg.seq + 1 // the first seq still kept
-		if len(lg.entries) > 0 {
-			oldest = lg.entries[0].seq
-		}
-		switch {
-		case rc.Epoch != 0 && rc.Epoch != lg.epoch, rc.Since > lg.seq, missed && oldest > rc.Since+1:
-			res.Gap = true
-			replay = lg.entries
-		default:
-			for i, e := range lg.entries {
-				if e.seq > rc.Since {
-					replay = lg.entries[i:]
-					break
-				}
-			}
-		}
+	res, replay := lg.missed(rc)
+	if limit > 0 && big != nil && replaySize(replay) > limit {
+		rec := &recording{}
+		lg.recs = append(lg.recs, rec)
+		big(lg, rec)
+		return res
 	}
 	res.Replayed = uint32(len(replay))
 	deliver(res, replay)
 	return res
+}
+
+// missed is what a connection rejoining after rc.Since missed (lg.mu held).
+func (lg *roomLog) missed(rc ipc.Recover) (ipc.RecoverResult, []entry) {
+	lg.expire(time.Now())
+	res := ipc.RecoverResult{Seq: lg.seq, Epoch: lg.epoch}
+	var replay []entry
+	if !rc.HasSince {
+		return res, nil
+	}
+	missed := rc.Since < lg.seq
+	oldest := lg.seq + 1 // the first seq still kept
+	if len(lg.entries) > 0 {
+		oldest = lg.entries[0].seq
+	}
+	switch {
+	case rc.Epoch != 0 && rc.Epoch != lg.epoch, rc.Since > lg.seq, missed && oldest > rc.Since+1:
+		res.Gap = true
+		replay = lg.entries
+	default:
+		for i, e := range lg.entries {
+			if e.seq > rc.Since {
+				replay = lg.entries[i:]
+				break
+			}
+		}
+	}
+	return res, replay
+}
+
+// page is what a connection rejoining room after rc.Since missed, from
+// the oldest on, at most limit bytes (at least one message), and whether
+// more follows (ask again after the last one's seq).
+func (h *history) page(rc ipc.Recover, limit int) (ipc.RecoverResult, []entry, bool) {
+	lg := h.lock(rc.Room)
+	defer lg.mu.Unlock()
+	res, replay := lg.missed(rc)
+	n, size := 0, 0
+	for n < len(replay) && (n == 0 || limit <= 0 || size+len(replay[n].data)+replayOverhead <= limit) {
+		size += len(replay[n].data) + replayOverhead
+		n++
+	}
+	res.Replayed = uint32(n)
+	return res, slices.Clone(replay[:n]), n < len(replay)
+}
+
+// finish ends a paced recovery: under the room's lock, rec stops
+// recording and fn gets what it recorded since the last drain, and
+// whether the log was dropped meanwhile (its numbering is lost: a gap).
+func (lg *roomLog) finish(rec *recording, fn func(casts []cluster.Cast, lost bool)) {
+	lg.mu.Lock()
+	defer lg.mu.Unlock()
+	lg.recs = slices.DeleteFunc(lg.recs, func(r *recording) bool { return r == rec })
+	casts := rec.casts
+	rec.casts = nil
+	fn(casts, lg.dead)
+}
+
+// drain takes what rec recorded so far.
+func (lg *roomLog) drain(rec *recording) []cluster.Cast {
+	lg.mu.Lock()
+	defer lg.mu.Unlock()
+	casts := rec.casts
+	rec.casts = nil
+	return casts
+}
+
+func replaySize(replay []entry) int {
+	n := 0
+	for _, e := range replay {
+		n += len(e.data) + replayOverhead
+	}
+	return n
+}
+
+// replayOverhead is what one replayed message costs besides its data (its
+// WebSocket frame header, its op and length in a replay frame).
+const replayOverhead = 16
+
+// dropNotOwned drops the logs of the rooms this node no longer owns (the
+// cluster's nodes changed): a room that comes back here later starts a
+// new epoch, so a client never gets a replay with a hole where another
+// owner numbered the room's messages.
+func (h *history) dropNotOwned(owned func(room string) bool) {
+	var gone []*roomLog
+	h.mu.Lock()
+	for room, lg := range h.rooms {
+		if !reactor.IsUIDRoom(room) && !owned(room) {
+			gone = append(gone, lg)
+			delete(h.rooms, room)
+		}
+	}
+	h.mu.Unlock()
+	for _, lg := range gone { // not under h.mu: a log's lock is held while it fans out
+		lg.mu.Lock()
+		lg.dead = true
+		lg.mu.Unlock()
+	}
+}
+
+// storeLimits records room's limits for when this node owns it.
+func (h *history) storeLimits(l ipc.History) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.limits == nil {
+		h.limits = make(map[string]ipc.History)
+	}
+	h.limits[l.Room] = l
 }
 
 // GapMessage is what a recovering connection is sent first when what it

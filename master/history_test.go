@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/reactor"
 )
@@ -36,12 +37,61 @@ func publishN(h *history, room string, n int) {
 
 func replayed(h *history, rc ipc.Recover) (ipc.RecoverResult, []string) {
 	var got []string
-	res := h.recover(rc, func(_ ipc.RecoverResult, replay []entry) {
+	res := h.recover(rc, 0, func(_ ipc.RecoverResult, replay []entry) {
 		for _, e := range replay {
 			got = append(got, string(e.data))
 		}
-	})
+	}, nil)
 	return res, got
+}
+
+// TestHistoryPaged: a replay over the limit is recorded and paged (each
+// page within the limit, from the oldest), and the messages broadcast
+// meanwhile are recorded for the finish, numbered after the replay.
+func TestHistoryPaged(t *testing.T) {
+	h := &history{max: 50}
+	data := strings.Repeat("x", 100)
+	for i := 0; i < 10; i++ {
+		h.publish("r", 1, []byte(data), false, func([]byte, uint64, uint32) {})
+	}
+	var lg *roomLog
+	var rec *recording
+	res := h.recover(ipc.Recover{Room: "r", Since: 2, HasSince: true}, 500, func(ipc.RecoverResult, []entry) {
+		t.Fatal("a replay over the limit was delivered at once")
+	}, func(l *roomLog, r *recording) { lg, rec = l, r })
+	if rec == nil || res.Seq != 10 {
+		t.Fatalf("big replay: rec %v, res %+v", rec, res)
+	}
+	h.publish("r", 1, []byte("live"), false, func([]byte, uint64, uint32) {})
+	var seqs []uint64
+	since := uint64(2)
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatal("paging does not end")
+		}
+		r, page, more := h.page(ipc.Recover{Room: "r", Since: since, Epoch: res.Epoch, HasSince: true}, 300)
+		if r.Gap || len(page) == 0 || replaySize(page) > 300 {
+			t.Fatalf("page after %d: %+v, %d messages, %d bytes", since, r, len(page), replaySize(page))
+		}
+		for _, e := range page {
+			seqs = append(seqs, e.seq)
+		}
+		since = page[len(page)-1].seq
+		if !more {
+			break
+		}
+	}
+	if fmt.Sprint(seqs) != "[3 4 5 6 7 8 9 10 11]" {
+		t.Fatalf("paged seqs %v, want 3..11", seqs)
+	}
+	lg.finish(rec, func(casts []cluster.Cast, lost bool) {
+		if lost || len(casts) != 1 || casts[0].Seq != 11 || string(casts[0].Data) != "live" {
+			t.Fatalf("recorded: %+v lost %v, want seq 11 \"live\"", casts, lost)
+		}
+	})
+	if len(lg.recs) != 0 {
+		t.Fatal("finish left the recording registered")
+	}
 }
 
 // TestHistoryRecover: what a recovering connection is replayed, and when

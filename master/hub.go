@@ -235,6 +235,10 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		m.usersFrame(p, f) // numbered and kept, then through the bus
 	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeCount, ipc.TypeUID, ipc.TypeSession:
 		m.bus.Route(p, f)
+	case ipc.TypeSend:
+		m.send(p, f)
+	case ipc.TypeSendFlush:
+		m.sendFlush(p, f)
 	case ipc.TypeError:
 		return fmt.Errorf("worker %d: %s", p.slot.id, f.Payload)
 	default:

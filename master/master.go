@@ -161,6 +161,7 @@ type Master struct {
 
 	rooms     roomCounts
 	hist      history // users.go, history.go
+	live      live    // cluster_users.go: other nodes' room messages
 	ops       opsState
 	taskRR    atomic.Uint32
 	stopCh    chan stopReq
@@ -174,6 +175,10 @@ type Master struct {
 	joined bool
 	ctl    *controlServer
 	sec    security
+
+	// clusterJoined is cluster once cluster.Start returned, for what NATS
+	// callbacks may run before it did (cluster_users.go).
+	clusterJoined atomic.Pointer[cluster.Node]
 }
 
 type stopReq struct {

@@ -48,6 +48,7 @@ type proc struct {
 	lastPong atomic.Int64 // unix nanos of the worker's last Pong (watchdog.go)
 	welcomed atomic.Bool  // Welcome and Secrets sent: later Secrets frames may follow
 	perIPRow int          // BASE: its row of the shared per-address table (-1: none)
+	sendOK   uint32       // PROCESS: Sends applied OK and not yet acknowledged (readProc's own; send.go)
 
 	// Work sent to p is ordered before its Drain frame (a drained worker
 	// must see every request and message routed to it before it drains):
@@ -342,6 +343,9 @@ func (m *Master) readProc(p *proc) {
 			}
 			if err = m.frame(p, f); err != nil {
 				break
+			}
+			if rd.Buffered() == 0 {
+				m.ackSends(p) // before the read that may wait
 			}
 			rd.Shrink()
 		}

@@ -115,6 +115,10 @@ func (b *procBackend) Message(c *reactor.Conn, op int, data []byte) {
 		if !p.enter() {
 			continue // being drained, and detached already: its replacement serves
 		}
+		if f.sendFast(p, c.ID(), op, data, b.maxPending) {
+			p.leave()
+			return
+		}
 		// The connection's credit gate: waiting here pauses reading this
 		// connection (TCP back-pressure) until its worker catches up.
 		f.take()

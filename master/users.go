@@ -47,6 +47,11 @@ func (m *Master) usersFrame(p *proc, f ipc.Frame) {
 			result(p, f, ipc.Failed, 0, nil)
 			return
 		}
+		if owner := m.historyOwner(l.Room); owner != 0 {
+			m.hist.storeLimits(l) // for when this node owns the room
+			m.clusterCall(p, f, owner)
+			return
+		}
 		m.hist.setLimits(l)
 		result(p, f, ipc.OK, 0, nil)
 	}
@@ -63,6 +68,10 @@ func (m *Master) publish(p *proc, f ipc.Frame) {
 		result(p, f, ipc.Failed, 0, nil)
 		return
 	}
+	if owner := m.historyOwner(b.Room); owner != 0 {
+		m.forwardBroadcast(p, f, owner)
+		return
+	}
 	op := f.Flags &^ ipc.BroadcastExt
 	stamp := b.Options&ipc.BroadcastStamp != 0
 	m.hist.publish(b.Room, op, b.Data, stamp, func(data []byte, seq uint64, epoch uint32) {
@@ -74,32 +83,65 @@ func (m *Master) publish(p *proc, f ipc.Frame) {
 }
 
 // recoverConn joins a connection to a room, replaying what it missed
-// first (see history.recover).
+// first (see history.recover; in a cluster, from the room's owner).
 func (m *Master) recoverConn(p *proc, f ipc.Frame) {
 	rc, ok := ipc.ParseRecover(f.Payload)
 	if !ok || reactor.IsUIDRoom(rc.Room) {
 		result(p, f, ipc.Failed, 0, nil)
 		return
 	}
+	if m.reactor != nil && m.reactor.Conn(f.Conn) == nil {
+		result(p, f, ipc.NoConnection, 0, nil)
+		return
+	}
+	if owner := m.historyOwner(rc.Room); owner != 0 {
+		m.recoverRemote(p, f, rc, owner)
+		return
+	}
+	m.hist.recover(rc, m.replayLimit(), func(res ipc.RecoverResult, replay []entry) {
+		m.deliverRecovery(p, f, rc.Room, res, withGap(res.Gap, rc.Room, replay), nil)
+	}, func(lg *roomLog, rec *recording) {
+		go m.pacedRecovery(p, f, rc, localSource{m: m, lg: lg, rec: rec}, nil)
+	})
+}
+
+// withGap puts the gap notice before replay when gap is set.
+func withGap(gap bool, room string, replay []entry) []entry {
+	if !gap {
+		return replay
+	}
+	return append([]entry{{op: reactor.Text, data: GapMessage(room)}}, replay...)
+}
+
+// replayLimit is the most a replay sends a connection at once: half its
+// send buffer (the rest is for the live messages that follow it).
+func (m *Master) replayLimit() int {
+	if m.opts.MaxSendBuffer > 0 {
+		return m.opts.MaxSendBuffer / 2
+	}
+	return 1 << 19
+}
+
+// deliverRecovery sends connection f.Conn the replay (the gap notice in
+// it, withGap), joins it to room and answers p, then calls done
+// (nil: none) once the join is in place. The caller holds the lock that
+// orders room's live messages here (the history's, or the live stripe's
+// on a node that does not own the room), so they all come after.
+func (m *Master) deliverRecovery(p *proc, f ipc.Frame, room string, res ipc.RecoverResult, replay []entry, done func()) {
+	if done == nil {
+		done = func() {}
+	}
 	if r := m.reactor; r != nil {
-		if r.Conn(f.Conn) == nil {
-			result(p, f, ipc.NoConnection, 0, nil)
-			return
-		}
 		out := ipc.OK
-		res := m.hist.recover(rc, func(res ipc.RecoverResult, replay []entry) {
-			if res.Gap {
-				r.Push(f.Conn, reactor.Text, GapMessage(rc.Room))
-			}
-			for _, e := range replay {
-				if o := r.Push(f.Conn, int(e.op), e.data); o != ipc.OK && out == ipc.OK {
-					out = o
-				}
-			}
-			if o := r.Join(f.Conn, rc.Room); o != ipc.OK {
+		for _, e := range replay {
+			if o := r.Push(f.Conn, int(e.op), e.data); o != ipc.OK && out == ipc.OK {
 				out = o
 			}
-		})
+		}
+		if o := r.Join(f.Conn, room); o != ipc.OK {
+			out = o
+		}
+		done()
 		result(p, f, out, 0, res.Append(nil))
 		return
 	}
@@ -112,53 +154,65 @@ func (m *Master) recoverConn(p *proc, f ipc.Frame) {
 		dst = m.current(owner)
 	}
 	if dst == nil {
+		done()
 		result(p, f, ipc.NoConnection, 0, nil)
 		return
 	}
 	origin, oseq := p, f.Seq
-	m.hist.recover(rc, func(res ipc.RecoverResult, replay []entry) {
-		payload := res.Append(ipc.AppendRoom(nil, rc.Room))
-		if res.Gap {
-			payload = ipc.AppendReplayed(payload, reactor.Text, GapMessage(rc.Room))
+	payload := res.Append(ipc.AppendRoom(nil, room))
+	for _, e := range replay {
+		payload = ipc.AppendReplayed(payload, e.op, e.data)
+	}
+	m.rooms.pend(room, dst, 1)
+	dst.mu.Lock()
+	seq := dst.nextSeq()
+	dst.routes[seq] = route{on: func(r ipc.Frame, gone bool) {
+		m.rooms.pend(room, dst, -1)
+		done()
+		if gone {
+			result(origin, ipc.Frame{Header: ipc.Header{Seq: oseq}}, ipc.NoConnection, 0, nil)
+			return
 		}
-		for _, e := range replay {
-			payload = ipc.AppendReplayed(payload, e.op, e.data)
-		}
-		m.rooms.pend(rc.Room, dst, 1)
-		dst.mu.Lock()
-		seq := dst.nextSeq()
-		dst.routes[seq] = route{on: func(r ipc.Frame, gone bool) {
-			m.rooms.pend(rc.Room, dst, -1)
-			if gone {
-				result(origin, ipc.Frame{Header: ipc.Header{Seq: oseq}}, ipc.NoConnection, 0, nil)
-				return
-			}
-			origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: oseq, Code: r.Code}, r.Payload, nil)
-		}}
-		dst.mu.Unlock()
-		if err := dst.out.Send(&ipc.Header{Type: ipc.TypeRecover, Conn: f.Conn, Seq: seq}, payload, nil); err != nil {
-			routed(dst, dst.routes, seq)
-			m.rooms.pend(rc.Room, dst, -1)
-			result(origin, ipc.Frame{Header: ipc.Header{Seq: oseq}}, ipc.BufferFull, 0, nil)
-		}
-	})
+		origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: oseq, Code: r.Code}, r.Payload, nil)
+	}}
+	dst.mu.Unlock()
+	if err := dst.out.Send(&ipc.Header{Type: ipc.TypeRecover, Conn: f.Conn, Seq: seq}, payload, nil); err != nil {
+		routed(dst, dst.routes, seq)
+		m.rooms.pend(room, dst, -1)
+		done()
+		result(origin, ipc.Frame{Header: ipc.Header{Seq: oseq}}, ipc.BufferFull, 0, nil)
+	}
 }
 
-// members answers a page of a room's members: from the master's reactor,
-// or (BASE) gathered from every process holding members.
+// members answers a page of a room's members: this server's, and in a
+// cluster every other node's too (clusterMembers).
 func (m *Master) members(p *proc, f ipc.Frame) {
 	q, ok := ipc.ParseMembersQuery(f.Payload)
 	if !ok {
 		result(p, f, ipc.Failed, 0, nil)
 		return
 	}
-	if m.reactor != nil {
-		b, _ := json.Marshal(m.reactor.Members(q))
+	answer := func(pg ipc.MembersPage) {
+		b, _ := json.Marshal(pg)
 		result(p, f, ipc.OK, 0, b)
+	}
+	if m.cluster != nil && m.cluster.Number() != 0 {
+		m.clusterMembers(q, f.Payload, answer)
+		return
+	}
+	m.localMembers(q, f.Payload, func(ms []ipc.Member) { answer(ipc.MembersPage{Members: ms}) })
+}
+
+// localMembers gives done a page of room's members on this server: from
+// the master's reactor, or (BASE) gathered from every process holding
+// members.
+func (m *Master) localMembers(q ipc.MembersQuery, payload []byte, done func([]ipc.Member)) {
+	if m.reactor != nil {
+		done(m.reactor.Members(q))
 		return
 	}
 	holders, _ := m.rooms.holders(q.Room)
-	g := &memberGather{left: len(holders), origin: p, seq: f.Seq, limit: int(q.Limit)}
+	g := &memberGather{left: len(holders), limit: int(q.Limit), done: done}
 	if len(holders) == 0 {
 		g.finish()
 		return
@@ -177,7 +231,7 @@ func (m *Master) members(p *proc, f ipc.Frame) {
 			g.add(ms)
 		}}
 		h.mu.Unlock()
-		if err := h.out.Send(&ipc.Header{Type: ipc.TypeMembers, Seq: seq}, f.Payload, nil); err != nil {
+		if err := h.out.Send(&ipc.Header{Type: ipc.TypeMembers, Seq: seq}, payload, nil); err != nil {
 			routed(h, h.routes, seq)
 			g.add(nil)
 		}
@@ -185,21 +239,20 @@ func (m *Master) members(p *proc, f ipc.Frame) {
 }
 
 // memberGather adds up the pages of a room's members its holders sent,
-// and answers the first limit of them, by id.
+// and gives done the first limit of them, by id.
 type memberGather struct {
-	mu      sync.Mutex
-	left    int
-	members []ipc.Member
-	origin  *proc
-	seq     uint32
-	limit   int
-	done    bool
-	timer   *time.Timer
+	mu       sync.Mutex
+	left     int
+	members  []ipc.Member
+	limit    int
+	finished bool
+	done     func([]ipc.Member)
+	timer    *time.Timer
 }
 
 func (g *memberGather) add(ms []ipc.Member) {
 	g.mu.Lock()
-	if g.done {
+	if g.finished {
 		g.mu.Unlock()
 		return
 	}
@@ -214,16 +267,22 @@ func (g *memberGather) add(ms []ipc.Member) {
 
 func (g *memberGather) finish() {
 	g.mu.Lock()
-	if g.done {
+	if g.finished {
 		g.mu.Unlock()
 		return
 	}
-	g.done = true
+	g.finished = true
 	if g.timer != nil {
 		g.timer.Stop()
 	}
 	ms := g.members
 	g.mu.Unlock()
+	g.done(firstMembers(ms, g.limit))
+}
+
+// firstMembers sorts ms by connection id and keeps the first limit (0:
+// all): ids start with their node, so a page runs node by node.
+func firstMembers(ms []ipc.Member, limit int) []ipc.Member {
 	slices.SortFunc(ms, func(a, b ipc.Member) int {
 		switch {
 		case a.Conn < b.Conn:
@@ -233,16 +292,13 @@ func (g *memberGather) finish() {
 		}
 		return 0
 	})
-	if g.limit > 0 && len(ms) > g.limit {
-		ms = ms[:g.limit]
+	if limit > 0 && len(ms) > limit {
+		ms = ms[:limit]
 	}
 	if ms == nil {
 		ms = []ipc.Member{}
 	}
-	b, _ := json.Marshal(ms)
-	if g.seq != 0 {
-		g.origin.out.Send(&ipc.Header{Type: ipc.TypeResult, Seq: g.seq, Code: uint16(ipc.OK)}, b, nil)
-	}
+	return ms
 }
 
 // pend counts a replay on its way to p (BASE): until p has joined the

@@ -120,6 +120,9 @@ func (c *Conn) Handshake() *ipc.Handshake { return &c.hs }
 // Read counts bytes in (and follows an HTTP request's header block: see
 // hdrScan).
 func (c *Conn) Read(b []byte) (int, error) {
+	if c.hdr.state == hdrWaitPeek {
+		yieldBeforeNextRequest()
+	}
 	if c.hdr.state != hdrOff {
 		if err := c.hdr.before(); err != nil {
 			return 0, err

@@ -20,6 +20,7 @@ type Conn struct {
 	hs       ipc.Handshake // owned copies
 	rc       *reactor.Conn // BASE mode
 	closed   atomic.Bool
+	failed   atomic.Uint32 // PROCESS: the first Send outcome the master reported failed since the last Flush (send.go)
 
 	// Ext is the root package's handle for this connection.
 	Ext any
@@ -47,14 +48,26 @@ func (c *Conn) Listener() int { return c.listener }
 // Handshake returns the original upgrade request.
 func (c *Conn) Handshake() *ipc.Handshake { return &c.hs }
 
-// Send queues a message to this connection and returns the outcome.
+// Send queues a message to this connection. In BASE mode the outcome is
+// final; in PROCESS mode it is what this worker knows at once, and a
+// failure only the master knows is reported later (send.go, Flush).
 func (c *Conn) Send(op int, data []byte) ipc.Outcome {
 	if c.rc != nil {
 		out := c.rc.Send(op, data)
 		c.w.m.Push(uint16(out)) // a push in PROCESS mode (below): counted alike
 		return out
 	}
-	return c.w.Push(c.id, op, data)
+	return c.w.send(c, op, data)
+}
+
+// Flush waits for the outcome of every earlier Send to this connection and
+// returns the first failure not yet reported (OK: none). In BASE mode
+// every outcome is known when Send returns, so it returns OK at once.
+func (c *Conn) Flush() ipc.Outcome {
+	if c.rc != nil {
+		return ipc.OK
+	}
+	return c.w.flush(c)
 }
 
 // Close closes the connection with a close code and reason.
@@ -133,8 +146,11 @@ func (c *Conn) run() {
 			return
 		}
 		handled := 0
+		// One clock read per event: an event's handling ends where the
+		// next one's begins (dispatch returns when it ended).
+		t := mono()
 		for i := range batch {
-			c.w.dispatch(c, &batch[i])
+			t = c.w.dispatch(c, &batch[i], t)
 			if batch[i].typ == ipc.TypeMessage {
 				// Credit goes back as messages are handled: every few within
 				// a long batch, the rest when the batch is done.
@@ -165,7 +181,9 @@ func (w *Worker) credit(id uint64, n int) {
 	w.out.SendWait(&ipc.Header{Type: ipc.TypeCredit, Conn: id, Arg: uint32(n)}, nil, nil)
 }
 
-func (w *Worker) dispatch(c *Conn, ev *event) {
+// dispatch runs one event's callback; t0 is when it began, and it returns
+// when it ended (a clock read only for a message, whose latency is counted).
+func (w *Worker) dispatch(c *Conn, ev *event, t0 time.Duration) time.Duration {
 	switch ev.typ {
 	case ipc.TypeOpen:
 		w.guard(c, "OnOpen", func() { w.app.Open(c) })
@@ -174,11 +192,12 @@ func (w *Worker) dispatch(c *Conn, ev *event) {
 	case ipc.TypeMessage:
 		w.counted()
 		if c.closed.Load() {
-			return
+			return t0
 		}
-		t0 := time.Now()
 		w.guard(c, "OnMessage", func() { w.app.Message(c, ev.op, *ev.bp) })
-		w.m.MessageLatency.Observe(time.Since(t0))
+		t1 := mono()
+		w.m.MessageLatency.Observe(t1 - t0)
+		return t1
 	case ipc.TypeBuffer:
 		if ev.code == 1 {
 			w.guard(nil, "OnBufferFull", func() { w.app.BufferFull(c) })
@@ -197,7 +216,14 @@ func (w *Worker) dispatch(c *Conn, ev *event) {
 			w.out.Send(&ipc.Header{Type: ipc.TypeClose, Conn: c.id, Code: uint16(reactor.EchoCode(ev.code))}, nil, nil)
 		}
 	}
+	return mono()
 }
+
+// monoEpoch and mono read the monotonic clock alone: time.Now reads the
+// wall clock too, a second system clock read per call.
+var monoEpoch = time.Now()
+
+func mono() time.Duration { return time.Since(monoEpoch) }
 
 // guard runs a user callback; a panic is logged with its stack and closes
 // only the connection it was about (1011), never the process.

@@ -31,7 +31,13 @@ func (q *serial[T]) take(spare []T) ([]T, bool) {
 	defer q.mu.Unlock()
 	if len(q.items) == 0 {
 		q.running = false
-		return spare, false
+		// Keep the spare array for the next add: a connection that gets
+		// one message at a time allocated a queue per message without it.
+		if cap(spare) <= 256 {
+			clear(spare[:cap(spare)])
+			q.items = spare[:0]
+		}
+		return nil, false
 	}
 	batch := q.items
 	q.items = spare[:0]

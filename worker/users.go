@@ -67,18 +67,26 @@ func (w *Worker) Session(id uint64, op uint8, payload []byte) ([]byte, ipc.Outco
 }
 
 // Members returns a page of room's members (ids above after, at most
-// limit), wherever they are held.
-func (w *Worker) Members(room string, after uint64, limit int) ([]ipc.Member, ipc.Outcome) {
+// limit), wherever they are held, and the cluster nodes that did not
+// answer in time.
+func (w *Worker) Members(room string, after uint64, limit int) ([]ipc.Member, []int, ipc.Outcome) {
 	q := ipc.MembersQuery{Room: room, After: after, Limit: uint32(limit)}
 	out, _, b := w.call(ipc.Header{Type: ipc.TypeMembers}, q.Append(nil), nil, 0)
 	if out != ipc.OK {
-		return nil, out
+		return nil, nil, out
 	}
-	var ms []ipc.Member
-	if err := json.Unmarshal(b, &ms); err != nil {
-		return nil, ipc.Failed
+	var pg ipc.MembersPage
+	if err := json.Unmarshal(b, &pg); err != nil {
+		return nil, nil, ipc.Failed
 	}
-	return ms, ipc.OK
+	return pg.Members, pg.Missing, ipc.OK
+}
+
+// CountNodes is Count, with the cluster nodes that did not answer in
+// time (their members are not counted).
+func (w *Worker) CountNodes(room string) (int, []int, ipc.Outcome) {
+	out, n, b := w.call(ipc.Header{Type: ipc.TypeCount}, []byte(room), nil, 0)
+	return int(n), ipc.ParseMissing(b), out
 }
 
 // Recover joins connection id to a room through the history owner,
@@ -129,6 +137,11 @@ func (w *Worker) serveUsers(f ipc.Frame) {
 // without waiting for an answer; the master counts this process as a
 // holder of the room until the reply, which follows the count.
 func (w *Worker) replay(f ipc.Frame) {
+	if f.Flags&ipc.RecoverChunk != 0 {
+		payload := append([]byte(nil), f.Payload...)
+		go w.replayChunk(f, payload)
+		return
+	}
 	room, rest, ok := ipc.CutRoom(f.Payload)
 	var head []byte
 	if ok && len(rest) >= ipc.RecoverResultSize {
@@ -165,6 +178,66 @@ func (w *Worker) replay(f ipc.Frame) {
 		})
 		w.reply(f, out, 0, head)
 	}()
+}
+
+// replayChunk (BASE) pushes one page of a paced replay once the
+// connection's send buffer has room for it, and answers once it has
+// drained to half (room for the next page), within replayWait.
+func (w *Worker) replayChunk(f ipc.Frame, payload []byte) {
+	_, rest, ok := ipc.CutRoom(payload)
+	_, msgs, ok2 := ipc.ParseRecoverResult(rest)
+	if !ok || !ok2 {
+		w.reply(f, ipc.Failed, 0, nil)
+		return
+	}
+	size := 0
+	for p := msgs; len(p) > 0; {
+		_, data, next, ok := ipc.NextReplayed(p)
+		if !ok {
+			w.reply(f, ipc.Failed, 0, nil)
+			return
+		}
+		size += len(data) + 16
+		p = next
+	}
+	deadline := time.Now().Add(replayWait)
+	max := w.cfg.MaxSendBuffer
+	if max <= 0 {
+		max = 1 << 20
+	}
+	if out := w.waitQueued(f.Conn, max-size, deadline); out != ipc.OK {
+		w.reply(f, out, 0, nil)
+		return
+	}
+	for len(msgs) > 0 {
+		op, data, next, _ := ipc.NextReplayed(msgs)
+		if out := w.r.Push(f.Conn, int(op), data); out != ipc.OK {
+			w.reply(f, out, 0, nil)
+			return
+		}
+		msgs = next
+	}
+	w.reply(f, w.waitQueued(f.Conn, max/2, deadline), 0, nil)
+}
+
+// replayWait bounds one page of a paced replay.
+const replayWait = 30 * time.Second
+
+// waitQueued waits until connection id has at most n bytes queued.
+func (w *Worker) waitQueued(id uint64, n int, deadline time.Time) ipc.Outcome {
+	for {
+		c := w.r.Conn(id)
+		if c == nil {
+			return ipc.NoConnection
+		}
+		if c.QueuedBytes() <= n || n < 0 && c.QueuedBytes() == 0 {
+			return ipc.OK
+		}
+		if time.Now().After(deadline) {
+			return ipc.BufferFull
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // UIDRoom is the room holding uid's connections.

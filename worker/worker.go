@@ -302,6 +302,10 @@ func (w *Worker) handle(f ipc.Frame) error {
 		w.connEvent(f)
 	case ipc.TypeResult, ipc.TypeTaskResult:
 		w.calls.finish(f)
+	case ipc.TypeSendFailed:
+		w.sendFailed(f)
+	case ipc.TypeSendAck:
+		w.sendAck(f)
 	case ipc.TypePush, ipc.TypeClose, ipc.TypeQuery, ipc.TypeJoin, ipc.TypeLeave, ipc.TypeBroadcast,
 		ipc.TypeUID, ipc.TypeSession, ipc.TypeMembers, ipc.TypeRecover:
 		w.serveBus(f)

@@ -269,6 +269,10 @@ func onMessage(c *forkd.Conn, t forkd.MessageType, data []byte) {
 			// the stack is logged, the worker and its other connections go on.
 			panic("/echo: deliberate panic in OnMessage")
 		}
+		if n, size, ok := floodCommand(data); ok {
+			flood(c, n, size)
+			return
+		}
 		c.Send(t, data)
 		return
 	}
@@ -281,6 +285,62 @@ func onMessage(c *forkd.Conn, t forkd.MessageType, data []byte) {
 // and rosters; quiet members let a room hold 100,000 (bench's broadcast
 // scenario joins that way).
 func quietMember(c *forkd.Conn) bool { return c.Query("quiet") == "1" }
+
+// floodMessage, "__flood__ N SIZE" sent on /echo, makes the connection
+// send N binary messages of SIZE bytes at once (at most 1,000 of 1 MiB),
+// then wait for their outcomes (Conn.Flush). It shows where a failure is
+// reported in each mode: in BASE mode by Send itself; in PROCESS mode,
+// where Send does not wait for the master, by Flush. Logged as
+// "flood done" with the first Send error and Flush's.
+const floodMessage = "__flood__ "
+
+func floodCommand(data []byte) (n, size int, ok bool) {
+	rest, found := bytes.CutPrefix(data, []byte(floodMessage))
+	if !found {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(rest))
+	if len(f) != 2 {
+		return 0, 0, false
+	}
+	n, err1 := strconv.Atoi(f[0])
+	size, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || n < 1 || n > 1000 || size < 1 || size > 1<<20 {
+		return 0, 0, false
+	}
+	return n, size, true
+}
+
+func flood(c *forkd.Conn, n, size int) {
+	msg := bytes.Repeat([]byte{'f'}, size)
+	sent := 0
+	var sendErr error
+	for ; sent < n; sent++ {
+		if sendErr = c.Send(forkd.BinaryMessage, msg); sendErr != nil {
+			break
+		}
+	}
+	flushErr := c.Flush()
+	c.Worker().Log().Info().Str("conn", c.ID().String()).Int("sent", sent).
+		Str("send_err", outcomeName(sendErr)).Str("flush_err", outcomeName(flushErr)).Msg("flood done")
+}
+
+// outcomeName names a send outcome for a log field.
+func outcomeName(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, forkd.ErrBufferFull):
+		return "buffer_full"
+	case errors.Is(err, forkd.ErrClosed):
+		return "closed"
+	case errors.Is(err, forkd.ErrNoConnection):
+		return "no_connection"
+	case errors.Is(err, forkd.ErrUnavailable):
+		return "unavailable"
+	}
+	return "other"
+}
 
 func onClose(c *forkd.Conn, code int, reason string) {
 	if st, _ := c.Context().(*chatState); st != nil && !quietMember(c) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -48,15 +49,30 @@ func serveUsers(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 			ctx.Error("missing uid", fasthttp.StatusBadRequest)
 			return
 		}
+		// In a cluster, every node's: a node that does not answer in
+		// time is named in "missing" (its connections are not counted).
 		n, err := w.UIDCount(uid)
+		missing, err := partialNodes(err)
 		if err != nil {
 			pushError(ctx, err)
 			return
 		}
+		conns, err := w.UIDConns(uid)
+		more, err := partialNodes(err)
+		if err != nil {
+			pushError(ctx, err)
+			return
+		}
+		ids := make([]string, len(conns))
+		for i, id := range conns {
+			ids[i] = id.String()
+		}
 		writeJSON(ctx, struct {
-			Online bool `json:"online"`
-			Conns  int  `json:"conns"`
-		}{n > 0, n})
+			Online  bool     `json:"online"`
+			Conns   int      `json:"conns"`
+			IDs     []string `json:"ids"`
+			Missing []int    `json:"missing,omitempty"`
+		}{n > 0, n, ids, mergeNodes(missing, more)})
 	case "/room":
 		serveRoom(w, ctx)
 	case "/session":
@@ -132,6 +148,7 @@ func serveRoom(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 		ctx.Error("bad room name", fasthttp.StatusBadRequest)
 		return
 	}
+	missing, err := partialNodes(err)
 	if err != nil {
 		pushError(ctx, err)
 		return
@@ -146,7 +163,8 @@ func serveRoom(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 		Members []member `json:"members"`
 		UIDs    []string `json:"uids"`
 		Next    string   `json:"next,omitempty"`
-	}{Room: room, Count: count, Members: []member{}, UIDs: []string{}}
+		Missing []int    `json:"missing,omitempty"` // cluster nodes that did not answer in time
+	}{Room: room, Count: count, Members: []member{}, UIDs: []string{}, Missing: missing}
 	seen := map[string]bool{}
 	for _, m := range ms {
 		out.Members = append(out.Members, member{Conn: m.Conn.String(), UID: m.UID})
@@ -159,6 +177,26 @@ func serveRoom(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 		out.Next = ms[len(ms)-1].Conn.String()
 	}
 	writeJSON(ctx, out)
+}
+
+// partialNodes splits a *forkd.PartialError (an answer without the nodes
+// it names) from other errors.
+func partialNodes(err error) ([]int, error) {
+	var pe *forkd.PartialError
+	if errors.As(err, &pe) {
+		return pe.Nodes, nil
+	}
+	return nil, err
+}
+
+func mergeNodes(a, b []int) []int {
+	for _, n := range b {
+		if !slices.Contains(a, n) {
+			a = append(a, n)
+		}
+	}
+	slices.Sort(a)
+	return a
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, v any) {
