@@ -49,10 +49,9 @@ type Conn struct {
 	writeSince  atomic.Int64
 
 	// Set once at upgrade.
-	ws      atomic.Bool
-	rawc    syscall.RawConn // plain TCP: direct writes (wswrite.go); nil: TLS
-	opening atomic.Bool     // the handler's Open runs: no direct writes
-	hs      ipc.Handshake   // owned copies
+	ws   atomic.Bool
+	rawc syscall.RawConn // plain TCP: direct writes (wswrite.go); nil: TLS
+	hs   ipc.Handshake   // owned copies
 	// closeDone is closed once our close frame has been written (or could
 	// not be): the closing handshake's half that is ours is done.
 	closeDone chan struct{}
@@ -75,6 +74,7 @@ type Conn struct {
 	writing bool
 	closing bool // a close is queued: accept no more output
 	full    bool // OnBufferFull fired, OnBufferDrain pending
+	failed  bool // a direct write failed: the flusher closes (failDirect)
 	rooms   []string
 	// The closing handshake: the code of our close frame once queued; a
 	// close we owe (the reply to the peer's close, or the one failing the
@@ -275,7 +275,7 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
-	if start && (c.rawc == nil || c.opening.Load() || !c.tryFlushDirect()) {
+	if start && (c.rawc == nil || !c.tryFlushDirect()) {
 		c.r.flushers.Go(c)
 	}
 	return ipc.OK
@@ -287,6 +287,12 @@ func (c *Conn) flush() {
 	var batch []outMsg
 	for {
 		c.mu.Lock()
+		if c.failed { // a direct write failed (failDirect)
+			c.failed = false
+			c.mu.Unlock()
+			c.abort()
+			c.mu.Lock()
+		}
 		if len(c.queue) == 0 {
 			c.writing = false
 			drained := c.full

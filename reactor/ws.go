@@ -109,13 +109,7 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 		// this function returns). The read loop's goroutine then never
 		// runs anything deeper than a read and the handler's Message and
 		// Close: an idle one keeps the smallest stack (see readWS).
-		// What Open sends goes through the flusher, as before direct
-		// writes (see wswrite.go): a client that gets its welcome while
-		// Open still runs (binding a uid, joining rooms) acts on state the
-		// server has not finished.
-		c.opening.Store(true)
 		r.h.Open(c)
-		c.opening.Store(false)
 		go r.serveWS(c, fr)
 	})
 }

@@ -56,7 +56,7 @@ func (dw *directWriter) write(fd uintptr) bool {
 // trySendDirect writes a data message directly when the connection's
 // output is idle; ok is false when it did not (the caller queues it).
 func (c *Conn) trySendDirect(op int, data []byte) (ipc.Outcome, bool) {
-	if c.rawc == nil || len(data) > directMax || c.opening.Load() {
+	if c.rawc == nil || len(data) > directMax {
 		return 0, false
 	}
 	c.mu.Lock()
@@ -90,7 +90,8 @@ func (c *Conn) trySendDirect(op int, data []byte) (ipc.Outcome, bool) {
 		directPool.Put(dw)
 	}
 	if werr != nil {
-		c.abort() // as a failed flush: the connection is done
+		c.failDirect()
+		return ipc.OK, true
 	}
 	c.mu.Lock()
 	if rest.data != nil {
@@ -184,7 +185,8 @@ func (c *Conn) tryFlushDirect() bool {
 		c.closeWritten(werr)
 	}
 	if werr != nil {
-		c.abort()
+		c.failDirect()
+		return true
 	}
 	c.mu.Lock()
 	if c.queue == nil {
@@ -209,4 +211,20 @@ func (c *Conn) tryFlushDirect() bool {
 	c.mu.Unlock()
 	c.r.flushers.Go(c)
 	return true
+}
+
+// failDirect hands a direct write's failure to the flusher, which closes
+// the connection (abort), as a failed flush does: a direct write runs on
+// the sender's goroutine (a worker's ipc read loop delivering a broadcast,
+// a push, a Close), and closing takes the connection out of its rooms,
+// whose reports may wait on that very goroutine (a BASE worker's join
+// waits for the master's answer, which its read loop brings): closing
+// there deadlocked the worker. Nothing more is queued (closing); c.writing
+// stays set for the flusher.
+func (c *Conn) failDirect() {
+	c.mu.Lock()
+	c.closing = true
+	c.failed = true
+	c.mu.Unlock()
+	c.r.flushers.Go(c)
 }
