@@ -137,6 +137,11 @@ func (fr *frameReader) fill(n int) error {
 	}
 	if fr.r == fr.w {
 		fr.r, fr.w = 0, 0
+		// Everything read is handled (and, for an echo, answered): the
+		// peer can hardly have sent more yet. As for a keep-alive HTTP
+		// connection, let the other ready goroutines run first, so the
+		// read more often finds the next message instead of EAGAIN.
+		yieldBeforeNextRequest()
 	} else if fr.r+n > len(fr.buf) {
 		fr.w = copy(fr.buf, fr.buf[fr.r:fr.w])
 		fr.r = 0
