@@ -94,12 +94,7 @@ func (c *Conn) trySendDirect(op int, data []byte) (ipc.Outcome, bool) {
 		return ipc.OK, true
 	}
 	c.mu.Lock()
-	if rest.data != nil {
-		c.queue = append(c.queue, outMsg{})
-		copy(c.queue[1:], c.queue)
-		c.queue[0] = rest
-		c.queued += len(rest.data)
-	}
+	c.pushFront(rest)
 	if len(c.queue) == 0 {
 		c.writing = false
 		c.mu.Unlock()
@@ -192,12 +187,7 @@ func (c *Conn) tryFlushDirect() bool {
 	if c.queue == nil {
 		c.queue = batch[:0] // reuse the slice
 	}
-	if rest.data != nil {
-		c.queue = append(c.queue, outMsg{})
-		copy(c.queue[1:], c.queue)
-		c.queue[0] = rest
-		c.queued += len(rest.data)
-	}
+	c.pushFront(rest)
 	if len(c.queue) == 0 {
 		c.writing = false
 		drained := c.full
@@ -227,4 +217,17 @@ func (c *Conn) failDirect() {
 	c.failed = true
 	c.mu.Unlock()
 	c.r.flushers.Go(c)
+}
+
+// pushFront puts what the socket did not take of a direct write (if
+// anything) in front of whatever was queued meanwhile, so it goes out
+// first; c.mu is held.
+func (c *Conn) pushFront(rest outMsg) {
+	if rest.data == nil {
+		return
+	}
+	c.queue = append(c.queue, outMsg{})
+	copy(c.queue[1:], c.queue)
+	c.queue[0] = rest
+	c.queued += len(rest.data)
 }
