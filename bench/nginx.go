@@ -191,12 +191,7 @@ func startNginx(ctx context.Context, o *Options, bin string) (*target, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("bench: nginx: listener: %w", err)
 	}
-	go func() {
-		t.waitErr = t.cmd.Wait()
-		close(t.done)
-	}()
-	if err := t.waitReady(ctx, o.readyTimeout); err != nil {
-		t.stop()
+	if err := t.watch(ctx, o.readyTimeout); err != nil {
 		return nil, err
 	}
 	return t, nil

@@ -164,6 +164,49 @@ func (s *session) markedPost(buf, head []byte, marker string, i int, seq uint64,
 	return padBody(buf, body+echoSize)
 }
 
+// pushSender is the load of sender i in the push scenarios: a marked POST
+// of head(i, k) (k counts the sender's posts from 0), then a wait until
+// want notes of it have arrived (each an op) or deliveryTimeout (an error).
+func (s *session) pushSender(ctx context.Context, t *target, hset *closerSet, senders []*httpConn, notes []chan note,
+	marker string, want int, head func(i int, k uint64) []byte) func(i int, ctr *lane, stop <-chan struct{}) {
+	return func(i int, ctr *lane, stop <-chan struct{}) {
+		c := senders[i]
+		timer := time.NewTimer(time.Hour)
+		defer timer.Stop()
+		var buf []byte
+		for seq := uint64(1); !stopped(stop); seq++ {
+			t0 := time.Now()
+			buf = s.markedPost(buf, head(i, seq-1), marker, i, seq, t0)
+			ok, end := s.roundTrip(ctx, t, hset, ctr, stop, &c, buf)
+			if end {
+				return
+			}
+			if !ok {
+				continue
+			}
+			timer.Reset(deliveryTimeout)
+			for got := 0; got < want; {
+				select {
+				case nt := <-notes[i]:
+					if nt.seq != seq {
+						continue // a late one that timed out before
+					}
+					if stopped(stop) {
+						return
+					}
+					ctr.done(t0, nt.lat)
+					got++
+				case <-timer.C:
+					ctr.errs.Add(1)
+					got = want
+				case <-stop:
+					return
+				}
+			}
+		}
+	}
+}
+
 // readNotes reads every member of ms (readMembers) and hands each message
 // carrying marker for sender i < n to the i-th channel (of depth), as a
 // note of its sequence and latency; a full channel drops the note.
@@ -209,43 +252,8 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 	if err != nil {
 		return err
 	}
-	w, cs := drive(ctx, m, s.o.Duration, "msg", n, hset, func(i int, ctr *lane, stop <-chan struct{}) {
-		c := senders[i]
-		timer := time.NewTimer(time.Hour)
-		defer timer.Stop()
-		var buf []byte
-		for k, seq := i, uint64(1); !stopped(stop); k, seq = k+1, seq+1 {
-			t0 := time.Now()
-			buf = s.markedPost(buf, heads[k%n], pushMarker, i, seq, t0)
-			ok, end := s.roundTrip(ctx, t, hset, ctr, stop, &c, buf)
-			if end {
-				return
-			}
-			if !ok {
-				continue
-			}
-			timer.Reset(deliveryTimeout)
-		wait:
-			for {
-				select {
-				case nt := <-notes[i]:
-					if nt.seq != seq {
-						continue // a late one that timed out before
-					}
-					if stopped(stop) {
-						return
-					}
-					ctr.done(t0, nt.lat)
-					break wait
-				case <-timer.C:
-					ctr.errs.Add(1)
-					break wait
-				case <-stop:
-					return
-				}
-			}
-		}
-	})
+	w, cs := drive(ctx, m, s.o.Duration, "msg", n, hset, s.pushSender(ctx, t, hset, senders, notes, pushMarker, 1,
+		func(i int, k uint64) []byte { return heads[(i+int(k))%n] }))
 	r.fill(w, cs)
 	r.Push = &PushStats{Targets: n, TargetsPerWorker: perWorker(ms)}
 	return nil

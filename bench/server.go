@@ -148,15 +148,25 @@ func startTarget(ctx context.Context, o *Options, mode string, extra ...string) 
 		return nil, fmt.Errorf("bench: start %s %s: %w", o.Exe, strings.Join(args, " "), err)
 	}
 	errf.Close()
+	if err := t.watch(ctx, o.readyTimeout); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// watch reaps the started process in the background (t.done closes when
+// it is gone) and waits until it is ready; a target that is not is
+// stopped.
+func (t *target) watch(ctx context.Context, timeout time.Duration) error {
 	go func() {
 		t.waitErr = t.cmd.Wait()
 		close(t.done)
 	}()
-	if err := t.waitReady(ctx, o.readyTimeout); err != nil {
+	if err := t.waitReady(ctx, timeout); err != nil {
 		t.stop()
-		return nil, err
+		return err
 	}
-	return t, nil
+	return nil
 }
 
 // exited reports why the server process is gone, or nil while it runs.

@@ -96,42 +96,8 @@ func (s *session) benchUIDPush(ctx context.Context, t *target, m *meter, r *Resu
 	if err := s.awaitUsers(ctx, senders, heads); err != nil {
 		return err
 	}
-	w, cs := drive(ctx, m, s.o.Duration, "delivery", n, hset, func(i int, ctr *lane, stop <-chan struct{}) {
-		c := senders[i]
-		timer := time.NewTimer(time.Hour)
-		defer timer.Stop()
-		var buf []byte
-		for seq := uint64(1); !stopped(stop); seq++ {
-			t0 := time.Now()
-			buf = s.markedPost(buf, heads[i], uidMarker, i, seq, t0)
-			ok, end := s.roundTrip(ctx, t, hset, ctr, stop, &c, buf)
-			if end {
-				return
-			}
-			if !ok {
-				continue
-			}
-			timer.Reset(deliveryTimeout)
-			for got := 0; got < uidConnsPerUser; {
-				select {
-				case nt := <-notes[i]:
-					if nt.seq != seq {
-						continue // a late one that timed out before
-					}
-					if stopped(stop) {
-						return
-					}
-					ctr.done(t0, nt.lat)
-					got++
-				case <-timer.C:
-					ctr.errs.Add(1)
-					got = uidConnsPerUser
-				case <-stop:
-					return
-				}
-			}
-		}
-	})
+	w, cs := drive(ctx, m, s.o.Duration, "delivery", n, hset, s.pushSender(ctx, t, hset, senders, notes, uidMarker, uidConnsPerUser,
+		func(i int, _ uint64) []byte { return heads[i] }))
 	r.fill(w, cs)
 	r.UIDPush = stats
 	return nil
