@@ -6,11 +6,14 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/forkd/forkd/ipc"
 )
 
 // quietEcho is echoHandler with nobody listening for closes.
@@ -202,5 +205,69 @@ func BenchmarkWSConnect(b *testing.B) {
 	wg.Wait()
 	if first != nil {
 		b.Fatal(first)
+	}
+}
+
+// TestHandshakeCopies pins what the allocation-free handshake helpers
+// write: the accept key of RFC 6455's example, and remote addresses as
+// net.Addr's String writes them.
+func TestHandshakeCopies(t *testing.T) {
+	if got, want := string(appendAcceptKey(nil, []byte("dGhlIHNhbXBsZSBub25jZQ=="))), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; got != want {
+		t.Errorf("accept key: got %q, want %q", got, want)
+	}
+	for _, a := range []net.Addr{
+		&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80},
+		&net.TCPAddr{IP: net.ParseIP("10.1.2.3").To4(), Port: 65535},
+		&net.TCPAddr{IP: net.ParseIP("::1"), Port: 443},
+		&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 8080, Zone: "eth0"},
+		&net.UnixAddr{Name: "/tmp/x.sock", Net: "unix"},
+	} {
+		if got, want := string(appendRemote([]byte("x"), a)), "x"+a.String(); got != want {
+			t.Errorf("remote: got %q, want %q", got, want)
+		}
+	}
+}
+
+// hsRecorder hands on each upgraded connection's handshake copies.
+type hsRecorder struct {
+	quietEcho
+	hs chan ipc.Handshake
+}
+
+func (h *hsRecorder) Open(c *Conn) { h.hs <- *c.Handshake() }
+
+// TestHandshakeKept: the copies of the upgrade request a connection keeps
+// (one allocation, three slices) are the remote address, the URI and the
+// header block, each whole and none running into the next.
+func TestHandshakeKept(t *testing.T) {
+	h := &hsRecorder{hs: make(chan ipc.Handshake, 1)}
+	addr, _, stop := startEcho(t, h)
+	defer stop()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req := strings.Replace(testUpgrade, "GET / ", "GET /room?x=1 ", 1)
+	if _, err := nc.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	var hs ipc.Handshake
+	select {
+	case hs = <-h.hs:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Open")
+	}
+	if got, want := string(hs.Remote), nc.LocalAddr().String(); got != want {
+		t.Errorf("remote: got %q, want %q", got, want)
+	}
+	if got, want := string(hs.URI), "/room?x=1"; got != want {
+		t.Errorf("uri: got %q, want %q", got, want)
+	}
+	if got := string(hs.Header); !strings.HasPrefix(got, "Host: x\r\n") || !strings.HasSuffix(got, "Origin: http://x\r\n\r\n") {
+		t.Errorf("header block: got %q", got)
+	}
+	if cap(hs.Remote) != len(hs.Remote) || cap(hs.URI) != len(hs.URI) {
+		t.Errorf("remote and uri may be appended to over the next copy: caps %d, %d", cap(hs.Remote), cap(hs.URI))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -45,11 +46,14 @@ func validKey(k []byte) bool {
 	return err == nil && n == 16
 }
 
-func acceptKey(key []byte) string {
-	h := sha1.New()
-	h.Write(key)
-	h.Write([]byte(wsGUID))
-	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+// appendAcceptKey appends the Sec-WebSocket-Accept value for a valid key
+// (see validKey) to dst, allocating nothing.
+func appendAcceptKey(dst, key []byte) []byte {
+	var in [24 + len(wsGUID)]byte
+	n := copy(in[:], key)
+	n += copy(in[n:], wsGUID)
+	sum := sha1.Sum(in[:n])
+	return base64.StdEncoding.AppendEncode(dst, sum[:])
 }
 
 // accept answers 101 and hands the hijacked connection to serve once the
@@ -71,7 +75,8 @@ func (r *Reactor) accept(ctx *fasthttp.RequestCtx, serve func(src io.Reader)) bo
 	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)
 	ctx.Response.Header.Set("Upgrade", "websocket")
 	ctx.Response.Header.Set("Connection", "Upgrade")
-	ctx.Response.Header.Set("Sec-WebSocket-Accept", acceptKey(ctx.Request.Header.Peek("Sec-WebSocket-Key")))
+	var accept [28]byte
+	ctx.Response.Header.SetBytesV("Sec-WebSocket-Accept", appendAcceptKey(accept[:0], ctx.Request.Header.Peek("Sec-WebSocket-Key")))
 	ctx.Hijack(func(nc net.Conn) { serve(nc) })
 	return true
 }
@@ -86,10 +91,14 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 		ctx.SetConnectionClose()
 		return
 	}
-	// The request is gone once the connection is hijacked: keep copies.
-	c.hs.Remote = []byte(ctx.RemoteAddr().String())
-	c.hs.URI = append([]byte(nil), ctx.RequestURI()...)
-	c.hs.Header = append([]byte(nil), ctx.Request.Header.RawHeaders()...)
+	// The request is gone once the connection is hijacked: keep copies, in
+	// one allocation.
+	uri, hdr := ctx.RequestURI(), ctx.Request.Header.RawHeaders()
+	b := make([]byte, 0, len("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535")+len(uri)+len(hdr))
+	b = appendRemote(b, ctx.RemoteAddr())
+	n := len(b)
+	b = append(b, uri...)
+	c.hs.Remote, c.hs.URI, c.hs.Header = b[:n:n], b[n:len(b):len(b)], append(b[len(b):], hdr...)
 	c.hs.Since = c.since.UnixMilli()
 	r.accept(ctx, func(src io.Reader) {
 		_ = c.Conn.SetDeadline(time.Time{})
@@ -112,6 +121,17 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 		r.h.Open(c)
 		go r.serveWS(c, fr)
 	})
+}
+
+// appendRemote appends a as its String method writes it, without
+// allocating for a TCP address.
+func appendRemote(b []byte, a net.Addr) []byte {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return append(b, a.String()...)
+	}
+	ap := ta.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).AppendTo(b)
 }
 
 var (
