@@ -223,7 +223,7 @@ func (s *controlServer) handle(c *net.UnixConn) {
 // response. A master that is not there is ErrNotRunning, said plainly.
 func Call(dir string, req Request, timeout time.Duration) (*Response, error) {
 	var resp Response
-	err := call(dir, req, timeout, &resp, &resp)
+	err := callWith(dir, req, timeout, func(r io.Reader, resp *Response) error { return json.NewDecoder(r).Decode(resp) }, &resp)
 	if err != nil && !errors.Is(err, ErrPermission) && !isControlError(err) {
 		return nil, err
 	}
@@ -235,8 +235,8 @@ func isControlError(err error) bool {
 	return errors.As(err, &ce)
 }
 
-// call is Call decoding the answer into dst, whose Response part is r.
-func call(dir string, req Request, timeout time.Duration, dst any, r *Response) error {
+// callWith is Call reading the answer with read, which fills in r.
+func callWith(dir string, req Request, timeout time.Duration, read func(io.Reader, *Response) error, r *Response) error {
 	if _, err := ReadPid(dir); err != nil {
 		return err
 	}
@@ -255,7 +255,7 @@ func call(dir string, req Request, timeout time.Duration, dst any, r *Response) 
 	// A master that refuses the peer answers and closes without reading:
 	// the write may then fail (EPIPE), and the answer is still there.
 	_, werr := c.Write(append(b, '\n'))
-	if err := json.NewDecoder(c).Decode(dst); err != nil {
+	if err := read(c, r); err != nil {
 		if werr != nil {
 			return fmt.Errorf("control: %w", werr)
 		}
