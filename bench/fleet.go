@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ type kidEvent struct {
 }
 
 type fleet struct {
+	n    int // children
 	kids []*kid
 	ev   chan kidEvent
 	quit chan struct{}
@@ -70,7 +72,7 @@ func fleetShares(n, per int) []int {
 // connections to addr path (chat: quiet /chat members), par dials at a
 // time, and waits until each is up. On error nothing is left running.
 func startFleet(ctx context.Context, exe, addr, path string, shares []int, par int, spread, chat bool) (*fleet, error) {
-	f := &fleet{ev: make(chan kidEvent, 256), quit: make(chan struct{})}
+	f := &fleet{ev: make(chan kidEvent, 256), quit: make(chan struct{}), n: len(shares)}
 	for i, n := range shares {
 		args := []string{clientCommandName, "--addr", addr, "--path", path, "--conns", strconv.Itoa(n),
 			"--par", strconv.Itoa(par), "--source", strconv.Itoa(i * 7)}
@@ -120,6 +122,12 @@ func (f *fleet) start(exe string, i, n int, args []string) (*kid, error) {
 	k := &kid{i: i, share: n, errf: errf, done: make(chan struct{})}
 	k.cmd = exec.Command(exe, args...)
 	k.cmd.Stderr = errf
+	if os.Getenv("GOMAXPROCS") == "" {
+		// Its share of the CPUs, as a server's workers get theirs: Ps
+		// beyond it spin looking for work the other processes need the
+		// CPUs for.
+		k.cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(max(1, runtime.NumCPU()/f.n)))
+	}
 	out, err := k.cmd.StdoutPipe()
 	if err == nil {
 		k.stdin, err = k.cmd.StdinPipe()
