@@ -193,6 +193,9 @@ func (cl *client) dialAll(ctx context.Context) {
 	close(stop)
 	m := clientMsg{T: "held", Held: int(cl.held.Load()), Errs: cl.errs.Load(), Retries: cl.retries.Load(), Max: cl.hist.max}
 	if err != nil {
+		if first := errors.Unwrap(err); first != nil {
+			err = first // dialAll's "N of M failed, first: ERR": the parent counts
+		}
 		m.First = err.Error()
 	}
 	cl.mu.Lock()
