@@ -47,6 +47,8 @@ type kidEvent struct {
 }
 
 type fleet struct {
+	exitWait time.Duration // how long stop waits for a child to exit by itself
+
 	n    int // children
 	kids []*kid
 	ev   chan kidEvent
@@ -72,7 +74,7 @@ func fleetShares(n, per int) []int {
 // connections to addr path (chat: quiet /chat members), par dials at a
 // time, and waits until each is up. On error nothing is left running.
 func startFleet(ctx context.Context, exe, addr, path string, shares []int, par int, spread, chat bool) (*fleet, error) {
-	f := &fleet{ev: make(chan kidEvent, 256), quit: make(chan struct{}), n: len(shares)}
+	f := &fleet{ev: make(chan kidEvent, 256), quit: make(chan struct{}), n: len(shares), exitWait: 10 * time.Second}
 	for i, n := range shares {
 		args := []string{clientCommandName, "--addr", addr, "--path", path, "--conns", strconv.Itoa(n),
 			"--par", strconv.Itoa(par), "--source", strconv.Itoa(i * 7)}
@@ -210,8 +212,8 @@ type fleetError struct{ msg string }
 func (e *fleetError) Error() string { return e.msg }
 
 // stop ends every child: its stdin is closed (it closes its connections
-// and exits), and one that has not exited within 10 s is killed by its
-// pid. It returns how any child failed.
+// and exits), and one that has not exited within 10 s (exitWait) is
+// killed by its pid. It returns how any child failed.
 func (f *fleet) stop() error {
 	var errs []error
 	f.once.Do(func() {
@@ -219,7 +221,7 @@ func (f *fleet) stop() error {
 		for _, k := range f.kids {
 			k.stdin.Close()
 		}
-		deadline := time.After(10 * time.Second)
+		deadline := time.After(f.exitWait)
 		for _, k := range f.kids {
 			select {
 			case <-k.done:
@@ -232,7 +234,7 @@ func (f *fleet) stop() error {
 			default:
 				_ = k.cmd.Process.Kill() // by pid: it is our child, not yet reaped
 				<-k.done
-				errs = append(errs, fmt.Errorf("bench: load generator process %d (pid %d) did not exit within 10s of its stdin's end; killed", k.i+1, k.cmd.Process.Pid))
+				errs = append(errs, fmt.Errorf("bench: load generator process %d (pid %d) did not exit within %s of its stdin's end; killed", k.i+1, k.cmd.Process.Pid, f.exitWait))
 				k.errf.Close()
 				continue
 			}

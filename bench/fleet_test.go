@@ -139,6 +139,40 @@ func TestFleetChildFailure(t *testing.T) {
 	}
 }
 
+// TestFleetStopKills: a child that does not exit when its stdin ends (it
+// is stopped, SIGSTOP) is killed by its pid, and stop says so.
+func TestFleetStopKills(t *testing.T) {
+	useHelper(t)
+	tg := startBaseline(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	fl, err := startFleet(ctx, os.Args[0], tg.wsAddr, "/echo", []int{10, 10}, 4, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl.exitWait = 500 * time.Millisecond
+	if err := fl.dial(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fl.waitHeld(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	pids := fl.pids()
+	if err := syscall.Kill(pids[0], syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	err = fl.stop()
+	if err == nil || !strings.Contains(err.Error(), "process 1 (pid "+strconv.Itoa(pids[0])+") did not exit within 500ms") ||
+		!strings.Contains(err.Error(), "killed") {
+		t.Errorf("stop with a stopped child: got %v, want it killed and named", err)
+	}
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Errorf("child %d still there after stop", pid)
+		}
+	}
+}
+
 // TestFleetShares: the fewest near-equal shares under the limit.
 func TestFleetShares(t *testing.T) {
 	for _, c := range []struct {
