@@ -264,6 +264,9 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 // is one member delivery; latency is the time until the last member.
 func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Result) error {
 	n := s.o.Members
+	if s.overBudget(n) {
+		return s.broadcastFleet(ctx, t, m, r)
+	}
 	room := "bench-bcast-" + s.nonce
 	ms, set, err := joinAll(ctx, t.wsAddr, n, true, func(int) string { return room })
 	if err != nil {
