@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -161,12 +160,7 @@ func (s *session) broadcastFleet(ctx context.Context, t *target, m *meter, r *Re
 	broadcast := func(seq uint64, timeout, stall time.Duration) (count int, lat time.Duration, ok bool, err error) {
 		clear(got)
 		clear(last)
-		buf = append(buf[:0], head...)
-		body := len(buf)
-		buf = append(buf, bcastMarker...)
-		buf = strconv.AppendUint(buf, seq, 10)
-		buf = append(buf, ';')
-		buf = padBody(buf, body+echoSize)
+		buf = appendBroadcast(buf[:0], head, seq)
 		t0 := time.Now()
 		st, err := hc.do(buf, true)
 		if err != nil {
