@@ -93,9 +93,11 @@ func (r *Reactor) upgrade(ctx *fasthttp.RequestCtx, c *Conn, l *Listener) {
 	}
 	// The request is gone once the connection is hijacked: keep copies, in
 	// one allocation.
+	var ra [64]byte
+	remote := appendRemote(ra[:0], ctx.RemoteAddr())
 	uri, hdr := ctx.RequestURI(), ctx.Request.Header.RawHeaders()
-	b := make([]byte, 0, len("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535")+len(uri)+len(hdr))
-	b = appendRemote(b, ctx.RemoteAddr())
+	b := make([]byte, 0, len(remote)+len(uri)+len(hdr))
+	b = append(b, remote...)
 	n := len(b)
 	b = append(b, uri...)
 	c.hs.Remote, c.hs.URI, c.hs.Header = b[:n:n], b[n:len(b):len(b)], append(b[len(b):], hdr...)
