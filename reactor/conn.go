@@ -60,6 +60,9 @@ type Conn struct {
 	lingerOnClose atomic.Bool
 	// hdr scans HTTP header bytes for bare LFs (see httpcheck.go).
 	hdr hdrScan
+	// idle waits for a plain TCP keep-alive connection's next request
+	// (idlewait_linux.go); nil: TLS.
+	idle *idleWait
 
 	// Slot is the worker serving this WebSocket in PROCESS mode (-1: none).
 	Slot atomic.Int32
@@ -121,7 +124,7 @@ func (c *Conn) Handshake() *ipc.Handshake { return &c.hs }
 // hdrScan).
 func (c *Conn) Read(b []byte) (int, error) {
 	if c.hdr.state == hdrWaitPeek {
-		yieldBeforeNextRequest()
+		c.waitNextRequest()
 	}
 	if c.hdr.state != hdrOff {
 		if err := c.hdr.before(); err != nil {

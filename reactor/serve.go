@@ -61,6 +61,8 @@ func (ln *listener) Accept() (net.Conn, error) {
 			// The handshake runs on the connection's first read, in its own
 			// goroutine; a client that stalls it is cut by the read timeout.
 			c.Conn = wrapTLS(nc, ln.l.TLS)
+		} else {
+			c.idle = newIdleWait(nc)
 		}
 		r.mu.Lock()
 		r.conns[c.id] = c

@@ -1,0 +1,118 @@
+package reactor
+
+import (
+	"net"
+	"reflect"
+	"runtime"
+	"syscall"
+	"unsafe"
+)
+
+// Waiting for a keep-alive connection's next request without the read
+// that fails.
+//
+// After writing a response, fasthttp reads the next request at once. The
+// client has rarely sent it by then, so the read fails with EAGAIN, the
+// goroutine parks in the runtime's poller and, woken, reads again: about
+// 0.7-0.8 wasted read system calls per request even after the yield of
+// yieldBeforeNextRequest (docs/BENCHMARKS.md, "BASE HTTP per core"). An
+// event loop does not make that read: the poller says when there is
+// something to read.
+//
+// The runtime's poller remembers an edge it saw while nobody waited (the
+// descriptor is "ready"), and forgets it at the start of each read. So
+// waiting on the descriptor's poll state before the read, without
+// resetting it, is exact: either data arrived since the last read began
+// (the wait returns at once: the edge was seen, or arrives later and
+// wakes it), or nothing did and the goroutine parks until it does, the
+// connection closes, or a deadline passes (the sweeper's timeouts and
+// shutIdle set one). An edge for bytes the last read already consumed
+// only makes the read fail as before; nothing can be missed.
+//
+// The standard library has no call for "wait until readable" on a
+// net.Conn (syscall.RawConn.Read resets the state before its first
+// callback, so it would miss an edge seen before it and hang), so the
+// runtime's own wait is called, through RawConn.Control, which holds a
+// reference on the descriptor: it cannot be destroyed, nor its poll state
+// reused by another connection, while the goroutine waits on it (a close
+// wakes the wait). The poll state is found from the *net.TCPConn by the
+// field offsets reflect reports for this Go version; when any of them is
+// not where it is expected (another runtime), connections fall back to
+// the yield.
+
+//go:linkname runtime_pollWait internal/poll.runtime_pollWait
+func runtime_pollWait(ctx uintptr, mode int) int
+
+// pollCtxAt is where a *net.TCPConn's poll state pointer is, as two hops:
+// the *netFD field's offset in the TCPConn, and the runtime context's
+// offset in the netFD (0: unknown, wait with the yield).
+var pollFDOff, pollCtxOff = pollOffsets()
+
+func pollOffsets() (fdOff, ctxOff uintptr) {
+	tc := reflect.TypeFor[net.TCPConn]()
+	conn, ok := tc.FieldByName("conn")
+	if !ok || conn.Type.Kind() != reflect.Struct {
+		return 0, 0
+	}
+	fd, ok := conn.Type.FieldByName("fd")
+	if !ok || fd.Type.Kind() != reflect.Pointer || fd.Type.Elem().Kind() != reflect.Struct {
+		return 0, 0
+	}
+	pfd, ok := fd.Type.Elem().FieldByName("pfd")
+	if !ok || pfd.Type.Kind() != reflect.Struct || pfd.Type.String() != "poll.FD" {
+		return 0, 0
+	}
+	pd, ok := pfd.Type.FieldByName("pd")
+	if !ok || pd.Type.Kind() != reflect.Struct || pd.Type.String() != "poll.pollDesc" {
+		return 0, 0
+	}
+	rc, ok := pd.Type.FieldByName("runtimeCtx")
+	if !ok || rc.Type.Kind() != reflect.Uintptr || pd.Type.NumField() != 1 {
+		return 0, 0
+	}
+	return conn.Offset + fd.Offset, pfd.Offset + pd.Offset + rc.Offset
+}
+
+// idleWait waits for one plain TCP connection to become readable.
+type idleWait struct {
+	raw  syscall.RawConn
+	nfd  unsafe.Pointer // the *net.netFD
+	wait func(uintptr)  // made once: Control's callback
+}
+
+// newIdleWait returns the waiter for nc, or nil when nc is not a plain
+// *net.TCPConn or the runtime's layout is not the expected one.
+func newIdleWait(nc net.Conn) *idleWait {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok || pollCtxOff == 0 {
+		return nil
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	w := &idleWait{raw: raw, nfd: *(*unsafe.Pointer)(unsafe.Add(unsafe.Pointer(tc), pollFDOff))}
+	if w.nfd == nil {
+		return nil
+	}
+	w.wait = func(uintptr) {
+		// Under Control's reference the poll state stays this
+		// descriptor's; 0 once closed.
+		if ctx := *(*uintptr)(unsafe.Add(w.nfd, pollCtxOff)); ctx != 0 {
+			runtime_pollWait(ctx, 'r')
+		}
+	}
+	return w
+}
+
+// waitNextRequest runs before the read that starts a keep-alive
+// connection's next request: it returns when the connection has something
+// to read (or is closed, or its deadline passed: the read then says so).
+func (c *Conn) waitNextRequest() {
+	if w := c.idle; w != nil {
+		if w.raw.Control(w.wait) == nil {
+			return
+		}
+	}
+	runtime.Gosched()
+}
