@@ -2,6 +2,7 @@ package reactor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -32,7 +33,19 @@ func (h *numbered) HTTP(_ *Listener, ctx *fasthttp.RequestCtx) {
 	if us, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("sleep"))); us > 0 {
 		time.Sleep(time.Duration(us) * time.Microsecond)
 	}
+	if big, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("big"))); big > 0 {
+		ctx.SetBody(bigBody(big))
+		return
+	}
 	ctx.SetBodyString(string(ctx.QueryArgs().Peek("n")))
+}
+
+func bigBody(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte('a' + i%26)
+	}
+	return b
 }
 
 func serveNumbered(t *testing.T, opts Options) (*Reactor, *numbered, string) {
@@ -117,6 +130,34 @@ func TestIdleWaitKeepAlive(t *testing.T) {
 	}
 	if h.waits.Load() != int64(n) || h.yields.Load() != 0 {
 		t.Fatalf("%d requests: %d on connections waiting on the poller, %d yielding", n, h.waits.Load(), h.yields.Load())
+	}
+}
+
+// TestIdleWaitLargeAnswers: answers larger than the socket's buffer, to a
+// client that reads them late, arrive whole and in order on a keep-alive
+// connection (a write that the socket takes only in part goes on through
+// the connection's own Write), followed by a small one.
+func TestIdleWaitLargeAnswers(t *testing.T) {
+	_, _, addr := serveNumbered(t, Options{})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
+	br := bufio.NewReader(nc)
+	for i, size := range []int{4 << 20, 1, 16 << 20, 65536, 3<<20 + 7} {
+		fmt.Fprintf(nc, "GET /?big=%d HTTP/1.1\r\nHost: x\r\n\r\n", size)
+		time.Sleep(20 * time.Millisecond) // the server fills the socket first
+		var resp fasthttp.Response
+		if err := resp.Read(br); err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		if !bytes.Equal(resp.Body(), bigBody(size)) {
+			t.Fatalf("answer %d: %d bytes, not the %d sent", i, len(resp.Body()), size)
+		}
+		fmt.Fprintf(nc, "GET /?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		readAnswer(t, br, i)
 	}
 }
 
