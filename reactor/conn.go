@@ -61,7 +61,7 @@ type Conn struct {
 	// hdr scans HTTP header bytes for bare LFs (see httpcheck.go).
 	hdr hdrScan
 	// idle waits for a plain TCP keep-alive connection's next request
-	// (idlewait_linux.go); nil: TLS.
+	// (idlewait_linux.go); made at its first wait.
 	idle *idleWait
 
 	// Slot is the worker serving this WebSocket in PROCESS mode (-1: none).

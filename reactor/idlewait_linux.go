@@ -90,6 +90,10 @@ type idleWait struct {
 	n    int
 }
 
+// noIdleWait marks a connection that waits with the yield (TLS, or an
+// unknown runtime layout).
+var noIdleWait = &idleWait{}
+
 // newIdleWait returns the waiter for nc, or nil when nc is not a plain
 // *net.TCPConn or the runtime's layout is not the expected one.
 func newIdleWait(nc net.Conn) *idleWait {
@@ -127,7 +131,16 @@ func newIdleWait(nc net.Conn) *idleWait {
 // usual (the connection is closed, its deadline passed, the edge was stale,
 // or it is a TLS connection, which only yields first).
 func (c *Conn) waitNextRequest(b []byte) (int, bool, error) {
-	if w := c.idle; w != nil {
+	w := c.idle
+	if w == nil {
+		// Made at the first wait, not at accept: a connection that only
+		// upgrades, or is closed after one request, never needs it.
+		if w = newIdleWait(c.Conn); w == nil {
+			w = noIdleWait
+		}
+		c.idle = w
+	}
+	if w != noIdleWait {
 		w.buf = b
 		err := w.raw.Control(w.wait)
 		w.buf = nil

@@ -61,8 +61,6 @@ func (ln *listener) Accept() (net.Conn, error) {
 			// The handshake runs on the connection's first read, in its own
 			// goroutine; a client that stalls it is cut by the read timeout.
 			c.Conn = wrapTLS(nc, ln.l.TLS)
-		} else {
-			c.idle = newIdleWait(nc)
 		}
 		r.mu.Lock()
 		r.conns[c.id] = c
@@ -246,6 +244,7 @@ func (r *Reactor) serve(l *Listener, ctx *fasthttp.RequestCtx) (upgraded bool) {
 	case upgrade && (l.Protocol == WebSocket || l.Upgrade):
 		if c != nil {
 			c.hdr.reset(hdrOff) // before the hijack: then another goroutine reads
+			c.idle = nil        // only HTTP waits for a next request
 		}
 		r.upgrade(ctx, c, l)
 		return ctx.Hijacked()
