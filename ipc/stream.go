@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"runtime"
@@ -18,6 +19,7 @@ type Writer struct {
 
 	mu      sync.Mutex
 	pending []byte
+	last    int // offset in pending of the last frame queued; -1: none (Fold)
 	spare   []byte
 	closed  bool
 	space   *sync.Cond // signalled when pending shrinks or the writer closes
@@ -36,6 +38,7 @@ func NewWriter(w io.Writer, limit int) *Writer {
 		w:       w,
 		limit:   limit,
 		pending: make([]byte, 0, 64<<10),
+		last:    -1,
 		spare:   make([]byte, 0, 64<<10),
 		notify:  make(chan struct{}, 1),
 		done:    make(chan struct{}),
@@ -76,6 +79,7 @@ func (w *Writer) send(h *Header, a, b []byte, wait bool) error {
 		w.space.Wait()
 	}
 	wake := len(w.pending) == 0
+	w.last = len(w.pending)
 	w.pending = AppendFrame(w.pending, h, a, b)
 	w.mu.Unlock()
 	if wake {
@@ -85,6 +89,28 @@ func (w *Writer) send(h *Header, a, b []byte, wait bool) error {
 		}
 	}
 	return nil
+}
+
+// Fold merges a payload-less frame into the last frame queued, when that
+// one is still pending (not yet handed to the stream, so nothing can come
+// between them): if it is of type from or to and about conn, it becomes
+// of type to, arg is added to its arg, and Fold reports true. Otherwise
+// nothing changes and Fold reports false: send the frame itself. The
+// stream then carries one frame where it would have carried two
+// adjacent ones (TypeSendCredit: a Send and the Credit after it).
+func (w *Writer) Fold(conn uint64, from, to Type, arg uint32) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.last < 0 {
+		return false
+	}
+	hb := w.pending[w.last : w.last+HeaderSize]
+	if t := Type(hb[4]); (t != from && t != to) || binary.LittleEndian.Uint64(hb[8:]) != conn {
+		return false
+	}
+	hb[4] = byte(to)
+	binary.LittleEndian.PutUint32(hb[20:], binary.LittleEndian.Uint32(hb[20:])+arg)
+	return true
 }
 
 // Dropped reports how many frames Send refused because the queue was full.
@@ -121,6 +147,7 @@ func (w *Writer) Run() error {
 		}
 		buf := w.pending
 		w.pending = w.spare[:0]
+		w.last = -1
 		w.space.Broadcast()
 		w.mu.Unlock()
 
@@ -136,6 +163,7 @@ func (w *Writer) Run() error {
 		if err != nil {
 			w.closed = true
 			w.pending = w.pending[:0]
+			w.last = -1
 			w.space.Broadcast()
 			w.mu.Unlock()
 			return err
