@@ -2,7 +2,9 @@ package ipc
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
+	"time"
 )
 
 // TestWriterFold: Fold merges into the last frame only while it is still
@@ -61,5 +63,48 @@ func TestWriterFold(t *testing.T) {
 	}
 	if _, err := rd.Next(); err == nil {
 		t.Error("a frame more than sent")
+	}
+}
+
+// TestWriterLead: the lead runs ahead of the first frame of each batch
+// (a frame queued while nothing is pending), and only then.
+func TestWriterLead(t *testing.T) {
+	var out bytes.Buffer
+	w := NewWriter(&out, 0)
+	owed := uint32(0)
+	w.SetLead(func(dst []byte) []byte {
+		if owed == 0 {
+			return dst
+		}
+		dst = AppendFrame(dst, &Header{Type: TypeSendAck, Arg: owed}, nil, nil)
+		owed = 0
+		return dst
+	})
+	owed = 3
+	w.Send(&Header{Type: TypeMessage, Conn: 1}, []byte("a"), nil)
+	owed = 4 // counted after the batch began: waits for the next batch
+	w.Send(&Header{Type: TypeMessage, Conn: 2}, []byte("b"), nil)
+	done := make(chan error, 1)
+	go func() { done <- w.Run() }()
+	for w.Pending() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	w.Send(&Header{Type: TypePing, Seq: 9}, nil, nil)
+	w.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	rd := NewReader(&out, 0)
+	want := []string{"112/3", "13/0", "13/0", "112/4", "51/0"}
+	var got []string
+	for {
+		f, err := rd.Next()
+		if err != nil {
+			break
+		}
+		got = append(got, fmt.Sprintf("%d/%d", f.Type, f.Arg))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("frames (type/arg): %v, want %v", got, want)
 	}
 }

@@ -26,6 +26,7 @@ type Writer struct {
 	notify  chan struct{}
 	done    chan struct{}
 	dropped uint64 // frames refused because the queue was full (Send)
+	lead    func(dst []byte) []byte
 }
 
 // NewWriter returns a Writer over w holding at most limit pending bytes
@@ -79,6 +80,9 @@ func (w *Writer) send(h *Header, a, b []byte, wait bool) error {
 		w.space.Wait()
 	}
 	wake := len(w.pending) == 0
+	if wake && w.lead != nil {
+		w.pending = w.lead(w.pending)
+	}
 	w.last = len(w.pending)
 	w.pending = AppendFrame(w.pending, h, a, b)
 	w.mu.Unlock()
@@ -90,6 +94,13 @@ func (w *Writer) send(h *Header, a, b []byte, wait bool) error {
 	}
 	return nil
 }
+
+// SetLead sets a function that may append frames ahead of the first frame
+// of every batch (a frame queued while nothing is pending): something
+// owed to the other side that is worth no write of its own, and rides on
+// the next one instead (the master's SendAck). It runs under the Writer's
+// lock and must not call the Writer. Set it before the first Send.
+func (w *Writer) SetLead(f func(dst []byte) []byte) { w.lead = f }
 
 // Fold merges a payload-less frame into the last frame queued, when that
 // one is still pending (not yet handed to the stream, so nothing can come
