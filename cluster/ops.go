@@ -87,6 +87,28 @@ func (n *Node) call(num int, op Op) Result {
 	return r
 }
 
+// Settle waits until every message this node had received from NATS
+// when it was called has been handled, within the bound (a barrier through
+// every asynchronous subscription). A recovery from another node's history
+// settles after the owner's last page: the owner published each message it
+// numbered into that page before it answered, on the same connection, so
+// once settled every one of them has been recorded here and none can still
+// reach the recovering connection live after its join.
+func (n *Node) Settle() error {
+	done := make(chan struct{})
+	if err := n.nc.Barrier(func() { close(done) }); err != nil {
+		return fmt.Errorf("cluster: settle: %w", err)
+	}
+	t := time.NewTimer(n.cfg.Timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("cluster: settle: the room messages received were not handled within %s", n.cfg.Timeout)
+	}
+}
+
 // Publish sends a room message to the other nodes with members of room
 // (false when NATS is down: the message reached no other node).
 func (n *Node) Publish(room string, c Cast) bool {

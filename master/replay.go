@@ -76,6 +76,11 @@ func (s remoteSource) drain() []cluster.Cast {
 }
 
 func (s remoteSource) final(fn func(casts []cluster.Cast, lost bool)) {
+	// What the owner numbered into the last page may still be queued here,
+	// not yet recorded: once past the join it would come twice.
+	if err := s.m.cluster.Settle(); err != nil {
+		s.m.log.Warn().Err(err).Str("room", s.room).Msg("users: recovering before every received room message was handled; the connection may get one twice")
+	}
 	st := s.m.live.stripe(s.room)
 	st.mu.Lock()
 	defer st.mu.Unlock()
