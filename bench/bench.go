@@ -184,6 +184,12 @@ type session struct {
 	epoch time.Time // push timestamps are nanoseconds since epoch
 	nonce string    // makes room names unique per run
 	tty   bool      // Progress is a terminal: one line rewritten with \r
+
+	// fdLimit is the open-file limit of this process and of the servers
+	// it starts, when it is below what the run needs (0: it is not), and
+	// fdWhy what stops it being raised (fleetscen.go).
+	fdLimit uint64
+	fdWhy   string
 }
 
 func newSession(o *Options) *session {
@@ -253,14 +259,30 @@ func (s *session) runScenario(ctx context.Context, tp **target, sc string, ran *
 		r.NA = true
 		return r, nil
 	}
-	if sc == ScenarioIdle && *ran && t.cmd != nil {
+	workers, note, skip := s.fitScenario(sc, t.mode)
+	if skip != "" {
+		r.NA, r.Skipped = true, skip
+		s.logf("[%s] %s: %s", t.mode, sc, skip)
+		return r, nil
+	}
+	if note != "" {
+		r.Note = note
+		s.logf("[%s] %s: %s", t.mode, sc, note)
+	}
+	if workers == 0 {
+		workers = s.o.Workers
+	}
+	resize := t.cmd != nil && t.mode != modeBaseline && t.mode != modeNginx && t.workers != workers
+	if sc == ScenarioIdle && *ran && t.cmd != nil || resize {
 		stopErr := t.stop()
-		nt, err := startTarget(ctx, s.o, t.mode)
+		o := *s.o
+		o.Workers = workers
+		nt, err := startTarget(ctx, &o, t.mode)
 		if err != nil {
 			return r, errors.Join(err, stopErr)
 		}
 		*tp, t = nt, nt
-		s.logf("[%s] restarted for idle: http %s, ws %s", t.mode, t.httpAddr, t.wsAddr)
+		s.logf("[%s] restarted for %s with %d workers: http %s, ws %s", t.mode, sc, t.workers, t.httpAddr, t.wsAddr)
 	}
 	*ran = true
 	m := newMeter(ctx, t, "["+t.mode+"] "+sc, s.live())
@@ -300,11 +322,17 @@ func Run(ctx context.Context, o Options) error {
 	if o.Exe == "" {
 		return errors.New("bench: no server binary (Options.Exe)")
 	}
-	if _, err := raiseNoFileTo(o.openFiles()); err != nil {
-		return err
+	s := newSession(&o)
+	if lim, err := raiseNoFileTo(o.openFiles()); err != nil {
+		// Below what the run needs: the large scenarios spread over
+		// processes (fleetscen.go), or say they cannot run here.
+		var le *limitError
+		if !errors.As(err, &le) || lim <= 2*fileReserve(lim) {
+			return err
+		}
+		s.fdLimit, s.fdWhy = lim, "RLIMIT_NOFILE's hard limit; "+le.how
 	}
 	spreadSources.Store(o.openFiles() > spreadAbove+1024)
-	s := newSession(&o)
 	rep := &Report{Command: strings.Join(os.Args, " "), Machine: thisMachine(), Modes: o.Modes,
 		Workers: o.Workers, Conns: o.Conns, Duration: o.Duration.String(), Scenarios: o.Scenarios}
 	if l := rep.Machine.Load1; l > 0.5*float64(rep.Machine.CPUs) {

@@ -23,7 +23,7 @@ import (
 // links neither the load generator nor its charting library.
 func init() {
 	command.Register(func(p *command.Program) []*cli.Command {
-		return []*cli.Command{benchCommand(p), baselineCommand()}
+		return []*cli.Command{benchCommand(p), baselineCommand(), clientCommand()}
 	})
 }
 

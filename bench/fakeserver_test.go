@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/urfave/cli/v2"
 	"github.com/valyala/fasthttp"
 )
 
@@ -30,6 +31,14 @@ func helperMain(args []string) int {
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, "helper: no command")
 		return 2
+	}
+	if args[0] == clientCommandName { // the real load generator child
+		app := &cli.App{Name: "helper", Commands: []*cli.Command{clientCommand()}}
+		if err := app.Run(append([]string{"helper"}, args...)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	httpAddr := fs.String("http", "", "")

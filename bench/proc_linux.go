@@ -169,9 +169,20 @@ func raiseLimit(lim *syscall.Rlimit, want, nrOpen uint64, set func(*syscall.Rlim
 		case nrOpen > 0 && want > nrOpen:
 			how = "raise fs.nr_open (sysctl) and the hard limit"
 		}
-		return lim.Cur, fmt.Errorf("bench: RLIMIT_NOFILE could be raised to %d open files, %d are needed: %s, or ask for fewer connections", lim.Cur, want, how)
+		return lim.Cur, &limitError{reached: lim.Cur, want: want, how: how}
 	}
 	return lim.Cur, nil
+}
+
+// limitError is an open-file limit that could not be raised as far as
+// wanted: how far it got, and what to do.
+type limitError struct {
+	reached, want uint64
+	how           string
+}
+
+func (e *limitError) Error() string {
+	return fmt.Sprintf("bench: RLIMIT_NOFILE could be raised to %d open files, %d are needed: %s, or ask for fewer connections", e.reached, e.want, e.how)
 }
 
 // readNrOpen is fs.nr_open, the ceiling of any RLIMIT_NOFILE (0: unknown).

@@ -156,6 +156,12 @@ func (rep *Report) notes() []string {
 	}
 	for _, r := range rep.Results {
 		tag := r.Scenario + " [" + r.Mode + "]: "
+		if r.Skipped != "" {
+			out = append(out, tag+r.Skipped)
+		}
+		if r.Note != "" {
+			out = append(out, tag+r.Note)
+		}
 		switch {
 		case r.Error != "":
 			out = append(out, tag+"error: "+r.Error)

@@ -57,6 +57,12 @@ type Result struct {
 	NA    bool   `json:"na,omitempty"`    // the scenario does not apply (baseline push/broadcast)
 	Error string `json:"error,omitempty"` // the scenario could not run
 
+	// Skipped says why the scenario cannot run in this mode on this
+	// machine (with NA); Note how it was run differently from the other
+	// scenarios (more workers, several load generator processes).
+	Skipped string `json:"skipped,omitempty"`
+	Note    string `json:"note,omitempty"`
+
 	Idle      *IdleStats      `json:"idle,omitempty"`
 	Push      *PushStats      `json:"push,omitempty"`
 	UIDPush   *UIDPushStats   `json:"uid_push,omitempty"`

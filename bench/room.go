@@ -264,6 +264,9 @@ func (s *session) benchPush(ctx context.Context, t *target, m *meter, r *Result)
 // is one member delivery; latency is the time until the last member.
 func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Result) error {
 	n := s.o.Members
+	if s.overBudget(n) {
+		return s.broadcastFleet(ctx, t, m, r)
+	}
 	room := "bench-bcast-" + s.nonce
 	ms, set, err := joinAll(ctx, t.wsAddr, n, true, func(int) string { return room })
 	if err != nil {
@@ -324,12 +327,7 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 	broadcast := func(seq uint64, timeout, stall time.Duration) (int, bool, error) {
 		want.Store(int64(n))
 		state.Store(seq << 32)
-		buf = append(buf[:0], head...)
-		body := len(buf)
-		buf = append(buf, bcastMarker...)
-		buf = strconv.AppendUint(buf, seq, 10)
-		buf = append(buf, ';')
-		buf = padBody(buf, body+echoSize)
+		buf = appendBroadcast(buf[:0], head, seq)
 		st, err := hc.do(buf, true)
 		if err != nil {
 			return 0, false, err
@@ -481,4 +479,16 @@ func readMembers(ms []*member, wg *sync.WaitGroup, on func(msg []byte)) {
 			}
 		}()
 	}
+}
+
+// appendBroadcast appends to dst the broadcast request numbered seq: head
+// (the POST's request line and headers) and a body of echoSize bytes
+// starting with the marker and the number.
+func appendBroadcast(dst, head []byte, seq uint64) []byte {
+	dst = append(dst, head...)
+	body := len(dst)
+	dst = append(dst, bcastMarker...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, ';')
+	return padBody(dst, body+echoSize)
 }

@@ -265,61 +265,41 @@ func (s *session) benchConnect(ctx context.Context, t *target, m *meter, r *Resu
 // The window is the opening of the connections (ops = connections opened).
 func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result) error {
 	n := s.o.IdleConns
-	if _, err := raiseNoFileTo(uint64(n) + 1024); err != nil {
-		return err
+	if !s.overBudget(n) {
+		if _, err := raiseNoFileTo(uint64(n) + 1024); err != nil {
+			return err
+		}
 	}
 	time.Sleep(s.o.idleSettle) // let the previous scenario's memory settle
 	before := m.rssByProc()
-	set := new(closerSet)
-	defer set.closeAll()
-	ctrs := make([]*counter, s.o.Conns)
-	for i := range ctrs {
-		ctrs[i] = new(counter)
-	}
-	brs := make(chan *bufio.Reader, s.o.Conns)
-	for range s.o.Conns {
-		brs <- bufio.NewReaderSize(nil, 4<<10)
-	}
-	var retried atomic.Int64
-	m.beginCount(n, "conn", sumOps(ctrs))
-	slot := make(chan int, s.o.Conns)
-	for i := range s.o.Conns {
-		slot <- i
-	}
-	_, err := dialAll(ctx, n, s.o.Conns, func(ctx context.Context, _ int) (struct{}, error) {
-		k := <-slot
-		defer func() { slot <- k }()
-		ctr := ctrs[k]
-		br := <-brs
-		defer func() { brs <- br }()
-		t0 := time.Now()
-		c, err := dialTCPRetry(ctx, t.wsAddr, &retried)
-		if err != nil {
-			ctr.errs.Add(1)
-			return struct{}{}, err
+	var retried int64
+	var err error
+	if s.overBudget(n) { // held by helper processes (fleet.go)
+		fl, h, ferr := s.idleFleet(ctx, t, m, r, n)
+		if fl != nil {
+			defer func() {
+				if err := fl.stop(); err != nil {
+					s.logf("[%s] idle: %v", t.mode, err)
+				}
+			}()
 		}
-		if _, err := wsHandshake(c, br, t.wsAddr, t.wsPath); err != nil {
-			c.Close()
-			ctr.errs.Add(1)
-			return struct{}{}, err
+		if ferr != nil {
+			return fmt.Errorf("connect: %w", ferr)
 		}
-		if br.Buffered() > 0 {
-			c.Close()
-			ctr.errs.Add(1)
-			return struct{}{}, errors.New("unexpected data on an idle connection")
+		retried = h.retries
+		if h.errs > 0 {
+			err = fmt.Errorf("%d of %d failed, first: %s", h.errs, n, h.first)
 		}
-		set.add(c)
-		ctr.h.record(time.Since(t0))
-		ctr.ops.Add(1)
-		return struct{}{}, nil
-	})
-	w := m.end()
-	r.fill(w, ctrs)
+	} else {
+		var closeAll func()
+		closeAll, retried, err = s.idleLocal(ctx, t, m, r, n)
+		defer closeAll()
+	}
 	if err != nil && r.Ops == 0 {
 		return fmt.Errorf("connect: %w", err)
 	}
-	idle := &IdleStats{Conns: int(r.Ops), AddrRetries: retried.Load()}
-	r.Errors += retried.Load()
+	idle := &IdleStats{Conns: int(r.Ops), AddrRetries: retried}
+	r.Errors += retried
 	if err != nil {
 		idle.Error = err.Error()
 	}
@@ -357,4 +337,54 @@ func (s *session) benchIdle(ctx context.Context, t *target, m *meter, r *Result)
 	}
 	r.Idle = idle
 	return nil
+}
+
+// idleLocal opens the idle scenario's n connections from this process;
+// closeAll closes them.
+func (s *session) idleLocal(ctx context.Context, t *target, m *meter, r *Result, n int) (closeAll func(), retries int64, err error) {
+	set := new(closerSet)
+	ctrs := make([]*counter, s.o.Conns)
+	for i := range ctrs {
+		ctrs[i] = new(counter)
+	}
+	brs := make(chan *bufio.Reader, s.o.Conns)
+	for range s.o.Conns {
+		brs <- bufio.NewReaderSize(nil, 4<<10)
+	}
+	var retried atomic.Int64
+	m.beginCount(n, "conn", sumOps(ctrs))
+	slot := make(chan int, s.o.Conns)
+	for i := range s.o.Conns {
+		slot <- i
+	}
+	_, err = dialAll(ctx, n, s.o.Conns, func(ctx context.Context, _ int) (struct{}, error) {
+		k := <-slot
+		defer func() { slot <- k }()
+		ctr := ctrs[k]
+		br := <-brs
+		defer func() { brs <- br }()
+		t0 := time.Now()
+		c, err := dialTCPRetry(ctx, t.wsAddr, &retried)
+		if err != nil {
+			ctr.errs.Add(1)
+			return struct{}{}, err
+		}
+		if _, err := wsHandshake(c, br, t.wsAddr, t.wsPath); err != nil {
+			c.Close()
+			ctr.errs.Add(1)
+			return struct{}{}, err
+		}
+		if br.Buffered() > 0 {
+			c.Close()
+			ctr.errs.Add(1)
+			return struct{}{}, errors.New("unexpected data on an idle connection")
+		}
+		set.add(c)
+		ctr.h.record(time.Since(t0))
+		ctr.ops.Add(1)
+		return struct{}{}, nil
+	})
+	w := m.end()
+	r.fill(w, ctrs)
+	return set.closeAll, retried.Load(), err
 }

@@ -188,7 +188,8 @@ func (s *controlServer) handle(c *net.UnixConn) {
 		st := s.m.Status()
 		resp.Status = &st
 	case "connections":
-		resp.Connections = s.m.Connections()
+		writeConnections(c, s.m.ConnectionsJSON()) // conns_json.go
+		return
 	case "cluster-connections":
 		resp.Page, err = s.m.ClusterConnections(req.Node, req.Offset)
 		if err != nil {
@@ -221,15 +222,30 @@ func (s *controlServer) handle(c *net.UnixConn) {
 // Call sends one request to the master running in dir and returns its
 // response. A master that is not there is ErrNotRunning, said plainly.
 func Call(dir string, req Request, timeout time.Duration) (*Response, error) {
-	if _, err := ReadPid(dir); err != nil {
+	var resp Response
+	err := callWith(dir, req, timeout, func(r io.Reader, resp *Response) error { return json.NewDecoder(r).Decode(resp) }, &resp)
+	if err != nil && !errors.Is(err, ErrPermission) && !isControlError(err) {
 		return nil, err
+	}
+	return &resp, err
+}
+
+func isControlError(err error) bool {
+	var ce *ControlError
+	return errors.As(err, &ce)
+}
+
+// callWith is Call reading the answer with read, which fills in r.
+func callWith(dir string, req Request, timeout time.Duration, read func(io.Reader, *Response) error, r *Response) error {
+	if _, err := ReadPid(dir); err != nil {
+		return err
 	}
 	c, err := net.DialTimeout("unix", filepath.Join(dir, SocketName), 2*time.Second)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("%w (control socket %s belongs to another user)", ErrPermission, filepath.Join(dir, SocketName))
+			return fmt.Errorf("%w (control socket %s belongs to another user)", ErrPermission, filepath.Join(dir, SocketName))
 		}
-		return nil, fmt.Errorf("%w (control socket: %v)", ErrNotRunning, err)
+		return fmt.Errorf("%w (control socket: %v)", ErrNotRunning, err)
 	}
 	defer c.Close()
 	if timeout > 0 {
@@ -239,20 +255,19 @@ func Call(dir string, req Request, timeout time.Duration) (*Response, error) {
 	// A master that refuses the peer answers and closes without reading:
 	// the write may then fail (EPIPE), and the answer is still there.
 	_, werr := c.Write(append(b, '\n'))
-	var resp Response
-	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+	if err := read(c, r); err != nil {
 		if werr != nil {
-			return nil, fmt.Errorf("control: %w", werr)
+			return fmt.Errorf("control: %w", werr)
 		}
-		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
+		return fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
-	if resp.Error == refusedMsg {
-		return &resp, fmt.Errorf("%w (the master runs as another user)", ErrPermission)
+	if r.Error == refusedMsg {
+		return fmt.Errorf("%w (the master runs as another user)", ErrPermission)
 	}
-	if resp.Error != "" {
-		return &resp, &ControlError{Code: resp.Code, Text: resp.Error}
+	if r.Error != "" {
+		return &ControlError{Code: r.Code, Text: r.Error}
 	}
-	return &resp, nil
+	return nil
 }
 
 // ConnInfo describes one connection in `server connections`.

@@ -196,23 +196,7 @@ func (m *Master) Connections() []reactor.Info {
 	out, mine := m.mode.list()
 	if !mine {
 		out = []reactor.Info{}
-		m.mu.Lock()
-		var procs []*proc
-		for _, sl := range m.slots {
-			if sl.cur != nil && sl.worker() {
-				procs = append(procs, sl.cur)
-			}
-			procs = append(procs, sl.old...)
-		}
-		m.mu.Unlock()
-		for _, p := range procs {
-			if p.State() == StateStarting {
-				continue
-			}
-			b, err := p.query(ipcConns, 2*time.Second)
-			if err != nil {
-				continue
-			}
+		for _, b := range m.queryConns() { // conns_json.go
 			var infos []reactor.Info
 			if json.Unmarshal(b, &infos) == nil {
 				out = append(out, infos...)

@@ -60,7 +60,7 @@ func (s reactorSource) close()     { s.w.r.Close() }
 func (s reactorSource) count() int { return s.w.r.Len() }
 
 func (s reactorSource) infos() []reactor.Info {
-	var out []reactor.Info
+	out := make([]reactor.Info, 0, s.w.r.Len())
 	s.w.r.Each(func(c *reactor.Conn) { out = append(out, c.Info(s.w.cfg.Slot)) })
 	return out
 }

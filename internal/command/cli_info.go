@@ -74,15 +74,17 @@ func connections(c *cli.Context) error {
 	if c.Bool("cluster") {
 		return clusterConnections(c)
 	}
+	if c.Bool("json") { // as the master sent it: no decoding and encoding again
+		list, err := master.CallConnectionsJSON(c.String("run-dir"), 30*time.Second)
+		if err != nil {
+			return err
+		}
+		_, err = os.Stdout.Write(append(list, '\n'))
+		return err
+	}
 	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "connections"}, 30*time.Second)
 	if err != nil {
 		return err
-	}
-	if c.Bool("json") {
-		if resp.Connections == nil {
-			resp.Connections = []master.ConnInfo{}
-		}
-		return json.NewEncoder(os.Stdout).Encode(resp.Connections)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tWORKER\tLISTENER\tREMOTE\tPROTOCOL\tPATH\tSINCE\tIN\tOUT")
