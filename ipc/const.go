@@ -5,7 +5,7 @@ import "errors"
 // Version is the wire-format version. A worker announces it in its Hello
 // frame; a master that speaks another version answers with an Error frame
 // and closes the stream, so a new binary under an old master fails fast.
-const Version uint16 = 4
+const Version uint16 = 5
 
 // HeaderSize is the fixed size of every frame header.
 //
@@ -98,6 +98,11 @@ const (
 	TypeSendFailed Type = 111 // m->w: one Send to conn failed; code = Outcome
 	TypeSendAck    Type = 112 // m->w: arg = Sends applied with outcome OK since the last SendAck
 	TypeSendFlush  Type = 113 // w->m: seq wants a Result (OK) once every earlier Send of this stream was applied
+
+	// TypeSendCredit is a Send and the Credit that directly followed it,
+	// for the same connection, in one frame (Writer.Fold): the worker's
+	// echo, one frame back per message instead of two.
+	TypeSendCredit Type = 120 // w->m: a Send (conn, flags, payload as Send), then a Credit of arg for conn
 )
 
 // BroadcastSkippedSize is the payload of a Broadcast's Result: the number

@@ -14,7 +14,7 @@ func TestConstants(t *testing.T) {
 		got  uint64
 		want uint64
 	}{
-		{name: "Version", got: uint64(Version), want: 4},
+		{name: "Version", got: uint64(Version), want: 5},
 		{name: "BroadcastSkippedSize", got: BroadcastSkippedSize, want: 4},
 		{name: "ClosedReply", got: uint64(ClosedReply), want: 1},
 		{name: "BroadcastExt", got: uint64(BroadcastExt), want: 0x40},
@@ -95,6 +95,7 @@ var allTypes = []struct {
 	{name: "TypeSendFailed", typ: TypeSendFailed, want: 111},
 	{name: "TypeSendAck", typ: TypeSendAck, want: 112},
 	{name: "TypeSendFlush", typ: TypeSendFlush, want: 113},
+	{name: "TypeSendCredit", typ: TypeSendCredit, want: 120},
 }
 
 func TestTypeValues(t *testing.T) {

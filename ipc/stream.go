@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"runtime"
@@ -18,12 +19,14 @@ type Writer struct {
 
 	mu      sync.Mutex
 	pending []byte
+	last    int // offset in pending of the last frame queued; -1: none (Fold)
 	spare   []byte
 	closed  bool
 	space   *sync.Cond // signalled when pending shrinks or the writer closes
 	notify  chan struct{}
 	done    chan struct{}
 	dropped uint64 // frames refused because the queue was full (Send)
+	lead    func(dst []byte) []byte
 }
 
 // NewWriter returns a Writer over w holding at most limit pending bytes
@@ -36,6 +39,7 @@ func NewWriter(w io.Writer, limit int) *Writer {
 		w:       w,
 		limit:   limit,
 		pending: make([]byte, 0, 64<<10),
+		last:    -1,
 		spare:   make([]byte, 0, 64<<10),
 		notify:  make(chan struct{}, 1),
 		done:    make(chan struct{}),
@@ -76,6 +80,10 @@ func (w *Writer) send(h *Header, a, b []byte, wait bool) error {
 		w.space.Wait()
 	}
 	wake := len(w.pending) == 0
+	if wake && w.lead != nil {
+		w.pending = w.lead(w.pending)
+	}
+	w.last = len(w.pending)
 	w.pending = AppendFrame(w.pending, h, a, b)
 	w.mu.Unlock()
 	if wake {
@@ -85,6 +93,35 @@ func (w *Writer) send(h *Header, a, b []byte, wait bool) error {
 		}
 	}
 	return nil
+}
+
+// SetLead sets a function that may append frames ahead of the first frame
+// of every batch (a frame queued while nothing is pending): something
+// owed to the other side that is worth no write of its own, and rides on
+// the next one instead (the master's SendAck). It runs under the Writer's
+// lock and must not call the Writer. Set it before the first Send.
+func (w *Writer) SetLead(f func(dst []byte) []byte) { w.lead = f }
+
+// Fold merges a payload-less frame into the last frame queued, when that
+// one is still pending (not yet handed to the stream, so nothing can come
+// between them): if it is of type from or to and about conn, it becomes
+// of type to, arg is added to its arg, and Fold reports true. Otherwise
+// nothing changes and Fold reports false: send the frame itself. The
+// stream then carries one frame where it would have carried two
+// adjacent ones (TypeSendCredit: a Send and the Credit after it).
+func (w *Writer) Fold(conn uint64, from, to Type, arg uint32) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.last < 0 {
+		return false
+	}
+	hb := w.pending[w.last : w.last+HeaderSize]
+	if t := Type(hb[4]); (t != from && t != to) || binary.LittleEndian.Uint64(hb[8:]) != conn {
+		return false
+	}
+	hb[4] = byte(to)
+	binary.LittleEndian.PutUint32(hb[20:], binary.LittleEndian.Uint32(hb[20:])+arg)
+	return true
 }
 
 // Dropped reports how many frames Send refused because the queue was full.
@@ -121,6 +158,7 @@ func (w *Writer) Run() error {
 		}
 		buf := w.pending
 		w.pending = w.spare[:0]
+		w.last = -1
 		w.space.Broadcast()
 		w.mu.Unlock()
 
@@ -136,6 +174,7 @@ func (w *Writer) Run() error {
 		if err != nil {
 			w.closed = true
 			w.pending = w.pending[:0]
+			w.last = -1
 			w.space.Broadcast()
 			w.mu.Unlock()
 			return err

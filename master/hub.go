@@ -237,6 +237,9 @@ func (m *Master) frame(p *proc, f ipc.Frame) error {
 		m.bus.Route(p, f)
 	case ipc.TypeSend:
 		m.send(p, f)
+	case ipc.TypeSendCredit: // a Send, then the Credit that followed it
+		m.send(p, f)
+		m.mode.fromWorker(p, f)
 	case ipc.TypeSendFlush:
 		m.sendFlush(p, f)
 	case ipc.TypeError:

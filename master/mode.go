@@ -42,7 +42,7 @@ type mode interface {
 	// list lists every open connection; false when the workers hold them.
 	list() ([]reactor.Info, bool)
 	// fromWorker takes the frames only this mode's workers send
-	// (PROCESS: Response, Credit).
+	// (PROCESS: Response, Credit, and the credit of a SendCredit).
 	fromWorker(p *proc, f ipc.Frame)
 	// dispatchName is how connections reach workers, as status shows it.
 	dispatchName() string
@@ -90,7 +90,7 @@ func (pm processMode) fromWorker(p *proc, f ipc.Frame) {
 	switch f.Type {
 	case ipc.TypeResponse:
 		pm.m.backend.response(p, f)
-	case ipc.TypeCredit:
+	case ipc.TypeCredit, ipc.TypeSendCredit:
 		pm.m.backend.credit(p, f)
 	}
 }

@@ -44,11 +44,12 @@ type proc struct {
 	intended atomic.Bool  // stopped on purpose (drain, stop): no respawn
 	startErr atomic.Value // string: why the worker said it could not start
 
-	inflight atomic.Int64 // PROCESS: requests in flight, for dispatch=idle
-	lastPong atomic.Int64 // unix nanos of the worker's last Pong (watchdog.go)
-	welcomed atomic.Bool  // Welcome and Secrets sent: later Secrets frames may follow
-	perIPRow int          // BASE: its row of the shared per-address table (-1: none)
-	sendOK   uint32       // PROCESS: Sends applied OK and not yet acknowledged (readProc's own; send.go)
+	inflight atomic.Int64  // PROCESS: requests in flight, for dispatch=idle
+	lastPong atomic.Int64  // unix nanos of the worker's last Pong (watchdog.go)
+	welcomed atomic.Bool   // Welcome and Secrets sent: later Secrets frames may follow
+	perIPRow int           // BASE: its row of the shared per-address table (-1: none)
+	sendOK   atomic.Uint32 // PROCESS: Sends applied OK and not yet acknowledged (send.go)
+	ackLater *time.Timer   // PROCESS: acknowledges them when no frame to the worker did (send.go)
 
 	// Work sent to p is ordered before its Drain frame (a drained worker
 	// must see every request and message routed to it before it drains):
@@ -243,6 +244,7 @@ func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
 
 		perIPRow: row,
 	}
+	p.out.SetLead(p.leadAck)
 	p.state.Store(StateStarting)
 	m.mu.Lock()
 	if next {
@@ -345,10 +347,13 @@ func (m *Master) readProc(p *proc) {
 				break
 			}
 			if rd.Buffered() == 0 {
-				m.ackSends(p) // before the read that may wait
+				m.ackLater(p) // before the read that may wait
 			}
 			rd.Shrink()
 		}
+	}
+	if p.ackLater != nil {
+		p.ackLater.Stop()
 	}
 	close(p.readEnd)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {

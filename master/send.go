@@ -1,6 +1,8 @@
 package master
 
 import (
+	"time"
+
 	"github.com/forkd/forkd/ipc"
 )
 
@@ -26,25 +28,56 @@ func (m *Master) send(p *proc, f ipc.Frame) {
 		out = m.reactor.Push(f.Conn, int(f.Flags), f.Payload)
 	}
 	if out == ipc.OK {
-		p.sendOK++
+		p.sendOK.Add(1)
 		return
 	}
 	p.out.SendWait(&ipc.Header{Type: ipc.TypeSendFailed, Conn: f.Conn, Code: uint16(out)}, nil, nil)
 }
 
-// ackSends tells p how many of its Sends succeeded since the last SendAck.
-// readProc calls it when it has nothing more of p's buffered.
-func (m *Master) ackSends(p *proc) {
-	if p.sendOK == 0 {
+// The SendAck rides on the next frame to the worker (leadAck, ahead of the
+// first frame of the master's next write to it) rather than going alone:
+// alone, it was a pipe write that woke an idle worker for nothing but a
+// count, once per batch the worker answered (a third of a worker's
+// wake-ups in an echo load, see docs/BENCHMARKS.md). When no frame follows
+// within ackDelay (the worker went quiet), ackLater's timer sends it.
+const ackDelay = 10 * time.Millisecond
+
+// leadAck is p.out's lead (ipc.Writer.SetLead): the successes counted so
+// far, ahead of a new batch.
+func (p *proc) leadAck(dst []byte) []byte {
+	n := p.sendOK.Swap(0)
+	if n == 0 {
+		return dst
+	}
+	return ipc.AppendFrame(dst, &ipc.Header{Type: ipc.TypeSendAck, Arg: n}, nil, nil)
+}
+
+// ackLater makes sure the successes counted so far reach p within
+// ackDelay even if nothing else is sent to it (readProc, when it has read
+// everything p wrote). Under load the timer is pushed back at every batch
+// and never fires.
+func (m *Master) ackLater(p *proc) {
+	if p.sendOK.Load() == 0 {
 		return
 	}
-	p.out.SendWait(&ipc.Header{Type: ipc.TypeSendAck, Arg: p.sendOK}, nil, nil)
-	p.sendOK = 0
+	if p.ackLater == nil {
+		p.ackLater = time.AfterFunc(ackDelay, func() { ackSends(p) })
+		return
+	}
+	p.ackLater.Reset(ackDelay)
+}
+
+// ackSends tells p at once how many of its Sends succeeded since the last
+// SendAck.
+func ackSends(p *proc) {
+	if n := p.sendOK.Swap(0); n > 0 {
+		p.out.SendWait(&ipc.Header{Type: ipc.TypeSendAck, Arg: n}, nil, nil)
+	}
 }
 
 // sendFlush answers a SendFlush: every earlier Send of p was applied (its
 // failures are already queued to p, ahead of this Result).
 func (m *Master) sendFlush(p *proc, f ipc.Frame) {
-	m.ackSends(p)
+	ackSends(p)
 	result(p, f, ipc.OK, 0, nil)
 }

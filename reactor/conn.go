@@ -60,6 +60,9 @@ type Conn struct {
 	lingerOnClose atomic.Bool
 	// hdr scans HTTP header bytes for bare LFs (see httpcheck.go).
 	hdr hdrScan
+	// idle waits for a plain TCP keep-alive connection's next request
+	// (idlewait_linux.go); made at its first wait.
+	idle *idleWait
 
 	// Slot is the worker serving this WebSocket in PROCESS mode (-1: none).
 	Slot atomic.Int32
@@ -125,15 +128,20 @@ func (c *Conn) Handshake() *ipc.Handshake { return &c.hs }
 // Read counts bytes in (and follows an HTTP request's header block: see
 // hdrScan).
 func (c *Conn) Read(b []byte) (int, error) {
+	var n int
+	var err error
+	done := false
 	if c.hdr.state == hdrWaitPeek {
-		yieldBeforeNextRequest()
+		n, done, err = c.waitNextRequest(b)
 	}
 	if c.hdr.state != hdrOff {
 		if err := c.hdr.before(); err != nil {
 			return 0, err
 		}
 	}
-	n, err := c.Conn.Read(b)
+	if !done {
+		n, err = c.Conn.Read(b)
+	}
 	c.in.Add(uint64(n))
 	if c.hdr.state == hdrScanning {
 		c.hdr.scan(b[:n])

@@ -244,6 +244,7 @@ func (r *Reactor) serve(l *Listener, ctx *fasthttp.RequestCtx) (upgraded bool) {
 	case upgrade && (l.Protocol == WebSocket || l.Upgrade):
 		if c != nil {
 			c.hdr.reset(hdrOff) // before the hijack: then another goroutine reads
+			c.idle = nil        // only HTTP waits for a next request
 		}
 		r.upgrade(ctx, c, l)
 		return ctx.Hijacked()

@@ -14,4 +14,9 @@ import "runtime"
 // some 5-9% more requests per CPU-second (see "BASE HTTP per core" there).
 // With nothing else to run it costs a trip through the scheduler, well
 // under a microsecond.
+//
+// A plain TCP HTTP connection no longer yields: it waits on the runtime's
+// poller before that read (waitNextRequest, idlewait_linux.go), and so
+// makes no EAGAIN read at all. TLS connections, and WebSocket reads
+// (wsframe.go), still yield.
 func yieldBeforeNextRequest() { runtime.Gosched() }

@@ -176,8 +176,14 @@ const creditEvery = 16
 
 // credit tells the master (PROCESS mode) that n of connection id's
 // messages were handled, so it may send that many more (see master's
-// credit.go): the bound on a connection's queued events here.
+// credit.go): the bound on a connection's queued events here. When the
+// last frame still queued to the master is this connection's Send (an
+// echo: the callback's answer), the credit rides on it (SendCredit): the
+// same two frames in the same order, one header fewer to write and read.
 func (w *Worker) credit(id uint64, n int) {
+	if w.out.Fold(id, ipc.TypeSend, ipc.TypeSendCredit, uint32(n)) {
+		return
+	}
 	w.out.SendWait(&ipc.Header{Type: ipc.TypeCredit, Conn: id, Arg: uint32(n)}, nil, nil)
 }
 

@@ -107,6 +107,23 @@ func (fm *fakeMaster) expect(tb testing.TB, t ipc.Type) ipc.Frame {
 	}
 }
 
+// isSend: a Send frame, or a Send carrying the Credit after it.
+func isSend(f ipc.Frame) bool { return f.Type == ipc.TypeSend || f.Type == ipc.TypeSendCredit }
+
+// expectSend reads up to the next Send or SendCredit frame.
+func (fm *fakeMaster) expectSend(tb testing.TB) ipc.Frame {
+	tb.Helper()
+	for {
+		f, err := fm.rd.Next()
+		if err != nil {
+			tb.Fatalf("waiting for a Send: %v", err)
+		}
+		if isSend(f) {
+			return f
+		}
+	}
+}
+
 func (fm *fakeMaster) open(id uint64) {
 	hs := ipc.AppendHandshake(nil, &ipc.Handshake{Remote: []byte("127.0.0.1:1"), URI: []byte("/echo")})
 	fm.out.Send(&ipc.Header{Type: ipc.TypeOpen, Conn: id}, hs, nil)
@@ -134,7 +151,7 @@ func BenchmarkProcessEcho(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if f.Type == ipc.TypeSend {
+			if isSend(f) {
 				got++
 			}
 		}
@@ -151,7 +168,7 @@ func TestSendFlush(t *testing.T) {
 	round := func(fail ipc.Outcome) {
 		t.Helper()
 		fm.out.Send(&ipc.Header{Type: ipc.TypeMessage, Conn: 7, Flags: 1}, []byte("hi"), nil)
-		f := fm.expect(t, ipc.TypeSend)
+		f := fm.expectSend(t)
 		if f.Conn != 7 || string(f.Payload) != "hi" || f.Seq != 0 {
 			t.Fatalf("Send frame: conn %d seq %d payload %q, want conn 7, seq 0 (no answer wanted), %q", f.Conn, f.Seq, f.Payload, "hi")
 		}
@@ -204,7 +221,7 @@ func TestSendInOnClose(t *testing.T) {
 			t.Fatal(err)
 		}
 		switch f.Type {
-		case ipc.TypeSend:
+		case ipc.TypeSend, ipc.TypeSendCredit:
 			got = append(got, "send "+string(f.Payload))
 		case ipc.TypeClose:
 			got = append(got, "close")
@@ -212,5 +229,49 @@ func TestSendInOnClose(t *testing.T) {
 	}
 	if want := []string{"send last", "send bye", "close"}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("frames from the worker: %q, want %q", got, want)
+	}
+}
+
+// TestSendCreditFold: the Credit for a handled message rides on the Send
+// its callback made when that Send is the last frame queued (SendCredit),
+// and stays a Credit frame of its own otherwise; either way every message
+// is credited exactly once and every Send arrives, in order.
+func TestSendCreditFold(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		fm := startWorker(t, &echoApp{})
+		fm.open(5)
+		const n = 200
+		for i := 0; i < n; i++ {
+			fm.out.Send(&ipc.Header{Type: ipc.TypeMessage, Conn: 5, Flags: 1}, []byte(fmt.Sprint(i)), nil)
+		}
+		sends, credits, folded := 0, 0, 0
+		for sends < n || credits < n {
+			f, err := fm.rd.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch f.Type {
+			case ipc.TypeSend, ipc.TypeSendCredit:
+				if string(f.Payload) != fmt.Sprint(sends) || f.Conn != 5 {
+					t.Fatalf("Send %d: conn %d payload %q, want conn 5 payload %q", sends, f.Conn, f.Payload, fmt.Sprint(sends))
+				}
+				sends++
+				if f.Type == ipc.TypeSendCredit {
+					folded++
+					credits += int(f.Arg)
+				}
+			case ipc.TypeCredit:
+				credits += int(f.Arg)
+			}
+			if credits > sends {
+				t.Fatalf("%d messages credited after %d Sends: a credit ahead of the message's answer", credits, sends)
+			}
+		}
+		if credits != n || sends != n {
+			t.Fatalf("%d Sends and %d credits for %d messages", sends, credits, n)
+		}
+		if folded == 0 {
+			t.Errorf("round %d: no credit rode on a Send in %d echoes", round, n)
+		}
 	}
 }

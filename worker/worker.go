@@ -335,8 +335,12 @@ func (w *Worker) handle(f ipc.Frame) error {
 		b, _ := json.Marshal(w.Stats())
 		w.out.Send(&ipc.Header{Type: ipc.TypeStats, Seq: f.Seq}, b, nil)
 	case ipc.TypeConns:
-		b, _ := json.Marshal(w.connInfos())
-		w.out.Send(&ipc.Header{Type: ipc.TypeConns, Seq: f.Seq}, b, nil)
+		// Not on the read loop: listing and encoding 15,000 connections
+		// takes tens of milliseconds, which every frame behind it would wait.
+		go func(seq uint32) {
+			b, _ := json.Marshal(w.connInfos())
+			w.out.Send(&ipc.Header{Type: ipc.TypeConns, Seq: seq}, b, nil)
+		}(f.Seq)
 	case ipc.TypeMetrics:
 		go w.sendMetrics(f.Seq) // gathering the runtime's figures takes a moment: not on the read loop
 	case ipc.TypeReopenLogs:

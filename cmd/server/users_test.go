@@ -289,12 +289,14 @@ func leaveSeq(t *testing.T, w *busMember, name string) (uint64, uint32) {
 // TestUsersHistory, in both modes, three times each: a member leaves; the
 // room gets five broadcasts, then more while the member reconnects with
 // since=SEQ&epoch=E; it receives exactly the five, then every later one,
-// in order, once each. Then the gap: a since older than the history, and
+// in order, once each (the history keeps 40: all 25 are still kept however
+// late the reconnect's recovery runs; with 20, a recovery that ran after
+// the 16th lost since+1 and rightly got a gap, 1 run in 30 under load). Then the gap: a since older than the history, and
 // one from another epoch, get {"type":"gap"} first.
 func TestUsersHistory(t *testing.T) {
 	for _, mode := range []string{"base", "process"} {
 		t.Run(mode, func(t *testing.T) {
-			s := startServer(t, mode, 2, "--room-history", "20", "--room-history-ttl", "1h")
+			s := startServer(t, mode, 2, "--room-history", "40", "--room-history-ttl", "1h")
 			watch := dialMember(t, s, "watch", "room=h&name=watch")
 			// In the room once its own join is back (the welcome comes before the join).
 			watch.waitUntil(t, 10*time.Second, "its own join", func(seen []string) bool { return hasJoin(seen, "watch") })
@@ -352,12 +354,12 @@ func TestUsersHistory(t *testing.T) {
 				back.c.Close()
 			}
 
-			// Too old: 25 broadcasts after since, 20 kept.
+			// Too old: 45 broadcasts after since, 40 kept.
 			b := dialMember(t, s, "old", "room=h&name=old")
 			b.waitUntil(t, 10*time.Second, "its own join", func(seen []string) bool { return hasJoin(seen, "old") })
 			b.c.Close()
 			since, epoch := leaveSeq(t, watch, "old")
-			for i := 0; i < 25; i++ {
+			for i := 0; i < 45; i++ {
 				s.post("/broadcast?room=h", fmt.Sprintf("old-%d", i))
 			}
 			for _, q := range []string{
@@ -365,12 +367,12 @@ func TestUsersHistory(t *testing.T) {
 				fmt.Sprintf("since=%d&epoch=%d", since, epoch+1), // another epoch
 			} {
 				g := dialMember(t, s, "g", "room=h&name=g&"+q)
-				g.waitUntil(t, 10*time.Second, "old-24", func(seen []string) bool { return contains(seen, "old-24") })
+				g.waitUntil(t, 10*time.Second, "old-44", func(seen []string) bool { return contains(seen, "old-44") })
 				if g.seen[0] != `{"type":"gap","room":"h"}` {
 					t.Errorf("%s: first message after the welcome: got %q, want the gap", q, g.seen[0])
 				}
-				if contains(g.seen, "old-0") || count(g.seen, "old-24") != 1 {
-					t.Errorf("%s: after the gap, want the 20 kept messages once: %q", q, g.seen)
+				if contains(g.seen, "old-0") || count(g.seen, "old-44") != 1 {
+					t.Errorf("%s: after the gap, want the 40 kept messages once: %q", q, g.seen)
 				}
 				g.c.Close()
 			}

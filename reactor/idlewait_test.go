@@ -1,0 +1,208 @@
+package reactor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// numbered answers each request with its n query argument, after sleeping
+// the sleep argument (microseconds), and records whether the connection
+// waits for its next request on the poller (idle set).
+type numbered struct {
+	closeRecorder
+	waits, yields atomic.Int64
+}
+
+func (h *numbered) HTTP(_ *Listener, ctx *fasthttp.RequestCtx) {
+	if ctx.ConnRequestNum() > 1 { // the connection waited for this one
+		if c, ok := ctx.Conn().(*Conn); ok && c.idle != nil && c.idle != noIdleWait {
+			h.waits.Add(1)
+		} else {
+			h.yields.Add(1)
+		}
+	}
+	if us, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("sleep"))); us > 0 {
+		time.Sleep(time.Duration(us) * time.Microsecond)
+	}
+	if big, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("big"))); big > 0 {
+		ctx.SetBody(bigBody(big))
+		return
+	}
+	ctx.SetBodyString(string(ctx.QueryArgs().Peek("n")))
+}
+
+func bigBody(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte('a' + i%26)
+	}
+	return b
+}
+
+func serveNumbered(t *testing.T, opts Options) (*Reactor, *numbered, string) {
+	t.Helper()
+	h := &numbered{}
+	opts.Log = zerolog.Nop()
+	r := New(opts, h)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(ln, &Listener{Name: "http", Protocol: HTTP}) }()
+	t.Cleanup(func() {
+		r.Close()
+		<-served
+	})
+	return r, h, ln.Addr().String()
+}
+
+func readAnswer(t *testing.T, br *bufio.Reader, want int) {
+	t.Helper()
+	var resp fasthttp.Response
+	if err := resp.Read(br); err != nil {
+		t.Fatalf("request %d: reading the answer: %v", want, err)
+	}
+	if resp.StatusCode() != 200 || string(resp.Body()) != strconv.Itoa(want) {
+		t.Fatalf("request %d: got %d %q", want, resp.StatusCode(), resp.Body())
+	}
+}
+
+// TestIdleWaitKeepAlive: on a plain TCP keep-alive connection every
+// request is answered, in order, however its bytes arrive against the
+// server's wait for them: sent after the previous answer was read (the
+// server parked on the poller), during the previous request's handler
+// (the readiness was seen while nobody waited), pipelined in one write,
+// or split in two writes around a pause. The waits are the poller's, not
+// the yield's: the runtime layout was recognised.
+func TestIdleWaitKeepAlive(t *testing.T) {
+	if pollCtxOff == 0 {
+		t.Fatal("the runtime's poll state was not found: keep-alive connections would fall back to the yield")
+	}
+	_, h, addr := serveNumbered(t, Options{})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
+	br := bufio.NewReader(nc)
+	req := func(n, sleepUS int) string {
+		return fmt.Sprintf("GET /?n=%d&sleep=%d HTTP/1.1\r\nHost: x\r\n\r\n", n, sleepUS)
+	}
+	n := 0
+	for round := 0; round < 100; round++ {
+		// After the answer was read.
+		n++
+		io.WriteString(nc, req(n, 0))
+		readAnswer(t, br, n)
+		// While the handler sleeps: the next request is there before the
+		// connection waits again.
+		n++
+		io.WriteString(nc, req(n, 2000))
+		time.Sleep(500 * time.Microsecond)
+		io.WriteString(nc, req(n+1, 0))
+		readAnswer(t, br, n)
+		n++
+		readAnswer(t, br, n)
+		// Pipelined in one write.
+		io.WriteString(nc, req(n+1, 0)+req(n+2, 0)+req(n+3, 0))
+		for i := 1; i <= 3; i++ {
+			readAnswer(t, br, n+i)
+		}
+		n += 3
+		// Split around a pause: the connection waits again mid-request.
+		n++
+		s := req(n, 0)
+		io.WriteString(nc, s[:10])
+		time.Sleep(time.Duration(round%3) * 200 * time.Microsecond)
+		io.WriteString(nc, s[10:])
+		readAnswer(t, br, n)
+	}
+	if h.waits.Load() != int64(n-1) || h.yields.Load() != 0 {
+		t.Fatalf("%d requests after the first: %d on connections waiting on the poller, %d yielding", n-1, h.waits.Load(), h.yields.Load())
+	}
+}
+
+// TestIdleWaitLargeAnswers: answers larger than the socket's buffer, to a
+// client that reads them late, arrive whole and in order on a keep-alive
+// connection (a write that the socket takes only in part goes on through
+// the connection's own Write), followed by a small one.
+func TestIdleWaitLargeAnswers(t *testing.T) {
+	_, _, addr := serveNumbered(t, Options{})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
+	br := bufio.NewReader(nc)
+	for i, size := range []int{4 << 20, 1, 16 << 20, 65536, 3<<20 + 7} {
+		fmt.Fprintf(nc, "GET /?big=%d HTTP/1.1\r\nHost: x\r\n\r\n", size)
+		time.Sleep(20 * time.Millisecond) // the server fills the socket first
+		var resp fasthttp.Response
+		if err := resp.Read(br); err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		if !bytes.Equal(resp.Body(), bigBody(size)) {
+			t.Fatalf("answer %d: %d bytes, not the %d sent", i, len(resp.Body()), size)
+		}
+		fmt.Fprintf(nc, "GET /?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		readAnswer(t, br, i)
+	}
+}
+
+// TestIdleWaitWakes: a connection parked waiting for its next request is
+// ended by each of what ends it: the idle timeout (the sweeper's past
+// deadline), the client's close, the reactor's drain (shutIdle) and its
+// close. In a loop: each is a race against the wait.
+func TestIdleWaitWakes(t *testing.T) {
+	for i := 0; i < 10; i++ {
+		for _, how := range []string{"idle timeout", "client close", "drain", "close"} {
+			r, _, addr := serveNumbered(t, Options{IdleTimeout: 200 * time.Millisecond})
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(nc)
+			io.WriteString(nc, "GET /?n=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+			readAnswer(t, br, 1)
+			time.Sleep(time.Duration(i) * time.Millisecond) // parked, or about to
+			switch how {
+			case "client close":
+				nc.Close()
+			case "drain":
+				r.Drain()
+			case "close":
+				r.Close()
+			}
+			if how != "client close" {
+				// The server ends the connection: the client reads EOF.
+				if _, err := br.ReadByte(); err == nil {
+					t.Fatalf("%s: the connection sent more after its answer", how)
+				} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatalf("%s: the connection was not ended within 10 s", how)
+				}
+				nc.Close()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err = r.Wait(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("%s: the server still holds %d connections", how, r.Len())
+			}
+		}
+	}
+}
