@@ -101,6 +101,16 @@ func connectOnce(addr string, msg []byte, waitEOF bool) error {
 	return nil
 }
 
+// waitClosed waits (bounded) for the reactor to report a close.
+func waitClosed(t *testing.T, closed <-chan *Conn) {
+	t.Helper()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reactor never reported the close")
+	}
+}
+
 // TestWSCloseAfterPeerClose: after a close the client starts, with nothing
 // of its left unread, the server closes at once (see finish): the client
 // reads its close reply and then a clean EOF, never a reset, whether it
@@ -115,7 +125,7 @@ func TestWSCloseAfterPeerClose(t *testing.T) {
 		if err := connectOnce(addr, msg, i%2 == 0); err != nil {
 			t.Fatalf("round %d: %v", i, err)
 		}
-		<-h.closed
+		waitClosed(t, h.closed)
 	}
 	// A client that sends more after its close frame, in the same write,
 	// more than one read takes, then shuts its write side: the server must
@@ -161,7 +171,7 @@ func TestWSCloseAfterPeerClose(t *testing.T) {
 		if !bytes.HasSuffix(got, []byte{0x88, 0x02, 0x03, 0xe8}) {
 			t.Fatalf("round %d: got %q, want a close 1000 reply last", i, got)
 		}
-		<-h.closed
+		waitClosed(t, h.closed)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for r.Len() != 0 && time.Now().Before(deadline) {
