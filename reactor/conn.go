@@ -89,6 +89,11 @@ type Conn struct {
 	oweReason string
 	deferred  bool
 	closeSent bool
+	// peerDone: the peer's close has come and nothing of its is unread
+	// (see frameReader.peerDone): the socket closes without lingering.
+	// closeOK: our close frame was written whole.
+	peerDone bool
+	closeOK  bool
 
 	// The writer's scratch (only the flushing goroutine touches them).
 	hdrs []byte
@@ -235,10 +240,11 @@ func (c *Conn) DeferCloseReply() bool {
 	return true
 }
 
-// owed records the close the read loop ended owing.
-func (c *Conn) owed(code int, reason string) {
+// owed records the close the read loop ended owing; done: see peerDone.
+func (c *Conn) owed(code int, reason string, done bool) {
 	c.mu.Lock()
 	c.owe, c.oweCode, c.oweReason = true, code, reason
+	c.peerDone = done
 	c.mu.Unlock()
 }
 
@@ -412,12 +418,15 @@ func (c *Conn) closeWritten(err error) {
 	c.mu.Lock()
 	already := c.closeSent
 	c.closeSent = true
-	owe := c.owe
+	owe, done := c.owe, c.peerDone
+	if !already {
+		c.closeOK = err == nil
+	}
 	c.mu.Unlock()
 	if already {
 		return
 	}
-	if err == nil {
+	if err == nil && !done { // done: finish closes at once, the FIN goes then
 		closeWrite(c.Conn)
 		if !owe {
 			_ = c.Conn.SetReadDeadline(time.Now().Add(closeWait))

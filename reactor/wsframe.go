@@ -83,6 +83,9 @@ type frameReader struct {
 	rn      int
 	rerr    error
 	needBuf bool
+	// emptied: the last read from the socket left room in the buffer, so
+	// the socket held nothing more then (see peerDone).
+	emptied bool
 
 	// The message being assembled (fragmented, or larger than what one
 	// read brought): its opcode (0: none), bytes and UTF-8 state.
@@ -151,11 +154,13 @@ func (fr *frameReader) fill(n int) error {
 		var err error
 		if fr.rawReady() {
 			m, err = fr.readRaw() // takes the buffer once readable
+			fr.emptied = err == nil && fr.w+m < len(fr.buf)
 		} else {
 			if fr.buf == nil {
 				fr.take()
 			}
 			m, err = fr.read(fr.buf[fr.w:])
+			fr.emptied = false
 		}
 		fr.w += m
 		if err != nil {
