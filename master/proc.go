@@ -50,6 +50,7 @@ type proc struct {
 	perIPRow int           // BASE: its row of the shared per-address table (-1: none)
 	sendOK   atomic.Uint32 // PROCESS: Sends applied OK and not yet acknowledged (send.go)
 	ackLater *time.Timer   // PROCESS: acknowledges them when no frame to the worker did (send.go)
+	ackArmed atomic.Bool   // PROCESS: ackLater is set to fire
 
 	// Work sent to p is ordered before its Drain frame (a drained worker
 	// must see every request and message routed to it before it drains):

@@ -54,14 +54,22 @@ func (p *proc) leadAck(dst []byte) []byte {
 
 // ackLater makes sure the successes counted so far reach p within
 // ackDelay even if nothing else is sent to it (readProc, when it has read
-// everything p wrote). Under load the timer is pushed back at every batch
-// and never fires.
+// everything p wrote). Once armed it is not pushed back: under a stream of
+// Sends with nothing going to the worker (a timer's pushes) it would never
+// fire. Under load it fires every ackDelay and mostly finds the count
+// already gone ahead of a batch (leadAck).
 func (m *Master) ackLater(p *proc) {
 	if p.sendOK.Load() == 0 {
 		return
 	}
+	if !p.ackArmed.CompareAndSwap(false, true) {
+		return // armed: it fires within ackDelay of the first count it covers
+	}
 	if p.ackLater == nil {
-		p.ackLater = time.AfterFunc(ackDelay, func() { ackSends(p) })
+		p.ackLater = time.AfterFunc(ackDelay, func() {
+			p.ackArmed.Store(false)
+			ackSends(p)
+		})
 		return
 	}
 	p.ackLater.Reset(ackDelay)

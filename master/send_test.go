@@ -1,0 +1,58 @@
+package master
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/forkd/forkd/ipc"
+)
+
+// TestAckLaterSteadyStream: a worker whose Sends never stop (a timer's
+// pushes) while the master sends it nothing, so no batch carries the
+// SendAck, still has its successes acknowledged within about ackDelay,
+// not only once the stream pauses.
+func TestAckLaterSteadyStream(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	out := ipc.NewWriter(w, 1<<20)
+	go out.Run()
+	defer out.Close()
+	p := &proc{out: out}
+	m := &Master{}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // what readProc does per batch of a steady stream
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(ackDelay / 20):
+			}
+			p.sendOK.Add(1)
+			m.ackLater(p)
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+		if p.ackLater != nil {
+			p.ackLater.Stop()
+		}
+	}()
+	start := time.Now()
+	// 50 times ackDelay: a scheduling stall cannot fail it, a timer pushed
+	// back at every batch (it fired only in a pause of the stream) does.
+	r.SetReadDeadline(start.Add(50 * ackDelay))
+	f, err := ipc.NewReader(r, ipc.MaxPayload).Next()
+	if err != nil {
+		t.Fatalf("no SendAck while the stream went on (%v after %v)", err, time.Since(start))
+	}
+	if f.Type != ipc.TypeSendAck || f.Arg == 0 {
+		t.Fatalf("got frame type %d arg %d, want a SendAck with a count", f.Type, f.Arg)
+	}
+}
