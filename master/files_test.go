@@ -103,14 +103,7 @@ func TestCheckRunDir(t *testing.T) {
 func TestBroadcastSum(t *testing.T) {
 	answer := func(t *testing.T, sum func(*broadcastSum)) (reached uint32, skipped int) {
 		t.Helper()
-		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		out := ipc.NewWriter(w, 1<<20)
-		go out.Run()
-		defer out.Close()
+		r, out := pipeWriter(t)
 		s := &broadcastSum{left: 2, origin: &proc{out: out}, seq: 7, tail: ipc.BroadcastResult{Seq: 41, Epoch: 9}}
 		sum(s)
 		r.SetReadDeadline(time.Now().Add(10 * time.Second))

@@ -13,14 +13,7 @@ import (
 // SendAck, still has its successes acknowledged within about ackDelay,
 // not only once the stream pauses.
 func TestAckLaterSteadyStream(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	out := ipc.NewWriter(w, 1<<20)
-	go out.Run()
-	defer out.Close()
+	r, out := pipeWriter(t)
 	p := &proc{out: out}
 	m := &Master{}
 	stop := make(chan struct{})
@@ -55,4 +48,21 @@ func TestAckLaterSteadyStream(t *testing.T) {
 	if f.Type != ipc.TypeSendAck || f.Arg == 0 {
 		t.Fatalf("got frame type %d arg %d, want a SendAck with a count", f.Type, f.Arg)
 	}
+}
+
+// pipeWriter returns the read end of a pipe and a running ipc.Writer on
+// its write end, both closed when t ends.
+func pipeWriter(t *testing.T) (*os.File, *ipc.Writer) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := ipc.NewWriter(w, 1<<20)
+	go out.Run()
+	t.Cleanup(func() {
+		out.Close()
+		r.Close()
+	})
+	return r, out
 }
