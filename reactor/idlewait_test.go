@@ -91,13 +91,7 @@ func TestIdleWaitKeepAlive(t *testing.T) {
 		t.Fatal("the runtime's poll state was not found: keep-alive connections would fall back to the yield")
 	}
 	_, h, addr := serveNumbered(t, Options{})
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
-	br := bufio.NewReader(nc)
+	nc, br := dialKeepAlive(t, addr)
 	req := func(n, sleepUS int) string {
 		return fmt.Sprintf("GET /?n=%d&sleep=%d HTTP/1.1\r\nHost: x\r\n\r\n", n, sleepUS)
 	}
@@ -141,13 +135,7 @@ func TestIdleWaitKeepAlive(t *testing.T) {
 // the connection's own Write), followed by a small one.
 func TestIdleWaitLargeAnswers(t *testing.T) {
 	_, _, addr := serveNumbered(t, Options{})
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
-	br := bufio.NewReader(nc)
+	nc, br := dialKeepAlive(t, addr)
 	for i, size := range []int{4 << 20, 1, 16 << 20, 65536, 3<<20 + 7} {
 		fmt.Fprintf(nc, "GET /?big=%d HTTP/1.1\r\nHost: x\r\n\r\n", size)
 		time.Sleep(20 * time.Millisecond) // the server fills the socket first
@@ -205,4 +193,17 @@ func TestIdleWaitWakes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// dialKeepAlive dials addr for a keep-alive test: the connection (closed
+// when t ends, a minute's deadline) and a reader of its answers.
+func dialKeepAlive(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
+	return nc, bufio.NewReader(nc)
 }
