@@ -33,6 +33,10 @@ type Conn struct {
 	over     bool         // accepted over MaxConns: answered with 503/1013 and closed
 	overIP   bool         // over because of the per-address limit
 	ipHeld   bool         // counted in the per-address limiter (released by forget)
+	// readFull: the last Read filled its buffer, so the socket may hold
+	// more that raises no new edge; the next keep-alive wait reads first
+	// (waitNextRequest). Only the reading goroutine touches it.
+	readFull bool
 	ip       netip.Addr   // the client's address, when a per-address limit is on
 	closed   atomic.Bool
 	// idleSince is when an HTTP keep-alive connection went idle between
@@ -142,6 +146,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if !done {
 		n, err = c.Conn.Read(b)
 	}
+	c.readFull = n == len(b) && n > 0
 	c.in.Add(uint64(n))
 	if c.hdr.state == hdrScanning {
 		c.hdr.scan(b[:n])
