@@ -37,7 +37,7 @@ type Conn struct {
 	// more that raises no new edge; the next keep-alive wait reads first
 	// (waitNextRequest). Only the reading goroutine touches it.
 	readFull bool
-	ip       netip.Addr   // the client's address, when a per-address limit is on
+	ip       netip.Addr // the client's address, when a per-address limit is on
 	closed   atomic.Bool
 	// idleSince is when an HTTP keep-alive connection went idle between
 	// requests (unix nanos), 0 while a request is active, idleShut once a
