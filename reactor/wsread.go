@@ -75,6 +75,10 @@ func (fr *frameReader) attach(c *Conn, hjc io.Reader) {
 	}
 	if tc, ok := c.Conn.(*net.TCPConn); ok {
 		fr.useRaw(tc)
+		// fasthttp's last read of the socket left room in its buffer (and
+		// nothing past the upgrade request): whatever the client sent
+		// since raised an edge, so the first read may wait too.
+		fr.emptied = fr.br == nil && !c.readFull
 	}
 }
 
@@ -303,3 +307,4 @@ func (fr *frameReader) rawRead(fd uintptr) bool {
 		return true
 	}
 }
+
