@@ -307,4 +307,3 @@ func (fr *frameReader) rawRead(fd uintptr) bool {
 		return true
 	}
 }
-
