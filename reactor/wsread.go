@@ -21,9 +21,10 @@ import (
 // syscall.RawConn instead: the callback takes a pooled buffer, reads, and
 // when the socket has nothing (EAGAIN) and no partial frame is held, puts
 // the buffer back before returning false, which parks the goroutine in
-// the poller until the socket is readable. The syscalls are those of
-// net.Conn.Read (a read, EAGAIN, wait, a read); the buffer is pooled
-// across connections, so 10,000 idle ones share a handful.
+// the poller until the socket is readable (the syscalls of
+// net.Conn.Read: a read, EAGAIN, wait, a read; most reads now wait first
+// and make no EAGAIN read, see below); the buffer is pooled across
+// connections, so 10,000 idle ones share a handful.
 //
 // TLS connections keep reading through their net.Conn (crypto/tls holds
 // its own buffers) with a buffer held for the connection's life.
