@@ -109,23 +109,7 @@ func (r *Reactor) leaveAll(c *Conn) {
 // many accepted it (reached) and how many did not (skipped: send buffer
 // full, or closing).
 func (r *Reactor) Broadcast(room string, op int, data []byte, except uint64) (reached, skipped int) {
-	r.rooms.mu.Lock()
-	set := r.rooms.m[room]
-	members := make([]*Conn, 0, len(set))
-	for c := range set {
-		if c.id != except {
-			members = append(members, c)
-		}
-	}
-	r.rooms.mu.Unlock()
-	for _, c := range members {
-		if c.Send(op, data) == ipc.OK {
-			reached++
-		} else {
-			skipped++
-		}
-	}
-	return reached, skipped
+	return r.BroadcastExcept(room, op, data, except, nil)
 }
 
 // BroadcastTo queues data to the listed connections of this reactor (the

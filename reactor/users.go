@@ -148,9 +148,6 @@ func (r *Reactor) Members(q ipc.MembersQuery) []ipc.Member {
 
 // BroadcastExcept is Broadcast skipping every connection in exclude too.
 func (r *Reactor) BroadcastExcept(room string, op int, data []byte, except uint64, exclude []uint64) (reached, skipped int) {
-	if len(exclude) == 0 {
-		return r.Broadcast(room, op, data, except)
-	}
 	r.rooms.mu.Lock()
 	set := r.rooms.m[room]
 	members := make([]*Conn, 0, len(set))

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -19,49 +15,10 @@ import (
 // one process would hold them all, are skipped with one line saying why;
 // and no load generator process outlives bench.
 func TestBenchOverFileLimit(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `ulimit -n 1500 && exec "$0" "$@"`, serverBin, "bench",
-		"--workers", "2", "--duration", "500ms", "--conns", "16", "--scenarios", "idle,broadcast",
-		"--idle-conns", "3000", "--members", "3000", "--modes", "base,process", "--json")
-	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("bench: %v\n%s\n%s", err, out, stderr.Bytes())
-	}
-	var rep struct {
-		Results []struct {
-			Scenario string  `json:"scenario"`
-			Mode     string  `json:"mode"`
-			Ops      float64 `json:"ops"`
-			Errors   int64   `json:"errors"`
-			Error    string  `json:"error"`
-			NA       bool    `json:"na"`
-			Skipped  string  `json:"skipped"`
-			Note     string  `json:"note"`
-			Idle     *struct {
-				Conns int `json:"conns"`
-				Procs []struct {
-					Role  string `json:"role"`
-					Conns int    `json:"conns"`
-				} `json:"procs"`
-				ConnectionsMs float64 `json:"connections_ms"`
-			} `json:"idle"`
-			Broadcast *struct {
-				Members          int            `json:"members"`
-				MembersPerWorker map[string]int `json:"members_per_worker"`
-				Broadcasts       int64          `json:"broadcasts"`
-				Incomplete       int64          `json:"incomplete"`
-			} `json:"broadcast"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal(out, &rep); err != nil {
-		t.Fatalf("bench --json: %v\n%s", err, out)
-	}
+	rows, out, stderr := runBench(t, 3*time.Minute, 1500, "--workers", "2", "--duration", "500ms", "--conns", "16",
+		"--scenarios", "idle,broadcast", "--idle-conns", "3000", "--members", "3000", "--modes", "base,process")
 	seen := map[string]bool{}
-	for _, r := range rep.Results {
+	for _, r := range rows {
 		key := r.Mode + "/" + r.Scenario
 		seen[key] = true
 		switch r.Mode {
@@ -76,8 +33,8 @@ func TestBenchOverFileLimit(t *testing.T) {
 			if !r.NA || !strings.Contains(r.Skipped, want) {
 				t.Errorf("%s: got na %v, skipped %q; want it skipped saying %q", key, r.NA, r.Skipped, want)
 			}
-			if !strings.Contains(stderr.String(), "["+r.Mode+"] "+r.Scenario+": skipped: ") {
-				t.Errorf("%s: no skip line on stderr:\n%s", key, stderr.Bytes())
+			if !strings.Contains(stderr, "["+r.Mode+"] "+r.Scenario+": skipped: ") {
+				t.Errorf("%s: no skip line on stderr:\n%s", key, stderr)
 			}
 		case "base":
 			if r.Error != "" || r.Ops != 3000 && r.Scenario == "idle" || r.Ops <= 0 || r.Errors != 0 {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,28 +20,10 @@ func TestBenchShort(t *testing.T) {
 	dir := t.TempDir()
 	chart := filepath.Join(dir, "chart.svg")
 	report := filepath.Join(dir, "report.md")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, serverBin, "bench", "--workers", "2", "--duration", "300ms", "--conns", "8",
-		"--idle-conns", "200", "--members", "50", "--json", "--chart", chart, "--out", report)
-	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("bench: %v\n%s", err, out)
-	}
-	var rep struct {
-		Results []struct {
-			Scenario string  `json:"scenario"`
-			Mode     string  `json:"mode"`
-			Ops      float64 `json:"ops"`
-			Error    string  `json:"error"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal(out, &rep); err != nil {
-		t.Fatalf("bench --json: %v\n%s", err, out)
-	}
+	rows, _, _ := runBench(t, 4*time.Minute, 0, "--workers", "2", "--duration", "300ms", "--conns", "8",
+		"--idle-conns", "200", "--members", "50", "--chart", chart, "--out", report)
 	got := map[string]float64{}
-	for _, r := range rep.Results {
+	for _, r := range rows {
 		got[r.Mode+"/"+r.Scenario] = r.Ops
 		if r.Error != "" {
 			t.Errorf("%s/%s failed: %s", r.Mode, r.Scenario, r.Error)
@@ -68,35 +52,10 @@ func TestBenchShort(t *testing.T) {
 // modes: the uid-push row is measured, next to push, with users of three
 // connections spread over the workers.
 func TestBenchUIDPush(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, serverBin, "bench", "--workers", "2", "--duration", "300ms", "--conns", "9",
-		"--scenarios", "push,uid-push", "--json")
-	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("bench: %v\n%s", err, out)
-	}
-	var rep struct {
-		Results []struct {
-			Scenario string  `json:"scenario"`
-			Mode     string  `json:"mode"`
-			Ops      float64 `json:"ops"`
-			Errors   int64   `json:"errors"`
-			Error    string  `json:"error"`
-			UIDPush  *struct {
-				Users          int            `json:"users"`
-				ConnsPerUser   int            `json:"conns_per_user"`
-				ConnsPerWorker map[string]int `json:"conns_per_worker"`
-				UsersSpanning  int            `json:"users_spanning_workers"`
-			} `json:"uid_push"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal(out, &rep); err != nil {
-		t.Fatalf("bench --json: %v\n%s", err, out)
-	}
+	results, out, _ := runBench(t, 3*time.Minute, 0, "--workers", "2", "--duration", "300ms", "--conns", "9",
+		"--scenarios", "push,uid-push")
 	rows := 0
-	for _, r := range rep.Results {
+	for _, r := range results {
 		if r.Mode == "baseline" {
 			continue
 		}
@@ -115,4 +74,66 @@ func TestBenchUIDPush(t *testing.T) {
 	if rows != 2 {
 		t.Errorf("uid-push rows: got %d, want one per mode\n%s", rows, out)
 	}
+}
+
+// benchRow is one row of `server bench --json`, the fields the tests read.
+type benchRow struct {
+	Scenario string  `json:"scenario"`
+	Mode     string  `json:"mode"`
+	Ops      float64 `json:"ops"`
+	Errors   int64   `json:"errors"`
+	Error    string  `json:"error"`
+	NA       bool    `json:"na"`
+	Skipped  string  `json:"skipped"`
+	Note     string  `json:"note"`
+	UIDPush  *struct {
+		Users          int            `json:"users"`
+		ConnsPerUser   int            `json:"conns_per_user"`
+		ConnsPerWorker map[string]int `json:"conns_per_worker"`
+		UsersSpanning  int            `json:"users_spanning_workers"`
+	} `json:"uid_push"`
+	Idle *struct {
+		Conns int `json:"conns"`
+		Procs []struct {
+			Role  string `json:"role"`
+			Conns int    `json:"conns"`
+		} `json:"procs"`
+		ConnectionsMs float64 `json:"connections_ms"`
+	} `json:"idle"`
+	Broadcast *struct {
+		Members          int            `json:"members"`
+		MembersPerWorker map[string]int `json:"members_per_worker"`
+		Broadcasts       int64          `json:"broadcasts"`
+		Incomplete       int64          `json:"incomplete"`
+	} `json:"broadcast"`
+}
+
+// runBench runs `server bench ARGS --json` on the real binary within
+// timeout (under a hard RLIMIT_NOFILE of nofile when it is not 0, set by
+// the shell as a container's would be), failing the test if it fails, and
+// returns its rows, its standard output and its standard error.
+func runBench(t *testing.T, timeout time.Duration, nofile int, args ...string) ([]benchRow, []byte, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	args = append([]string{"bench"}, append(args, "--json")...)
+	cmd := exec.CommandContext(ctx, serverBin, args...)
+	if nofile > 0 {
+		sh := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, nofile)
+		cmd = exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", sh, serverBin}, args...)...)
+	}
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v\n%s\n%s", err, out, stderr.Bytes())
+	}
+	var rep struct {
+		Results []benchRow `json:"results"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("bench --json: %v\n%s", err, out)
+	}
+	return rep.Results, out, stderr.String()
 }

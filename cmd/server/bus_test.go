@@ -41,7 +41,13 @@ func joinChat(t *testing.T, s *server, addr, room, name string) *busMember {
 	if w.Type != "welcome" || w.Room != room || w.Conn == "" {
 		t.Fatalf("%s: first message: got %+v, want a welcome to room %q with a conn id", name, w, room)
 	}
-	m := &busMember{name: name, id: w.Conn, worker: w.Worker, c: c, in: make(chan string, 4096)}
+	return newBusMember(c, name, w.Conn, w.Worker)
+}
+
+// newBusMember starts reading c's messages into a busMember's queue
+// (waitUntil bounds the waits; the read deadline is cleared).
+func newBusMember(c *websocket.Conn, name, id string, worker int) *busMember {
+	m := &busMember{name: name, id: id, worker: worker, c: c, in: make(chan string, 4096)}
 	c.SetReadDeadline(time.Time{}) // waitUntil bounds the waits
 	go func() {
 		defer close(m.in)

@@ -204,19 +204,7 @@ func TestClusterHistory(t *testing.T) {
 		}
 		r := dialMember(t, back, name, fmt.Sprintf("room=%s&name=%s&since=%d&epoch=%d", room, name, since, epoch))
 		wg.Wait()
-		r.waitUntil(t, 15*time.Second, "every broadcast", func(seen []string) bool { return contains(seen, want[len(want)-1]) })
-		var got []string
-		for _, l := range r.seen {
-			if strings.HasPrefix(l, prefix) {
-				got = append(got, l)
-			}
-			if strings.Contains(l, `"gap"`) {
-				t.Errorf("round %d: unexpected gap: %q", round, r.seen)
-			}
-		}
-		if strings.Join(got, " ") != strings.Join(want, " ") {
-			t.Errorf("round %d (reconnected on %s): got %q, want %q", round, back.mode, got, want)
-		}
+		checkReplay(t, r, fmt.Sprintf("round %d (reconnected on %s)", round, back.mode), prefix, want)
 		for i, s := range nodes {
 			live := fmt.Sprintf("%slive%d", prefix, i)
 			s.post("/broadcast?room="+room, live)

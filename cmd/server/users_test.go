@@ -27,20 +27,7 @@ func dialMember(t *testing.T, s *server, name, query string) *busMember {
 	if w.Type != "welcome" || w.Conn == "" {
 		t.Fatalf("%s: first message: got %+v, want a welcome", name, w)
 	}
-	m := &busMember{name: name, id: w.Conn, worker: w.Worker, c: c, in: make(chan string, 4096)}
-	c.SetReadDeadline(time.Time{})
-	go func() {
-		defer close(m.in)
-		for {
-			_, b, err := c.ReadMessage()
-			if err != nil {
-				m.readErr.Store(&err)
-				return
-			}
-			m.in <- string(b)
-		}
-	}()
-	return m
+	return newBusMember(c, name, w.Conn, w.Worker)
 }
 
 // usersOnBoth connects members of uid to room until both workers hold
@@ -64,6 +51,26 @@ func usersOnBoth(t *testing.T, s *server, room, uid string, n int) []*busMember 
 		out = append(out, m)
 	}
 	return out
+}
+
+// checkReplay waits until m has the last of want, then checks that the
+// messages it got with prefix are want, in order, with no gap reported:
+// a recovery that lost, repeated or reordered nothing.
+func checkReplay(t *testing.T, m *busMember, what, prefix string, want []string) {
+	t.Helper()
+	m.waitUntil(t, 15*time.Second, "every broadcast", func(seen []string) bool { return contains(seen, want[len(want)-1]) })
+	var got []string
+	for _, l := range m.seen {
+		if strings.HasPrefix(l, prefix) {
+			got = append(got, l)
+		}
+		if strings.Contains(l, `"gap"`) {
+			t.Errorf("%s: unexpected gap: %q", what, m.seen)
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("%s: got %q, want %q", what, got, want)
+	}
 }
 
 func hasJoin(seen []string, name string) bool {
@@ -331,23 +338,9 @@ func TestUsersHistory(t *testing.T) {
 				back := dialMember(t, s, name, fmt.Sprintf("room=h&name=%s&since=%d&epoch=%d", name, since, epoch))
 				wg.Wait()
 				prefix := fmt.Sprintf("r%d-", round)
-				back.waitUntil(t, 15*time.Second, "every broadcast", func(seen []string) bool {
-					return contains(seen, want[len(want)-1])
-				})
+				checkReplay(t, back, fmt.Sprintf("round %d", round), prefix, want)
 				if !strings.HasPrefix(back.seen[0], prefix+"m1") {
 					t.Errorf("round %d: first message after the welcome: got %q, want %q", round, back.seen[0], prefix+"m1")
-				}
-				var got []string
-				for _, l := range back.seen {
-					if strings.HasPrefix(l, prefix) {
-						got = append(got, l)
-					}
-					if strings.Contains(l, `"gap"`) {
-						t.Errorf("round %d: unexpected gap: %q", round, back.seen)
-					}
-				}
-				if strings.Join(got, " ") != strings.Join(want, " ") {
-					t.Errorf("round %d: got %q, want %q", round, got, want)
 				}
 				s.post("/broadcast?room=h", prefix+"live")
 				back.waitUntil(t, 10*time.Second, "a live broadcast", func(seen []string) bool { return contains(seen, prefix+"live") })
