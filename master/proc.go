@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/ipc"
+	"github.com/forkd/forkd/reactor"
 )
 
 // Process states, as `status` shows them.
@@ -335,7 +336,7 @@ func (m *Master) workerConfig(sl *slot, idStart uint64) ipc.WorkerConfig {
 
 // readProc handles the handshake, then every frame the worker sends.
 func (m *Master) readProc(p *proc) {
-	rd := ipc.NewReader(p.in, ipc.MaxPayload)
+	rd := ipc.NewReader(reactor.NewPipeReader(p.in), ipc.MaxPayload)
 	err := m.handshake(p, rd)
 	if err == nil {
 		for {

@@ -106,13 +106,30 @@ func (m *Master) sweepRequests() {
 	every := min(max(limit/8, 10*time.Millisecond), time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	// A request's start is the backend's coarse clock (procBackend.clock),
+	// which this loop advances: it is behind the real start by at most the
+	// gap up to the next tick. Counting the largest gap that can still
+	// matter against every request (gaps ending within the last limit: a
+	// tick delayed under load makes one longer), none is answered 504
+	// before it has been held limit; at most that gap plus a tick after.
+	last := time.Now().UnixNano()
+	if m.backend != nil {
+		last = m.backend.clock.Load() // since then, requests carry its value
+	}
+	var gaps gapMax
 	for {
 		select {
 		case <-m.done:
 			return
 		case <-t.C:
 		}
-		cutoff := time.Now().Add(-limit).UnixNano()
+		now := time.Now().UnixNano()
+		gaps.add(now, now-last)
+		last = now
+		if m.backend != nil {
+			m.backend.clock.Store(now)
+		}
+		cutoff := now - int64(limit) - gaps.max(now-int64(limit))
 		m.mu.Lock()
 		var procs []*proc
 		for _, sl := range m.slots {
@@ -146,4 +163,30 @@ func (m *Master) sweepRequests() {
 			}
 		}
 	}
+}
+
+// gapMax is the largest of the gaps between sweep ticks that ended after a
+// given time (a sliding window's maximum: a queue of gaps, each larger than
+// every later one).
+type gapMax struct{ q []tickGap }
+
+type tickGap struct{ end, gap int64 }
+
+func (g *gapMax) add(end, gap int64) {
+	for len(g.q) > 0 && g.q[len(g.q)-1].gap <= gap {
+		g.q = g.q[:len(g.q)-1]
+	}
+	g.q = append(g.q, tickGap{end, gap})
+}
+
+// max reports the largest gap that ended after since (the latest is always
+// counted).
+func (g *gapMax) max(since int64) int64 {
+	for len(g.q) > 1 && g.q[0].end <= since {
+		g.q = g.q[1:]
+	}
+	if len(g.q) == 0 {
+		return 0
+	}
+	return g.q[0].gap
 }

@@ -12,4 +12,8 @@
 // runs one on the SO_REUSEPORT sockets the master handed down and its Handler
 // calls the user's callbacks directly. Rooms (groups of connections) live
 // here too, since they are sets of the connections a reactor holds.
+//
+// It also reads the ipc pipes for both ends (PipeReader, pipewait_linux.go):
+// the wait on the runtime's poller before a read is the one its keep-alive
+// connections use.
 package reactor

@@ -105,7 +105,7 @@ func Run(ctx context.Context, o Options) error {
 	defer o.IPCIn.Close()
 	defer o.IPCOut.Close()
 	w.out = ipc.NewWriter(o.IPCOut, 16<<20)
-	rd := ipc.NewReader(o.IPCIn, ipc.MaxPayload)
+	rd := ipc.NewReader(reactor.NewPipeReader(o.IPCIn), ipc.MaxPayload)
 
 	// Handshake: Hello, then Welcome or Error.
 	hello := binary.LittleEndian.AppendUint16(nil, ipc.Version)

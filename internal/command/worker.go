@@ -33,6 +33,12 @@ func (s *Program) runWorker() error {
 	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
 	master.RaiseNoFile()
 	sysmon.WorkerProcs(cfg.Workers)
+	if cfg.Mode == worker.ModeProcess && !cfg.Task && cfg.Process == "" {
+		// Woken by the master's batches: see sysmon.Batch.
+		if err := sysmon.Batch(); err != nil {
+			log.Warn().Err(err).Msg("scheduling policy unchanged")
+		}
+	}
 	defer sysmon.StartProfile(role, &log)()
 	var files []*os.File
 	if cfg.Mode == worker.ModeBase && !cfg.Task && cfg.Process == "" {
