@@ -3,6 +3,7 @@ package reactor
 import (
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,7 +34,11 @@ type Conn struct {
 	over     bool         // accepted over MaxConns: answered with 503/1013 and closed
 	overIP   bool         // over because of the per-address limit
 	ipHeld   bool         // counted in the per-address limiter (released by forget)
-	ip       netip.Addr   // the client's address, when a per-address limit is on
+	// readFull: the last Read filled its buffer, so the socket may hold
+	// more that raises no new edge; the next keep-alive wait reads first
+	// (waitNextRequest). Only the reading goroutine touches it.
+	readFull bool
+	ip       netip.Addr // the client's address, when a per-address limit is on
 	closed   atomic.Bool
 	// idleSince is when an HTTP keep-alive connection went idle between
 	// requests (unix nanos), 0 while a request is active, idleShut once a
@@ -47,6 +52,12 @@ type Conn struct {
 	activeSince atomic.Int64
 	handling    atomic.Bool
 	writeSince  atomic.Int64
+
+	// rstate keeps the read loop's wait for a WebSocket's next message,
+	// which parks without poll.FD's read lock, apart from any other read
+	// of its socket (see wsread.go): readWaiting while the loop waits,
+	// else how many reads through Read are under way.
+	rstate atomic.Int32
 
 	// Set once at upgrade.
 	ws   atomic.Bool
@@ -128,6 +139,9 @@ func (c *Conn) Handshake() *ipc.Handshake { return &c.hs }
 // Read counts bytes in (and follows an HTTP request's header block: see
 // hdrScan).
 func (c *Conn) Read(b []byte) (int, error) {
+	if c.ws.Load() {
+		return c.readWS(b)
+	}
 	var n int
 	var err error
 	done := false
@@ -142,11 +156,51 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if !done {
 		n, err = c.Conn.Read(b)
 	}
+	c.readFull = n == len(b) && n > 0
 	c.in.Add(uint64(n))
 	if c.hdr.state == hdrScanning {
 		c.hdr.scan(b[:n])
 	}
 	return n, err
+}
+
+// readWaiting is rstate while the read loop waits (see wsread.go).
+const readWaiting = -1
+
+// readWS reads a WebSocket's socket through its net.Conn (a TLS one, what
+// fasthttp buffered past the upgrade, a large payload, finish's drain),
+// never while its read loop waits without poll.FD's lock (enterRead).
+func (c *Conn) readWS(b []byte) (int, error) {
+	c.enterRead()
+	n, err := c.Conn.Read(b)
+	c.rstate.Add(-1)
+	c.in.Add(uint64(n))
+	return n, err
+}
+
+// enterRead counts a read in once no lockless wait is under way. The read
+// loop itself never finds one (it reads here only between its waits);
+// another goroutine that does (nothing in this package reads a WebSocket
+// from outside its loop) ends the loop's reading: it wakes the wait with a
+// past read deadline, under which both then read (a timeout, unless the
+// caller sets its own deadline after), and waits until the wait is left,
+// so that the runtime never sees two waits on one socket.
+func (c *Conn) enterRead() {
+	woke := false
+	for {
+		s := c.rstate.Load()
+		if s >= 0 {
+			if c.rstate.CompareAndSwap(s, s+1) {
+				return
+			}
+			continue
+		}
+		if !woke {
+			_ = c.Conn.SetReadDeadline(time.Unix(0, 1))
+			woke = true
+		}
+		runtime.Gosched()
+	}
 }
 
 // Write counts bytes out.

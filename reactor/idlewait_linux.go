@@ -94,6 +94,29 @@ type idleWait struct {
 // unknown runtime layout).
 var noIdleWait = &idleWait{}
 
+// tcpNetFD returns tc's *net.netFD, nil when the runtime's layout is not
+// the expected one.
+func tcpNetFD(tc *net.TCPConn) unsafe.Pointer {
+	if pollCtxOff == 0 {
+		return nil
+	}
+	return *(*unsafe.Pointer)(unsafe.Add(unsafe.Pointer(tc), pollFDOff))
+}
+
+// waitReadable parks until the descriptor of nfd is readable, without
+// resetting its readiness (see above), and reports whether it is: false
+// when it was closed, its read deadline passed, or it is not in the
+// poller. It must run inside the descriptor's RawConn.Control, by the
+// only goroutine that may read it then: the runtime throws ("double
+// wait") if another one waits to read it meanwhile, which poll.FD's read
+// lock, not taken here, would otherwise prevent.
+func waitReadable(nfd unsafe.Pointer) bool {
+	// Under Control's reference the poll state stays this descriptor's;
+	// 0 once closed.
+	ctx := *(*uintptr)(unsafe.Add(nfd, pollCtxOff))
+	return ctx != 0 && runtime_pollWait(ctx, 'r') == 0
+}
+
 // newIdleWait returns the waiter for nc, or nil when nc is not a plain
 // *net.TCPConn or the runtime's layout is not the expected one.
 func newIdleWait(nc net.Conn) *idleWait {
@@ -105,16 +128,13 @@ func newIdleWait(nc net.Conn) *idleWait {
 	if err != nil {
 		return nil
 	}
-	w := &idleWait{raw: raw, nfd: *(*unsafe.Pointer)(unsafe.Add(unsafe.Pointer(tc), pollFDOff))}
+	w := &idleWait{raw: raw, nfd: tcpNetFD(tc)}
 	if w.nfd == nil {
 		return nil
 	}
 	w.wait = func(fd uintptr) {
 		w.n = -1
-		// Under Control's reference the poll state stays this
-		// descriptor's; 0 once closed.
-		ctx := *(*uintptr)(unsafe.Add(w.nfd, pollCtxOff))
-		if ctx == 0 || runtime_pollWait(ctx, 'r') != 0 || len(w.buf) == 0 {
+		if !waitReadable(w.nfd) || len(w.buf) == 0 {
 			return
 		}
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&w.buf[0])), uintptr(len(w.buf)))
@@ -129,8 +149,20 @@ func newIdleWait(nc net.Conn) *idleWait {
 // connection's next request, into b: done when it read (n > 0, or 0 and
 // io.EOF at the client's close); not done when the caller must read as
 // usual (the connection is closed, its deadline passed, the edge was stale,
-// or it is a TLS connection, which only yields first).
+// the last read filled its buffer, or it is a TLS connection, which only
+// yields first).
+//
+// The wait is exact only if the socket held nothing more after the last
+// read: bytes that were already there when it began raise no new edge. A
+// read that filled its buffer may have left some (pipelined requests that
+// end exactly at the end of fasthttp's 16 KiB buffer, say), and the
+// connection would sleep with them unread until its idle timeout: after
+// such a read, the next one reads first (readFull).
 func (c *Conn) waitNextRequest(b []byte) (int, bool, error) {
+	if c.readFull {
+		yieldBeforeNextRequest()
+		return 0, false, nil
+	}
 	w := c.idle
 	if w == nil {
 		// Made at the first wait, not at accept: a connection that only

@@ -207,3 +207,30 @@ func dialKeepAlive(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
 	return nc, bufio.NewReader(nc)
 }
+
+// TestIdleWaitFullBuffer: pipelined requests whose first part ends exactly
+// at the end of fasthttp's read buffer (32 requests of 512 bytes in its
+// 16 KiB) are all answered. The read that filled the buffer left the rest
+// in the socket, which raises no new edge: a wait on the poller there
+// would sleep until the idle timeout and close with them unread.
+func TestIdleWaitFullBuffer(t *testing.T) {
+	_, _, addr := serveNumbered(t, Options{IdleTimeout: 3 * time.Second})
+	for round := 0; round < 10; round++ {
+		nc, br := dialKeepAlive(t, addr)
+		var b bytes.Buffer
+		for i := 1; i <= 64; i++ {
+			s := fmt.Sprintf("GET /?n=%d&pad= HTTP/1.1\r\nHost: x\r\n\r\n", i)
+			fmt.Fprintf(&b, "GET /?n=%d&pad=%s HTTP/1.1\r\nHost: x\r\n\r\n", i, bytes.Repeat([]byte("p"), 512-len(s)))
+		}
+		if b.Len() != 64*512 {
+			t.Fatalf("the requests are %d bytes, want %d", b.Len(), 64*512)
+		}
+		if _, err := nc.Write(b.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 64; i++ {
+			readAnswer(t, br, i)
+		}
+		nc.Close()
+	}
+}

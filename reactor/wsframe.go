@@ -84,8 +84,15 @@ type frameReader struct {
 	rerr    error
 	needBuf bool
 	// emptied: the last read from the socket left room in the buffer, so
-	// the socket held nothing more then (see peerDone).
+	// the socket held nothing more then (see peerDone), and whatever came
+	// since raised an edge: the next read may wait first (see wsread.go).
 	emptied bool
+	// waitFn waits for the socket, then reads it (nil: a read always
+	// reads first); wres is what it did; waited: the last read came from
+	// it (tests).
+	wres   int8
+	waited bool
+	waitFn func(fd uintptr)
 
 	// The message being assembled (fragmented, or larger than what one
 	// read brought): its opcode (0: none), bytes and UTF-8 state.
@@ -141,10 +148,13 @@ func (fr *frameReader) fill(n int) error {
 	if fr.r == fr.w {
 		fr.r, fr.w = 0, 0
 		// Everything read is handled (and, for an echo, answered): the
-		// peer can hardly have sent more yet. As for a keep-alive HTTP
-		// connection, let the other ready goroutines run first, so the
-		// read more often finds the next message instead of EAGAIN.
-		yieldBeforeNextRequest()
+		// peer can hardly have sent more yet. A plain TCP socket waits
+		// for it on the poller (readRaw); otherwise, as for a keep-alive
+		// HTTP connection on TLS, the other ready goroutines run first, so
+		// the read more often finds the next message instead of EAGAIN.
+		if !fr.waitsFirst() {
+			yieldBeforeNextRequest()
+		}
 	} else if fr.r+n > len(fr.buf) {
 		fr.w = copy(fr.buf, fr.buf[fr.r:fr.w])
 		fr.r = 0
@@ -311,7 +321,9 @@ func (fr *frameReader) readPayload(key uint32, n int, text bool) error {
 			if cap(msg)-start < frameReadBufferBytes {
 				msg = slices.Grow(msg, min(n-pos, max(start, 64<<10)))
 			}
-			m, err := fr.read(msg[start:min(cap(msg), start+n-pos)])
+			p := msg[start:min(cap(msg), start+n-pos)]
+			m, err := fr.read(p)
+			fr.emptied = err == nil && m < len(p) && fr.br == nil // from the socket, which it emptied
 			msg = msg[:start+m]
 			if m == 0 && err != nil {
 				*fr.mp = msg

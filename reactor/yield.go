@@ -17,6 +17,7 @@ import "runtime"
 //
 // A plain TCP HTTP connection no longer yields: it waits on the runtime's
 // poller before that read (waitNextRequest, idlewait_linux.go), and so
-// makes no EAGAIN read at all. TLS connections, and WebSocket reads
-// (wsframe.go), still yield.
+// makes no EAGAIN read at all; so does a plain TCP WebSocket before its
+// next message (readRaw, wsread.go). TLS connections still yield, and so
+// does a read that must read first (the last one filled its buffer).
 func yieldBeforeNextRequest() { runtime.Gosched() }
