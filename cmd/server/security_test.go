@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -277,6 +278,7 @@ func TestMaxConnPerIP(t *testing.T) {
 	for _, mode := range []string{"process", "base"} {
 		t.Run(mode, func(t *testing.T) {
 			s := startServer(t, mode, 2, "--max-conn-per-ip", strconv.Itoa(limit))
+			s.closeIdleClients(t) // the readiness probe's connection counts until the server has seen it close
 			var held []*websocket.Conn
 			workers := map[int]int{}
 			for i := 0; i < limit; i++ {
@@ -436,8 +438,12 @@ func TestUserDrop(t *testing.T) {
 // has reaped it, so its replacement admits the address again.
 func TestMaxConnPerIPWorkerCrash(t *testing.T) {
 	s := startServer(t, "base", 1, "--max-conn-per-ip", "2")
+	s.closeIdleClients(t)
+	// Held until the worker is killed: a client connection nothing refers
+	// to is closed by its finalizer at the next GC, freeing its place.
+	var held []*websocket.Conn
 	for i := 0; i < 2; i++ {
-		s.dial(s.wsAddr, "/echo")
+		held = append(held, s.dial(s.wsAddr, "/echo"))
 	}
 	refused := func() bool {
 		c, err := s.dialErr(s.wsAddr, "/echo")
@@ -454,6 +460,7 @@ func TestMaxConnPerIPWorkerCrash(t *testing.T) {
 	}
 	old := s.workerPids()[0]
 	syscall.Kill(old, syscall.SIGKILL)
+	runtime.KeepAlive(held)
 	waitFor(t, 20*time.Second, "a replacement worker", func() bool {
 		pid, ok := s.workerPids()[0]
 		return ok && pid != old
