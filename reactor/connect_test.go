@@ -26,13 +26,21 @@ func (h *quietEcho) Close(*Conn, int, string) {}
 func startEcho(tb testing.TB, h Handler) (string, *Reactor, func()) {
 	tb.Helper()
 	r := New(Options{Log: zerolog.Nop(), AllowedOrigins: []string{"*"}}, h)
+	addr, stop := serveWS(tb, r)
+	return addr, r, stop
+}
+
+// serveWS serves WebSockets with r on a loopback port; the returned
+// function closes r and waits until Serve has returned.
+func serveWS(tb testing.TB, r *Reactor) (string, func()) {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	served := make(chan error, 1)
 	go func() { served <- r.Serve(ln, &Listener{Name: "ws", Protocol: WebSocket}) }()
-	return ln.Addr().String(), r, func() {
+	return ln.Addr().String(), func() {
 		r.Close()
 		<-served
 	}

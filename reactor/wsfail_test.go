@@ -34,19 +34,7 @@ func (h *holdingRooms) RoomChanged(room string, n int) {
 // directly (rawc) as an upgraded one is, whose client has reset it.
 func resetWS(t *testing.T, r *Reactor) *Conn {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cl, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, cl := tcpPair(t)
 	cl.(*net.TCPConn).SetLinger(0)
 	cl.Close() // RST
 	// The reset has arrived once a read sees it.
@@ -122,4 +110,25 @@ func TestWSDirectWriteFailureOffSender(t *testing.T) {
 		}
 		r.Close()
 	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection: the server's
+// (accepted) and the client's.
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		client.Close()
+		t.Fatal(err)
+	}
+	return server, client
 }

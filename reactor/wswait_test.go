@@ -20,19 +20,7 @@ import (
 // the server side of a loopback connection, and the client side.
 func rawPair(t *testing.T, max int) (*frameReader, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cl, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, cl := tcpPair(t)
 	r := New(Options{Log: zerolog.Nop()}, &closeRecorder{})
 	c := &Conn{Conn: sc, r: r}
 	c.ws.Store(true)
@@ -280,17 +268,9 @@ func waitRace(t *testing.T, how string, wantCode, i int) {
 		opts.HeartbeatIdle = 100 * time.Millisecond
 	}
 	r := New(opts, h)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- r.Serve(ln, &Listener{Name: "ws", Protocol: WebSocket}) }()
-	defer func() {
-		r.Close()
-		<-served
-	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
+	addr, stop := serveWS(t, r)
+	defer stop()
+	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package worker
 
 import (
-	"time"
-
 	"github.com/valyala/fasthttp"
 
 	"github.com/forkd/forkd/ipc"
@@ -45,9 +43,9 @@ func (h *baseHandler) Message(rc *reactor.Conn, op int, data []byte) {
 	w.inflight.Add(1)
 	defer w.inflight.Done()
 	w.counted()
-	t0 := time.Now()
+	t0 := mono() // the monotonic clock alone: time.Now reads the wall clock too
 	w.guard(c, "OnMessage", func() { w.app.Message(c, op, data) })
-	w.m.MessageLatency.Observe(time.Since(t0))
+	w.m.MessageLatency.Observe(mono() - t0)
 }
 
 func (h *baseHandler) Close(rc *reactor.Conn, code int, reason string) {
