@@ -346,6 +346,15 @@ func waitRace(t *testing.T, how string, wantCode, i int) {
 		r.Close()
 		readEOF(t, br, how)
 	case "foreign read":
+		// Only a read that finds the loop waiting ends its reading; one
+		// that comes first is a plain concurrent read, which (no deadline,
+		// the client silent) would wait for data like any other.
+		for deadline := time.Now().Add(5 * time.Second); c.rstate.Load() != readWaiting; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the read loop never waited on the poller", how)
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
 		done := make(chan error, 1)
 		go func() {
 			var b [16]byte
