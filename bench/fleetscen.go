@@ -225,15 +225,8 @@ func (s *session) broadcastFleet(ctx context.Context, t *target, m *meter, r *Re
 			if hc, err = dialHTTP(ctx, t.httpAddr); err != nil {
 				return fmt.Errorf("reconnect: %w", err)
 			}
-		case !ok:
-			ctr.errs.Add(1)
-			bs.Incomplete++
 		default:
-			if count != n {
-				bs.CountMismatch++
-			}
-			ctr.h.record(lat)
-			bs.Broadcasts++
+			bs.count(ctr, ok, count, lat)
 		}
 	}
 	w := m.end()

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"runtime"
+	"time"
 )
 
 // Report is the whole result of a Run, as printed by --json.
@@ -136,4 +137,19 @@ func (r *Result) fill(w window, cs []*counter) {
 		r.OpsPerCPU = float64(r.Ops) / r.ServerCPU
 	}
 	r.LoadgenCPU = w.loadgenCPU.Seconds()
+}
+
+// count records one broadcast that did not fail: complete (ok) within
+// lat, the server having counted count members, or incomplete.
+func (bs *BroadcastStats) count(ctr *counter, ok bool, count int, lat time.Duration) {
+	if !ok {
+		ctr.errs.Add(1)
+		bs.Incomplete++
+		return
+	}
+	if count != bs.Members {
+		bs.CountMismatch++
+	}
+	ctr.h.record(lat)
+	bs.Broadcasts++
 }

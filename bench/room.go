@@ -416,15 +416,8 @@ func (s *session) benchBroadcast(ctx context.Context, t *target, m *meter, r *Re
 				}
 				hset.add(hc)
 			}
-		case !ok:
-			ctr.errs.Add(1)
-			bs.Incomplete++
 		default:
-			if count != n {
-				bs.CountMismatch++
-			}
-			ctr.h.record(time.Since(t0))
-			bs.Broadcasts++
+			bs.count(ctr, ok, count, time.Since(t0))
 		}
 	}
 	dEnd := delivered.Load()
