@@ -89,6 +89,12 @@ func TestTLSEcho(t *testing.T) {
 	for _, mode := range []string{"process", "base"} {
 		t.Run(mode, func(t *testing.T) {
 			s, _, _ := startTLSServer(t, ca, mode, 2)
+			// The ready lines say where to go: https and wss.
+			ready := []string{"chat page: https://" + s.httpAddr + "/", "ws: wss://" + s.wsAddr + "/"}
+			waitFor(t, 10*time.Second, "ready lines "+strings.Join(ready, ", "), func() bool {
+				out := s.Log()
+				return strings.Contains(out, ready[0]+"\n") && strings.Contains(out, ready[1]+"\n")
+			})
 			resp, err := s.client.Get("https://" + s.httpAddr + "/hello")
 			if err != nil {
 				t.Fatalf("GET https /hello: %v", err)

@@ -280,7 +280,11 @@ func (s *Program) start(c *cli.Context) (err error) {
 		} else {
 			recorded = true
 		}
-		lines := s.readyLines(addrs)
+		tls := make([]bool, len(o.Listeners))
+		for i, l := range o.Listeners {
+			tls[i] = l.TLSCert != "" || l.TLSConfig != nil
+		}
+		lines := s.readyLines(addrs, tls)
 		if daemonChild {
 			report(nil, lines)
 		} else {

@@ -194,8 +194,9 @@ func reachable(addr string) string {
 }
 
 // readyLines says where to go, one line per listener:
-// "chat page: http://127.0.0.1:9501/".
-func (s *Program) readyLines(addrs []string) []string {
+// "chat page: http://127.0.0.1:9501/"; https:// and wss:// for a listener
+// that terminates TLS (tls[i]).
+func (s *Program) readyLines(addrs []string, tls []bool) []string {
 	var out []string
 	for i, l := range s.Listeners {
 		if i >= len(addrs) {
@@ -208,6 +209,9 @@ func (s *Program) readyLines(addrs []string) []string {
 		scheme := "http"
 		if l.Protocol == WebSocket {
 			scheme = "ws"
+		}
+		if i < len(tls) && tls[i] {
+			scheme += "s"
 		}
 		out = append(out, fmt.Sprintf("%s: %s://%s/", label, scheme, reachable(addrs[i])))
 	}

@@ -24,10 +24,15 @@ func TestReachable(t *testing.T) {
 		{Name: "http", Label: "chat page"},
 		{Name: "ws", Protocol: WebSocket},
 	}}
-	got := s.readyLines([]string{"0.0.0.0:9501", "[::]:9502"})
+	got := s.readyLines([]string{"0.0.0.0:9501", "[::]:9502"}, nil)
 	want := []string{"chat page: http://127.0.0.1:9501/", "ws: ws://[::1]:9502/"}
 	if !slices.Equal(got, want) {
 		t.Errorf("readyLines: got %q, want %q", got, want)
+	}
+	got = s.readyLines([]string{"0.0.0.0:9501", "[::]:9502"}, []bool{true, true})
+	want = []string{"chat page: https://127.0.0.1:9501/", "ws: wss://[::1]:9502/"}
+	if !slices.Equal(got, want) {
+		t.Errorf("readyLines with TLS: got %q, want %q", got, want)
 	}
 }
 
