@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/forkd/forkd/master"
 )
 
 // remoteSource stands in for a client on another machine: an address of
@@ -196,6 +199,62 @@ func TestAPIToken(t *testing.T) {
 				t.Errorf("the token appears in the server log")
 			}
 		})
+	}
+}
+
+// TestAPITokenRestart: a server that took its API token from
+// FORKD_API_TOKEN keeps it across `restart`. The token is not written to
+// the start record, so a restart from an environment without it is
+// refused with one line naming the variable, and the running server is
+// untouched (before, it was restarted with no token at all); with it, the
+// restarted server still wants the token.
+func TestAPITokenRestart(t *testing.T) {
+	const token = "env-token-kept-across-restart"
+	t.Setenv("FORKD_API_TOKEN", token)
+	s := startServer(t, "process", 1)
+	before := s.status()
+	var newPid int
+	t.Cleanup(func() { killDaemon(t, s.RunDir, newPid) })
+
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "FORKD_API_TOKEN=") {
+			env = append(env, e)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, serverBin, "restart", "-d", "--run-dir", s.RunDir)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "FORKD_API_TOKEN") || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Errorf("restart without FORKD_API_TOKEN: err %v, output %q; want one line naming FORKD_API_TOKEN, exit 1", err, out)
+	}
+	if newPid, _ = master.ReadPid(s.RunDir); newPid != before.MasterPid {
+		t.Fatalf("the refused restart replaced the master (%d -> %d)", before.MasterPid, newPid)
+	}
+	if code, _, body := apiCall(t, "127.0.0.1", s.httpAddr, "/broadcast?room=lobby", "", "x"); code != http.StatusUnauthorized {
+		t.Errorf("no token after the refused restart: got %d %q, want 401", code, body)
+	}
+
+	if out, err := s.run("restart", "-d"); err != nil {
+		t.Fatalf("restart with FORKD_API_TOKEN: %v\n%s", err, out)
+	}
+	newPid, _ = master.ReadPid(s.RunDir)
+	if after := s.status(); after.MasterPid == before.MasterPid {
+		t.Fatalf("restart kept master %d", before.MasterPid)
+	}
+	if code, _, body := apiCall(t, "127.0.0.1", s.httpAddr, "/broadcast?room=lobby", "", "x"); code != http.StatusUnauthorized {
+		t.Errorf("no token after restart: got %d %q, want 401", code, body)
+	}
+	if code, _, body := apiCall(t, "127.0.0.1", s.httpAddr, "/broadcast?room=lobby", "Bearer "+token, "x"); code != 200 {
+		t.Errorf("the token after restart: got %d %q, want 200", code, body)
+	}
+	if out, err := s.run("stop"); err != nil {
+		t.Errorf("stop after restart: %v\n%s", err, out)
+	}
+	if !waitPidGone(newPid, 10*time.Second) {
+		t.Errorf("restarted master %d still running after stop", newPid)
 	}
 }
 

@@ -2,6 +2,7 @@ package command
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -81,16 +82,43 @@ func TestRestartSecrets(t *testing.T) {
 		t.Fatalf("the record keeps the token: %q", rec)
 	}
 	t.Setenv("FORKD_API_TOKEN", "")
-	if _, err := dropRedacted(rec); err == nil {
+	if _, err := dropRedacted(rec, nil); err == nil {
 		t.Errorf("restart without the token: got no error")
 	}
 	given := mergeArgs(startFlags(), rec, []string{"--api-token=again"})
-	if got, err := dropRedacted(given); err != nil || !slices.Contains(got, "--api-token=again") {
+	if got, err := dropRedacted(given, nil); err != nil || !slices.Contains(got, "--api-token=again") {
 		t.Errorf("restart --api-token=again: got %q, %v", got, err)
 	}
 	t.Setenv("FORKD_API_TOKEN", "from-env")
-	got, err := dropRedacted(rec)
+	got, err := dropRedacted(rec, nil)
 	if err != nil || !slices.Equal(got, []string{"start", "--workers", "2"}) {
 		t.Errorf("restart with FORKD_API_TOKEN: got %q, %v; want the recorded flags without the token", got, err)
+	}
+
+	// --cluster-token likewise: never restarted as the literal "REDACTED".
+	rec = redactArgs([]string{"start", "--cluster-embed", "127.0.0.1:4222", "--cluster-token", "natsecret"})
+	t.Setenv("FORKD_CLUSTER_TOKEN", "")
+	if got, err := dropRedacted(rec, nil); err == nil {
+		t.Errorf("restart without the cluster token: got %q, no error", got)
+	}
+	t.Setenv("FORKD_CLUSTER_TOKEN", "from-env")
+	if got, err := dropRedacted(rec, nil); err != nil || slices.Contains(got, "--cluster-token") {
+		t.Errorf("restart with FORKD_CLUSTER_TOKEN: got %q, %v; want the recorded flags without the token", got, err)
+	}
+
+	// A server that took its token from the environment: restart without
+	// it set (and no flag for it) is refused, not started unprotected.
+	plain := []string{"start", "--workers", "2"}
+	t.Setenv("FORKD_API_TOKEN", "")
+	if _, err := dropRedacted(plain, []string{"FORKD_API_TOKEN"}); err == nil || !strings.Contains(err.Error(), "FORKD_API_TOKEN") {
+		t.Errorf("restart of a server started with FORKD_API_TOKEN, without it: got %v, want an error naming it", err)
+	}
+	for _, flag := range []string{"--api-token=again", "--api-token-file=/f"} {
+		if _, err := dropRedacted(append(plain, flag), []string{"FORKD_API_TOKEN"}); err != nil {
+			t.Errorf("restart %s of a server started with FORKD_API_TOKEN: %v", flag, err)
+		}
+	}
+	if _, err := dropRedacted(plain, []string{"FORKD_CLUSTER_TOKEN"}); err != nil {
+		t.Errorf("restart with FORKD_CLUSTER_TOKEN set: %v", err)
 	}
 }

@@ -27,6 +27,23 @@ const StartRecordName = "server.start.json"
 type startRecord struct {
 	Dir  string   `json:"dir"`
 	Args []string `json:"args"` // "start" and its flags
+	// Env names the secrets' environment variables (secretFlags) that were
+	// set at start: their values are not recorded, so restart must find
+	// them set again (or the flag given) rather than start without them.
+	Env []string `json:"env,omitempty"`
+}
+
+type secretFlagSpec struct {
+	flag, env string
+	alts      []string
+}
+
+// secretFlags are the start flags whose values are never written to disk
+// (redactArgs), their environment variables, and the flags that may give
+// the same secret another way.
+var secretFlags = []secretFlagSpec{
+	{flag: "api-token", env: master.EnvAPIToken, alts: []string{"api-token-file"}},
+	{flag: "cluster-token", env: EnvClusterToken},
 }
 
 // writeStartRecord records argv for restart, pinning each listener that
@@ -52,6 +69,11 @@ func (s *Program) writeStartRecord(runDir string, argv []string, o *master.Optio
 	}
 	// Secrets are not written to disk: restart asks for them again.
 	rec := startRecord{Dir: wd, Args: redactArgs(mergeArgs(startFlags(), argv, pins))}
+	for _, sf := range secretFlags {
+		if os.Getenv(sf.env) != "" {
+			rec.Env = append(rec.Env, sf.env)
+		}
+	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("forkd: start record: %w", err)
@@ -97,7 +119,7 @@ func (s *Program) restart(c *cli.Context) error {
 			fmt.Fprintf(os.Stderr, "restart: %v; starting with the flags given to restart\n", err)
 		} else {
 			argv = mergeArgs(startFlags(), rec.Args, append(own, "--run-dir", abs))
-			if argv, err = dropRedacted(argv); err != nil {
+			if argv, err = dropRedacted(argv, rec.Env); err != nil {
 				return err
 			}
 			if err := os.Chdir(rec.Dir); err != nil {
@@ -116,23 +138,45 @@ func (s *Program) restart(c *cli.Context) error {
 	return s.cli().Run(append([]string{s.progArg()}, argv...))
 }
 
-// dropRedacted removes a recorded --api-token (its value was not written
-// to disk) when the environment supplies the token; with neither a token
-// given to restart nor the environment, restart cannot keep the setting
-// and says so rather than start a server without it.
-func dropRedacted(argv []string) ([]string, error) {
+// dropRedacted removes a recorded secret (--api-token, --cluster-token:
+// their values were not written to disk) when the environment supplies
+// it; with neither the flag given to restart nor the environment, restart
+// cannot keep the setting and says so rather than start a server without
+// it (or with "REDACTED" for a secret). The same for a secret the running
+// server took from the environment (env: the variables recorded at start).
+func dropRedacted(argv, env []string) ([]string, error) {
+	items := parseArgs(startFlags(), argv)
 	var out []string
-	for _, it := range parseArgs(startFlags(), argv) {
-		if it.name == "api-token" && strings.HasSuffix(it.tokens[len(it.tokens)-1], "REDACTED") {
-			if os.Getenv(master.EnvAPIToken) == "" {
-				return nil, errors.New("restart: the running server was given --api-token on its command line, which is not recorded " +
-					"(secrets are not written to disk); give it to restart again, or use --api-token-file or FORKD_API_TOKEN")
+	for _, it := range items {
+		if sf := secretFlag(it.name); sf != nil && strings.HasSuffix(it.tokens[len(it.tokens)-1], "REDACTED") {
+			if os.Getenv(sf.env) == "" {
+				return nil, fmt.Errorf("restart: the running server was given --%s on its command line, which is not recorded "+
+					"(secrets are not written to disk); give it to restart again, or set %s", sf.flag, sf.env)
 			}
 			continue
 		}
 		out = append(out, it.tokens...)
 	}
+	for _, sf := range secretFlags {
+		if !slices.Contains(env, sf.env) || os.Getenv(sf.env) != "" {
+			continue
+		}
+		given := slices.ContainsFunc(items, func(it argItem) bool { return it.name == sf.flag || slices.Contains(sf.alts, it.name) })
+		if !given {
+			return nil, fmt.Errorf("restart: the running server took --%s from %s, which is not set here "+
+				"(secrets are not written to disk); set it for restart, or give --%s", sf.flag, sf.env, sf.flag)
+		}
+	}
 	return out, nil
+}
+
+func secretFlag(name string) *secretFlagSpec {
+	for i := range secretFlags {
+		if secretFlags[i].flag == name {
+			return &secretFlags[i]
+		}
+	}
+	return nil
 }
 
 func (s *Program) progArg() string {
