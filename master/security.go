@@ -322,16 +322,20 @@ func (m *Master) freePerIPRow(row int) {
 }
 
 // chownRunFiles lets the --user the workers run as use the control socket
-// and read the pid file (root always can).
-func (m *Master) chownRunFiles(paths ...string) error {
+// (chowned to it; the master checks every peer's uid) and read the pid file,
+// which stays root's, mode 0644: a pid file the workers' user could write
+// would let a compromised worker aim root's `kill $(cat server.pid)`, or a
+// PIDFile= of a service manager, at any process.
+func (m *Master) chownRunFiles(pidFile, socket string) error {
 	cr := m.opts.Credential
 	if cr == nil {
 		return nil
 	}
-	for _, p := range paths {
-		if err := os.Chown(p, int(cr.Uid), int(cr.Gid)); err != nil {
-			return fmt.Errorf("master: chown %s to %d:%d: %w", p, cr.Uid, cr.Gid, err)
-		}
+	if err := os.Chmod(pidFile, 0o644); err != nil {
+		return fmt.Errorf("master: chmod %s: %w", pidFile, err)
+	}
+	if err := os.Chown(socket, int(cr.Uid), int(cr.Gid)); err != nil {
+		return fmt.Errorf("master: chown %s to %d:%d: %w", socket, cr.Uid, cr.Gid, err)
 	}
 	return nil
 }

@@ -474,6 +474,17 @@ func TestUserDrop(t *testing.T) {
 			if err != nil || json.Unmarshal(out, &got) != nil || got.MasterPid != st.MasterPid {
 				t.Errorf("status as nobody: %v, %s", err, out)
 			}
+			// The workers' user reads the pid file but cannot rewrite it:
+			// root's `kill $(cat server.pid)` must not be aimable by it.
+			pidFile := filepath.Join(s.RunDir, "server.pid")
+			sh := exec.Command("/bin/sh", "-c", `echo 1 > "$0"`, pidFile)
+			sh.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+			if out, err := sh.CombinedOutput(); err == nil {
+				t.Errorf("nobody rewrote %s (%s)", pidFile, out)
+			}
+			if pid, err := master.ReadPid(s.RunDir); err != nil || pid != st.MasterPid {
+				t.Errorf("pid file after nobody's attempt: %d, %v; want %d", pid, err, st.MasterPid)
+			}
 		})
 	}
 	t.Run("refused", func(t *testing.T) {
