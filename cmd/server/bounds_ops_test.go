@@ -197,10 +197,10 @@ func TestBoundsBaseSecondServer(t *testing.T) {
 	}
 }
 
-// TestBoundsPermissionDenied: as user nobody, stop and status against a
-// server started by root say "permission denied" at once and exit 1, for
-// the control socket's mode (EACCES) and for the master's SO_PEERCRED
-// check alike; the server keeps running.
+// TestBoundsPermissionDenied: as user nobody, stop, status, reload and
+// restart against a server started by root say "permission denied" at
+// once, in one line, and exit 1, for the control socket's mode (EACCES)
+// and for the master's SO_PEERCRED check alike; the server keeps running.
 func TestBoundsPermissionDenied(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a command as another user")
@@ -222,7 +222,7 @@ func TestBoundsPermissionDenied(t *testing.T) {
 		return string(out), time.Since(begin), cmd.ProcessState.ExitCode()
 	}
 	check := func(how string) {
-		for _, cmd := range []string{"stop", "status"} {
+		for _, cmd := range []string{"stop", "status", "reload", "restart"} {
 			out, took, code := asNobody(cmd)
 			if code != 1 || !strings.Contains(out, "permission denied") || strings.Contains(out, "not running") {
 				t.Errorf("%s %s as nobody: got exit %d %q, want exit 1 and permission denied", how, cmd, code, out)

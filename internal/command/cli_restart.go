@@ -115,6 +115,9 @@ func (s *Program) restart(c *cli.Context) error {
 	}
 	if perr == nil {
 		rec, err := readStartRecord(dir)
+		if errors.Is(err, os.ErrPermission) { // the master is another user's: say so, once
+			return fmt.Errorf("%w (reading %s)", master.ErrPermission, filepath.Join(dir, StartRecordName))
+		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "restart: %v; starting with the flags given to restart\n", err)
 		} else {
