@@ -49,9 +49,19 @@ func newServer() *forkd.Server {
 	}
 	s.OnPipeMessage = onRosterRequest
 	s.OnTask = func(w *forkd.Worker, from int, data []byte) ([]byte, error) {
-		ms, err := strconv.Atoi(string(data))
-		if err != nil || ms < 0 {
+		// "MS DEADLINE": sleep MS milliseconds, unless that could not end
+		// before the caller stops waiting (DEADLINE, Unix ms). A task queued
+		// behind others runs after its caller's TaskWait timed out; without
+		// the check, 1024 abandoned /slow?ms=60000 held a task worker for
+		// 17 hours.
+		msText, deadlineText, _ := strings.Cut(string(data), " ")
+		ms, err := strconv.Atoi(msText)
+		deadline, derr := strconv.ParseInt(deadlineText, 10, 64)
+		if err != nil || derr != nil || ms < 0 {
 			return nil, errors.New("slow: bad duration")
+		}
+		if time.Now().Add(time.Duration(ms) * time.Millisecond).After(time.UnixMilli(deadline)) {
+			return nil, errors.New("slow: it could not end before its caller stops waiting")
 		}
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		return []byte(strconv.Itoa(w.ID())), nil
@@ -147,7 +157,9 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 			ctx.Error("want ?ms=0..60000", fasthttp.StatusBadRequest)
 			return
 		}
-		res, err := w.TaskWait([]byte(strconv.Itoa(ms)), time.Duration(ms)*time.Millisecond+10*time.Second)
+		wait := time.Duration(ms)*time.Millisecond + 10*time.Second
+		task := strconv.Itoa(ms) + " " + strconv.FormatInt(time.Now().Add(wait).UnixMilli(), 10)
+		res, err := w.TaskWait([]byte(task), wait)
 		switch {
 		case errors.Is(err, forkd.ErrUnavailable):
 			ctx.Error("no task workers: start the server with --task-workers N", fasthttp.StatusServiceUnavailable)

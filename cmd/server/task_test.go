@@ -124,6 +124,46 @@ func TestTaskUnavailable(t *testing.T) {
 	}
 }
 
+// TestTaskAbandoned: a /slow task that could not end before its caller
+// stops waiting is not run. 16 x /slow?ms=1500 on one task worker (run one
+// at a time) outlast their callers' 11.5s; the tasks still queued then are
+// dropped (their callers get 502), so a /slow that
+// comes after them is served at once (before, it waited behind 24s of
+// sleeps nobody wanted and timed out: one client could hold a task worker
+// for 1024 x 60s).
+func TestTaskAbandoned(t *testing.T) {
+	s := startServer(t, "process", 1, "--task-workers", "1")
+	client := &http.Client{Timeout: 30 * time.Second}
+	const n, ms = 16, 1500
+	results := make(chan slowResult, n)
+	for range n {
+		go func() { results <- getSlow(client, s.httpAddr, ms) }()
+	}
+	var ok, gaveUp int
+	for range n {
+		switch r := <-results; {
+		case r.err != nil:
+			t.Fatalf("GET /slow?ms=%d: %v", ms, r.err)
+		case r.status == 200:
+			ok++
+		case r.status == 502 && (strings.Contains(r.body, "timed out") || strings.Contains(r.body, "could not end before")):
+			gaveUp++
+		default:
+			t.Fatalf("GET /slow?ms=%d: got %+v, want 200 or 502 (timed out, or could not end in time)", ms, r)
+		}
+	}
+	t.Logf("%d served, %d timed out", ok, gaveUp)
+	if gaveUp == 0 {
+		t.Fatalf("every one of %d x /slow?ms=%d was served in time: the test did not outlast its callers", n, ms)
+	}
+	begin := time.Now()
+	r := getSlow(client, s.httpAddr, 0)
+	if r.status != 200 || time.Since(begin) > 3*time.Second {
+		t.Errorf("GET /slow?ms=0 after the callers gave up: got %+v after %s, want 200 at once (abandoned tasks dropped)",
+			r, time.Since(begin).Round(time.Millisecond))
+	}
+}
+
 // TestTaskWorkerKilled: a task worker SIGKILLed mid-task fails the waiting
 // request at once (502, "exited mid-task"), not after a timeout, and the
 // task worker is replaced with the same id.
