@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin/server
 
-.PHONY: build run test test-short fuzz bench vet deps clean
+.PHONY: build run test test-short test-repeat fuzz bench vet deps clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/server
@@ -18,7 +18,13 @@ deps:
 ## test: every test, with the race detector, bounded in time
 test: deps vet
 	$(GO) test -race -count=1 -timeout 25m ./...
+	$(MAKE) test-repeat
 	$(MAKE) fuzz FUZZTIME=50000x FUZZTIME_CONFIG=5000x
+
+## test-repeat: the timing-sensitive bounds and liveness tests again, 4 times each
+## (SIGSTOPped workers, the crash loop, a refused stop within a second, a skipped broadcast)
+test-repeat:
+	$(GO) test -race -count=4 -timeout 10m -run '^TestBounds(Watchdog|WatchdogTask|CrashLoop|PermissionDenied|BroadcastSkipped)$$' ./cmd/server/
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
