@@ -487,6 +487,26 @@ func TestUserDrop(t *testing.T) {
 			}
 		})
 	}
+	// --group replaces the user's primary group everywhere: the workers'
+	// supplementary groups hold --group's, not nobody's own (nogroup).
+	t.Run("group", func(t *testing.T) {
+		g, err := user.LookupGroup("daemon")
+		if err != nil || g.Gid == nobody.Gid {
+			t.Skip("no group daemon here")
+		}
+		s := newTestServer(t, "base")
+		os.Chmod(filepath.Dir(s.Dir), 0o755)
+		os.Chmod(s.Dir, 0o755)
+		s.launch(1, "--user", "nobody", "--group", "daemon")
+		for _, w := range s.status().Workers {
+			u, gids, groups := procIDs(t, w.Pid)
+			want := strings.Repeat(g.Gid+" ", 4)
+			if u != strings.Repeat(nobody.Uid+" ", 3)+nobody.Uid || gids != want[:len(want)-1] || groups != g.Gid {
+				t.Errorf("worker %d (pid %d) with --group daemon: Uid %q Gid %q Groups %q, want nobody's uid, gid %s and groups %q",
+					w.ID, w.Pid, u, gids, groups, g.Gid, g.Gid)
+			}
+		}
+	})
 	t.Run("refused", func(t *testing.T) {
 		out, err := runCLI(t, "start", "--workers", "1", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0",
 			"--run-dir", filepath.Join(t.TempDir(), "run"), "--user", "no-such-user-here")

@@ -159,18 +159,21 @@ func credential(name, group string) (*syscall.Credential, error) {
 	}
 	cr := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	// Supplementary groups: the user's, as a login would give them (and
-	// none of root's).
+	// none of root's). With --group, that group takes the place of the
+	// user's primary group there too (as getgrouplist(user, group) and
+	// systemd's User= with Group= do): otherwise the workers would keep
+	// the group --group was given to replace.
 	ids, err := u.GroupIds()
 	if err != nil {
 		return nil, fmt.Errorf("--user %s: groups: %w", name, err)
 	}
+	cr.Groups = []uint32{cr.Gid} // never empty: an empty list would keep root's (setgroups is skipped)
 	for _, id := range ids {
-		if g, err := strconv.ParseUint(id, 10, 32); err == nil {
-			cr.Groups = append(cr.Groups, uint32(g))
+		g, err := strconv.ParseUint(id, 10, 32)
+		if err != nil || uint32(g) == cr.Gid || (group != "" && id == u.Gid) {
+			continue
 		}
-	}
-	if cr.Groups == nil {
-		cr.Groups = []uint32{cr.Gid} // an empty list would keep root's (setgroups is skipped)
+		cr.Groups = append(cr.Groups, uint32(g))
 	}
 	return cr, nil
 }
