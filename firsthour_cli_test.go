@@ -80,6 +80,10 @@ func testUnknown(t *testing.T, app devApp) {
 	oneLine(t, "start --bogus", runCLI(t, "", app.bin, "start", "--bogus"), "unknown flag --bogus", "devapp start --help")
 	oneLine(t, "stop -x", runCLI(t, "", app.bin, "stop", "-x"), "unknown flag -x")
 	oneLine(t, "--bogus", runCLI(t, "", app.bin, "--bogus"), "unknown flag --bogus", "devapp help")
+	// A stray argument ends flag parsing: refused, not started on the
+	// defaults with the flags after it ignored.
+	oneLine(t, "stop extra", runCLI(t, t.TempDir(), app.bin, "stop", "extra"), `stop: unexpected argument "extra"`, "devapp stop --help")
+	oneLine(t, "start --workers 0 extra", runCLI(t, t.TempDir(), app.bin, "start", "--workers", "0", "extra", "--workers", "1"), `start: unexpected argument "extra"`)
 	for _, args := range [][]string{{"help"}, {"help", "start"}, {}} {
 		r := runCLI(t, "", app.bin, args...)
 		if r.err != nil || r.stderr != "" || !strings.Contains(r.stdout, "start") {

@@ -138,6 +138,18 @@ func (s *Program) polishCLI(app *cli.App) {
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = usageErr(c.Name)
+		// No command takes an argument. The flag package stops at the
+		// first one, so `start 127.0.0.1 --http ...` would ignore every
+		// flag after it and start on the defaults: refuse it.
+		if act := c.Action; act != nil && !c.Hidden {
+			cmd := c.Name
+			c.Action = func(ctx *cli.Context) error {
+				if ctx.Args().Present() {
+					return fmt.Errorf("%s: unexpected argument %q (it takes none, and flags after it are not read); run '%s %s --help' for its flags", cmd, ctx.Args().First(), name, cmd)
+				}
+				return act(ctx)
+			}
+		}
 	}
 	app.OnUsageError = func(c *cli.Context, err error, _ bool) error {
 		return fmt.Errorf("%s; run '%s help' for the commands", usageMsg(err), name)
