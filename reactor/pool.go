@@ -22,8 +22,8 @@ type Pool[T any] struct {
 	idle    []*poolG[T] // LIFO: the most recently used first
 	q       []T         // queued pool: jobs no goroutine has taken yet, from q[qh]
 	qh      int
-	spare   int // queued pool: goroutines woken or started that have not looked at q yet
-	tick    uint64      // cleaning periods elapsed
+	spare   int    // queued pool: goroutines woken or started that have not looked at q yet
+	tick    uint64 // cleaning periods elapsed
 	started bool
 	stopped bool
 	done    chan struct{}
