@@ -66,21 +66,12 @@ func (w *Worker) serveRequest(f ipc.Frame) {
 	rc.ctx.Init2(&rc.conn, nil, false)
 	rc.rd.Reset(rest[:f.Arg])
 	rc.br.Reset(&rc.rd)
-	// The master's fasthttp wrote the head (RequestHeader.Header) with the
-	// names it normalized already: parse them as they are, then normalize
-	// what the handler looks up, as in BASE mode.
-	h := &rc.ctx.Request.Header
-	h.DisableNormalizing()
-	err = h.Read(rc.br)
-	h.EnableNormalizing()
-	if err != nil {
+	if err := rc.ctx.Request.Header.Read(rc.br); err != nil {
 		w.log.Error().Err(err).Msg("unparsable request header from master")
 		w.respondError(rc, fasthttp.StatusBadRequest)
 		return
 	}
-	if body := rest[f.Arg:]; len(body) > 0 { // a released request's body is empty
-		rc.ctx.Request.SetBody(body)
-	}
+	rc.ctx.Request.SetBody(rest[f.Arg:])
 	w.inflight.Add(1)
 	w.spawn(job{rc: rc})
 }
@@ -102,21 +93,6 @@ var (
 	hDate          = []byte("Date")
 )
 
-// skipHeader reports whether the master writes header k itself
-// (Content-Length, Connection, Date, in any case): the length first, so
-// most names cost one comparison.
-func skipHeader(k []byte) bool {
-	switch len(k) {
-	case len(hContentLength):
-		return bytes.EqualFold(k, hContentLength)
-	case len(hConnection):
-		return bytes.EqualFold(k, hConnection)
-	case len(hDate):
-		return bytes.EqualFold(k, hDate)
-	}
-	return false
-}
-
 // respond encodes the response (ipc.AppendResponseHead) and sends it.
 func (w *Worker) respond(rc *reqCtx) {
 	resp := &rc.ctx.Response
@@ -126,7 +102,7 @@ func (w *Worker) respond(rc *reqCtx) {
 	}
 	head := ipc.AppendResponseHead(rc.head[:0], resp.StatusCode(), flags)
 	for k, v := range resp.Header.All() {
-		if skipHeader(k) {
+		if bytes.EqualFold(k, hContentLength) || bytes.EqualFold(k, hConnection) || bytes.EqualFold(k, hDate) {
 			continue
 		}
 		head = ipc.AppendResponseHeader(head, 0, k, v)
