@@ -12,7 +12,8 @@ import (
 // grows its stack once. There are as many goroutines as jobs in flight (a
 // job may block); one left idle for a whole cleaning period ends.
 //
-// A queued pool (NewQueuedPool) wakes fewer goroutines: see Go.
+// A queued pool (NewQueuedPool) has as many as jobs running, plus one spare
+// while jobs wait, and wakes fewer: see Go.
 type Pool[T any] struct {
 	run    func(T)
 	period time.Duration // cleaning period
