@@ -61,12 +61,29 @@ func waitIdle[T any](t *testing.T, p *Pool[T], n int) {
 	}
 }
 
+// pools are the two kinds of Pool, for tests that hold for both.
+func pools[T any]() []struct {
+	name string
+	make func(func(T)) *Pool[T]
+} {
+	return []struct {
+		name string
+		make func(func(T)) *Pool[T]
+	}{{"plain", NewPool[T]}, {"queued", NewQueuedPool[T]}}
+}
+
 // TestPoolBlockingJobs: a job that blocks does not hold up the others.
 func TestPoolBlockingJobs(t *testing.T) {
+	for _, k := range pools[bool]() {
+		t.Run(k.name, func(t *testing.T) { testPoolBlockingJobs(t, k.make) })
+	}
+}
+
+func testPoolBlockingJobs(t *testing.T, newPool func(func(bool)) *Pool[bool]) {
 	base := runtime.NumGoroutine()
 	release := make(chan struct{})
 	quick := make(chan struct{})
-	p := NewPool(func(block bool) {
+	p := newPool(func(block bool) {
 		if block {
 			<-release
 		} else {
@@ -90,9 +107,15 @@ func TestPoolBlockingJobs(t *testing.T) {
 
 // TestPoolIdleEnd: goroutines idle for a whole period end by themselves.
 func TestPoolIdleEnd(t *testing.T) {
+	for _, k := range pools[int]() {
+		t.Run(k.name, func(t *testing.T) { testPoolIdleEnd(t, k.make) })
+	}
+}
+
+func testPoolIdleEnd(t *testing.T, newPool func(func(int)) *Pool[int]) {
 	base := runtime.NumGoroutine()
 	var wg sync.WaitGroup
-	p := NewPool(func(int) { wg.Done() })
+	p := newPool(func(int) { wg.Done() })
 	p.period = 20 * time.Millisecond
 	wg.Add(5)
 	for i := 0; i < 5; i++ {
@@ -113,4 +136,76 @@ func TestPoolIdleEnd(t *testing.T) {
 	p.Go(1)
 	wg.Wait()
 	waitGoroutines(t, base)
+}
+
+// TestQueuedPoolBurst: a burst of jobs queued while the pool's goroutines
+// cannot run yet (one P, the caller holding it) runs on two goroutines, the
+// one woken and its spare, not one per job; every job runs once, in order.
+func TestQueuedPoolBurst(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	base := runtime.NumGoroutine()
+	for round := 0; round < 20; round++ {
+		var mu sync.Mutex
+		var got []int
+		var wg sync.WaitGroup
+		p := NewQueuedPool(func(i int) {
+			mu.Lock()
+			got = append(got, i)
+			mu.Unlock()
+			wg.Done()
+		})
+		const n = 100
+		wg.Add(n)
+		for i := 0; i < n; i++ {
+			p.Go(i)
+		}
+		wg.Wait()
+		for i, v := range got {
+			if v != i {
+				t.Fatalf("round %d: job %d ran as number %d, want in queue order", round, v, i)
+			}
+		}
+		// Goroutines started: those idle once all is done (none ended: the
+		// cleaning period is 10 s). Two, or three if the runtime preempted
+		// one in the middle of a job (its spare then wakes another).
+		waitIdle(t, p, 1)
+		p.mu.Lock()
+		started := len(p.idle)
+		p.mu.Unlock()
+		if started > 3 {
+			t.Errorf("round %d: goroutines for a burst of %d jobs: got %d, want <= 3", round, n, started)
+		}
+		p.Stop()
+		waitGoroutines(t, base)
+	}
+}
+
+// TestQueuedPoolStopDrains: jobs queued before Stop still run, and Stop
+// leaves no goroutine behind.
+func TestQueuedPoolStopDrains(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		base := runtime.NumGoroutine()
+		release := make(chan struct{})
+		var ran atomic.Int64
+		p := NewQueuedPool(func(block bool) {
+			if block {
+				<-release
+			}
+			ran.Add(1)
+		})
+		p.Go(true)
+		for i := 0; i < 10; i++ {
+			p.Go(false)
+		}
+		p.Stop()
+		close(release)
+		deadline := time.Now().Add(5 * time.Second)
+		for ran.Load() != 11 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: jobs run after Stop: got %d, want 11", round, ran.Load())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		waitGoroutines(t, base)
+	}
 }

@@ -97,7 +97,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	w.src = ipcSource{w}
 	w.calls.m = make(map[uint32]*call)
-	w.runners = reactor.NewPool(w.runJob)
+	w.runners = reactor.NewQueuedPool(w.runJob)
 	w.timers.m = make(map[int]*timer)
 	if w.cfg.CallTimeout <= 0 {
 		w.cfg.CallTimeout = 5 * time.Second

@@ -280,11 +280,13 @@ func (s *Program) start(c *cli.Context) (err error) {
 		} else {
 			recorded = true
 		}
+		asked := make([]string, len(o.Listeners))
 		tls := make([]bool, len(o.Listeners))
 		for i, l := range o.Listeners {
+			asked[i] = l.Addr
 			tls[i] = l.TLSCert != "" || l.TLSConfig != nil
 		}
-		lines := s.readyLines(addrs, tls)
+		lines := s.readyLines(addrs, asked, tls)
 		if daemonChild {
 			report(nil, lines)
 		} else {
