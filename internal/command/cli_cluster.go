@@ -94,6 +94,20 @@ func clusterState(c *cli.Context) (*master.Status, error) {
 	return resp.Status, nil
 }
 
+// clusterLine is plain status's one line about the cluster: this node, its
+// link to NATS (or why it did not join) and how many nodes are up.
+func clusterLine(cs *cluster.State) string {
+	switch {
+	case cs.Refused != "":
+		return fmt.Sprintf("cluster  node %s not joined: %s; serving locally", cs.Name, cs.Refused)
+	case !cs.Connected:
+		return fmt.Sprintf("cluster  node %s (number %d)   NATS unreachable: serving locally, reconnecting", cs.Name, cs.Node)
+	case cs.Node == 0:
+		return fmt.Sprintf("cluster  node %s   connected to %s, joining", cs.Name, cs.Server)
+	}
+	return fmt.Sprintf("cluster  node %s (number %d)   connected to %s   %d nodes up (status --cluster lists them)", cs.Name, cs.Node, cs.Server, len(cs.Nodes))
+}
+
 // clusterStatus prints the nodes that are up.
 func clusterStatus(c *cli.Context) error {
 	st, err := clusterState(c)
