@@ -99,6 +99,8 @@ type Node struct {
 	joining sync.Mutex
 	refused atomic.Value // string: why joining was refused
 	nodeSub *nats.Subscription
+	nameMu  sync.Mutex
+	name    nameClaim // the claim of this node's name (name.go)
 
 	mu      sync.Mutex
 	peers   map[int]NodeInfo
@@ -290,9 +292,13 @@ func (n *Node) join() {
 	if n.num.Load() != 0 || n.refused.Load().(string) != "" || !n.nc.IsConnected() {
 		return
 	}
-	// The name: a running node of that name answers.
-	if msg, err := n.nc.Request(subjName+enc(n.cfg.Name), nil, n.cfg.Timeout); err == nil {
-		why := fmt.Sprintf("node %q is already running (node %s)", n.cfg.Name, msg.Data)
+	// The name: a running node of that name answers (name.go).
+	why, err := n.claimName()
+	if err != nil {
+		n.log.Warn().Err(err).Msg("cluster: joining failed; will retry on reconnect")
+		return
+	}
+	if why != "" {
 		n.refused.Store(why)
 		n.log.Error().Str("reason", why).Msg("cluster: refused to join")
 		return
@@ -362,10 +368,6 @@ func (n *Node) claim(num int) (bool, error) {
 			time.Sleep(time.Duration(rand.IntN(50)+1) * time.Millisecond)
 			return false, nil
 		}
-	}
-	if _, err := n.nc.Subscribe(subjName+enc(n.cfg.Name), func(m *nats.Msg) { m.Respond([]byte(strconv.Itoa(num))) }); err != nil {
-		sub.Unsubscribe()
-		return false, err
 	}
 	n.nodeSub = sub
 	return true, nil

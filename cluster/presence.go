@@ -39,6 +39,11 @@ func (n *Node) onPresence(m *nats.Msg) {
 		// different NATS servers (interest crosses routes a moment late).
 		n.log.Error().Int("node_number", i.Node).Str("other", i.Name).Msg("cluster: another node has this node number; restart one of them")
 	}
+	if i.Name == n.cfg.Name && i.Node != n.Number() && n.Number() != 0 && !i.Leaving {
+		// Two nodes of one name whose claims crossed routes later than
+		// claimWindow (name.go).
+		n.log.Error().Int("node_number", n.Number()).Int("other", i.Node).Msg("cluster: another node has this node's name; stop one of them")
+	}
 	n.mu.Lock()
 	_, known := n.peers[i.Node]
 	if i.Leaving {
