@@ -33,6 +33,8 @@ type Config struct {
 	URLs        []string      // nats://host:port servers to connect to
 	Name        string        // this node's name, unique in the cluster; default the hostname
 	Embed       string        // host:port: run a NATS server in this process there ("": none)
+	RouteAddr   string        // host:port: the embedded server accepts routes from other NATS servers there ("": none)
+	Routes      []string      // the embedded server routes to these NATS servers' route ports (nats-route://host:port)
 	Timeout     time.Duration // bound of one cross-node operation; default 1s
 	Token       string        // NATS auth token
 	User        string        // NATS user
@@ -148,7 +150,7 @@ func Start(cfg Config, local Local) (*Node, error) {
 	n.refused.Store("")
 	urls := append([]string(nil), cfg.URLs...)
 	if cfg.Embed != "" {
-		e, err := startEmbedded(cfg.Embed, n.log)
+		e, err := startEmbedded(cfg, n.log)
 		if err != nil {
 			return nil, err
 		}
@@ -245,6 +247,9 @@ func Start(cfg Config, local Local) (*Node, error) {
 		case <-time.After(2 * time.Second):
 		}
 	}
+	if up && n.embed != nil && len(cfg.Routes) > 0 && !n.embed.waitRoutes(routeWait) {
+		n.log.Warn().Strs("routes", cfg.Routes).Msg("cluster: no route to another NATS server yet; joining alone")
+	}
 	if up {
 		n.join()
 		if why := n.refused.Load().(string); why != "" {
@@ -304,6 +309,9 @@ func (n *Node) join() {
 		return
 	}
 	for num := 1; num <= MaxNode; num++ {
+		if n.peerUp(num) {
+			continue // a node heard of lately has it
+		}
 		ok, err := n.claim(num)
 		if err != nil {
 			n.log.Warn().Err(err).Msg("cluster: joining failed; will retry on reconnect")

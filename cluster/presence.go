@@ -72,6 +72,14 @@ func (n *Node) beat() {
 	}
 }
 
+// peerUp says whether another node with number num was heard of lately.
+func (n *Node) peerUp(num int) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	i, ok := n.peers[num]
+	return ok && time.Since(i.LastSeen) <= peerTTL
+}
+
 // Peers returns the nodes up now, this one included (when joined), by number.
 func (n *Node) Peers() []NodeInfo {
 	now := time.Now()
@@ -111,6 +119,8 @@ type State struct {
 	Connected bool       `json:"connected"`
 	Server    string     `json:"server,omitempty"` // the NATS server connected to
 	Embedded  string     `json:"embedded,omitempty"`
+	RouteAddr string     `json:"route_addr,omitempty"` // the embedded server's route listener
+	Routes    int        `json:"routes,omitempty"`     // its routes up
 	Refused   string     `json:"refused,omitempty"`
 	Rooms     int        `json:"rooms"`
 	Dropped   uint64     `json:"dropped"`
@@ -126,6 +136,7 @@ func (n *Node) State() State {
 	}
 	if n.embed != nil {
 		s.Embedded = n.embed.url
+		s.RouteAddr, s.Routes = n.embed.routeURL, n.embed.routes()
 	}
 	return s
 }
