@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -66,4 +67,64 @@ func TestClusterEmbedRoutes(t *testing.T) {
 		t.Fatalf("push r3->r2 after r1 stopped: %d", code)
 	}
 	members[1].waitUntil(t, 5*time.Second, "push after r1 left", seenText("after r1 left"))
+}
+
+// TestClusterUnjoinedIDs: two PROCESS nodes start in fresh run dirs while
+// NATS is unreachable (a listener of the test that closes every
+// connection), so their ids carry node 0. Their ids differ (the unjoined
+// start scatters the id counter), and a push through one node to the
+// other's connection answers 404 instead of reaching the connection of the
+// same id on the wrong node (both counters started from the same clock
+// second, so the first ids were equal: node b took node a's id for its own).
+func TestClusterUnjoinedIDs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	nurl := "nats://" + ln.Addr().String()
+	for round := 0; round < 3; round++ {
+		a := startServer(t, "process", 1, "--cluster", nurl, "--node", "ua")
+		b := startServer(t, "process", 1, "--cluster", nurl, "--node", "ub")
+		ma := joinChat(t, a, a.wsAddr, "r", "alice")
+		mb := joinChat(t, b, b.wsAddr, "r", "bob")
+		for _, m := range []*busMember{ma, mb} {
+			id, _ := strconv.ParseUint(m.id, 10, 64)
+			if reactor.Node(id) != 0 {
+				t.Fatalf("round %d: an unjoined node issued id %d of node %d", round, id, reactor.Node(id))
+			}
+		}
+		if ma.id == mb.id {
+			t.Fatalf("round %d: two unjoined nodes issued the same id %s", round, ma.id)
+		}
+		if code, _ := pushCode(t, b, ma.id, "for alice"); code != 404 {
+			t.Fatalf("round %d: alice's id pushed through node ub: %d, want 404", round, code)
+		}
+		if code, _ := pushCode(t, a, ma.id, "alice's own"); code != 200 {
+			t.Fatalf("round %d: alice's id on her node: %d", round, code)
+		}
+		ma.waitUntil(t, 5*time.Second, "her push", seenText("alice's own"))
+		// Node ub delivers in order: had alice's push reached bob, it would
+		// be before his own.
+		if code, _ := pushCode(t, b, mb.id, "bob's own"); code != 200 {
+			t.Fatalf("round %d: bob's id on his node: %d", round, code)
+		}
+		mb.waitUntil(t, 5*time.Second, "his push", seenText("bob's own"))
+		if textCount(mb.seen, "for alice") != 0 {
+			t.Fatalf("round %d: bob received alice's push", round)
+		}
+		for _, s := range []*server{a, b} {
+			s.run("stop")
+			s.Stopped = true
+		}
+	}
 }
