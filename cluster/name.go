@@ -33,8 +33,13 @@ import (
 // A plain request (no data) is the first check: any answer, a holder or a
 // claimant, refuses the asker without making it anyone's rival.
 
-// claimWindow is how long a claimant waits for rivals' answers.
-const claimWindow = 200 * time.Millisecond
+// claimWindow is how long a claimant waits for rivals' answers, and
+// claimSettle how long it waits between subscribing and asking: two claimants on different servers of a NATS cluster hear each
+// other when a subscription crosses the routes within claimSettle.
+const (
+	claimWindow = 200 * time.Millisecond
+	claimSettle = 100 * time.Millisecond
+)
 
 const claimPrefix = "CLAIM "
 
@@ -86,6 +91,11 @@ func (n *Node) claimName() (string, error) {
 		sub.Unsubscribe()
 		return "", err
 	}
+	// Let the subscription reach the other servers of a NATS cluster
+	// before asking: a rival on another server that asks after this hears
+	// this node, and this node's question reaches a rival whose
+	// subscription was made claimSettle before.
+	time.Sleep(claimSettle)
 	inbox := nats.NewInbox()
 	replies, err := n.nc.SubscribeSync(inbox)
 	if err != nil {
