@@ -45,8 +45,8 @@ func startEmbedded(cfg Config, log zerolog.Logger) (*embedded, error) {
 			}
 		}
 		// No cluster name: the server takes its routes' (a NATS cluster
-		// of any name, or other nodes' embedded servers).
-		// One route per remote server (no pool): waitRoutes counts them.
+		// of any name, or other nodes' embedded servers). One route per
+		// remote server (no pool): waitRoutes counts them.
 		o.Cluster = server.ClusterOpts{Host: rhost, Port: rport, PoolSize: -1}
 		for _, r := range cfg.Routes {
 			u, err := url.Parse(routeURL(r))
@@ -63,6 +63,9 @@ func startEmbedded(cfg Config, log zerolog.Logger) (*embedded, error) {
 	srv.Start()
 	if !srv.ReadyForConnections(5 * time.Second) {
 		srv.Shutdown()
+		if cfg.RouteAddr != "" {
+			return nil, fmt.Errorf("cluster: embedded NATS on %s, routes on %s, did not start (are the ports free?)", addr, cfg.RouteAddr)
+		}
 		return nil, fmt.Errorf("cluster: embedded NATS on %s did not start (is the port free?)", addr)
 	}
 	a := srv.Addr().(*net.TCPAddr)

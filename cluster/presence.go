@@ -41,7 +41,7 @@ func (n *Node) onPresence(m *nats.Msg) {
 	}
 	if i.Name == n.cfg.Name && i.Node != n.Number() && n.Number() != 0 && !i.Leaving {
 		// Two nodes of one name whose claims crossed routes later than
-		// claimWindow (name.go).
+		// claimSettle (name.go).
 		n.log.Error().Int("node_number", n.Number()).Int("other", i.Node).Msg("cluster: another node has this node's name; stop one of them")
 	}
 	n.mu.Lock()
