@@ -84,7 +84,7 @@ func (n *Node) peerUp(num int) bool {
 func (n *Node) Peers() []NodeInfo {
 	now := time.Now()
 	n.mu.Lock()
-	var out []NodeInfo
+	out := []NodeInfo{} // JSON [] when none, not null
 	for num, i := range n.peers {
 		if now.Sub(i.LastSeen) > peerTTL || num == n.Number() {
 			if now.Sub(i.LastSeen) > peerTTL {

@@ -517,6 +517,10 @@ func TestClusterLateNATS(t *testing.T) {
 		if !strings.Contains(s.log(), "NATS unreachable; serving locally") {
 			t.Fatalf("the log does not say NATS is unreachable:\n%s", s.log())
 		}
+		// No node is up: an empty list, not null, for JSON readers.
+		if out, err := s.run("status", "--cluster", "--json"); err != nil || !strings.Contains(out, `"nodes":[]`) {
+			t.Fatalf("status --cluster --json before NATS: %v\n%s", err, out)
+		}
 		// Plain status says so too, not only --cluster and --json.
 		if out, err := s.run("status"); err != nil || !strings.Contains(out, "NATS unreachable: serving locally") {
 			t.Fatalf("status does not say NATS is unreachable: %v\n%s", err, out)
