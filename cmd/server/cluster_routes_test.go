@@ -69,7 +69,7 @@ func TestClusterEmbedRoutes(t *testing.T) {
 	members[1].waitUntil(t, 5*time.Second, "push after r1 left", seenText("after r1 left"))
 }
 
-// TestClusterUnjoinedIDs: two PROCESS nodes start in fresh run dirs while
+// TestClusterUnjoinedIDs: two nodes (PROCESS, then BASE) start in fresh run dirs while
 // NATS is unreachable (a listener of the test that closes every
 // connection), so their ids carry node 0. Their ids differ (the unjoined
 // start scatters the id counter), and a push through one node to the
@@ -93,8 +93,9 @@ func TestClusterUnjoinedIDs(t *testing.T) {
 	}()
 	nurl := "nats://" + ln.Addr().String()
 	for round := 0; round < 3; round++ {
-		a := startServer(t, "process", 1, "--cluster", nurl, "--node", "ua")
-		b := startServer(t, "process", 1, "--cluster", nurl, "--node", "ub")
+		mode := []string{"process", "base", "process"}[round] // a BASE worker's first lease too
+		a := startServer(t, mode, 1, "--cluster", nurl, "--node", "ua")
+		b := startServer(t, mode, 1, "--cluster", nurl, "--node", "ub")
 		ma := joinChat(t, a, a.wsAddr, "r", "alice")
 		mb := joinChat(t, b, b.wsAddr, "r", "bob")
 		for _, m := range []*busMember{ma, mb} {
