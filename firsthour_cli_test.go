@@ -47,9 +47,16 @@ func testHelp(t *testing.T, app devApp) {
 			t.Errorf("start --help mentions %q, which this program does not have:\n%s", bad, r.stdout)
 		}
 	}
+	// Every flag's placeholder is "value" (or none): urfave/cli takes a
+	// `quoted` part of a Usage for the placeholder, which once showed
+	// "--name forkd: worker 0 [NAME]".
+	flagLine := regexp.MustCompile(`^\s+--[a-z0-9-]+(, -[a-z])?( value( \[ --[a-z0-9-]+ value \])?)?\s{2,}\S`)
 	for _, l := range strings.Split(r.stdout, "\n") {
 		if strings.Count(l, "default") > 1 {
 			t.Errorf("a default said twice: %q", l)
+		}
+		if strings.HasPrefix(strings.TrimSpace(l), "--") && !flagLine.MatchString(l) {
+			t.Errorf("a flag with an odd placeholder: %q", l)
 		}
 	}
 	top := runCLI(t, "", app.bin, "--help")
@@ -73,6 +80,10 @@ func testUnknown(t *testing.T, app devApp) {
 	oneLine(t, "start --bogus", runCLI(t, "", app.bin, "start", "--bogus"), "unknown flag --bogus", "devapp start --help")
 	oneLine(t, "stop -x", runCLI(t, "", app.bin, "stop", "-x"), "unknown flag -x")
 	oneLine(t, "--bogus", runCLI(t, "", app.bin, "--bogus"), "unknown flag --bogus", "devapp help")
+	// A stray argument ends flag parsing: refused, not started on the
+	// defaults with the flags after it ignored.
+	oneLine(t, "stop extra", runCLI(t, t.TempDir(), app.bin, "stop", "extra"), `stop: unexpected argument "extra"`, "devapp stop --help")
+	oneLine(t, "start --workers 0 extra", runCLI(t, t.TempDir(), app.bin, "start", "--workers", "0", "extra", "--workers", "1"), `start: unexpected argument "extra"`)
 	for _, args := range [][]string{{"help"}, {"help", "start"}, {}} {
 		r := runCLI(t, "", app.bin, args...)
 		if r.err != nil || r.stderr != "" || !strings.Contains(r.stdout, "start") {
@@ -174,6 +185,12 @@ func testRestart(t *testing.T, app devApp) {
 		t.Fatalf("restart --workers 2: %v", r)
 	}
 	check("restart --workers 2", 2)
+	// reopen-logs (the -d server logs to run/server.log): its result on
+	// stdout too.
+	r = runCLI(t, dir, app.bin, "reopen-logs", "--run-dir", "run")
+	if r.err != nil || r.stderr != "" || !strings.Contains(r.stdout, "log file reopened") {
+		t.Errorf("reopen-logs: want the result on stdout, nothing on stderr: %v", r)
+	}
 	r = runCLI(t, dir, app.bin, "stop", "--run-dir", "run")
 	s.Stopped = true
 	if r.err != nil || r.stderr != "" || !strings.HasPrefix(r.stdout, "server stopped") {

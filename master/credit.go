@@ -125,7 +125,7 @@ func (b *procBackend) takeover(c *reactor.Conn, f *wsFlow, p *proc) error {
 		return err
 	}
 	if len(redo) > 0 {
-		b.m.log.Warn().Str("conn", reactor.FormatID(c.ID())).Int("worker", p.slot.id).Int("pid", p.pid).
+		b.m.log.Warn().Str("conn", reactor.FormatID(c.ID())).Int("worker", p.slot.id).Int("worker_pid", p.pid).
 			Int("messages", len(redo)).Msg("redelivering messages a dead worker never handled")
 	}
 	for _, m := range redo {

@@ -41,6 +41,7 @@ type proc struct {
 	ready    chan error    // one value: nil once Ready, or why it never will be
 	exited   chan struct{} // closed when the process is reaped
 	readEnd  chan struct{} // closed when readProc has read the ipc stream to its end
+	readN    atomic.Uint64 // frames readProc has taken from the stream (progress, for the reaper)
 	exitErr  error
 	intended atomic.Bool  // stopped on purpose (drain, stop): no respawn
 	startErr atomic.Value // string: why the worker said it could not start
@@ -262,7 +263,7 @@ func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
 	}
 	started = true
 	p.pong()
-	m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker started")
+	m.log.Debug().Int("worker", sl.id).Int("worker_pid", p.pid).Msg("worker started")
 	go func() {
 		defer m.wg.Done()
 		p.out.Run()
@@ -280,12 +281,9 @@ func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
 		p.exitErr = osp.Wait()
 		p.state.Store(StateStopped)
 		// The worker's last frames (a drained worker's last responses, a
-		// failed one's reason) may still sit in the socket: let readProc
+		// failed one's reason) may still sit in the pipe: let readProc
 		// take them, up to the EOF that follows, before closing it.
-		select {
-		case <-p.readEnd:
-		case <-time.After(2 * time.Second):
-		}
+		m.awaitReadEnd(p, time.After)
 		fromR.Close()
 		p.out.Close()
 		toW.Close() // ends a write waiting on the pipe (nothing reads it now)
@@ -345,6 +343,7 @@ func (m *Master) readProc(p *proc) {
 			if err != nil {
 				break
 			}
+			p.readN.Add(1)
 			if err = m.frame(p, f); err != nil {
 				break
 			}
@@ -359,7 +358,7 @@ func (m *Master) readProc(p *proc) {
 	}
 	close(p.readEnd)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-		m.log.Error().Err(err).Int("worker", p.slot.id).Int("pid", p.pid).Msg("ipc stream closed")
+		m.log.Error().Err(err).Int("worker", p.slot.id).Int("worker_pid", p.pid).Msg("ipc stream closed")
 		p.kill()
 	}
 	select {
@@ -367,6 +366,35 @@ func (m *Master) readProc(p *proc) {
 	default:
 	}
 	m.streamGone(p)
+}
+
+// readEndQuiet is how long the reaper waits for an exited worker's stream
+// to make progress before it closes the stream unread.
+const readEndQuiet = 2 * time.Second
+
+// awaitReadEnd waits until readProc has read p's stream to its end, which
+// comes soon after the worker exits, unless another process holds the
+// pipe's write end open (a child the worker started and that inherited
+// it): then it gives up once readProc has taken no frame for readEndQuiet.
+// Waiting a fixed time instead lost a drained worker's last responses
+// when a loaded master was still reading them at the deadline. (after is
+// time.After: real time even under a test's fake clock, whose fake workers'
+// streams end only when closed.)
+func (m *Master) awaitReadEnd(p *proc, after func(time.Duration) <-chan time.Time) {
+	for last := p.readN.Load(); ; {
+		select {
+		case <-p.readEnd:
+			return
+		case <-after(readEndQuiet):
+		}
+		n := p.readN.Load()
+		if n == last {
+			m.log.Warn().Int("worker", p.slot.id).Int("worker_pid", p.pid).Dur("quiet", readEndQuiet).
+				Msg("worker exited but its ipc stream did not end: closing it (a process it started may hold the pipe)")
+			return
+		}
+		last = n
+	}
 }
 
 func (p *proc) describeExit() string {

@@ -108,7 +108,7 @@ func (b *procBackend) fail(p *proc) {
 	p.calls = make(map[uint32]*httpCall)
 	p.mu.Unlock()
 	if len(calls) > 0 {
-		b.m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Int("requests", len(calls)).Msg("worker gone with requests unanswered: 502")
+		b.m.log.Warn().Int("worker", p.slot.id).Int("worker_pid", p.pid).Int("requests", len(calls)).Msg("worker gone with requests unanswered: 502")
 	}
 	for _, c := range calls {
 		c.failed = true

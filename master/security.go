@@ -288,7 +288,7 @@ func (m *Master) sendSecretsLocked(p *proc) {
 	}
 	b, _ := json.Marshal(&s)
 	if err := p.out.Send(&ipc.Header{Type: ipc.TypeSecrets}, b, nil); err != nil {
-		m.log.Warn().Err(err).Int("worker", p.slot.id).Int("pid", p.pid).Msg("secrets not sent")
+		m.log.Warn().Err(err).Int("worker", p.slot.id).Int("worker_pid", p.pid).Msg("secrets not sent")
 	}
 }
 

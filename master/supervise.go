@@ -139,7 +139,7 @@ func (m *Master) stopProcs(procs []*proc, code uint16, wait time.Duration) {
 			continue
 		default:
 		}
-		m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Msg("worker did not stop in time, killing")
+		m.log.Warn().Int("worker", p.slot.id).Int("worker_pid", p.pid).Msg("worker did not stop in time, killing")
 		p.kill()
 		<-p.exited
 	}
@@ -170,7 +170,7 @@ func (m *Master) exited(p *proc) {
 	stopping := m.stopping
 	m.mu.Unlock()
 	if p.intended.Load() || stopping || !current {
-		m.log.Debug().Int("worker", sl.id).Int("pid", p.pid).Msg("worker exited")
+		m.log.Debug().Int("worker", sl.id).Int("worker_pid", p.pid).Msg("worker exited")
 		return
 	}
 	up := m.clock.Now().Sub(p.start)
@@ -178,7 +178,7 @@ func (m *Master) exited(p *proc) {
 	if reason, _ := p.startErr.Load().(string); reason != "" {
 		why = reason + " (" + why + ")"
 	}
-	m.log.Error().Int("worker", sl.id).Int("pid", p.pid).Str("status", why).
+	m.log.Error().Int("worker", sl.id).Int("worker_pid", p.pid).Str("status", why).
 		Dur("uptime", up).Msg("worker exited unexpectedly")
 	m.respawnLater(sl, up, why)
 }
@@ -225,7 +225,7 @@ func (m *Master) respawn(sl *slot) {
 		return
 	}
 	if err := m.waitReady(p); err != nil {
-		m.log.Error().Err(err).Int("worker", sl.id).Int("pid", p.pid).Msg("replacement worker failed to start")
+		m.log.Error().Err(err).Int("worker", sl.id).Int("worker_pid", p.pid).Msg("replacement worker failed to start")
 		return // its exit schedules the next try
 	}
 	m.mu.Lock()
@@ -236,7 +236,7 @@ func (m *Master) respawn(sl *slot) {
 	}
 	m.mu.Unlock()
 	m.mode.attach(p)
-	m.log.Info().Int("worker", sl.id).Int("pid", p.pid).Int("restarts", sl.restarts).Msg("worker replaced")
+	m.log.Info().Int("worker", sl.id).Int("worker_pid", p.pid).Int("restarts", sl.restarts).Msg("worker replaced")
 }
 
 func exitString(err error) string {
@@ -308,7 +308,7 @@ func (m *Master) replace(sl *slot) (ReloadLine, error) {
 		select {
 		case <-old.exited:
 		case <-m.clock.After(m.opts.ReloadWait + 3*time.Second):
-			m.log.Warn().Int("worker", sl.id).Int("pid", old.pid).Msg("draining worker overran reload-wait, killing")
+			m.log.Warn().Int("worker", sl.id).Int("worker_pid", old.pid).Msg("draining worker overran reload-wait, killing")
 			old.kill()
 			<-old.exited
 		}
@@ -345,7 +345,7 @@ func (m *Master) restartProcess(sl *slot) (ReloadLine, error) {
 		select {
 		case <-old.exited:
 		case <-m.clock.After(m.opts.ReloadWait + 3*time.Second):
-			m.log.Warn().Int("worker", sl.id).Str("process", sl.process).Int("pid", old.pid).Msg("process overran reload-wait, killing")
+			m.log.Warn().Int("worker", sl.id).Str("process", sl.process).Int("worker_pid", old.pid).Msg("process overran reload-wait, killing")
 			old.kill()
 			<-old.exited
 		}

@@ -55,7 +55,7 @@ func (m *Master) watch(p *proc) {
 			}
 		case silent < limit && st == StateUnresponsive:
 			if p.state.CompareAndSwap(StateUnresponsive, StateReady) {
-				m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Dur("silent", silent).Msg("worker answers again")
+				m.log.Warn().Int("worker", p.slot.id).Int("worker_pid", p.pid).Dur("silent", silent).Msg("worker answers again")
 				if m.current(p.slot.id) == p && !p.drained.Load() {
 					m.mode.reattach(p)
 				}
@@ -80,7 +80,7 @@ func (m *Master) logHung(p *proc, silent time.Duration, msg string) {
 	p.mu.Lock()
 	reqs, tasks, routes := len(p.calls), len(p.tasks), len(p.routes)
 	p.mu.Unlock()
-	ev := m.log.Error().Int("worker", p.slot.id).Int("pid", p.pid).Str("kind", p.slot.kind()).
+	ev := m.log.Error().Int("worker", p.slot.id).Int("worker_pid", p.pid).Str("kind", p.slot.kind()).
 		Dur("silent", silent).Dur("timeout", m.opts.WorkerTimeout).
 		Int("http_in_flight", reqs).Int("tasks_in_flight", tasks).Int("bus_ops_in_flight", routes).
 		Int("bus_queued_bytes", p.out.Pending()).Dur("uptime", time.Since(p.start))
@@ -154,7 +154,7 @@ func (m *Master) sweepRequests() {
 			}
 			p.mu.Unlock()
 			if len(late) > 0 {
-				m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Int("requests", len(late)).
+				m.log.Warn().Int("worker", p.slot.id).Int("worker_pid", p.pid).Int("requests", len(late)).
 					Dur("request_timeout", limit).Msg("requests unanswered: 504")
 			}
 			for _, c := range late {

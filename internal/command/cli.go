@@ -280,7 +280,11 @@ func (s *Program) start(c *cli.Context) (err error) {
 		} else {
 			recorded = true
 		}
-		lines := s.readyLines(addrs)
+		asked := make([]string, len(o.Listeners))
+		for i, l := range o.Listeners {
+			asked[i] = l.Addr
+		}
+		lines := s.readyLines(addrs, asked)
 		if daemonChild {
 			report(nil, lines)
 		} else {

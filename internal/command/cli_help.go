@@ -138,6 +138,18 @@ func (s *Program) polishCLI(app *cli.App) {
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = usageErr(c.Name)
+		// No command takes an argument. The flag package stops at the
+		// first one, so `start 127.0.0.1 --http ...` would ignore every
+		// flag after it and start on the defaults: refuse it.
+		if act := c.Action; act != nil && !c.Hidden {
+			cmd := c.Name
+			c.Action = func(ctx *cli.Context) error {
+				if ctx.Args().Present() {
+					return fmt.Errorf("%s: unexpected argument %q (it takes none, and flags after it are not read); run '%s %s --help' for its flags", cmd, ctx.Args().First(), name, cmd)
+				}
+				return act(ctx)
+			}
+		}
 	}
 	app.OnUsageError = func(c *cli.Context, err error, _ bool) error {
 		return fmt.Errorf("%s; run '%s help' for the commands", usageMsg(err), name)
@@ -177,15 +189,21 @@ func unknownCommand(prog, cmd string) error {
 }
 
 // reachable turns a listening address into one a browser on this machine
-// can open: an unspecified host (0.0.0.0, ::) becomes loopback.
-func reachable(addr string) string {
+// can open: an unspecified host (0.0.0.0, ::) becomes loopback. asked is
+// the address the listener was given: Go listens on "0.0.0.0:9501" with
+// one dual-stack socket that reports itself as [::]:9501, and a user who
+// asked for 0.0.0.0 (or ":9501") is shown 127.0.0.1, not [::1].
+func reachable(addr, asked string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return addr
 	}
 	ip := net.ParseIP(host)
+	askedHost, _, _ := net.SplitHostPort(asked)
+	askedIP := net.ParseIP(askedHost)
+	v4 := askedHost == "" || (askedIP != nil && askedIP.To4() != nil)
 	switch {
-	case host == "" || (ip != nil && ip.IsUnspecified() && ip.To4() != nil):
+	case host == "" || (ip != nil && ip.IsUnspecified() && (ip.To4() != nil || v4)):
 		host = "127.0.0.1"
 	case ip != nil && ip.IsUnspecified():
 		host = "::1"
@@ -194,8 +212,9 @@ func reachable(addr string) string {
 }
 
 // readyLines says where to go, one line per listener:
-// "chat page: http://127.0.0.1:9501/".
-func (s *Program) readyLines(addrs []string) []string {
+// "chat page: http://127.0.0.1:9501/". addrs are the addresses bound,
+// asked those the listeners were given.
+func (s *Program) readyLines(addrs, asked []string) []string {
 	var out []string
 	for i, l := range s.Listeners {
 		if i >= len(addrs) {
@@ -209,7 +228,15 @@ func (s *Program) readyLines(addrs []string) []string {
 		if l.Protocol == WebSocket {
 			scheme = "ws"
 		}
-		out = append(out, fmt.Sprintf("%s: %s://%s/", label, scheme, reachable(addrs[i])))
+		out = append(out, fmt.Sprintf("%s: %s://%s/", label, scheme, reachable(addrs[i], at(asked, i))))
 	}
 	return out
+}
+
+// at is a[i], or "" past its end.
+func at(a []string, i int) string {
+	if i < len(a) {
+		return a[i]
+	}
+	return ""
 }

@@ -5,26 +5,31 @@ import (
 	"testing"
 )
 
-// TestReachable: a listener bound to every interface is shown on loopback.
+// TestReachable: a listener bound to every interface is shown on loopback,
+// 127.0.0.1 when it was given an IPv4 address: Go binds "0.0.0.0:9501" as
+// one dual-stack socket that reports itself as [::]:9501 (what `make run`
+// printed as http://[::1]:9501/).
 func TestReachable(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"0.0.0.0:9501", "127.0.0.1:9501"},
-		{"[::]:9501", "[::1]:9501"},
-		{":9501", "127.0.0.1:9501"},
-		{"127.0.0.1:9501", "127.0.0.1:9501"},
-		{"192.0.2.7:80", "192.0.2.7:80"},
-		{"[2001:db8::1]:443", "[2001:db8::1]:443"},
-		{"not an address", "not an address"},
+	for _, tc := range []struct{ in, asked, want string }{
+		{"0.0.0.0:9501", "0.0.0.0:9501", "127.0.0.1:9501"},
+		{"[::]:9501", "0.0.0.0:9501", "127.0.0.1:9501"},
+		{"[::]:9501", ":9501", "127.0.0.1:9501"},
+		{"[::]:9501", "[::]:9501", "[::1]:9501"},
+		{":9501", ":9501", "127.0.0.1:9501"},
+		{"127.0.0.1:9501", "127.0.0.1:0", "127.0.0.1:9501"},
+		{"192.0.2.7:80", "192.0.2.7:80", "192.0.2.7:80"},
+		{"[2001:db8::1]:443", "[2001:db8::1]:443", "[2001:db8::1]:443"},
+		{"not an address", "", "not an address"},
 	} {
-		if got := reachable(tc.in); got != tc.want {
-			t.Errorf("reachable(%q): got %q, want %q", tc.in, got, tc.want)
+		if got := reachable(tc.in, tc.asked); got != tc.want {
+			t.Errorf("reachable(%q, asked %q): got %q, want %q", tc.in, tc.asked, got, tc.want)
 		}
 	}
 	s := &Program{Listeners: []*Listener{
 		{Name: "http", Label: "chat page"},
 		{Name: "ws", Protocol: WebSocket},
 	}}
-	got := s.readyLines([]string{"0.0.0.0:9501", "[::]:9502"})
+	got := s.readyLines([]string{"[::]:9501", "[::]:9502"}, []string{"0.0.0.0:9501", "[::]:9502"})
 	want := []string{"chat page: http://127.0.0.1:9501/", "ws: ws://[::1]:9502/"}
 	if !slices.Equal(got, want) {
 		t.Errorf("readyLines: got %q, want %q", got, want)

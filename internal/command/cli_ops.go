@@ -2,7 +2,6 @@ package command
 
 import (
 	"fmt"
-	"os"
 	"syscall"
 	"time"
 
@@ -24,7 +23,7 @@ const SigReopenLogs = syscall.Signal(35)
 func opsFlags() []cli.Flag {
 	return []cli.Flag{
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus /metrics on ADDR, e.g. 127.0.0.1:9100 (default: off)"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "name", Usage: "name in every process title, `forkd: worker 0 [NAME]` (default: the binary's name)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "name", Usage: "name in every process title, as in forkd: worker 0 [NAME] (default: the binary's name)"}),
 	}
 }
 
@@ -47,7 +46,7 @@ func reopenLogs(c *cli.Context) error {
 	if _, err := master.Call(c.String("run-dir"), master.Request{Cmd: "reopen-logs"}, time.Minute); err != nil {
 		return err
 	}
-	fmt.Fprintln(os.Stderr, "log file reopened by the master and every worker")
+	fmt.Println("log file reopened by the master and every worker") // a result: stdout, as every command's
 	return nil
 }
 

@@ -10,7 +10,9 @@ import (
 )
 
 // newLogger returns the process's logger: JSON, or console for humans,
-// every line carrying role, worker id (-1 for the master) and pid.
+// every line carrying role, worker id (a worker's; id < 0, the master's
+// lines: none, so that a line about a worker carries its "worker" and
+// "worker_pid" once) and pid.
 func newLogger(out io.Writer, format, level, role string, id int) zerolog.Logger {
 	if format == "console" {
 		f, ok := out.(*os.File)
@@ -21,6 +23,9 @@ func newLogger(out io.Writer, format, level, role string, id int) zerolog.Logger
 	if err != nil || level == "" {
 		lvl = zerolog.InfoLevel
 	}
-	return zerolog.New(out).Level(lvl).With().Timestamp().
-		Str("role", role).Int("worker", id).Int("pid", os.Getpid()).Logger()
+	ctx := zerolog.New(out).Level(lvl).With().Timestamp().Str("role", role)
+	if id >= 0 {
+		ctx = ctx.Int("worker", id)
+	}
+	return ctx.Int("pid", os.Getpid()).Logger()
 }
