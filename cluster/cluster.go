@@ -33,6 +33,8 @@ type Config struct {
 	URLs        []string      // nats://host:port servers to connect to
 	Name        string        // this node's name, unique in the cluster; default the hostname
 	Embed       string        // host:port: run a NATS server in this process there ("": none)
+	RouteAddr   string        // host:port: the embedded server accepts routes from other NATS servers there ("": none)
+	Routes      []string      // the embedded server routes to these NATS servers' route ports (nats-route://host:port)
 	Timeout     time.Duration // bound of one cross-node operation; default 1s
 	Token       string        // NATS auth token
 	User        string        // NATS user
@@ -99,6 +101,8 @@ type Node struct {
 	joining sync.Mutex
 	refused atomic.Value // string: why joining was refused
 	nodeSub *nats.Subscription
+	nameMu  sync.Mutex
+	name    nameClaim // the claim of this node's name (name.go)
 
 	mu      sync.Mutex
 	peers   map[int]NodeInfo
@@ -146,7 +150,7 @@ func Start(cfg Config, local Local) (*Node, error) {
 	n.refused.Store("")
 	urls := append([]string(nil), cfg.URLs...)
 	if cfg.Embed != "" {
-		e, err := startEmbedded(cfg.Embed, n.log)
+		e, err := startEmbedded(cfg, n.log)
 		if err != nil {
 			return nil, err
 		}
@@ -243,6 +247,9 @@ func Start(cfg Config, local Local) (*Node, error) {
 		case <-time.After(2 * time.Second):
 		}
 	}
+	if up && n.embed != nil && len(cfg.Routes) > 0 && !n.embed.waitRoutes(routeWait) {
+		n.log.Warn().Strs("routes", cfg.Routes).Msg("cluster: no route to another NATS server yet; joining alone")
+	}
 	if up {
 		n.join()
 		if why := n.refused.Load().(string); why != "" {
@@ -290,14 +297,21 @@ func (n *Node) join() {
 	if n.num.Load() != 0 || n.refused.Load().(string) != "" || !n.nc.IsConnected() {
 		return
 	}
-	// The name: a running node of that name answers.
-	if msg, err := n.nc.Request(subjName+enc(n.cfg.Name), nil, n.cfg.Timeout); err == nil {
-		why := fmt.Sprintf("node %q is already running (node %s)", n.cfg.Name, msg.Data)
+	// The name: a running node of that name answers (name.go).
+	why, err := n.claimName()
+	if err != nil {
+		n.log.Warn().Err(err).Msg("cluster: joining failed; will retry on reconnect")
+		return
+	}
+	if why != "" {
 		n.refused.Store(why)
 		n.log.Error().Str("reason", why).Msg("cluster: refused to join")
 		return
 	}
 	for num := 1; num <= MaxNode; num++ {
+		if n.peerUp(num) {
+			continue // a node heard of lately has it
+		}
 		ok, err := n.claim(num)
 		if err != nil {
 			n.log.Warn().Err(err).Msg("cluster: joining failed; will retry on reconnect")
@@ -362,10 +376,6 @@ func (n *Node) claim(num int) (bool, error) {
 			time.Sleep(time.Duration(rand.IntN(50)+1) * time.Millisecond)
 			return false, nil
 		}
-	}
-	if _, err := n.nc.Subscribe(subjName+enc(n.cfg.Name), func(m *nats.Msg) { m.Respond([]byte(strconv.Itoa(num))) }); err != nil {
-		sub.Unsubscribe()
-		return false, err
 	}
 	n.nodeSub = sub
 	return true, nil

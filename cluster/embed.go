@@ -1,9 +1,12 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -13,40 +16,125 @@ import (
 // embedded is a NATS server run inside the master (--cluster-embed), so one
 // machine needs nothing else and other nodes can join it.
 type embedded struct {
-	srv *server.Server
-	url string
+	srv      *server.Server
+	url      string
+	routeURL string // where it accepts routes ("": no routes)
 }
 
-func startEmbedded(addr string, log zerolog.Logger) (*embedded, error) {
-	host, port, err := net.SplitHostPort(addr)
+func startEmbedded(cfg Config, log zerolog.Logger) (*embedded, error) {
+	addr := cfg.Embed
+	host, p, err := splitPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: --cluster-embed %q: %w", addr, err)
-	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 0 || p > 65535 {
-		return nil, fmt.Errorf("cluster: --cluster-embed %q: bad port", addr)
-	}
-	if p == 0 {
-		p = server.RANDOM_PORT
 	}
 	if host == "" {
 		host = "0.0.0.0"
 	}
-	srv, err := server.NewServer(&server.Options{Host: host, Port: p, NoSigs: true, NoLog: true,
-		ServerName: "forkd-embedded", MaxPayload: 8 << 20})
+	// A server name of its own: two routed servers of one name refuse
+	// each other.
+	o := &server.Options{Host: host, Port: p, NoSigs: true, NoLog: true,
+		ServerName: "forkd-" + cfg.Name, MaxPayload: 8 << 20}
+	if cfg.RouteAddr != "" || len(cfg.Routes) > 0 {
+		rhost, rport, err := host, server.RANDOM_PORT, error(nil)
+		if cfg.RouteAddr != "" {
+			if rhost, rport, err = splitPort(cfg.RouteAddr); err != nil {
+				return nil, fmt.Errorf("cluster: --cluster-route-addr %q: %w", cfg.RouteAddr, err)
+			}
+			if rhost == "" {
+				rhost = "0.0.0.0"
+			}
+		}
+		// No cluster name: the server takes its routes' (a NATS cluster
+		// of any name, or other nodes' embedded servers). One route per
+		// remote server (no pool): waitRoutes counts them.
+		o.Cluster = server.ClusterOpts{Host: rhost, Port: rport, PoolSize: -1}
+		for _, r := range cfg.Routes {
+			u, err := url.Parse(routeURL(r))
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("cluster: --cluster-routes %q: want nats-route://HOST:PORT", r)
+			}
+			o.Routes = append(o.Routes, u)
+		}
+	}
+	srv, err := server.NewServer(o)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: embedded NATS: %w", err)
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(5 * time.Second) {
 		srv.Shutdown()
+		if cfg.RouteAddr != "" {
+			return nil, fmt.Errorf("cluster: embedded NATS on %s, routes on %s, did not start (are the ports free?)", addr, cfg.RouteAddr)
+		}
 		return nil, fmt.Errorf("cluster: embedded NATS on %s did not start (is the port free?)", addr)
 	}
 	a := srv.Addr().(*net.TCPAddr)
-	url := "nats://" + net.JoinHostPort(connectHost(host, a), strconv.Itoa(a.Port))
-	log.Info().Str("addr", url).Msg("cluster: embedded NATS server listening")
-	return &embedded{srv: srv, url: url}, nil
+	e := &embedded{srv: srv, url: "nats://" + net.JoinHostPort(connectHost(host, a), strconv.Itoa(a.Port))}
+	ev := log.Info().Str("addr", e.url)
+	if o.Cluster.Port != 0 {
+		ra := srv.ClusterAddr()
+		if ra == nil {
+			srv.Shutdown()
+			return nil, fmt.Errorf("cluster: embedded NATS: no route listener on %s (is the port free?)", cfg.RouteAddr)
+		}
+		e.routeURL = "nats-route://" + net.JoinHostPort(connectHost(o.Cluster.Host, ra), strconv.Itoa(ra.Port))
+		ev = ev.Str("routes_at", e.routeURL).Strs("routes", cfg.Routes)
+	}
+	ev.Msg("cluster: embedded NATS server listening")
+	return e, nil
 }
+
+// splitPort splits host:port (port 0: any free one).
+func splitPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return "", 0, errors.New("bad port")
+	}
+	if p == 0 {
+		p = server.RANDOM_PORT
+	}
+	return host, p, nil
+}
+
+// routeURL accepts HOST:PORT for nats-route://HOST:PORT.
+func routeURL(r string) string {
+	if !strings.Contains(r, "://") {
+		return "nats-route://" + r
+	}
+	return r
+}
+
+// Routes says how many routes to other NATS servers are up.
+func (e *embedded) routes() int { return e.srv.NumRoutes() }
+
+// waitRoutes waits, up to limit, until a route is up and the servers have
+// told each other their subscriptions (routeSettle), so that the name and
+// number claims that follow hear the nodes on the other servers. It
+// reports whether a route came up.
+func (e *embedded) waitRoutes(limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for e.srv.NumRoutes() == 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(routeSettle)
+	return true
+}
+
+// Route timing: how long a node with --cluster-routes waits for its first
+// route before it joins (alone, if none came), and how long it then lets
+// the servers exchange their subscriptions and the other nodes' heartbeats
+// arrive.
+const (
+	routeWait   = 5 * time.Second
+	routeSettle = heartbeat + 100*time.Millisecond
+)
 
 func connectHost(host string, a *net.TCPAddr) string {
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {

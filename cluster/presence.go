@@ -39,6 +39,11 @@ func (n *Node) onPresence(m *nats.Msg) {
 		// different NATS servers (interest crosses routes a moment late).
 		n.log.Error().Int("node_number", i.Node).Str("other", i.Name).Msg("cluster: another node has this node number; restart one of them")
 	}
+	if i.Name == n.cfg.Name && i.Node != n.Number() && n.Number() != 0 && !i.Leaving {
+		// Two nodes of one name whose claims crossed routes later than
+		// claimSettle (name.go).
+		n.log.Error().Int("node_number", n.Number()).Int("other", i.Node).Msg("cluster: another node has this node's name; stop one of them")
+	}
 	n.mu.Lock()
 	_, known := n.peers[i.Node]
 	if i.Leaving {
@@ -67,11 +72,19 @@ func (n *Node) beat() {
 	}
 }
 
+// peerUp says whether another node with number num was heard of lately.
+func (n *Node) peerUp(num int) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	i, ok := n.peers[num]
+	return ok && time.Since(i.LastSeen) <= peerTTL
+}
+
 // Peers returns the nodes up now, this one included (when joined), by number.
 func (n *Node) Peers() []NodeInfo {
 	now := time.Now()
 	n.mu.Lock()
-	var out []NodeInfo
+	out := []NodeInfo{} // JSON [] when none, not null
 	for num, i := range n.peers {
 		if now.Sub(i.LastSeen) > peerTTL || num == n.Number() {
 			if now.Sub(i.LastSeen) > peerTTL {
@@ -106,6 +119,8 @@ type State struct {
 	Connected bool       `json:"connected"`
 	Server    string     `json:"server,omitempty"` // the NATS server connected to
 	Embedded  string     `json:"embedded,omitempty"`
+	RouteAddr string     `json:"route_addr,omitempty"` // the embedded server's route listener
+	Routes    int        `json:"routes,omitempty"`     // its routes up
 	Refused   string     `json:"refused,omitempty"`
 	Rooms     int        `json:"rooms"`
 	Dropped   uint64     `json:"dropped"`
@@ -121,6 +136,7 @@ func (n *Node) State() State {
 	}
 	if n.embed != nil {
 		s.Embedded = n.embed.url
+		s.RouteAddr, s.Routes = n.embed.routeURL, n.embed.routes()
 	}
 	return s
 }

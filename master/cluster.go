@@ -35,6 +35,10 @@ func (m *Master) startCluster() error {
 		return err
 	}
 	m.cluster = n
+	if n.Number() == 0 {
+		// Not joined: ids carry node 0 until it does (ids.go, scatter).
+		m.ids.scatter()
+	}
 	m.clusterJoined.Store(n)
 	m.bus = clusterBus{m: m, local: m.bus}
 	return nil

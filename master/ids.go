@@ -2,6 +2,7 @@ package master
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -84,6 +85,28 @@ func newIDAllocator(runDir string, log zerolog.Logger) (*idAllocator, error) {
 	}
 	a.reserved = a.next
 	return a, nil
+}
+
+// scatter moves the counter forward by a random number of leases, up to
+// half the sequence space (wrapping around), for a cluster node that
+// starts before it has a node number (NATS unreachable): its ids carry
+// node 0 until it joins, like those of every other node in that state, and
+// two such nodes started from the same clock second would issue the same
+// ids (one's push to the other's connection would then reach its own
+// connection of that id). After a scatter the ids of two unjoined nodes
+// coincide with a probability of about 2^-20 per lease; the price is that
+// this one start may reissue an id an earlier run issued (the counter no
+// longer only grows), also with a probability of about 2^-20 per lease.
+func (a *idAllocator) scatter() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	leases := uint64((reactor.MaxSeq + 1) / reactor.IDLease)
+	n := (a.next/reactor.IDLease + 1 + rand.Uint64N(leases/2)) % leases
+	if n == 0 {
+		n = 1
+	}
+	a.next = n * reactor.IDLease
+	a.reserved = a.next // the next lease writes the file
 }
 
 // lease returns the first sequence of a fresh lease.

@@ -75,3 +75,27 @@ func TestIDLeasesFromClock(t *testing.T) {
 		t.Errorf("a corrupt %s: first lease %d, want from the clock (>= %d)", IDsName, s, clockSeed(t0))
 	}
 }
+
+// TestIDScatter: two counters started in fresh run dirs in the same clock
+// second hand out the same leases; scattered (an unjoined cluster node), they
+// differ, and every lease stays aligned inside the sequence space, the
+// scatter wrapping around its end.
+func TestIDScatter(t *testing.T) {
+	a, _ := newIDAllocator(t.TempDir(), zerolog.Nop())
+	b, _ := newIDAllocator(t.TempDir(), zerolog.Nop())
+	b.next, b.reserved = a.next, a.reserved // as from the same clock second
+	a.scatter()
+	b.scatter()
+	la, _ := a.lease()
+	lb, _ := b.lease()
+	if la == lb {
+		t.Fatalf("two scattered counters handed out the same lease %d", la)
+	}
+	for i := 0; i < 1000; i++ {
+		a.scatter()
+		s, err := a.lease()
+		if err != nil || s == 0 || s%reactor.IDLease != 0 || s+reactor.IDLease > reactor.MaxSeq+1 {
+			t.Fatalf("after a scatter: lease %d (%v) is not an aligned lease inside the sequence space", s, err)
+		}
+	}
+}

@@ -129,6 +129,12 @@ func serveHTTP(w *forkd.Worker, ctx *fasthttp.RequestCtx) {
 		} else {
 			res, err = w.BroadcastExcept(room, forkd.TextMessage, ctx.PostBody(), exclude...)
 		}
+		if errors.Is(err, forkd.ErrUnavailable) {
+			// In a cluster: the room's history owner numbers every
+			// broadcast, and it did not answer (docs/cluster.md).
+			ctx.Error("unavailable: the room's owner node did not answer", fasthttp.StatusServiceUnavailable)
+			return
+		}
 		if err != nil {
 			pushError(ctx, err)
 			return

@@ -232,6 +232,11 @@ func TestClusterHistory(t *testing.T) {
 	since, epoch := leaveSeq(t, watch, "k")
 	syscall.Kill(n1.Cmd.Process.Pid, syscall.SIGKILL)
 	<-n1.Exited
+	// Until presence drops it, a broadcast goes to the dead owner: 503,
+	// saying whose answer is missing.
+	if resp, body := n2.post("/broadcast?room="+room, "owner-dead"); resp.StatusCode != 503 || !strings.Contains(body, "room's owner node") {
+		t.Fatalf("broadcast while the owner is dead: %d %q, want 503 naming the room's owner", resp.StatusCode, body)
+	}
 	kb := dialMember(t, n2, "k", fmt.Sprintf("room=%s&name=k&since=%d&epoch=%d", room, since, epoch))
 	kb.waitUntil(t, 10*time.Second, "a first message", func(seen []string) bool { return len(seen) > 0 })
 	if kb.seen[0] != fmt.Sprintf(`{"type":"gap","room":%q}`, room) {

@@ -517,6 +517,14 @@ func TestClusterLateNATS(t *testing.T) {
 		if !strings.Contains(s.log(), "NATS unreachable; serving locally") {
 			t.Fatalf("the log does not say NATS is unreachable:\n%s", s.log())
 		}
+		// No node is up: an empty list, not null, for JSON readers.
+		if out, err := s.run("status", "--cluster", "--json"); err != nil || !strings.Contains(out, `"nodes":[]`) {
+			t.Fatalf("status --cluster --json before NATS: %v\n%s", err, out)
+		}
+		// Plain status says so too, not only --cluster and --json.
+		if out, err := s.run("status"); err != nil || !strings.Contains(out, "NATS unreachable: serving locally") {
+			t.Fatalf("status does not say NATS is unreachable: %v\n%s", err, out)
+		}
 	}
 	early := joinChat(t, n1, n1.wsAddr, "r", "early")
 	if code, _ := pushCode(t, n1, early.id, "local before NATS"); code != 200 {
@@ -532,6 +540,9 @@ func TestClusterLateNATS(t *testing.T) {
 		if n.Name == "late1" {
 			num1 = n.Node
 		}
+	}
+	if out, err := n1.run("status"); err != nil || !strings.Contains(out, "2 nodes up") {
+		t.Fatalf("status once joined: %v\n%s", err, out)
 	}
 	// Every BASE worker issues ids of the node now.
 	var late *busMember

@@ -31,6 +31,8 @@ func clusterFlags() []cli.Flag {
 			Usage: "nats://HOST:PORT[,nats://...]: join the cluster on these NATS servers (nats://USER:PASS@HOST:PORT for credentials)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "node", Usage: "this node's name in the cluster, unique (a duplicate is refused)", DefaultText: "the hostname"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-embed", Usage: "HOST:PORT: run a NATS server inside the master there (other nodes join with --cluster nats://HOST:PORT)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-route-addr", Usage: "HOST:PORT: the embedded NATS server accepts routes from other NATS servers there (other nodes' --cluster-routes)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "cluster-routes", Usage: "nats-route://HOST:PORT[,...]: the embedded NATS server routes to these NATS servers (another node's --cluster-route-addr), forming one NATS cluster"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "cluster-timeout", Value: time.Second, Usage: "bound of one cross-node operation; beyond it the push answers 503 (unavailable)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-token", EnvVars: []string{EnvClusterToken}, Usage: "NATS auth token (prefer FORKD_CLUSTER_TOKEN)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-creds", Usage: "NATS credentials file (JWT and nkey seed)"}),
@@ -59,6 +61,17 @@ func clusterOptions(c *cli.Context, o *master.Options) error {
 		}
 	}
 	embed := c.String("cluster-embed")
+	var routes []string
+	for _, v := range c.StringSlice("cluster-routes") {
+		for _, r := range strings.Split(v, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				routes = append(routes, r)
+			}
+		}
+	}
+	if embed == "" && (len(routes) > 0 || c.String("cluster-route-addr") != "") {
+		return errors.New("--cluster-routes and --cluster-route-addr: only with --cluster-embed (they route its NATS server)")
+	}
 	if len(urls) == 0 && embed == "" {
 		for _, f := range []string{"node", "cluster-token", "cluster-creds", "cluster-ca", "cluster-cert", "cluster-key"} {
 			if c.String(f) != "" && c.IsSet(f) {
@@ -77,7 +90,8 @@ func clusterOptions(c *cli.Context, o *master.Options) error {
 	if c.Duration("cluster-timeout") <= 0 {
 		return errors.New("--cluster-timeout must be positive")
 	}
-	o.Cluster = &cluster.Config{URLs: urls, Name: name, Embed: embed, Timeout: c.Duration("cluster-timeout"),
+	o.Cluster = &cluster.Config{URLs: urls, Name: name, Embed: embed,
+		RouteAddr: c.String("cluster-route-addr"), Routes: routes, Timeout: c.Duration("cluster-timeout"),
 		Token: c.String("cluster-token"), Creds: c.String("cluster-creds"), CAFile: c.String("cluster-ca"),
 		CertFile: c.String("cluster-cert"), KeyFile: c.String("cluster-key")}
 	return nil
@@ -92,6 +106,20 @@ func clusterState(c *cli.Context) (*master.Status, error) {
 		return nil, errors.New("this server is not in a cluster (start it with --cluster or --cluster-embed)")
 	}
 	return resp.Status, nil
+}
+
+// clusterLine is plain status's one line about the cluster: this node, its
+// link to NATS (or why it did not join) and how many nodes are up.
+func clusterLine(cs *cluster.State) string {
+	switch {
+	case cs.Refused != "":
+		return fmt.Sprintf("cluster  node %s not joined: %s; serving locally", cs.Name, cs.Refused)
+	case !cs.Connected:
+		return fmt.Sprintf("cluster  node %s (number %d)   NATS unreachable: serving locally, reconnecting", cs.Name, cs.Node)
+	case cs.Node == 0:
+		return fmt.Sprintf("cluster  node %s   connected to %s, joining", cs.Name, cs.Server)
+	}
+	return fmt.Sprintf("cluster  node %s (number %d)   connected to %s   %d nodes up (status --cluster lists them)", cs.Name, cs.Node, cs.Server, len(cs.Nodes))
 }
 
 // clusterStatus prints the nodes that are up.
@@ -111,6 +139,9 @@ func clusterStatus(c *cli.Context) error {
 	fmt.Printf("node %s (number %d)   %s   rooms listened to %d   dropped %d\n", cs.Name, cs.Node, conn, cs.Rooms, cs.Dropped)
 	if cs.Embedded != "" {
 		fmt.Printf("embedded NATS server: %s (other nodes join with --cluster %s)\n", cs.Embedded, cs.Embedded)
+		if cs.RouteAddr != "" {
+			fmt.Printf("its routes: accepted at %s (other nodes' --cluster-routes), %d up\n", cs.RouteAddr, cs.Routes)
+		}
 	}
 	if cs.Refused != "" {
 		fmt.Printf("not joined: %s\n", cs.Refused)

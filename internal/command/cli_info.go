@@ -43,6 +43,9 @@ func status(c *cli.Context) error {
 	if st.MetricsAddr != "" {
 		fmt.Printf("metrics  http://%s/metrics\n", st.MetricsAddr)
 	}
+	if st.Cluster != nil {
+		fmt.Println(clusterLine(st.Cluster))
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKIND\tPID\tSTATE\tCONNS\tREQUESTS\tRSS\tRESTARTS\tUPTIME\tBUS QUEUED/DROPPED\tNOTE")
 	for _, w := range append(append(st.Workers, st.TaskWorkers...), st.Processes...) {

@@ -29,6 +29,17 @@ func TestClusterOptions(t *testing.T) {
 	if err != nil || o.Cluster == nil || o.Cluster.Embed != "127.0.0.1:0" || o.Cluster.Name != "from-file" {
 		t.Fatalf("config file: %+v, %v", o.Cluster, err)
 	}
+	// The embedded server's routes, from the file (a YAML list) and the
+	// command line (comma-separated).
+	os.WriteFile(cfg, []byte("cluster-embed: 127.0.0.1:0\ncluster-route-addr: 127.0.0.1:6222\ncluster-routes:\n  - nats-route://h1:6222\n  - h2:6222\n"), 0o600)
+	o, err = s.loadOptions([]string{"--run-dir", run, "--config", cfg})
+	if err != nil || o.Cluster == nil || o.Cluster.RouteAddr != "127.0.0.1:6222" || strings.Join(o.Cluster.Routes, " ") != "nats-route://h1:6222 h2:6222" {
+		t.Fatalf("routes from the config file: %+v, %v", o.Cluster, err)
+	}
+	o, err = s.loadOptions([]string{"--run-dir", run, "--cluster-embed", "127.0.0.1:0", "--cluster-routes", "h1:6222,h2:6222"})
+	if err != nil || o.Cluster == nil || len(o.Cluster.Routes) != 2 {
+		t.Fatalf("--cluster-routes: %+v, %v", o.Cluster, err)
+	}
 	t.Setenv(EnvCluster, "nats://env:4222")
 	o, err = s.loadOptions([]string{"--run-dir", run})
 	if err != nil || o.Cluster == nil || len(o.Cluster.URLs) != 1 || o.Cluster.URLs[0] != "nats://env:4222" {
@@ -40,6 +51,8 @@ func TestClusterOptions(t *testing.T) {
 		{"--node", "x"},
 		{"--cluster", "nats://a:4222", "--cluster-cert", "c.pem"},
 		{"--cluster", "nats://a:4222", "--cluster-timeout", "0s"},
+		{"--cluster", "nats://a:4222", "--cluster-routes", "h1:6222"}, // routes need the embedded server
+		{"--cluster-route-addr", "127.0.0.1:6222"},
 	} {
 		if _, err := s.loadOptions(append([]string{"--run-dir", run}, bad...)); err == nil {
 			t.Errorf("%v: accepted", bad)
