@@ -331,7 +331,8 @@ func (n *Node) join() {
 }
 
 // claim takes node number num when no node answers it: subscribe (and make
-// sure the NATS server has the subscription), then ask again. Of two nodes
+// sure the NATS server has the subscription, and let it reach the other
+// servers of a NATS cluster for claimSettle), then ask again. Of two nodes
 // claiming the same number at once, at least one hears the other (whichever
 // asked second finds the first's subscription), and a node that hears a
 // rival gives the number up and tries the next after a random pause.
@@ -355,7 +356,10 @@ func (n *Node) claim(num int) (bool, error) {
 		sub.Unsubscribe()
 		return false, err
 	}
-	// A rival that subscribed at the same time answers too.
+	// Let the subscription cross the routes of a NATS cluster before
+	// asking (as the name claim does): a rival on another server that
+	// subscribed at the same time then answers too, and hears this one.
+	time.Sleep(claimSettle)
 	inbox := nats.NewInbox()
 	replies, err := n.nc.SubscribeSync(inbox)
 	if err != nil {
