@@ -322,6 +322,11 @@ func Run(ctx context.Context, o Options) error {
 	if o.Exe == "" {
 		return errors.New("bench: no server binary (Options.Exe)")
 	}
+	if o.Reference == ReferenceNginx && slices.Contains(o.Scenarios, ScenarioHTTP) {
+		if _, err := findNginx(o.NginxPath); err != nil { // before anything starts
+			return err
+		}
+	}
 	s := newSession(&o)
 	if lim, err := raiseNoFileTo(o.openFiles()); err != nil {
 		// Below what the run needs: the large scenarios spread over

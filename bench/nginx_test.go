@@ -248,7 +248,7 @@ func TestReferenceOptions(t *testing.T) {
 	tests := []struct {
 		name, reference, path, wantErr, wantProgress string
 	}{
-		{"required", ReferenceNginx, missing, "bench: nginx " + missing, ""},
+		{"required", ReferenceNginx, missing, "bench: nginx " + missing, ""}, // and nothing started: below
 		{"auto", ReferenceAuto, missing, "", "[nginx] no reference row: bench: nginx " + missing},
 		{"none", ReferenceNone, missing, "", ""},
 		{"required, not nginx", ReferenceNginx, "/bin/true", "bench: server in mode nginx exited (exit status 0)", ""},
@@ -270,6 +270,9 @@ func TestReferenceOptions(t *testing.T) {
 				}
 			} else if err != nil {
 				t.Fatal(err)
+			}
+			if tt.name == "required" && progress.Len() > 0 {
+				t.Errorf("a missing required nginx is refused before anything starts; progress:\n%s", progress.String())
 			}
 			if tt.wantProgress != "" && !strings.Contains(progress.String(), tt.wantProgress) {
 				t.Errorf("progress lacks %q:\n%s", tt.wantProgress, progress.String())
