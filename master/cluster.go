@@ -11,7 +11,6 @@ import (
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/metrics"
 	"github.com/forkd/forkd/reactor"
-	"github.com/forkd/forkd/worker"
 )
 
 // The master is this server's only NATS client (package cluster): it
@@ -312,7 +311,7 @@ func (l clusterLocal) Info() cluster.NodeInfo {
 	m.mu.Unlock()
 	for _, p := range procs {
 		if b, err := p.query(ipcStats, 500*time.Millisecond); err == nil {
-			var s worker.Stats
+			var s ipc.WorkerStats
 			if json.Unmarshal(b, &s) == nil {
 				i.Conns += s.Connections
 			}

@@ -76,7 +76,7 @@ type Options struct {
 	MaxSendBuffer  int           // queued output per connection; default 1 MiB
 	MaxHeaderSize  int           // HTTP request header block; default 16 KiB (431 beyond)
 	MaxConns       int           // beyond it: HTTP 503, WebSocket close 1013; 0 = unlimited
-	HeartbeatIdle  time.Duration // close WebSockets silent this long; 0 = off
+	HeartbeatIdle  time.Duration // close WebSockets (and idle keep-alive HTTP) silent this long; 0 = off
 	ReadTimeout    time.Duration // whole request read (slowloris), the first from accept; default 15s
 	IdleTimeout    time.Duration // keep-alive idle; default 60s
 	WriteTimeout   time.Duration // one write; default 15s
@@ -108,6 +108,12 @@ func (o *Options) defaults() {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 60 * time.Second
+	}
+	// --heartbeat-idle closes every connection silent that long (Swoole's
+	// heartbeat_idle_time): a keep-alive HTTP connection between requests
+	// too, when it is shorter than --idle-timeout.
+	if o.HeartbeatIdle > 0 && o.HeartbeatIdle < o.IdleTimeout {
+		o.IdleTimeout = o.HeartbeatIdle
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 15 * time.Second

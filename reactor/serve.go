@@ -117,6 +117,7 @@ func (r *Reactor) Serve(ln net.Listener, l *Listener) error {
 		DisableHeaderNamesNormalizing: false,
 		Logger:                        fasthttpLogger{r.log},
 		ErrorHandler:                  r.errorHandler,
+		ExpectHandler:                 r.expect,
 		ConnState:                     r.connState,
 		// A hijacked (upgraded) connection stays ours after the upgrade
 		// handler returns: serveWS may return while the connection's
@@ -205,6 +206,24 @@ func (r *Reactor) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 		c.lingerOnClose.Store(true)
 	}
 	r.m.HTTPDone(status, time.Since(ctx.Time()))
+}
+
+// expect answers "Expect: 100-continue": a body its Content-Length already
+// puts over --max-package-size gets 413 at once, instead of a 100 Continue
+// that invites the client to send what will be refused (RFC 9110 10.1.1).
+// fasthttp then closes the connection; it closes lingering, so that a client
+// already sending reads the 413 instead of a reset.
+func (r *Reactor) expect(ctx *fasthttp.RequestCtx) int {
+	if n := ctx.Request.Header.ContentLength(); n > r.opts.MaxPackageSize {
+		r.log.Warn().Int("status", fasthttp.StatusRequestEntityTooLarge).Str("remote", ctx.RemoteAddr().String()).
+			Int("content_length", n).Int("limit", r.opts.MaxPackageSize).Msg("bad request: body too large (Expect: 100-continue)")
+		if c, ok := ctx.Conn().(*Conn); ok {
+			c.lingerOnClose.Store(true)
+		}
+		r.m.HTTPDone(fasthttp.StatusRequestEntityTooLarge, 0)
+		return fasthttp.StatusRequestEntityTooLarge
+	}
+	return fasthttp.StatusContinue
 }
 
 // refuseRequest answers a request that fails checkRequest, and closes.

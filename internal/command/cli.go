@@ -52,7 +52,7 @@ func startFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-request", Usage: "replace a worker after N requests/messages", DefaultText: "0, never"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-package-size", Value: "10MiB", Usage: "largest request body / WebSocket message"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-send-buffer", Value: "1MiB", Usage: "queued output per connection"}),
-		altsrc.NewDurationFlag(ranged(&cli.DurationFlag{Name: "heartbeat-idle", Usage: "close WebSockets silent this long", DefaultText: "0, never"})),
+		altsrc.NewDurationFlag(ranged(&cli.DurationFlag{Name: "heartbeat-idle", Usage: "close connections silent this long (WebSockets; idle keep-alive HTTP too)", DefaultText: "0, never"})),
 		altsrc.NewDurationFlag(ranged(&cli.DurationFlag{Name: "read-timeout", Value: 15 * time.Second, Usage: "time to read one HTTP request, headers and body (slowloris; the first request's clock starts at accept); 408 after"})),
 		altsrc.NewDurationFlag(ranged(&cli.DurationFlag{Name: "idle-timeout", Value: 60 * time.Second, Usage: "keep-alive connections idle this long are closed"})),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013", DefaultText: "ulimit -n"}),
