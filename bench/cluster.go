@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os/exec"
+	"strconv"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -20,15 +22,28 @@ const (
 	ScenarioClusterBroadcast = "cluster-broadcast"
 )
 
-// clusterPair starts a NATS server and two nodes of t's mode on it.
+// clusterPair starts a NATS server and two nodes of t's mode on it. With
+// --ports the NATS server's port comes from that range, as the nodes'.
 func (s *session) clusterPair(ctx context.Context, t *target) (a, b *target, stop func(), err error) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true, NoLog: true})
+	port := natsserver.RANDOM_PORT
+	if s.o.PortMin != 0 {
+		addrs, err := freeAddrs(1, s.o.PortMin, s.o.PortMax)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		_, p, _ := net.SplitHostPort(addrs[0])
+		port, _ = strconv.Atoi(p)
+	}
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("bench: NATS server: %w", err)
 	}
 	ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
+		if port != natsserver.RANDOM_PORT {
+			return nil, nil, nil, fmt.Errorf("bench: NATS server did not start on 127.0.0.1:%d (--ports %d-%d)", port, s.o.PortMin, s.o.PortMax)
+		}
 		return nil, nil, nil, fmt.Errorf("bench: NATS server did not start")
 	}
 	url := "nats://" + ns.Addr().String()

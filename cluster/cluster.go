@@ -97,12 +97,18 @@ type Node struct {
 	nc    *nats.Conn
 	embed *embedded
 
-	num     atomic.Int32 // 0 until joined
-	joining sync.Mutex
-	refused atomic.Value // string: why joining was refused
-	nodeSub *nats.Subscription
-	nameMu  sync.Mutex
-	name    nameClaim // the claim of this node's name (name.go)
+	num atomic.Int32 // 0 until joined
+	// announced: the server this node belongs to has started (Announce).
+	// Until then what the node logs belongs to a start that may still be
+	// refused (a taken name here, a port in use later): it is logged at
+	// debug, a refusal is Start's error, and Announce logs the summary at
+	// info.
+	announced atomic.Bool
+	joining   sync.Mutex
+	refused   atomic.Value // string: why joining was refused
+	nodeSub   *nats.Subscription
+	nameMu    sync.Mutex
+	name      nameClaim // the claim of this node's name (name.go)
 
 	mu      sync.Mutex
 	peers   map[int]NodeInfo
@@ -187,7 +193,7 @@ func Start(cfg Config, local Local) (*Node, error) {
 			case connected <- struct{}{}:
 			default:
 			}
-			n.log.Info().Msg("cluster: connected to NATS")
+			n.event(zerolog.InfoLevel).Msg("cluster: connected to NATS")
 			poke()
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
@@ -275,6 +281,35 @@ func Start(cfg Config, local Local) (*Node, error) {
 	return n, nil
 }
 
+// Announce logs, at info, what Start did (the embedded server's address,
+// the connection, the node number), once the server this node belongs to
+// is ready; from then on the node logs at the levels it names. Before,
+// those lines are at debug: a server whose start fails never ran, and its
+// one line is the reason.
+func (n *Node) Announce() {
+	if n.announced.Swap(true) {
+		return
+	}
+	if n.embed != nil {
+		n.embed.logListening(n.log.Info())
+	}
+	if n.nc.IsConnected() {
+		n.log.Info().Str("server", n.nc.ConnectedUrlRedacted()).Msg("cluster: connected to NATS")
+	}
+	if num := n.num.Load(); num != 0 {
+		n.log.Info().Int("node_number", int(num)).Msg("cluster: joined")
+	}
+}
+
+// event is a log event at level once the node is announced, at debug
+// before (see Announce).
+func (n *Node) event(level zerolog.Level) *zerolog.Event {
+	if !n.announced.Load() {
+		return n.log.Debug()
+	}
+	return n.log.WithLevel(level)
+}
+
 func redact(urls []string) []string {
 	out := make([]string, len(urls))
 	for i, u := range urls {
@@ -305,7 +340,7 @@ func (n *Node) join() {
 	}
 	if why != "" {
 		n.refused.Store(why)
-		n.log.Error().Str("reason", why).Msg("cluster: refused to join")
+		n.event(zerolog.ErrorLevel).Str("reason", why).Msg("cluster: refused to join")
 		return
 	}
 	for num := 1; num <= MaxNode; num++ {
@@ -320,14 +355,14 @@ func (n *Node) join() {
 		if ok {
 			n.num.Store(int32(num))
 			n.local.SetNode(num)
-			n.log.Info().Int("node_number", num).Msg("cluster: joined")
+			n.event(zerolog.InfoLevel).Int("node_number", num).Msg("cluster: joined")
 			n.publishInfo(false)
 			n.checkPeers()
 			return
 		}
 	}
 	n.refused.Store(fmt.Sprintf("all %d node numbers are taken", MaxNode))
-	n.log.Error().Int("max", MaxNode).Msg("cluster: no free node number")
+	n.event(zerolog.ErrorLevel).Int("max", MaxNode).Msg("cluster: no free node number")
 }
 
 // claim takes node number num when no node answers it: subscribe (and make

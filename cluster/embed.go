@@ -18,7 +18,8 @@ import (
 type embedded struct {
 	srv      *server.Server
 	url      string
-	routeURL string // where it accepts routes ("": no routes)
+	routeURL string   // where it accepts routes ("": no routes)
+	routesTo []string // --cluster-routes, for the log
 }
 
 func startEmbedded(cfg Config, log zerolog.Logger) (*embedded, error) {
@@ -70,7 +71,6 @@ func startEmbedded(cfg Config, log zerolog.Logger) (*embedded, error) {
 	}
 	a := srv.Addr().(*net.TCPAddr)
 	e := &embedded{srv: srv, url: "nats://" + net.JoinHostPort(connectHost(host, a), strconv.Itoa(a.Port))}
-	ev := log.Info().Str("addr", e.url)
 	if o.Cluster.Port != 0 {
 		ra := srv.ClusterAddr()
 		if ra == nil {
@@ -78,10 +78,19 @@ func startEmbedded(cfg Config, log zerolog.Logger) (*embedded, error) {
 			return nil, fmt.Errorf("cluster: embedded NATS: no route listener on %s (is the port free?)", cfg.RouteAddr)
 		}
 		e.routeURL = "nats-route://" + net.JoinHostPort(connectHost(o.Cluster.Host, ra), strconv.Itoa(ra.Port))
-		ev = ev.Str("routes_at", e.routeURL).Strs("routes", cfg.Routes)
+		e.routesTo = cfg.Routes
+	}
+	e.logListening(log.Debug()) // at info once the node has started (a refused start logs nothing more)
+	return e, nil
+}
+
+// logListening logs where the embedded server listens, on ev.
+func (e *embedded) logListening(ev *zerolog.Event) {
+	ev = ev.Str("addr", e.url)
+	if e.routeURL != "" {
+		ev = ev.Str("routes_at", e.routeURL).Strs("routes", e.routesTo)
 	}
 	ev.Msg("cluster: embedded NATS server listening")
-	return e, nil
 }
 
 // splitPort splits host:port (port 0: any free one).

@@ -402,6 +402,9 @@ func (m *Master) newSlots() []*slot {
 
 func (m *Master) logReady() {
 	o := &m.opts
+	if m.cluster != nil {
+		m.cluster.Announce()
+	}
 	for i, l := range o.Listeners {
 		proto := l.Protocol
 		if l.Protocol == "http" && l.Upgrade {

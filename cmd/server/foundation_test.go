@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -273,9 +274,20 @@ func TestStartRefusesBadFlags(t *testing.T) {
 		{[]string{"--workers", "0"}, "--workers must be at least 1"},
 		{[]string{"--reactor-num", "-1"}, "--reactor-num must not be negative"},
 		{[]string{"--max-package-size", "12 parsecs"}, "--max-package-size"},
+		// 0 quietly meant the default: refused, naming the range (the
+		// flags whose 0 is documented as off take it).
+		{[]string{"--worker-timeout", "0s"}, "--worker-timeout 0s: want 100ms to 1h; it cannot be turned off"},
+		{[]string{"--request-timeout", "0s"}, "--request-timeout 0s: want 100ms to 24h"},
+		{[]string{"--read-timeout", "0s"}, "--read-timeout 0s: want 100ms to 1h"},
+		{[]string{"--idle-timeout", "0s"}, "--idle-timeout 0s: want 100ms to 24h"},
+		{[]string{"--reload-wait", "0s"}, "--reload-wait 0s: want 100ms to 1h"},
+		{[]string{"--heartbeat-idle", "-1s"}, "--heartbeat-idle -1s: want 0 = off, or 100ms to 24h"},
 	} {
 		args := append([]string{"start", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--run-dir", t.TempDir()}, tc.args...)
-		out, err := exec.Command(serverBin, args...).CombinedOutput()
+		// Bounded: a flag that is not refused starts a server (killed here).
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, serverBin, args...).CombinedOutput()
+		cancel()
 		ee, ok := err.(*exec.ExitError)
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		if !ok || ee.ExitCode() != 1 || len(lines) != 1 || !strings.Contains(string(out), tc.want) {

@@ -52,12 +52,12 @@ func startFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-request", Usage: "replace a worker after N requests/messages", DefaultText: "0, never"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-package-size", Value: "10MiB", Usage: "largest request body / WebSocket message"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "max-send-buffer", Value: "1MiB", Usage: "queued output per connection"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-idle", Usage: "close connections silent this long (WebSockets; idle keep-alive HTTP too)", DefaultText: "0, never"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "read-timeout", Value: 15 * time.Second, Usage: "time to read one HTTP request, headers and body (slowloris; the first request's clock starts at accept); 408 after"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "idle-timeout", Value: 60 * time.Second, Usage: "keep-alive connections idle this long are closed"}),
+		altsrc.NewDurationFlag(ranged(&cli.DurationFlag{Name: "heartbeat-idle", Usage: "close connections silent this long (WebSockets; idle keep-alive HTTP too)", DefaultText: "0, never"})),
+		altsrc.NewDurationFlag(ranged(&cli.DurationFlag{Name: "read-timeout", Value: 15 * time.Second, Usage: "time to read one HTTP request, headers and body (slowloris; the first request's clock starts at accept); 408 after"})),
+		altsrc.NewDurationFlag(ranged(&cli.DurationFlag{Name: "idle-timeout", Value: 60 * time.Second, Usage: "keep-alive connections idle this long are closed"})),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conn", Usage: "connections per process before 503/1013", DefaultText: "ulimit -n"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "run-dir", Value: "./run", Usage: "pid file, control socket, logs"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"}),
+		altsrc.NewDurationFlag(ranged(&cli.DurationFlag{Name: "reload-wait", Value: 10 * time.Second, Usage: "how long a draining worker may finish its work"})),
 		watchFlag(),
 	}, append(append(append(append(boundsFlags(), opsFlags()...), securityFlags()...), clusterFlags()...), usersFlags()...)...)
 }
@@ -144,7 +144,9 @@ func (s *Program) options(c *cli.Context) (master.Options, error) {
 		ReadTimeout: c.Duration("read-timeout"), IdleTimeout: c.Duration("idle-timeout"),
 		LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Reloadable: !s.NoReload,
 	}
-	boundsOptions(c, &o)
+	if err := boundsOptions(c, &o); err != nil {
+		return o, err
+	}
 	if err := usersOptions(c, &o); err != nil {
 		return o, err
 	}

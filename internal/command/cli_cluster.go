@@ -33,7 +33,7 @@ func clusterFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-embed", Usage: "HOST:PORT: run a NATS server inside the master there (other nodes join with --cluster nats://HOST:PORT)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-route-addr", Usage: "HOST:PORT: the embedded NATS server accepts routes from other NATS servers there (other nodes' --cluster-routes)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "cluster-routes", Usage: "nats-route://HOST:PORT[,...]: the embedded NATS server routes to these NATS servers (another node's --cluster-route-addr), forming one NATS cluster"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "cluster-timeout", Value: time.Second, Usage: "bound of one cross-node operation; beyond it the push answers 503 (unavailable)"}),
+		altsrc.NewDurationFlag(ranged(&cli.DurationFlag{Name: "cluster-timeout", Value: time.Second, Usage: "bound of one cross-node operation; beyond it the push answers 503 (unavailable)"})),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-token", EnvVars: []string{EnvClusterToken}, Usage: "NATS auth token (prefer FORKD_CLUSTER_TOKEN)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-creds", Usage: "NATS credentials file (JWT and nkey seed)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-ca", Usage: "PEM CA that signs the NATS servers' certificates (tls://)"}),

@@ -1,8 +1,10 @@
 package command
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 	"time"
 
@@ -39,16 +41,36 @@ func askStop(dir string, graceful bool) error {
 	return err
 }
 
-// waitGone waits until the master of dir has exited.
+// waitGone waits until the master pid of dir has exited: it no longer
+// holds the run dir's pid lock (which it keeps until it exits) and the
+// process is gone (a zombie counts as gone). Another master that takes the
+// run dir meanwhile (a `start` right after the stop) is not waited for.
 func waitGone(dir string, pid int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		if _, err := master.ReadPid(dir); err != nil && syscall.Kill(pid, 0) != nil {
+		if cur, err := master.ReadPid(dir); (err != nil || cur != pid) && pidGone(pid) {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("server (pid %d) still running after %s", pid, limit)
+}
+
+// pidGone reports whether process pid has exited (or is a zombie, exited
+// and not yet reaped by its parent).
+func pidGone(pid int) bool {
+	if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+		return true
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which may hold spaces and ')'.
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 && len(b) > i+2 {
+		return b[i+2] == 'Z'
+	}
+	return false
 }
 
 func reload(c *cli.Context) error {
