@@ -505,6 +505,10 @@ func TestClusterPipe(t *testing.T) {
 // once NATS is up: ids issued from then on name the node (a BASE node's
 // workers learn the number from the master), and pushes cross nodes.
 func TestClusterLateNATS(t *testing.T) {
+	// The one place a port is chosen before its server listens: the nodes
+	// must be given NATS's address while nothing listens there (the point
+	// of the test). Another listener taking it in between would fail the
+	// test loudly (NATS cannot start), not pass it wrongly.
 	port := freePort(t)
 	nurl := "nats://127.0.0.1:" + strconv.Itoa(port)
 	n1 := startServer(t, "base", 2, "--cluster", nurl, "--node", "late1")
