@@ -136,7 +136,7 @@ func startNginx(ctx context.Context, o *Options, bin string) (*target, error) {
 			ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 		}
 		if ln == nil {
-			return nil, fmt.Errorf("bench: nginx: no free port in %d-%d: %v", o.PortMin, o.PortMax, err)
+			return nil, fmt.Errorf("bench: nginx: no free port in %d-%d: %w", o.PortMin, o.PortMax, err)
 		}
 	} else if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return nil, fmt.Errorf("bench: nginx: listen: %w", err)

@@ -25,13 +25,13 @@ func preflight(ctx context.Context, o *Options, t *target) error {
 	}
 	if len(pick(ScenarioHTTP)) > 0 {
 		if err := probeHTTP(ctx, t); err != nil {
-			return fmt.Errorf("bench: scenario http needs a GET path answering 200 (listener %s, path %s): %v; "+
+			return fmt.Errorf("bench: scenario http needs a GET path answering 200 (listener %s, path %s): %w; "+
 				"give it with --http-path and --http-listener, or leave http out of --scenarios", o.HTTPListener, o.HTTPPath, err)
 		}
 	}
 	if ws := pick(ScenarioEcho, ScenarioConnect, ScenarioIdle); len(ws) > 0 {
 		if err := probeEcho(ctx, t); err != nil {
-			return fmt.Errorf("bench: scenario %s needs a WebSocket path that sends every message back (listener %s, path %s): %v; "+
+			return fmt.Errorf("bench: scenario %s needs a WebSocket path that sends every message back (listener %s, path %s): %w; "+
 				"give it with --ws-path and --ws-listener, or leave %s out of --scenarios",
 				strings.Join(ws, ", "), o.WSListener, o.WSPath, err, strings.Join(ws, ", "))
 		}
@@ -42,7 +42,7 @@ func preflight(ctx context.Context, o *Options, t *target) error {
 		m, err := joinChat(pctx, t.wsAddr, "bench-preflight", "bench")
 		if err != nil {
 			return fmt.Errorf("bench: scenario %s needs the built-in chat protocol (WebSocket /chat?room=R&name=N on listener %s whose first message is "+
-				`{"type":"welcome","conn":ID,...}, POST /push?conn=ID and POST /broadcast?room=R on listener %s): %v; leave %s out of --scenarios`,
+				`{"type":"welcome","conn":ID,...}, POST /push?conn=ID and POST /broadcast?room=R on listener %s): %w; leave %s out of --scenarios`,
 				strings.Join(chat, ", "), o.WSListener, o.HTTPListener, err, strings.Join(chat, ", "))
 		}
 		m.ws.Close()

@@ -26,7 +26,7 @@ func (t *target) waitReady(ctx context.Context, limit time.Duration) error {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: server in mode %s did not become ready in %v: %v%s", t.mode, limit, last, t.stderrTail())
+			return fmt.Errorf("bench: server in mode %s did not become ready in %v: %w%s", t.mode, limit, last, t.stderrTail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -41,7 +41,7 @@ func (t *target) waitReady(ctx context.Context, limit time.Duration) error {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: server in mode %s did not become ready in %v: %v%s", t.mode, limit, last, t.stderrTail())
+			return fmt.Errorf("bench: server in mode %s did not become ready in %v: %w%s", t.mode, limit, last, t.stderrTail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -60,7 +60,7 @@ func (t *target) waitReady(ctx context.Context, limit time.Duration) error {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: server in mode %s did not become ready in %v: %v", t.mode, limit, err)
+			return fmt.Errorf("bench: server in mode %s did not become ready in %v: %w", t.mode, limit, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -73,7 +73,7 @@ func freeAddrs(n, lo, hi int) ([]string, error) {
 		}
 		if err != nil || l == nil {
 			if lo != 0 {
-				return nil, fmt.Errorf("bench: no %d free ports in %d-%d: %v", n, lo, hi, err)
+				return nil, fmt.Errorf("bench: no %d free ports in %d-%d: %w", n, lo, hi, err)
 			}
 			return nil, fmt.Errorf("bench: pick a free port: %w", err)
 		}
