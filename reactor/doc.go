@@ -1,7 +1,7 @@
 // Package reactor holds client connections: it accepts on listeners, parses
 // HTTP with fasthttp (plus the framing checks fasthttp does not make:
 // httpcheck.go), answers the WebSocket handshake and reads and writes
-// WebSocket frames itself (wsframe.go: strict RFC 6455, UTF-8 validated
+// WebSocket frames itself (wsframe.go, wsframereader.go: strict RFC 6455, UTF-8 validated
 // incrementally, nothing processed after a failing frame), absorbs slow and
 // malformed clients, closes without resets (linger.go), queues output per
 // connection within a bound, and hands complete requests and messages to a
