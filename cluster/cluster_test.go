@@ -72,7 +72,15 @@ func (l *fakeLocal) SetNode(n int)                    { l.mu.Lock(); l.node = n;
 func (l *fakeLocal) PeersChanged(*Node)               {}
 
 func natsForTest(t *testing.T) string {
-	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true, NoLog: true})
+	return "nats://" + startNATS(t, &natsserver.Options{}).Addr().String()
+}
+
+// startNATS runs a NATS server with o in the test process, on a random
+// loopback port, without signal handlers or logs, until the test ends.
+func startNATS(t *testing.T, o *natsserver.Options) *natsserver.Server {
+	t.Helper()
+	o.Host, o.Port, o.NoSigs, o.NoLog = "127.0.0.1", natsserver.RANDOM_PORT, true, true
+	s, err := natsserver.NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +89,7 @@ func natsForTest(t *testing.T) string {
 		t.Fatal("NATS not ready")
 	}
 	t.Cleanup(s.Shutdown)
-	return "nats://" + s.Addr().String()
+	return s
 }
 
 // Nodes joining at the same instant get distinct numbers; a duplicate

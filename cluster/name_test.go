@@ -102,21 +102,12 @@ func routedNATS(t *testing.T) []string {
 	var servers []*natsserver.Server
 	var seed *url.URL
 	for i := range 3 {
-		o := &natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true, NoLog: true,
-			ServerName: fmt.Sprintf("routed-%d", i),
-			Cluster:    natsserver.ClusterOpts{Name: "forkd-test", Host: "127.0.0.1", Port: natsserver.RANDOM_PORT}}
+		o := &natsserver.Options{ServerName: fmt.Sprintf("routed-%d", i),
+			Cluster: natsserver.ClusterOpts{Name: "forkd-test", Host: "127.0.0.1", Port: natsserver.RANDOM_PORT}}
 		if seed != nil {
 			o.Routes = []*url.URL{seed}
 		}
-		s, err := natsserver.NewServer(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("NATS not ready")
-		}
-		t.Cleanup(s.Shutdown)
+		s := startNATS(t, o)
 		if seed == nil {
 			seed = &url.URL{Scheme: "nats-route", Host: s.ClusterAddr().String()}
 		}

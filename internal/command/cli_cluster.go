@@ -87,9 +87,6 @@ func clusterOptions(c *cli.Context, o *master.Options) error {
 	if c.String("cluster-cert") != "" && c.String("cluster-key") == "" || c.String("cluster-cert") == "" && c.String("cluster-key") != "" {
 		return errors.New("--cluster-cert and --cluster-key go together")
 	}
-	if c.Duration("cluster-timeout") <= 0 {
-		return errors.New("--cluster-timeout must be positive")
-	}
 	o.Cluster = &cluster.Config{URLs: urls, Name: name, Embed: embed,
 		RouteAddr: c.String("cluster-route-addr"), Routes: routes, Timeout: c.Duration("cluster-timeout"),
 		Token: c.String("cluster-token"), Creds: c.String("cluster-creds"), CAFile: c.String("cluster-ca"),
