@@ -6,6 +6,7 @@
 #   nginx              the TLS-proxy recipe's test (TestFirstHour/recipe_TLS_proxy),
 #                      and server bench's nginx reference row (bench/nginx_test.go);
 #                      only the binary: each runs its own nginx
+#   wrk                server bench --loadgen wrk (bench/wrk_test.go)
 # Idempotent; one apt-get for whatever is missing. Meant to run as root (CI and
 # developer machines run as root).
 set -euo pipefail
@@ -15,6 +16,7 @@ missing=()
 /usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 || missing+=(python3-websockets)
 command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	echo "install-deps: all present"

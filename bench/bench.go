@@ -52,6 +52,8 @@ type session struct {
 	// fdWhy what stops it being raised (fleetscen.go).
 	fdLimit uint64
 	fdWhy   string
+
+	wrk string // the wrk binary driving the http scenario (--loadgen wrk); "": bench's own load
 }
 
 func newSession(o *Options) *session {
@@ -190,6 +192,13 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	s := newSession(&o)
+	if o.Loadgen == LoadgenWrk {
+		bin, err := findWrk(o.WrkPath) // before anything starts
+		if err != nil {
+			return err
+		}
+		s.wrk = bin
+	}
 	if lim, err := raiseNoFileTo(o.openFiles()); err != nil {
 		// Below what the run needs: the large scenarios spread over
 		// processes (fleetscen.go), or say they cannot run here.
@@ -202,6 +211,9 @@ func Run(ctx context.Context, o Options) error {
 	spreadSources.Store(o.openFiles() > spreadAbove+1024)
 	rep := &Report{Command: strings.Join(os.Args, " "), Machine: thisMachine(), Modes: o.Modes,
 		Workers: o.Workers, Conns: o.Conns, Duration: o.Duration.String(), Scenarios: o.Scenarios}
+	if s.wrk != "" {
+		rep.Loadgen = wrkVersion(s.wrk) + ": " + strings.Join(wrkArgs(o.Conns, wrkSeconds(o.Duration), "URL"), " ")
+	}
 	if l := rep.Machine.Load1; l > 0.5*float64(rep.Machine.CPUs) {
 		s.logf("[bench] warning: load average %.2f on %d CPUs: other work on this machine will skew the figures", l, rep.Machine.CPUs)
 	}

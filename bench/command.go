@@ -63,6 +63,8 @@ func benchCommand(s *command.Program) *cli.Command {
 			&cli.IntFlag{Name: "members", Value: 1000, Usage: "broadcast scenario: room size"},
 			&cli.StringFlag{Name: "reference", Value: ReferenceAuto, Usage: "http scenario: a reference row from a C server measured the same way: nginx (an error if it cannot run), auto (nginx when installed), none"},
 			&cli.StringFlag{Name: "nginx", Usage: "the nginx binary of the reference row", DefaultText: "nginx on $PATH, or /usr/sbin/nginx"},
+			&cli.StringFlag{Name: "loadgen", Value: LoadgenBench, Usage: "http scenario's load generator: bench (its own) or wrk (wrk -t1 -c<conns>, as issue 18's figures were measured; needs wrk)"},
+			&cli.StringFlag{Name: "wrk", Usage: "the wrk binary of --loadgen wrk", DefaultText: "wrk on $PATH"},
 			&cli.BoolFlag{Name: "tuned-baseline", Usage: "give the baseline process the sysmon setting the server runs with (see docs/BENCHMARKS.md)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -74,6 +76,7 @@ func benchCommand(s *command.Program) *cli.Command {
 				HTTPPath: c.String("http-path"), WSPath: c.String("ws-path"),
 				HTTPListener: c.String("http-listener"), WSListener: c.String("ws-listener"),
 				Reference: c.String("reference"), NginxPath: c.String("nginx"),
+				Loadgen: c.String("loadgen"), WrkPath: c.String("wrk"),
 			}
 			if p := c.String("ports"); p != "" {
 				lo, hi, ok := strings.Cut(p, "-")

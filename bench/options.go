@@ -52,6 +52,13 @@ type Options struct {
 	Reference string
 	NginxPath string
 
+	// Loadgen is the http scenario's load generator: LoadgenBench ("":
+	// bench's own) or LoadgenWrk (wrk -t1 -c<Conns>, see wrk.go; the
+	// other scenarios keep bench's own). WrkPath is the wrk binary
+	// (default: wrk on $PATH).
+	Loadgen string
+	WrkPath string
+
 	// BaselineEnv is the baseline process's environment; nil: this
 	// process's. (The server re-executes itself with a runtime setting the
 	// baseline, a plain fasthttp process, does not get unless asked.)
@@ -130,6 +137,17 @@ func (o *Options) setDefaults() error {
 	}
 	if o.PortMin < 0 || o.PortMax > 65535 || o.PortMin > o.PortMax || (o.PortMin == 0) != (o.PortMax == 0) {
 		return fmt.Errorf("bench: bad port range %d-%d", o.PortMin, o.PortMax)
+	}
+	switch o.Loadgen {
+	case "":
+		o.Loadgen = LoadgenBench
+	case LoadgenBench:
+	case LoadgenWrk:
+		if !slices.Contains(o.Scenarios, ScenarioHTTP) {
+			return fmt.Errorf("bench: --loadgen wrk drives the http scenario only; add http to --scenarios")
+		}
+	default:
+		return fmt.Errorf("bench: unknown load generator %q (want %s or %s)", o.Loadgen, LoadgenBench, LoadgenWrk)
 	}
 	switch o.Reference {
 	case "":

@@ -154,6 +154,9 @@ func (rep *Report) notes() []string {
 	if n := rep.nginxNote(); n != "" {
 		out = append(out, n)
 	}
+	if rep.Loadgen != "" {
+		out = append(out, "http load: "+rep.Loadgen+" (wrk's request count and latency; the other scenarios: bench's own load generator)")
+	}
 	for _, r := range rep.Results {
 		tag := r.Scenario + " [" + r.Mode + "]: "
 		if r.Skipped != "" {

@@ -16,6 +16,7 @@ type Report struct {
 	Duration  string    `json:"duration"`
 	Scenarios []string  `json:"scenarios"`
 	Reference string    `json:"reference,omitempty"` // the reference server of the nginx rows, when one ran
+	Loadgen   string    `json:"loadgen,omitempty"`   // the http scenario's load generator when not bench's own (--loadgen wrk)
 	Results   []*Result `json:"results"`
 }
 
@@ -40,8 +41,9 @@ func thisMachine() Machine {
 // Result is one scenario in one mode.
 type Result struct {
 	Scenario   string   `json:"scenario"`
-	Mode       string   `json:"mode"` // "baseline", "nginx" (the reference), "process", "base"
-	Unit       string   `json:"unit"` // what one op is: req, msg, delivery, conn
+	Mode       string   `json:"mode"`              // "baseline", "nginx" (the reference), "process", "base"
+	Unit       string   `json:"unit"`              // what one op is: req, msg, delivery, conn
+	Loadgen    string   `json:"loadgen,omitempty"` // "wrk" when wrk drove the row (--loadgen wrk); omitted: bench's own
 	Ops        int64    `json:"ops"`
 	Seconds    float64  `json:"seconds"`
 	OpsPerSec  float64  `json:"ops_per_sec"`

@@ -63,6 +63,9 @@ func dialAll[T any](ctx context.Context, n, par int, dial func(ctx context.Conte
 
 // benchHTTP: Conns keep-alive connections doing GET /hello back to back.
 func (s *session) benchHTTP(ctx context.Context, t *target, m *meter, r *Result) error {
+	if s.wrk != "" {
+		return s.benchHTTPWrk(ctx, t, m, r)
+	}
 	req := httpGet(t.httpAddr, t.httpPath)
 	conns, set, err := dialSet(ctx, s.o.Conns, 16, func(ctx context.Context, _ int) (*httpConn, error) {
 		return dialHTTP(ctx, t.httpAddr)
