@@ -33,7 +33,8 @@ type proc struct {
 	slot  *slot
 	pid   int
 	os    osProcess
-	in    *os.File // ipc from the worker (out writes the other pipe)
+	in    *os.File  // ipc from the worker (out writes the other pipe)
+	inRd  io.Reader // reads in (a reactor.PipeReader, see its WriterGone)
 	out   *ipc.Writer
 	start time.Time
 
@@ -235,6 +236,7 @@ func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
 		pid:     osp.Pid(),
 		os:      osp,
 		in:      fromR,
+		inRd:    reactor.NewPipeReader(fromR),
 		out:     ipc.NewWriter(toW, m.opts.BusQueue),
 		start:   m.clock.Now(),
 		ready:   make(chan error, 1),
@@ -280,6 +282,11 @@ func (m *Master) spawn(sl *slot, next bool) (*proc, error) {
 		defer m.wg.Done()
 		p.exitErr = osp.Wait()
 		p.state.Store(StateStopped)
+		// Its exit may have left no edge for the stream's EOF: the reader
+		// must read on rather than wait for one.
+		if pr, ok := p.inRd.(*reactor.PipeReader); ok {
+			pr.WriterGone()
+		}
 		// The worker's last frames (a drained worker's last responses, a
 		// failed one's reason) may still sit in the pipe: let readProc
 		// take them, up to the EOF that follows, before closing it.
@@ -334,7 +341,7 @@ func (m *Master) workerConfig(sl *slot, idStart uint64) ipc.WorkerConfig {
 
 // readProc handles the handshake, then every frame the worker sends.
 func (m *Master) readProc(p *proc) {
-	rd := ipc.NewReader(reactor.NewPipeReader(p.in), ipc.MaxPayload)
+	rd := ipc.NewReader(p.inRd, ipc.MaxPayload)
 	err := m.handshake(p, rd)
 	if err == nil {
 		for {

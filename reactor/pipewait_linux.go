@@ -1,10 +1,13 @@
 package reactor
 
 import (
+	"errors"
 	"io"
 	"os"
 	"reflect"
+	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -71,6 +74,7 @@ type PipeReader struct {
 	eof   bool           // it read 0: the writing end is closed
 	full  bool           // the last read filled its buffer: read first
 	waits uint64         // reads that waited on the poller first (tests)
+	gone  atomic.Bool    // WriterGone: read first, never wait first
 }
 
 // NewPipeReader returns a reader of f: a PipeReader, or f itself when it
@@ -108,13 +112,29 @@ func NewPipeReader(f *os.File) io.Reader {
 	return r
 }
 
+// The end of the stream is not exact: when the writer writes its last
+// bytes and closes before the poller is asked, the write's edge and the
+// close's are one, the wait takes it, the read gets the bytes (and empties
+// the pipe), and no edge is left for the EOF that follows. Whoever knows
+// the writer is gone (the master's reaper, once the worker exited) says so
+// with WriterGone, and the reader then reads the pipe as the file does.
+
+// WriterGone tells the reader that the pipe's writer has exited: a Read
+// waiting on the poller wakes, and every Read from now on reads first (the
+// rest of the bytes, then io.EOF; or, when another process still holds
+// the write end, the file's own wait). Safe to call from any goroutine.
+func (r *PipeReader) WriterGone() {
+	r.gone.Store(true)
+	r.f.SetReadDeadline(time.Now()) // wakes a wait parked in the poller
+}
+
 // Read reads into p: after a read that left the pipe empty it waits for
 // the poller's word that more came, then reads once.
 func (r *PipeReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if !r.full {
+	if !r.full && !r.gone.Load() {
 		r.buf = p
 		err := r.raw.Control(r.wait)
 		r.buf = nil
@@ -128,6 +148,12 @@ func (r *PipeReader) Read(p []byte) (int, error) {
 		}
 	}
 	n, err := r.f.Read(p)
+	for errors.Is(err, os.ErrDeadlineExceeded) && r.gone.Load() {
+		// WriterGone's wake-up, not a deadline anyone set: clear it (it
+		// was set after gone, so no later one is lost) and read.
+		r.f.SetReadDeadline(time.Time{})
+		n, err = r.f.Read(p)
+	}
 	r.full = err == nil && n == len(p)
 	return n, err
 }

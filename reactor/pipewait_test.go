@@ -152,3 +152,68 @@ func TestPipeReaderClose(t *testing.T) {
 		t.Fatalf("got %v, want os.ErrClosed", err)
 	}
 }
+
+// TestPipeReaderWriterGone: the writer writes its last bytes and closes
+// before the reader reads them. The write's edge and the close's merge into
+// the one the reader's wait takes, its read gets the bytes (less than it
+// asked: the pipe is empty), and no edge is left for the EOF: the next
+// wait would park for ever (the master's reaper then closed a drained
+// worker's stream after 2 s of silence, logging an error, on about one
+// reload step in five under load). Once told the writer is gone
+// (WriterGone, from the reaper that saw the process exit), the reader
+// reads the rest and the EOF whether it is parked in the wait or not.
+func TestPipeReaderWriterGone(t *testing.T) {
+	for _, parked := range []bool{false, true} {
+		for i := 0; i < 20; i++ {
+			pr, _, w := newTestPipe(t)
+			buf := make([]byte, 16)
+			w.Write([]byte("a"))
+			if n, err := readWithin(t, pr, buf, 5*time.Second); n != 1 || err != nil {
+				t.Fatalf("got %d, %v; want 1, nil", n, err)
+			}
+			w.Write([]byte("last"))
+			w.Close()
+			if n, err := readWithin(t, pr, buf, 5*time.Second); string(buf[:n]) != "last" || err != nil {
+				t.Fatalf("got %q, %v; want \"last\", nil", buf[:n], err)
+			}
+			if parked {
+				go func() { time.Sleep(20 * time.Millisecond); pr.WriterGone() }()
+			} else {
+				pr.WriterGone()
+			}
+			if n, err := readWithin(t, pr, buf, 5*time.Second); n != 0 || err != io.EOF {
+				t.Fatalf("parked=%v: got %d, %v; want 0, io.EOF", parked, n, err)
+			}
+		}
+	}
+}
+
+// TestPipeReaderWriterGoneKeepsData: WriterGone while bytes are still in
+// the pipe (a drained worker's last responses) loses none of them, and a
+// pipe whose write end another process still holds is still waited on
+// (no error, no spin) until bytes come.
+func TestPipeReaderWriterGoneKeepsData(t *testing.T) {
+	pr, _, w := newTestPipe(t)
+	data := bytes.Repeat([]byte("0123456789"), 1000)
+	buf := make([]byte, 100)
+	w.Write([]byte("a"))
+	if _, err := readWithin(t, pr, buf, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pr.WriterGone()
+	go func() { time.Sleep(50 * time.Millisecond); w.Write(data); w.Close() }()
+	var got []byte
+	for {
+		n, err := readWithin(t, pr, buf, 5*time.Second)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(got), err)
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("got %d bytes, want the %d written, in order", len(got), len(data))
+	}
+}
