@@ -7,15 +7,20 @@ import (
 	"time"
 )
 
-// TestSignalStop: the CLI turns SIGTERM and SIGINT into an immediate stop
-// and SIGQUIT into a graceful one (the master's context, cancelled with
+// TestSignalStop: the CLI turns SIGTERM, SIGINT and (in the foreground)
+// SIGHUP into an immediate stop and SIGQUIT into a graceful one (the master's context, cancelled with
 // its cause): the master logs which, stops its workers, says "server
 // stopped" and exits 0 (a signal it did not handle would kill it).
 func TestSignalStop(t *testing.T) {
 	for _, tc := range []struct {
 		sig      syscall.Signal
 		graceful string
-	}{{syscall.SIGTERM, "graceful=false"}, {syscall.SIGINT, "graceful=false"}, {syscall.SIGQUIT, "graceful=true"}} {
+	}{{syscall.SIGTERM, "graceful=false"}, {syscall.SIGINT, "graceful=false"}, {syscall.SIGQUIT, "graceful=true"},
+		// SIGHUP (a closed terminal; nginx's reload, out of habit; systemd's
+		// Type=notify-reload without ReloadSignal=) killed the master on the
+		// spot: exit 129, no "server stopped", its workers SIGKILLed by the
+		// parent-death signal under their connections.
+		{syscall.SIGHUP, "graceful=false"}} {
 		for _, mode := range []string{"process", "base"} {
 			t.Run(mode+"/"+tc.sig.String(), func(t *testing.T) {
 				s := startServer(t, mode, 2)

@@ -316,6 +316,13 @@ func (s *Program) start(c *cli.Context) (err error) {
 	defer cancel(nil)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, SigReopenLogs)
+	if !daemonChild {
+		// SIGHUP (the terminal closed; or nginx's reload, sent out of habit)
+		// stops a foreground server as SIGTERM does, rather than killing it
+		// on the spot with its workers under their connections. A daemon
+		// ignores it (above).
+		signal.Notify(sigs, syscall.SIGHUP)
+	}
 	defer signal.Stop(sigs)
 	var sigWork sync.WaitGroup
 	runDone := make(chan struct{}) // Run returned (it may fail before m.Done closes)
