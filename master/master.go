@@ -142,6 +142,7 @@ type Master struct {
 
 	addrs     []string
 	passed    map[string][]*os.File // sockets passed by systemd, by name
+	notifyBad atomic.Bool           // the last sd_notify failed (logged once: systemd.go)
 	plain     []net.Listener        // PROCESS mode listeners
 	slotFiles [][]*os.File          // BASE mode: per slot, per listener
 	reactor   *reactor.Reactor      // PROCESS mode (processMode)

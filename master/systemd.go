@@ -19,10 +19,17 @@ var systemdEnv = map[string]bool{
 }
 
 // notify sends state to systemd's NOTIFY_SOCKET (Type=notify); without
-// one it does nothing.
+// one it does nothing. A failure is logged once, not on every watchdog
+// ping, until a message gets through again.
 func (m *Master) notify(state string) {
 	if _, err := daemon.SdNotify(false, state); err != nil {
-		m.log.Warn().Err(err).Msg("sd_notify failed")
+		if !m.notifyBad.Swap(true) {
+			m.log.Warn().Err(err).Msg("sd_notify failed (logged once until it works again)")
+		}
+		return
+	}
+	if m.notifyBad.Swap(false) {
+		m.log.Info().Msg("sd_notify works again")
 	}
 }
 
