@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/forkd/forkd/master"
 )
 
 // TestNotifySocketGoneLoggedOnce: a NOTIFY_SOCKET nobody listens on (a
@@ -25,5 +27,43 @@ func TestNotifySocketGoneLoggedOnce(t *testing.T) {
 	}
 	if n := strings.Count(s.log(), "sd_notify failed"); n != 1 {
 		t.Errorf("\"sd_notify failed\" logged %d times in 2 s of watchdog pings to a socket nobody listens on, want once:\n%s", n, s.log())
+	}
+}
+
+// TestRestartRefusesSystemdServer: `restart` on a server systemd started
+// (NOTIFY_SOCKET or LISTEN_FDS in its environment) refuses in one line and
+// leaves it running. On the old code it stopped it (systemd saw its
+// service exit 0 and left it down) and started another outside systemd:
+// not supervised, without the sockets systemd passed, holding the run dir
+// a systemd restart then found taken.
+func TestRestartRefusesSystemdServer(t *testing.T) {
+	notifyPath, notes := notifySocket(t)
+	s := newTestServer(t, "process")
+	s.Start([]string{"NOTIFY_SOCKET=" + notifyPath},
+		"--mode", "process", "--workers", "1", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--log-format", "console")
+	s.waitReady(20 * time.Second)
+	expectNotify(t, notes, "READY=1")
+	before := s.status()
+	var newPid int
+	t.Cleanup(func() {
+		if newPid != 0 && newPid != before.MasterPid {
+			killDaemon(t, s.RunDir, newPid)
+		}
+	})
+	out, err := s.run("restart", "-d")
+	if p, perr := master.ReadPid(s.RunDir); perr == nil {
+		newPid = p
+	}
+	if err == nil {
+		t.Fatalf("restart of a server systemd started: exit 0, want a refusal:\n%s", out)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 || !strings.Contains(out, "systemctl") {
+		t.Errorf("restart's refusal: want one line naming systemctl, got:\n%s", out)
+	}
+	if after := s.status(); after.MasterPid != before.MasterPid {
+		t.Errorf("master pid %d after the refused restart, want %d still running", after.MasterPid, before.MasterPid)
+	}
+	if resp, _ := s.get("/hello"); resp.StatusCode != 200 {
+		t.Errorf("GET /hello after the refused restart: %d", resp.StatusCode)
 	}
 }

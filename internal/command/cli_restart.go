@@ -31,7 +31,13 @@ type startRecord struct {
 	// set at start: their values are not recorded, so restart must find
 	// them set again (or the flag given) rather than start without them.
 	Env []string `json:"env,omitempty"`
+	// Systemd: systemd started this server (Type=notify, socket
+	// activation): restart refuses, it would take it out of systemd's hands.
+	Systemd bool `json:"systemd,omitempty"`
 }
+
+// startedBySystemd is read before the master takes (and forgets) LISTEN_*.
+var startedBySystemd = os.Getenv("NOTIFY_SOCKET") != "" || os.Getenv("LISTEN_FDS") != ""
 
 type secretFlagSpec struct {
 	flag, env string
@@ -68,7 +74,7 @@ func (s *Program) writeStartRecord(runDir string, argv []string, o *master.Optio
 		return fmt.Errorf("forkd: start record: %w", err)
 	}
 	// Secrets are not written to disk: restart asks for them again.
-	rec := startRecord{Dir: wd, Args: redactArgs(mergeArgs(startFlags(), argv, pins))}
+	rec := startRecord{Dir: wd, Args: redactArgs(mergeArgs(startFlags(), argv, pins)), Systemd: startedBySystemd}
 	for _, sf := range secretFlags {
 		if os.Getenv(sf.env) != "" {
 			rec.Env = append(rec.Env, sf.env)
@@ -117,6 +123,9 @@ func (s *Program) restart(c *cli.Context) error {
 		rec, err := readStartRecord(dir)
 		if errors.Is(err, os.ErrPermission) { // the master is another user's: say so, once
 			return fmt.Errorf("%w (reading %s)", master.ErrPermission, filepath.Join(dir, StartRecordName))
+		}
+		if err == nil && rec.Systemd {
+			return fmt.Errorf("restart: the running server (pid %d) was started by systemd: restarting it from here would take it out of systemd's hands; use systemctl restart (or reload, for new code, with no gap)", pid)
 		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "restart: %v; starting with the flags given to restart\n", err)
