@@ -198,6 +198,9 @@ func (s *controlServer) handle(c *net.UnixConn) {
 	case "reload":
 		if req.TLSOnly {
 			resp.Reload, err = s.m.ReloadTLS()
+		} else if req.TasksOnly && s.m.opts.TaskWorkers == 0 {
+			// Not a silent success: the operator would think task code replaced.
+			err = fmt.Errorf("master: reload --tasks-only: this server has no task workers (--task-workers)")
 		} else {
 			resp.Reload, err = s.m.Reload(req.TasksOnly)
 		}
