@@ -224,6 +224,17 @@ func (m *Master) reopenOwn(path string) error {
 		return fmt.Errorf("master: reopen log: %w", err)
 	}
 	defer f.Close()
+	if c := m.opts.Credential; c != nil {
+		// Workers run as another user (--user, --group) and reopen the
+		// file by path after this: their group may write it (the file
+		// stays root's, so they cannot chmod it; others get nothing).
+		if err := f.Chown(-1, int(c.Gid)); err != nil {
+			return fmt.Errorf("master: reopen log: group of the workers: %w", err)
+		}
+		if err := f.Chmod(0o660); err != nil {
+			return fmt.Errorf("master: reopen log: %w", err)
+		}
+	}
 	for _, fd := range fds {
 		if err := unix.Dup3(int(f.Fd()), fd, 0); err != nil {
 			return fmt.Errorf("master: reopen log: dup onto fd %d: %w", fd, err)
