@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/forkd/forkd/internal/testharness"
 	"github.com/forkd/forkd/master"
 )
 
@@ -65,5 +69,37 @@ func TestRestartRefusesSystemdServer(t *testing.T) {
 	}
 	if resp, _ := s.get("/hello"); resp.StatusCode != 200 {
 		t.Errorf("GET /hello after the refused restart: %d", resp.StatusCode)
+	}
+}
+
+// TestDaemonUnderNotifyRefused: `start -d` with NOTIFY_SOCKET set (an
+// ExecStart= with -d in a Type=notify unit, the Type=forking habit) refuses
+// in one line, starting nothing. On the old code the command exited 0
+// once its detached master was ready: systemd saw its main process exit
+// before READY=1 and failed the unit, killing the detached master with
+// it, with nothing saying why.
+func TestDaemonUnderNotifyRefused(t *testing.T) {
+	notifyPath, _ := notifySocket(t)
+	h := testharness.New(t, serverBin)
+	h.Adopt()
+	var pid int
+	t.Cleanup(func() { killDaemon(t, h.RunDir, pid) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, serverBin, "start", "-d", "--workers", "1", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--run-dir", h.RunDir)
+	cmd.Dir = h.Dir
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
+	out, err := cmd.CombinedOutput()
+	if p, perr := master.ReadPid(h.RunDir); perr == nil {
+		pid = p
+	}
+	if err == nil {
+		t.Fatalf("start -d with NOTIFY_SOCKET set: exit 0, want a refusal:\n%s", out)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || !strings.Contains(string(out), "-d") {
+		t.Errorf("start -d with NOTIFY_SOCKET set: want one line naming -d, got:\n%s", out)
+	}
+	if pid != 0 {
+		t.Errorf("a refused start -d left master %d running", pid)
 	}
 }

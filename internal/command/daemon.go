@@ -39,6 +39,11 @@ func readyPipe() func(error, []string) {
 // daemonize starts the master detached (own session, output to the log
 // file) and returns once it reports ready, or with the reason it is not.
 func daemonize(runDir, logFile, title string, argv []string) error {
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		// systemd (Type=notify) supervises the process it started: a
+		// detached master has another pid, and this one would exit first.
+		return errors.New("start: -d under systemd (NOTIFY_SOCKET is set): drop -d, systemd runs the server in the background itself")
+	}
 	if logFile == "" {
 		logFile = filepath.Join(runDir, "server.log")
 	}
