@@ -422,7 +422,13 @@ func (m *Master) Stop(graceful bool) {
 	done := make(chan struct{})
 	select {
 	case m.stopCh <- stopReq{graceful: graceful, done: done}:
-		<-done
+		// Run takes one request: a second one queued behind another stop
+		// (or a signal's) is never read, and waiting only for its done
+		// would hold Run, which waits for every control connection.
+		select {
+		case <-done:
+		case <-m.done:
+		}
 	default: // a stop is already under way
 		<-m.done
 	}
