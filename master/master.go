@@ -362,6 +362,7 @@ func (m *Master) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer m.ctl.Close()
+	defer m.endStops() // before the wait for every control connection
 	if err := m.chownRunFiles(filepath.Join(o.RunDir, PidName), filepath.Join(o.RunDir, SocketName)); err != nil {
 		return err
 	}
@@ -431,6 +432,16 @@ func (m *Master) Stop(graceful bool) {
 		}
 	default: // a stop is already under way
 		<-m.done
+	}
+}
+
+// endStops marks the master done when Run returns without a shutdown (a
+// start that failed): a stop request it never took (`server stop` during
+// the start) must end, or its control connection, which Run waits for,
+// would hold Run for ever.
+func (m *Master) endStops() {
+	if m.shut.CompareAndSwap(false, true) {
+		close(m.done)
 	}
 }
 

@@ -71,13 +71,17 @@ func TestMain(m *testing.M) {
 }
 
 // hookedServer is the built-in application with the test hooks: while the
-// file envFailStartFile names exists, a worker refuses to start.
+// file envFailStartFile names exists, a worker refuses to start (or, when
+// the file says "hang", never ends its start).
 func hookedServer() *forkd.Server {
 	s := newServer()
 	start := s.OnWorkerStart
 	s.OnWorkerStart = func(w *forkd.Worker) error {
 		if name := os.Getenv(envFailStartFile); name != "" {
-			if _, err := os.Stat(name); err == nil {
+			if b, err := os.ReadFile(name); err == nil {
+				if string(b) == "hang" { // a start that never ends (a database that never answers)
+					select {}
+				}
 				return fmt.Errorf("refusing to start: %s exists (%s)", name, envFailStartFile)
 			}
 		}
