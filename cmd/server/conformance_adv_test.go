@@ -1,0 +1,59 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// Found by trying the server as a hostile client would (session 6).
+
+// TestConformanceBadRequestLogsNoContent: a refused request is logged
+// once, without the bytes it carried: a client's Authorization header or
+// cookie in a malformed (400), oversized (431) or too slow (408) request
+// never reaches the log. fasthttp appends the request's buffer to its
+// parse errors unless told not to.
+func TestConformanceBadRequestLogsNoContent(t *testing.T) {
+	const secret = "s3cret-token-in-a-bad-request"
+	auth := "Authorization: Bearer " + secret + "\r\nCookie: sid=" + secret + "\r\n"
+	cases := []struct {
+		name   string
+		req    string
+		status int
+	}{
+		{"malformed_header", "GET /push HTTP/1.1\r\nHost: forkd\r\n" + auth + "X\x00Y: 1\r\n\r\n", 400},
+		{"bad_chunk_size", "POST /push HTTP/1.1\r\nHost: forkd\r\n" + auth + "Transfer-Encoding: chunked\r\n\r\nzz\r\nabcd\r\n0\r\n\r\n", 400},
+		{"bare_LF", "GET /push HTTP/1.1\nHost: forkd\n" + strings.ReplaceAll(auth, "\r\n", "\n") + "\n", 400},
+		{"header_block_too_large", "GET /push HTTP/1.1\r\nHost: forkd\r\n" + auth + "X-Pad: " + strings.Repeat("p", 64<<10) + "\r\n\r\n", 431},
+	}
+	inModes(t, func(t *testing.T, mode string) {
+		s := startHardened(t, mode, 1, "--read-timeout", "1s")
+		for _, tc := range cases {
+			resp, body, _ := httpExchange(t, s.httpAddr, []byte(tc.req))
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%s: got %d %q, want %d", tc.name, resp.StatusCode, body, tc.status)
+			}
+		}
+		// Slowloris: the header block never ends, 408 after the read timeout.
+		resp, body, _ := httpExchange(t, s.httpAddr, []byte("GET /push HTTP/1.1\r\nHost: forkd\r\n"+auth))
+		if resp.StatusCode != 408 {
+			t.Fatalf("unfinished header block: got %d %q, want 408", resp.StatusCode, body)
+		}
+		want := len(cases) + 1
+		waitFor(t, 5*time.Second, "every refusal logged", func() bool {
+			return strings.Count(s.log(), "bad request") >= want
+		})
+		time.Sleep(200 * time.Millisecond) // a second line per refusal would show by now
+		log := s.log()
+		if n := strings.Count(log, "bad request"); n != want {
+			t.Errorf("%d \"bad request\" lines for %d refused requests, want one each", n, want)
+		}
+		if strings.Contains(log, secret) {
+			for _, l := range strings.Split(log, "\n") {
+				if strings.Contains(l, secret) {
+					t.Errorf("the log holds what the client sent: %s", l)
+				}
+			}
+		}
+	})
+}
