@@ -57,3 +57,34 @@ func TestConformanceBadRequestLogsNoContent(t *testing.T) {
 		}
 	})
 }
+
+// TestConformanceWSDuplicateHandshakeFields: Sec-WebSocket-Key and
+// Sec-WebSocket-Version must not appear more than once in an opening
+// handshake (RFC 6455 11.3.1, 11.3.5); one that repeats either is refused
+// with 400, not answered 101 for whichever copy a parser keeps. Both
+// modes, both ports.
+func TestConformanceWSDuplicateHandshakeFields(t *testing.T) {
+	const key = "dGhlIHNhbXBsZSBub25jZQ=="
+	base := "GET /echo HTTP/1.1\r\nHost: forkd\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	cases := []struct{ name, fields string }{
+		{"key_twice", "Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\nSec-WebSocket-Version: 13\r\n"},
+		{"key_twice_same", "Sec-WebSocket-Key: " + key + "\r\nsec-websocket-key: " + key + "\r\nSec-WebSocket-Version: 13\r\n"},
+		{"version_twice", "Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 8\r\n"},
+	}
+	inModes(t, func(t *testing.T, mode string) {
+		s := startHardened(t, mode, 1)
+		cfPorts(t, s, func(t *testing.T, addr string) {
+			for _, tc := range cases {
+				resp, body, _ := httpExchange(t, addr, []byte(base+tc.fields+"\r\n"))
+				if resp.StatusCode != 400 {
+					t.Errorf("%s: got %d %q, want 400", tc.name, resp.StatusCode, body)
+				}
+			}
+			// The same handshake with each field once is accepted.
+			resp, body, _ := httpExchange(t, addr, []byte(base+"Sec-WebSocket-Key: "+key+"\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+			if resp.StatusCode != 101 {
+				t.Fatalf("valid handshake: got %d %q, want 101", resp.StatusCode, body)
+			}
+		})
+	})
+}
