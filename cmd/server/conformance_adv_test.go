@@ -1,6 +1,11 @@
 package main
 
 import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +89,79 @@ func TestConformanceWSDuplicateHandshakeFields(t *testing.T) {
 			resp, body, _ := httpExchange(t, addr, []byte(base+"Sec-WebSocket-Key: "+key+"\r\nSec-WebSocket-Version: 13\r\n\r\n"))
 			if resp.StatusCode != 101 {
 				t.Fatalf("valid handshake: got %d %q, want 101", resp.StatusCode, body)
+			}
+		})
+	})
+}
+
+// TestConformanceHalfCloseAfterLastRequest: a client that sends its last
+// request (or WebSocket message) and then half-closes (shutdown(SHUT_WR),
+// as `nc -N` and many scripted clients do) gets every answer and then the
+// end of the connection at once: not after --idle-timeout (HTTP), not
+// never (a WebSocket without --heartbeat-idle). The wait for a
+// connection's next request or message watches the poller's edge, and a
+// FIN that arrived before the read that took the last bytes raised no
+// edge of its own. The last request or message goes out right before the
+// FIN, so that the FIN is often queued behind it (on the old code the
+// first round hung in every mode and port); both modes, both ports.
+func TestConformanceHalfCloseAfterLastRequest(t *testing.T) {
+	const rounds, wsRounds = 10, 5
+	const prompt = 3 * time.Second // far below --idle-timeout
+	get := []byte("GET /hello HTTP/1.1\r\nHost: forkd\r\n\r\n")
+	inModes(t, func(t *testing.T, mode string) {
+		s := startHardened(t, mode, 1, "--idle-timeout", "1m")
+		t.Run("http", func(t *testing.T) {
+			for i := range rounds {
+				nc, err := net.DialTimeout("tcp", s.httpAddr, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				nc.SetDeadline(time.Now().Add(10 * time.Second))
+				nc.Write(get)
+				time.Sleep(time.Duration(i%4) * 5 * time.Millisecond)
+				nc.Write(get)
+				nc.(*net.TCPConn).CloseWrite()
+				br := bufio.NewReader(nc)
+				for k := range 2 {
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatalf("round %d: answer %d: %v", i, k+1, err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				start := time.Now()
+				nc.SetReadDeadline(start.Add(prompt))
+				if n, err := br.Read(make([]byte, 1)); n > 0 || !errors.Is(err, io.EOF) {
+					t.Fatalf("round %d: after both answers to a half-closed client: %d bytes, %v after %s; want EOF at once",
+						i, n, err, time.Since(start).Round(time.Millisecond))
+				}
+				nc.Close()
+			}
+		})
+		cfPorts(t, s, func(t *testing.T, addr string) {
+			for i := range wsRounds {
+				c := cfDial(t, addr)
+				c.send(text("one").bytes())
+				c.expect(opText, []byte("one"))
+				c.send(text("two").bytes())
+				c.c.(*net.TCPConn).CloseWrite()
+				// The echo of "two" may or may not come: in PROCESS mode the
+				// master ends a connection at the client's FIN (no close frame:
+				// 1006) without waiting for its worker's replies (docs/limits.md).
+				start := time.Now()
+				for {
+					f, err := c.read(prompt)
+					if err == nil && (f.op == opClose || f.op == opText && string(f.payload) == "two") {
+						continue
+					}
+					if err == nil || !errors.Is(err, io.EOF) {
+						t.Fatalf("round %d: a half-closed client: %v %q %v after %s; want EOF at once",
+							i, f.op, f.payload, err, time.Since(start).Round(time.Millisecond))
+					}
+					break
+				}
+				c.c.Close()
 			}
 		})
 	})
