@@ -269,16 +269,16 @@ func (r *Reactor) sweep() {
 // (wakeIfPeerClosed).
 const wsPeekTicks = 5
 
-// wsToPeek appends to peek the plain TCP WebSockets whose read loop has
-// waited on the poller for their next message since before limit, each
-// once per message it waits for.
+// wsToPeek appends to peek the plain TCP WebSockets whose read loop waits
+// on the poller and has read no whole frame since before limit, each once
+// per wait (per count of bytes read: a partial frame counts too).
 func (r *Reactor) wsToPeek(peek []*Conn, limit int64) []*Conn {
 	r.Each(func(c *Conn) {
-		if !c.ws.Load() || c.rawc == nil || c.rstate.Load() != readWaiting {
+		if !c.ws.Load() || c.rawc == nil || c.rstate.Load() != readWaiting || c.lastRead.Load() >= limit {
 			return
 		}
-		if l := c.lastRead.Load(); l < limit && c.peeked.Load() != l {
-			c.peeked.Store(l)
+		if in := int64(c.in.Load()); c.peeked.Load() != in {
+			c.peeked.Store(in)
 			peek = append(peek, c)
 		}
 	})
