@@ -147,6 +147,14 @@ func (s *Program) options(c *cli.Context) (master.Options, error) {
 	if err := boundsOptions(c, &o); err != nil {
 		return o, err
 	}
+	switch o.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return o, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
+	}
+	if o.LogFormat != "json" && o.LogFormat != "console" {
+		return o, fmt.Errorf("--log-format %q: want json or console", o.LogFormat)
+	}
 	if err := usersOptions(c, &o); err != nil {
 		return o, err
 	}

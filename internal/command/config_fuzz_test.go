@@ -123,6 +123,12 @@ func TestLoadOptions(t *testing.T) {
 				o.IdleTimeout == time.Minute && o.HeartbeatIdle == 0 && o.MaxConns > 0
 		}},
 		{name: "bad size", args: []string{"--max-send-buffer", "lots"}, wantErr: "--max-send-buffer"},
+		// Both used to fall back to info and JSON quietly.
+		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: `--log-level "loud": want debug, info, warn or error`},
+		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: `--log-format "xml": want json or console`},
+		{name: "log level and format", args: []string{"--log-level", "warn", "--log-format", "console"}, check: func(o master.Options) bool {
+			return o.LogLevel == "warn" && o.LogFormat == "console"
+		}},
 		{name: "process package over one ipc frame", args: []string{"--mode", "process", "--max-package-size", "1GiB"},
 			wantErr: "the most one ipc frame"},
 		{name: "base package of 1GiB", args: []string{"--mode", "base", "--max-package-size", "1GiB"}, check: func(o master.Options) bool {
