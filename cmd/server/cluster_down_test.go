@@ -26,10 +26,15 @@ func TestClusterNATSDownStop(t *testing.T) {
 			waitNodes(t, n, 20*time.Second, "down-"+mode)
 			ns.Shutdown()
 			ns.WaitForShutdown()
+			m := joinChat(t, n, n.wsAddr, "r", "during")
 			waitFor(t, 10*time.Second, "status saying NATS is unreachable", func() bool {
 				out, err := n.run("status")
 				return err == nil && strings.Contains(out, "NATS unreachable")
 			})
+			// The node is up and serving: status --cluster lists it, and
+			// connections --cluster its own connections (they said "0
+			// connections on 0 nodes" while NATS was down).
+			checkSelfListed(t, n, "down-"+mode, m.id)
 			start := time.Now()
 			out, err := n.run("stop")
 			took := time.Since(start)
@@ -39,7 +44,17 @@ func TestClusterNATSDownStop(t *testing.T) {
 			}
 		})
 	}
-	// The last NATS is down (its port closed): a start refused for a port in use.
+	// The last NATS is down (its port closed). A node that never joined
+	// lists its own connections too.
+	t.Run("never-joined", func(t *testing.T) {
+		n := startServer(t, "process", 1, "--cluster", nurl, "--node", "unjoined")
+		m := joinChat(t, n, n.wsAddr, "r", "early")
+		out, err := n.run("connections", "--cluster")
+		if err != nil || !strings.Contains(out, m.id) || !strings.Contains(out, "1 connections on 1 nodes") {
+			t.Fatalf("connections --cluster on a node that never joined: %v\n%s", err, out)
+		}
+	})
+	// A start refused for a port in use.
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -63,5 +78,19 @@ func TestClusterNATSDownStop(t *testing.T) {
 			t.Errorf("%s: %v after %v, %d lines:\n%s\nwant exit 1 within 8s and one line saying the port is in use",
 				strings.Join(args, " "), err, took, len(lines), out)
 		}
+	}
+}
+
+// checkSelfListed: node s (named name), cut off from NATS, lists itself in
+// status --cluster and connection id in connections --cluster (exit 0).
+func checkSelfListed(t *testing.T, s *server, name, id string) {
+	t.Helper()
+	cs, err := s.clusterState()
+	if err != nil || cs.Connected || len(cs.Nodes) != 1 || cs.Nodes[0].Name != name {
+		t.Errorf("status --cluster --json with NATS down: %v, %+v; want this node listed", err, cs)
+	}
+	out, err := s.run("connections", "--cluster")
+	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, "1 connections on 1 nodes") {
+		t.Errorf("connections --cluster with NATS down: %v\n%s\nwant connection %s listed", err, out, id)
 	}
 }

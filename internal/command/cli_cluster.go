@@ -166,7 +166,15 @@ func clusterConnections(c *cli.Context) error {
 	}
 	total := 0
 	var failed []string
-	for _, n := range st.Cluster.Nodes {
+	nodes := st.Cluster.Nodes
+	self := false
+	for _, n := range nodes {
+		self = self || n.Node == st.Cluster.Node
+	}
+	if !self || st.Cluster.Node == 0 { // not joined yet: its own connections still count
+		nodes = append([]cluster.NodeInfo{{Node: st.Cluster.Node, Name: st.Cluster.Name}}, nodes...)
+	}
+	for _, n := range nodes {
 		for off := 0; ; {
 			resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "cluster-connections", Node: n.Node, Offset: off}, 30*time.Second)
 			if err != nil {
@@ -198,7 +206,7 @@ func clusterConnections(c *cli.Context) error {
 		}
 	}
 	if !c.Bool("json") {
-		fmt.Fprintf(tw, "%d connections on %d nodes\n", total, len(st.Cluster.Nodes))
+		fmt.Fprintf(tw, "%d connections on %d nodes\n", total, len(nodes))
 		tw.Flush()
 	}
 	if len(failed) > 0 {
