@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -92,5 +94,44 @@ func checkSelfListed(t *testing.T, s *server, name, id string) {
 	out, err := s.run("connections", "--cluster")
 	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, "1 connections on 1 nodes") {
 		t.Errorf("connections --cluster with NATS down: %v\n%s\nwant connection %s listed", err, out, id)
+	}
+}
+
+// TestClusterBroadcastDeadPeer: a node is SIGKILLed; until presence drops
+// it (3.5 s) the others still count it up. A broadcast forwarded to the
+// room's owner then waited, on the owner, the whole --cluster-timeout for
+// the dead node's member count, so the forwarding node's call timed out:
+// the caller got 503 "the room's owner node did not answer" for a
+// broadcast the owner had numbered and every member had received (a retry
+// would deliver it twice). The owner now counts within half the bound.
+func TestClusterBroadcastDeadPeer(t *testing.T) {
+	ns := natsServer(t, 0, 0)
+	nurl := natsURL(ns)
+	names := []string{"dp-a", "dp-b", "dp-c"}
+	a := startServer(t, "process", 1, "--cluster", nurl, "--node", names[0])
+	b := startServer(t, "base", 1, "--cluster", nurl, "--node", names[1])
+	c := startServer(t, "process", 1, "--cluster", nurl, "--node", names[2])
+	for _, s := range []*server{a, b, c} {
+		waitNodes(t, s, 20*time.Second, names...)
+	}
+	a.client = &http.Client{Timeout: 10 * time.Second}
+	room := roomOwnedBy(t, "dp", names, 1) // owned by b, with or without c
+	ma := joinChat(t, a, a.wsAddr, room, "ma")
+	mb := joinChat(t, b, b.wsAddr, room, "mb")
+	waitFor(t, 10*time.Second, "both members counted", func() bool {
+		_, got := a.post("/broadcast?room="+urlQuery(room), "count")
+		return got == "2"
+	})
+	syscall.Kill(c.Cmd.Process.Pid, syscall.SIGKILL)
+	<-c.Exited
+	start := time.Now()
+	resp, got := a.post("/broadcast?room="+urlQuery(room), "after the kill")
+	took := time.Since(start)
+	if resp.StatusCode != 200 || got != "2" {
+		t.Errorf("broadcast forwarded to a live owner while a dead node is still in presence: %d %q after %v, want 200 and 2 members",
+			resp.StatusCode, got, took)
+	}
+	for _, m := range []*busMember{ma, mb} {
+		m.waitUntil(t, 5*time.Second, "the broadcast", seenText("after the kill"))
 	}
 }
