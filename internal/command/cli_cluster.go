@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -54,8 +56,8 @@ func clusterOptions(c *cli.Context, o *master.Options) error {
 			if u = strings.TrimSpace(u); u == "" {
 				continue
 			}
-			if !strings.Contains(u, "://") {
-				return fmt.Errorf("--cluster %q: want nats://HOST:PORT", u)
+			if err := checkNATSURL(u); err != nil {
+				return fmt.Errorf("--cluster %q: %w", redactURL(u), err)
 			}
 			urls = append(urls, u)
 		}
@@ -213,4 +215,34 @@ func clusterConnections(c *cli.Context) error {
 		return fmt.Errorf("connections --cluster: %s", strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// checkNATSURL refuses what nats.go would take and never reach: a scheme
+// of another protocol (it ignores the scheme: http:// "connected"), no
+// host, or a port out of range (it retried forever, "unreachable").
+func checkNATSURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || !strings.Contains(s, "://") || u.Hostname() == "" {
+		return errors.New("want nats://HOST:PORT")
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+	default:
+		return fmt.Errorf("scheme %q: want nats://, tls://, ws:// or wss://", u.Scheme)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q: want 1 to 65535", p)
+		}
+	}
+	return nil
+}
+
+// redactURL hides the credentials of a NATS URL in an error.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		u.User = url.User("REDACTED")
+		return u.String()
+	}
+	return s
 }
