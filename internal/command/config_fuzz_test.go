@@ -105,6 +105,10 @@ func TestLoadOptions(t *testing.T) {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	typo := filepath.Join(dir, "typo.yaml")
+	if err := os.WriteFile(typo, []byte("mode: base\nwokers: 8\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
@@ -123,6 +127,8 @@ func TestLoadOptions(t *testing.T) {
 				o.IdleTimeout == time.Minute && o.HeartbeatIdle == 0 && o.MaxConns > 0
 		}},
 		{name: "bad size", args: []string{"--max-send-buffer", "lots"}, wantErr: "--max-send-buffer"},
+		// A typo in a key was skipped quietly: the default was used.
+		{name: "unknown key", args: []string{"--config", typo}, wantErr: `unknown key "wokers"`},
 		// Both used to fall back to info and JSON quietly.
 		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: `--log-level "loud": want debug, info, warn or error`},
 		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: `--log-format "xml": want json or console`},
