@@ -188,6 +188,13 @@ func (s *Program) options(c *cli.Context) (master.Options, error) {
 	if o.LogFormat != "json" && o.LogFormat != "console" {
 		return o, fmt.Errorf("--log-format %q: want json or console", o.LogFormat)
 	}
+	// Both took a negative value as 0 (the default; off) quietly.
+	if o.MaxConns < 0 {
+		return o, fmt.Errorf("--max-conn must not be negative, got %d", o.MaxConns)
+	}
+	if o.MaxRequest < 0 {
+		return o, fmt.Errorf("--max-request must not be negative, got %d", o.MaxRequest)
+	}
 	if err := usersOptions(c, &o); err != nil {
 		return o, err
 	}

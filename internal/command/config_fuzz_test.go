@@ -129,6 +129,8 @@ func TestLoadOptions(t *testing.T) {
 		{name: "bad size", args: []string{"--max-send-buffer", "lots"}, wantErr: "--max-send-buffer"},
 		// A typo in a key was skipped quietly: the default was used.
 		{name: "unknown key", args: []string{"--config", typo}, wantErr: `unknown key "wokers"`},
+		{name: "negative max-conn", args: []string{"--max-conn", "-5"}, wantErr: "--max-conn must not be negative"},
+		{name: "negative max-request", args: []string{"--max-request", "-1"}, wantErr: "--max-request must not be negative"},
 		// Both used to fall back to info and JSON quietly.
 		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: `--log-level "loud": want debug, info, warn or error`},
 		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: `--log-format "xml": want json or console`},
