@@ -135,3 +135,33 @@ func TestClusterBroadcastDeadPeer(t *testing.T) {
 		m.waitUntil(t, 5*time.Second, "the broadcast", seenText("after the kill"))
 	}
 }
+
+// TestClusterEmbedPortInUse: --cluster-embed (or --cluster-route-addr) on
+// a port in use refuses the start at once with the reason, in one line.
+// The start used to wait 5 s for the embedded server and then guess ("is
+// the port free?").
+func TestClusterEmbedPortInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, flags := range [][]string{
+		{"--cluster-embed", busy.Addr().String()},
+		{"--cluster-embed", "127.0.0.1:0", "--cluster-route-addr", busy.Addr().String()},
+	} {
+		args := append([]string{"start", "--workers", "1", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0",
+			"--run-dir", filepath.Join(t.TempDir(), "run")}, flags...)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		start := time.Now()
+		out, err := exec.CommandContext(ctx, serverBin, args...).CombinedOutput()
+		took := time.Since(start)
+		cancel()
+		ee, ok := err.(*exec.ExitError)
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if !ok || ee.ExitCode() != 1 || len(lines) != 1 || !strings.Contains(string(out), "address already in use") || took > 4*time.Second {
+			t.Errorf("%s: %v after %v, %d lines:\n%s\nwant exit 1 within 4s and one line saying the address is in use",
+				strings.Join(args, " "), err, took, len(lines), out)
+		}
+	}
+}
