@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/valyala/fasthttp"
@@ -23,6 +25,9 @@ import (
 //     client from 127.0.0.2) plus the allow list (--api-allow widens);
 //     with a token, any address, or, if an allow list is given, those two
 //     and the list. Otherwise 403.
+//   - with no token, the request must not come from a web page: an Origin
+//     other than the Host, a cross-site Sec-Fetch-Site, or a Host that is
+//     a name other than localhost (DNS rebinding) gets 403.
 //   - with a token, the request must carry `Authorization: Bearer TOKEN`,
 //     compared in constant time. Otherwise 401 with WWW-Authenticate.
 //
@@ -85,6 +90,15 @@ func (g *APIGuard) Check(ctx *fasthttp.RequestCtx) bool {
 		return false
 	}
 	if !g.hasToken {
+		// The address is the only lock, and a browser on an allowed host
+		// (the operator's own machine) is at that address too: any web page
+		// it shows could POST here (CSRF) or, through a name of its own that
+		// resolves to us, read the answers (DNS rebinding). A token is a
+		// header no page can add without a CORS preflight we never grant.
+		if reason := browserRequest(&ctx.Request.Header); reason != "" {
+			ctx.Error("Forbidden: "+reason+"; set an API token to call the API from elsewhere", fasthttp.StatusForbidden)
+			return false
+		}
 		return true
 	}
 	auth := ctx.Request.Header.Peek("Authorization")
@@ -136,6 +150,43 @@ func (g *APIGuard) AllowedAddr(addr net.Addr) bool {
 
 // HasToken reports whether a token is required.
 func (g *APIGuard) HasToken() bool { return g.hasToken }
+
+// browserRequest says why a request authorized by its address alone may
+// come from a web page rather than from the operator ("": it cannot):
+// a Host header naming a host name other than localhost (DNS rebinding:
+// curl and scripts on an allowed host address it by IP or as localhost),
+// an Origin other than the Host itself, or a Sec-Fetch-Site other than
+// same-origin or none (a cross-site request).
+func browserRequest(h *fasthttp.RequestHeader) string {
+	host := string(h.Host())
+	if host != "" {
+		name := host
+		if n, _, err := net.SplitHostPort(host); err == nil {
+			name = n
+		}
+		name = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(name, "["), "]"))
+		if _, err := netip.ParseAddr(name); err != nil && name != "localhost" && !strings.HasSuffix(name, ".localhost") {
+			return "without a token the API answers only requests addressed to an IP address or localhost, not to " + strconv.Quote(name)
+		}
+	}
+	if site := string(h.Peek("Sec-Fetch-Site")); site != "" && site != "same-origin" && site != "none" {
+		return "a cross-site request (Sec-Fetch-Site " + strconv.Quote(site) + ")"
+	}
+	if origin := string(h.Peek("Origin")); origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, host) && !strings.EqualFold(u.Host+":"+originPort(u.Scheme), host) {
+			return "a request from another origin (" + strconv.Quote(origin) + ")"
+		}
+	}
+	return ""
+}
+
+func originPort(scheme string) string {
+	if strings.EqualFold(scheme, "https") {
+		return "443"
+	}
+	return "80"
+}
 
 func bearer(h []byte) ([]byte, bool) {
 	const prefix = "bearer "

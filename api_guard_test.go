@@ -107,3 +107,52 @@ func TestAPIGuardBadAllow(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIGuardBrowser: with no token the address is the only lock, and a
+// browser on the operator's host is at that address: a page it shows must
+// not reach the API, neither cross-site (CSRF: Origin, Sec-Fetch-Site) nor
+// through a name of its own resolving to us (DNS rebinding: Host). curl
+// and scripts (no Origin, Host an address or localhost) still may; with a
+// token a page cannot send the header, so nothing changes there.
+func TestAPIGuardBrowser(t *testing.T) {
+	for _, tt := range []struct {
+		name, token, host string
+		hdr               map[string]string
+		want              int
+	}{
+		{name: "curl by address", host: "127.0.0.1:9501"},
+		{name: "curl by [::1]", host: "[::1]:9501"},
+		{name: "curl as localhost", host: "localhost:9501"},
+		{name: "no host (HTTP/1.0)", host: ""},
+		{name: "same origin", host: "127.0.0.1:9501", hdr: map[string]string{"Origin": "http://127.0.0.1:9501", "Sec-Fetch-Site": "same-origin"}},
+		{name: "same origin, default port", host: "localhost", hdr: map[string]string{"Origin": "http://localhost"}},
+		{name: "user typed the URL", host: "127.0.0.1:9501", hdr: map[string]string{"Sec-Fetch-Site": "none"}},
+		{name: "csrf: other origin", host: "127.0.0.1:9501", hdr: map[string]string{"Origin": "http://evil.example"}, want: 403},
+		{name: "csrf: null origin", host: "127.0.0.1:9501", hdr: map[string]string{"Origin": "null"}, want: 403},
+		{name: "csrf: other port", host: "127.0.0.1:9501", hdr: map[string]string{"Origin": "http://127.0.0.1:8080"}, want: 403},
+		{name: "csrf: sec-fetch cross-site", host: "127.0.0.1:9501", hdr: map[string]string{"Sec-Fetch-Site": "cross-site"}, want: 403},
+		{name: "csrf: sec-fetch same-site", host: "127.0.0.1:9501", hdr: map[string]string{"Sec-Fetch-Site": "same-site"}, want: 403},
+		{name: "dns rebinding", host: "evil.example:9501", hdr: map[string]string{"Origin": "http://evil.example:9501"}, want: 403},
+		{name: "dns rebinding, no origin (GET)", host: "evil.example:9501", want: 403},
+		{name: "token: origin does not matter", token: "t0ken", host: "evil.example:9501", hdr: map[string]string{"Origin": "http://evil.example", "Authorization": "Bearer t0ken"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g, err := NewAPIGuard(tt.token, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := guardCtx("127.0.0.1:5000", "")
+			ctx.Request.Header.SetHost(tt.host)
+			for k, v := range tt.hdr {
+				ctx.Request.Header.Set(k, v)
+			}
+			got := 0
+			if !g.Check(ctx) {
+				got = ctx.Response.StatusCode()
+			}
+			if got != tt.want {
+				t.Fatalf("got %d %q, want %d", got, ctx.Response.Body(), tt.want)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/forkd/forkd/cluster"
@@ -27,6 +28,8 @@ type history struct {
 	rooms     map[string]*roomLog
 	limits    map[string]ipc.History // per-room limits set through the API
 	lastSweep time.Time
+	total     atomic.Int64 // bytes kept by every room together
+	budget    int64        // bound of total (0: maxTotalHistoryBytes)
 	// members reports whether room has members anywhere (a room log
 	// without members or kept messages is dropped by the sweep).
 	members func(room string) bool
@@ -42,7 +45,8 @@ type roomLog struct {
 	ttl     time.Duration
 	entries []entry // oldest first
 	bytes   int
-	recs    []*recording // paced recoveries: what the room broadcasts meanwhile
+	total   *atomic.Int64 // the history's total, which bytes is part of
+	recs    []*recording  // paced recoveries: what the room broadcasts meanwhile
 }
 
 type entry struct {
@@ -55,6 +59,28 @@ type entry struct {
 // maxHistoryBytes bounds one room's kept messages, whatever --room-history
 // says: the oldest go first.
 const maxHistoryBytes = 16 << 20
+
+// maxTotalHistoryBytes bounds what every room keeps together. Room names
+// are often the clients' to choose (the built-in chat's are), so the
+// per-room bound times the rooms would be no bound: over it, the sweep
+// runs at once, drops the logs of rooms without members (a new epoch:
+// their clients get a gap) and then halves every other room's.
+const maxTotalHistoryBytes = 1 << 30
+
+func (h *history) maxTotal() int64 {
+	if h.budget > 0 {
+		return h.budget
+	}
+	return maxTotalHistoryBytes
+}
+
+// addBytes changes what lg keeps by d bytes (lg.mu held).
+func (lg *roomLog) addBytes(d int) {
+	lg.bytes += d
+	if lg.total != nil {
+		lg.total.Add(int64(d))
+	}
+}
 
 // historySweep is how often idle room logs are dropped and old messages
 // expired.
@@ -75,7 +101,7 @@ func (h *history) log(room string) *roomLog {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := time.Now()
-	if now.Sub(h.lastSweep) > historySweep {
+	if now.Sub(h.lastSweep) > historySweep || h.total.Load() > h.maxTotal() {
 		h.lastSweep = now
 		h.sweepLocked(now)
 	}
@@ -84,7 +110,7 @@ func (h *history) log(room string) *roomLog {
 	}
 	lg := h.rooms[room]
 	if lg == nil {
-		lg = &roomLog{epoch: newEpoch(), max: h.max, ttl: h.ttl}
+		lg = &roomLog{epoch: newEpoch(), max: h.max, ttl: h.ttl, total: &h.total}
 		if l, ok := h.limits[room]; ok {
 			lg.max, lg.ttl = int(l.Max), time.Duration(l.TTLMillis)*time.Millisecond
 		}
@@ -110,15 +136,34 @@ func (h *history) lock(room string) *roomLog {
 // epoch: its clients see a gap, never a wrong replay). Busy logs wait for
 // the next sweep.
 func (h *history) sweepLocked(now time.Time) {
+	over := h.total.Load() > h.maxTotal()
 	for room, lg := range h.rooms {
 		if !lg.mu.TryLock() {
 			continue
 		}
 		lg.expire(now)
-		if len(lg.entries) == 0 && (h.members == nil || !h.members(room)) {
+		if (len(lg.entries) == 0 || over) && (h.members == nil || !h.members(room)) {
+			lg.addBytes(-lg.bytes)
+			lg.drop(len(lg.entries))
 			lg.dead = true
 			delete(h.rooms, room)
 		}
+		lg.mu.Unlock()
+	}
+	if h.total.Load() <= h.maxTotal() {
+		return
+	}
+	for _, lg := range h.rooms { // over the bound with members: the older half of each goes
+		if !lg.mu.TryLock() {
+			continue
+		}
+		n, b := 0, lg.bytes
+		for n < len(lg.entries) && b > lg.bytes/2 {
+			b -= len(lg.entries[n].data)
+			n++
+		}
+		lg.addBytes(b - lg.bytes)
+		lg.drop(n)
 		lg.mu.Unlock()
 	}
 }
@@ -143,7 +188,7 @@ func (lg *roomLog) expire(now time.Time) {
 	}
 	i := 0
 	for i < len(lg.entries) && now.Sub(lg.entries[i].at) > lg.ttl {
-		lg.bytes -= len(lg.entries[i].data)
+		lg.addBytes(-len(lg.entries[i].data))
 		i++
 	}
 	lg.drop(i)
@@ -172,7 +217,7 @@ func (lg *roomLog) trim() {
 		bytes -= len(lg.entries[n].data)
 		n++
 	}
-	lg.bytes = bytes
+	lg.addBytes(bytes - lg.bytes)
 	lg.drop(n)
 	lg.expire(time.Now())
 }
@@ -195,7 +240,7 @@ func (h *history) publish(room string, op uint8, data []byte, stamp bool, fan fu
 	if lg.max > 0 || lg.ttl > 0 {
 		kept := append([]byte(nil), data...)
 		lg.entries = append(lg.entries, entry{seq: lg.seq, op: op, data: kept, at: time.Now()})
-		lg.bytes += len(kept)
+		lg.addBytes(len(kept))
 		lg.trim()
 		data = kept
 	}
@@ -327,6 +372,8 @@ func (h *history) dropNotOwned(owned func(room string) bool) {
 	h.mu.Unlock()
 	for _, lg := range gone { // not under h.mu: a log's lock is held while it fans out
 		lg.mu.Lock()
+		lg.addBytes(-lg.bytes)
+		lg.drop(len(lg.entries))
 		lg.dead = true
 		lg.mu.Unlock()
 	}

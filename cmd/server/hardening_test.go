@@ -105,8 +105,10 @@ func expectEOF(t *testing.T, c net.Conn, limit time.Duration) {
 	}
 }
 
+// postRaw is a POST of n bytes to path; its Host is an address, as the
+// operator API wants without a token (see forkd.APIGuard).
 func postRaw(path string, n int) []byte {
-	head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: forkd\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", path, n)
+	head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", path, n)
 	return append([]byte(head), bytes.Repeat([]byte("b"), n)...)
 }
 

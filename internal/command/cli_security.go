@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -98,6 +99,15 @@ func (s *Program) securityOptions(c *cli.Context, o *master.Options) error {
 		if token = strings.TrimSpace(string(b)); token == "" {
 			return fmt.Errorf("--api-token-file %s: the file is empty", f)
 		}
+	}
+	// A Bearer header is trimmed and holds no control character: a token
+	// with either could never match, and every call would get 401.
+	if token != strings.TrimSpace(token) || strings.ContainsFunc(token, unicode.IsControl) {
+		src := "--api-token (or FORKD_API_TOKEN)"
+		if f := c.String("api-token-file"); f != "" {
+			src = "--api-token-file " + f
+		}
+		return errors.New(src + ": the token starts or ends with white space or holds a control character; no Authorization header can carry it")
 	}
 	o.APIToken = token
 	if o.TicketRotate = c.Duration("tls-ticket-rotate"); o.TicketRotate < 10*time.Millisecond {
