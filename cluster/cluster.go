@@ -94,6 +94,7 @@ type Node struct {
 	log   zerolog.Logger
 	nc    *nats.Conn
 	embed *embedded
+	urls  []string // the NATS servers it connects to (credentials redacted)
 
 	num atomic.Int32 // 0 until joined
 	// announced: the server this node belongs to has started (Announce).
@@ -128,6 +129,8 @@ type Node struct {
 const (
 	heartbeat = time.Second
 	peerTTL   = 3500 * time.Millisecond
+	// closeFlush bounds Close's flush of the leaving notice.
+	closeFlush = time.Second
 )
 
 // Start joins the cluster. It waits up to joinWait for the first
@@ -165,6 +168,7 @@ func Start(cfg Config, local Local) (*Node, error) {
 		n.Close()
 		return nil, errors.New("cluster: no NATS server (--cluster or --cluster-embed)")
 	}
+	n.urls = redact(urls)
 	connected := make(chan struct{}, 1)
 	wake := make(chan struct{}, 1) // (re)connected: join if not joined yet
 	poke := func() {
@@ -261,7 +265,9 @@ func Start(cfg Config, local Local) (*Node, error) {
 			return nil, fmt.Errorf("%w: %s", ErrNameTaken, why)
 		}
 	} else {
-		n.log.Warn().Strs("servers", redact(urls)).Msg("cluster: NATS unreachable; serving locally, joining when it is back")
+		// At debug until Announce: a start refused later (a port in use)
+		// prints its one line, not this one first.
+		n.event(zerolog.WarnLevel).Strs("servers", redact(urls)).Msg("cluster: NATS unreachable; serving locally, joining when it is back")
 	}
 	n.wg.Add(2)
 	go n.beat()
@@ -293,6 +299,8 @@ func (n *Node) Announce() {
 	}
 	if n.nc.IsConnected() {
 		n.log.Info().Str("server", n.nc.ConnectedUrlRedacted()).Msg("cluster: connected to NATS")
+	} else {
+		n.log.Warn().Strs("servers", n.urls).Msg("cluster: NATS unreachable; serving locally, joining when it is back")
 	}
 	if num := n.num.Load(); num != 0 {
 		n.log.Info().Int("node_number", int(num)).Msg("cluster: joined")
@@ -344,8 +352,13 @@ func (n *Node) Close() {
 	}
 	n.wg.Wait()
 	if n.nc != nil {
-		n.publishInfo(true)
-		n.nc.Flush()
+		// The leaving notice is flushed only to a NATS that is there, and
+		// briefly: while NATS is down, Flush would wait its default 10 s,
+		// and a stop (or a start refused for a port in use) with it.
+		if n.nc.IsConnected() {
+			n.publishInfo(true)
+			n.nc.FlushTimeout(closeFlush)
+		}
 		n.nc.Close()
 	}
 	if n.embed != nil {

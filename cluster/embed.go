@@ -61,8 +61,21 @@ func startEmbedded(cfg Config, log zerolog.Logger) (*embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: embedded NATS: %w", err)
 	}
+	// The server reports a port it cannot listen on only through its
+	// logger's Fatalf: without it the start waited 5 s and could only guess.
+	fatal := make(chan string, 1)
+	srv.SetLogger(fatalLogger(fatal), false, false)
 	srv.Start()
-	if !srv.ReadyForConnections(5 * time.Second) {
+	ready := make(chan bool, 1)
+	go func() { ready <- srv.ReadyForConnections(5 * time.Second) }()
+	var up bool
+	select {
+	case msg := <-fatal:
+		srv.Shutdown()
+		return nil, fmt.Errorf("cluster: embedded NATS on %s did not start: %s", addr, msg)
+	case up = <-ready:
+	}
+	if !up {
 		srv.Shutdown()
 		if cfg.RouteAddr != "" {
 			return nil, fmt.Errorf("cluster: embedded NATS on %s, routes on %s, did not start (are the ports free?)", addr, cfg.RouteAddr)
@@ -159,3 +172,19 @@ func (e *embedded) close() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 }
+
+// fatalLogger passes the embedded server's fatal errors (a port it cannot
+// listen on) to startEmbedded, and drops everything else (NoLog).
+type fatalLogger chan string
+
+func (f fatalLogger) Fatalf(format string, v ...any) {
+	select {
+	case f <- fmt.Sprintf(format, v...):
+	default:
+	}
+}
+func (fatalLogger) Noticef(string, ...any) {}
+func (fatalLogger) Warnf(string, ...any)   {}
+func (fatalLogger) Errorf(string, ...any)  {}
+func (fatalLogger) Debugf(string, ...any)  {}
+func (fatalLogger) Tracef(string, ...any)  {}

@@ -205,9 +205,23 @@ func (n *Node) CountRemote(room string) int {
 	return total
 }
 
+// CountRemoteInCall is CountRemote for an answer to another node's Call
+// (an owner's count of a forwarded broadcast): within half the bound, so
+// that a node up in presence but dead (not yet 3.5 s silent) cannot hold
+// the answer past the caller's bound, which would tell the caller
+// "unavailable" about a broadcast that was numbered and delivered.
+func (n *Node) CountRemoteInCall(room string) int {
+	total, _ := n.countNodes(room, n.cfg.Timeout/2)
+	return total
+}
+
 // CountNodes returns the members of room on the other nodes that answer
 // within the bound, and the numbers of the nodes up that did not.
 func (n *Node) CountNodes(room string) (total int, missing []int) {
+	return n.countNodes(room, n.cfg.Timeout)
+}
+
+func (n *Node) countNodes(room string, bound time.Duration) (total int, missing []int) {
 	expect := map[int]bool{} // the other nodes up
 	for _, num := range n.others() {
 		expect[num] = true
@@ -228,7 +242,7 @@ func (n *Node) CountNodes(room string) (total int, missing []int) {
 	if err := n.nc.PublishRequest(subjCount, inbox, []byte(room)); err != nil {
 		return 0, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	for len(expect) > 0 {
 		m, err := sub.NextMsgWithContext(ctx)

@@ -80,7 +80,8 @@ func (n *Node) peerUp(num int) bool {
 	return ok && time.Since(i.LastSeen) <= peerTTL
 }
 
-// Peers returns the nodes up now, this one included (when joined), by number.
+// Peers returns the nodes up now, this one included (once joined, also
+// while NATS is down), by number.
 func (n *Node) Peers() []NodeInfo {
 	now := time.Now()
 	n.mu.Lock()
@@ -95,7 +96,9 @@ func (n *Node) Peers() []NodeInfo {
 		out = append(out, i)
 	}
 	n.mu.Unlock()
-	if n.Number() != 0 && n.Connected() {
+	// This node is up while NATS is not: it serves its own connections
+	// (connections --cluster lists them, cluster_nodes counts it).
+	if n.Number() != 0 {
 		self := n.info()
 		self.LastSeen = now
 		out = append(out, self)

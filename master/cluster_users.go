@@ -68,7 +68,7 @@ func (m *Master) ownerBroadcast(n *cluster.Node, f ipc.Frame, answer func(ipc.Ou
 		n.Publish(b.Room, cluster.Cast{Flags: op, Except: f.Conn, Exclude: b.Exclude, Seq: seq, Epoch: epoch, Data: data})
 	})
 	res := ipc.BroadcastResult{Skipped: uint32(skipped), Seq: seq, Epoch: epoch}.Append(nil)
-	go func() { answer(ipc.OK, uint32(reached+n.CountRemote(b.Room)), res) }()
+	go func() { answer(ipc.OK, uint32(reached+n.CountRemoteInCall(b.Room)), res) }()
 }
 
 // fanLocal delivers a room message to the members on this server and

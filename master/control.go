@@ -69,7 +69,7 @@ func takePidFile(dir string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flockRetry(f); err != nil {
 		b, _ := io.ReadAll(f)
 		f.Close()
 		pid := strings.TrimSpace(string(b))
@@ -91,6 +91,23 @@ func takePidFile(dir string) (func(), error) {
 		f.Close()
 	}, nil
 }
+
+// flockRetry takes f's exclusive lock. A CLI command (ReadPid: status,
+// stop, ...) holds the shared lock for an instant: a start at that instant
+// was refused as "already running (pid ?)". A running master holds the lock
+// for good, so the last try fails the same way after pidLockWait.
+func flockRetry(f *os.File) error {
+	deadline := time.Now().Add(pidLockWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil || !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+const pidLockWait = 200 * time.Millisecond
 
 // ReadPid returns the pid of the master running in dir, or ErrNotRunning.
 func ReadPid(dir string) (int, error) {

@@ -43,6 +43,9 @@ type Conn struct {
 	// requests (unix nanos), 0 while a request is active, idleShut once a
 	// drain has shut it.
 	idleSince atomic.Int64
+	// peeked is the idleSince (HTTP) or the bytes read (WebSocket) at the
+	// wait the sweeper last looked at for a FIN (wakeIfPeerClosed).
+	peeked atomic.Int64
 	// Timeouts are kept by the reactor's sweeper, not by per-request
 	// deadlines (three runtime timer updates per request, about a tenth
 	// of a worker's CPU): when a request began to be read (0: none),

@@ -58,6 +58,33 @@ func framingHeaders(raw []byte) (te, cl bool) {
 	return te, cl
 }
 
+var (
+	strWSKey     = []byte("sec-websocket-key:")
+	strWSVersion = []byte("sec-websocket-version:")
+)
+
+// fieldTwice reports whether the raw header block has the field
+// lowerName (with its colon) more than once (names in any case). RFC 6455
+// 11.3.1 and 11.3.5: a handshake's Sec-WebSocket-Key and
+// Sec-WebSocket-Version appear once; a parser would keep one copy, and
+// which one is not the client's to choose.
+func fieldTwice(raw, lowerName []byte) bool {
+	n := 0
+	for len(raw) > 0 {
+		if hasPrefixFold(raw, lowerName) {
+			if n++; n > 1 {
+				return true
+			}
+		}
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			break
+		}
+		raw = raw[i+1:]
+	}
+	return false
+}
+
 func hasPrefixFold(b, lowerPrefix []byte) bool {
 	if len(b) < len(lowerPrefix) {
 		return false

@@ -67,3 +67,22 @@ func TestHdrScan(t *testing.T) {
 		t.Fatalf("a request whose first byte was buffered is scanned (state %d)", s.state)
 	}
 }
+
+func TestFieldTwice(t *testing.T) {
+	tests := []struct {
+		raw   string
+		twice bool
+	}{
+		{raw: "Host: x\r\nSec-WebSocket-Key: a\r\n\r\n"},
+		{raw: "Sec-WebSocket-Key: a\r\nsec-websocket-key: a\r\n\r\n", twice: true},
+		{raw: "SEC-WEBSOCKET-KEY: a\r\nHost: x\r\nSec-WebSocket-Key: b\r\n\r\n", twice: true},
+		{raw: "Sec-WebSocket-Key: a\r\nX-Sec-WebSocket-Key: b\r\n\r\n"},
+		{raw: "Sec-WebSocket-Key: a\r\nSec-WebSocket-Keys: b\r\n\r\n"},
+		{raw: "Sec-WebSocket-Key: a\r\nX: b\r\n Sec-WebSocket-Key: c\r\n\r\n"}, // folded into X
+	}
+	for _, tt := range tests {
+		if got := fieldTwice([]byte(tt.raw), strWSKey); got != tt.twice {
+			t.Errorf("%q: got %v, want %v", tt.raw, got, tt.twice)
+		}
+	}
+}

@@ -234,3 +234,36 @@ func TestIdleWaitFullBuffer(t *testing.T) {
 		nc.Close()
 	}
 }
+
+// TestIdleWaitHalfClose: a client that sends its last request and
+// half-closes while the one before is being handled gets both answers,
+// then the end of the connection within a second, not at the idle
+// timeout. The FIN arrives before the read that takes the last request,
+// raising its edge before that read and none after: the wait for a next
+// request would sleep on it (wakeIfPeerClosed ends it).
+func TestIdleWaitHalfClose(t *testing.T) {
+	if pollCtxOff == 0 {
+		t.Skip("runtime layout not recognised: connections yield instead of waiting")
+	}
+	r, _, addr := serveNumbered(t, Options{IdleTimeout: time.Minute})
+	for i := 0; i < 10; i++ {
+		nc, br := dialKeepAlive(t, addr)
+		io.WriteString(nc, "GET /?n=1&sleep=20000 HTTP/1.1\r\nHost: x\r\n\r\n")
+		time.Sleep(5 * time.Millisecond) // the handler sleeps
+		io.WriteString(nc, "GET /?n=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+		nc.(*net.TCPConn).CloseWrite()
+		readAnswer(t, br, 1)
+		readAnswer(t, br, 2)
+		start := time.Now()
+		_ = nc.SetReadDeadline(start.Add(3 * time.Second))
+		if b, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("round %d: after both answers: %q %v after %s, want EOF within a second", i, b, err, time.Since(start))
+		}
+		nc.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Wait(ctx); err != nil {
+		t.Fatalf("the server still holds %d connections", r.Len())
+	}
+}

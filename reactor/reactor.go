@@ -200,6 +200,7 @@ func (r *Reactor) sweep() {
 	t := time.NewTicker(sweepTick)
 	defer t.Stop()
 	past := time.Unix(0, 1)
+	ticks := 0
 	for {
 		select {
 		case <-r.done:
@@ -216,7 +217,8 @@ func (r *Reactor) sweep() {
 			if r.draining.Load() {
 				shutLimit = now - int64(time.Second)
 			}
-			var reads, writes, shut []*Conn
+			peekLimit := now - int64(sweepTick)
+			var reads, writes, shut, peek []*Conn
 			r.eachSwept(func(c *Conn) {
 				a, i := c.activeSince.Load(), c.idleSince.Load()
 				switch {
@@ -226,11 +228,23 @@ func (r *Reactor) sweep() {
 					reads = append(reads, c)
 				case i > 0 && i <= shutLimit:
 					shut = append(shut, c)
+				case i > 0 && i < peekLimit && c.peeked.Load() != i:
+					c.peeked.Store(i) // once per idle spell
+					peek = append(peek, c)
 				}
 				if w := c.writeSince.Load(); w > 0 && w < writeLimit {
 					writes = append(writes, c)
 				}
 			})
+			// A client that half-closed right after its last request: see
+			// wakeIfPeerClosed. WebSockets waiting for their next message
+			// are looked at every wsPeekTicks.
+			if ticks++; ticks%wsPeekTicks == 0 {
+				peek = r.wsToPeek(peek, now-int64(wsPeekTicks)*int64(sweepTick))
+			}
+			for _, c := range peek {
+				c.wakeIfPeerClosed()
+			}
 			for _, c := range shut {
 				if c.shutIdle() {
 					c.idleSince.Store(idleShut)
@@ -248,6 +262,27 @@ func (r *Reactor) sweep() {
 			}
 		}
 	}
+}
+
+// wsPeekTicks: every this many sweep ticks, WebSockets that have waited
+// for their next message at least as long are looked at once per wait
+// (wakeIfPeerClosed).
+const wsPeekTicks = 5
+
+// wsToPeek appends to peek the plain TCP WebSockets whose read loop waits
+// on the poller and has read no whole frame since before limit, each once
+// per wait (per count of bytes read: a partial frame counts too).
+func (r *Reactor) wsToPeek(peek []*Conn, limit int64) []*Conn {
+	r.Each(func(c *Conn) {
+		if !c.ws.Load() || c.rawc == nil || c.rstate.Load() != readWaiting || c.lastRead.Load() >= limit {
+			return
+		}
+		if in := int64(c.in.Load()); c.peeked.Load() != in {
+			c.peeked.Store(in)
+			peek = append(peek, c)
+		}
+	})
+	return peek
 }
 
 // Options returns the effective options.

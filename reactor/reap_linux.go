@@ -52,3 +52,41 @@ func (c *Conn) shutIdle() bool {
 	_ = tc.SetReadDeadline(time.Now().Add(time.Second))
 	return true
 }
+
+// wakeIfPeerClosed ends the wait of a connection whose client has
+// half-closed, and reports whether it did. A keep-alive connection waits
+// for its next request, and a WebSocket for its next message, on the
+// poller's edge without reading first (idlewait_linux.go, wsread.go). A
+// FIN that arrived before the read that took the client's last bytes
+// raised its edge before that read (which returns the bytes, not the end),
+// and none after: the wait would sleep on it until --idle-timeout, or for
+// ever for a WebSocket without --heartbeat-idle. The sweeper looks once
+// per such wait (peeked): a peek that finds the end of the stream and
+// nothing before it shuts our reading side, which raises a new edge; the
+// wait wakes, reads the end, and the connection closes as on any FIN,
+// after what it already answered. TLS connections read before they wait
+// and are not looked at. One system call per wait that lasts a sweep tick
+// (half a second for a WebSocket), none on a busy connection.
+func (c *Conn) wakeIfPeerClosed() bool {
+	tc, ok := c.Conn.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	raw := c.rawc
+	if raw == nil {
+		var err error
+		if raw, err = tc.SyscallConn(); err != nil {
+			return false
+		}
+	}
+	eof := false
+	_ = raw.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		eof = err == nil && n == 0
+	})
+	if eof {
+		_ = tc.CloseRead()
+	}
+	return eof
+}

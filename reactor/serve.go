@@ -128,6 +128,10 @@ func (r *Reactor) Serve(ln net.Listener, l *Listener) error {
 		// had the wrapper been handed to the next upgrade, another
 		// client's socket.
 		KeepHijackedConns: true,
+		// A refused request is logged without the bytes it carried
+		// (fasthttp appends its buffer to parse errors otherwise): a
+		// client's Authorization or Cookie must never reach the log.
+		SecureErrorLogMessage: true,
 	}
 	r.mu.Lock()
 	if r.closed.Load() || r.draining.Load() {

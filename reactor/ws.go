@@ -26,6 +26,9 @@ func checkHandshake(ctx *fasthttp.RequestCtx) (int, string) {
 	if !ctx.Request.Header.IsHTTP11() && string(ctx.Request.Header.Protocol()) == "HTTP/1.0" {
 		return fasthttp.StatusBadRequest, "websocket: the upgrade needs HTTP/1.1"
 	}
+	if raw := ctx.Request.Header.RawHeaders(); fieldTwice(raw, strWSKey) || fieldTwice(raw, strWSVersion) {
+		return fasthttp.StatusBadRequest, "websocket: Sec-WebSocket-Key or Sec-WebSocket-Version sent more than once"
+	}
 	if v := ctx.Request.Header.Peek("Sec-WebSocket-Version"); string(v) != "13" {
 		return fasthttp.StatusUpgradeRequired, "websocket: unsupported or missing Sec-WebSocket-Version (13 is supported)"
 	}

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+	"gopkg.in/yaml.v3"
 
 	"github.com/forkd/forkd/internal/sysmon"
 	"github.com/forkd/forkd/master"
@@ -107,8 +109,39 @@ func configSource(flags []cli.Flag) cli.BeforeFunc {
 			msg = strings.Trim(strings.Join(strings.Fields(msg), " "), "'")
 			return fmt.Errorf("config %s: %s", c.String("config"), msg)
 		}
-		return nil
+		return unknownConfigKeys(c.String("config"), flags)
 	}
+}
+
+// unknownConfigKeys refuses a config file key that names no flag: altsrc
+// skips it, so a typo ("wokers: 8") used to start the server on the
+// default quietly.
+func unknownConfigKeys(file string, flags []cli.Flag) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", file, err)
+	}
+	var keys map[string]any
+	if err := yaml.Unmarshal(b, &keys); err != nil {
+		return fmt.Errorf("config %s: %w", file, err)
+	}
+	known := map[string]bool{}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			known[n] = true
+		}
+	}
+	var bad []string
+	for k := range keys {
+		if !known[k] {
+			bad = append(bad, k)
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return fmt.Errorf("config %s: unknown key %q (the keys are start's flag names; see start --help)", file, bad[0])
+	}
+	return nil
 }
 
 // loadOptions parses args as `start` would (its flags, and the YAML file
@@ -146,6 +179,21 @@ func (s *Program) options(c *cli.Context) (master.Options, error) {
 	}
 	if err := boundsOptions(c, &o); err != nil {
 		return o, err
+	}
+	switch o.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return o, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
+	}
+	if o.LogFormat != "json" && o.LogFormat != "console" {
+		return o, fmt.Errorf("--log-format %q: want json or console", o.LogFormat)
+	}
+	// Both took a negative value as 0 (the default; off) quietly.
+	if o.MaxConns < 0 {
+		return o, fmt.Errorf("--max-conn must not be negative, got %d", o.MaxConns)
+	}
+	if o.MaxRequest < 0 {
+		return o, fmt.Errorf("--max-request must not be negative, got %d", o.MaxRequest)
 	}
 	if err := usersOptions(c, &o); err != nil {
 		return o, err

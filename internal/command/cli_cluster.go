@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -54,8 +56,8 @@ func clusterOptions(c *cli.Context, o *master.Options) error {
 			if u = strings.TrimSpace(u); u == "" {
 				continue
 			}
-			if !strings.Contains(u, "://") {
-				return fmt.Errorf("--cluster %q: want nats://HOST:PORT", u)
+			if err := checkNATSURL(u); err != nil {
+				return fmt.Errorf("--cluster %q: %w", redactURL(u), err)
 			}
 			urls = append(urls, u)
 		}
@@ -166,7 +168,15 @@ func clusterConnections(c *cli.Context) error {
 	}
 	total := 0
 	var failed []string
-	for _, n := range st.Cluster.Nodes {
+	nodes := st.Cluster.Nodes
+	self := false
+	for _, n := range nodes {
+		self = self || n.Node == st.Cluster.Node
+	}
+	if !self || st.Cluster.Node == 0 { // not joined yet: its own connections still count
+		nodes = append([]cluster.NodeInfo{{Node: st.Cluster.Node, Name: st.Cluster.Name}}, nodes...)
+	}
+	for _, n := range nodes {
 		for off := 0; ; {
 			resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "cluster-connections", Node: n.Node, Offset: off}, 30*time.Second)
 			if err != nil {
@@ -198,11 +208,41 @@ func clusterConnections(c *cli.Context) error {
 		}
 	}
 	if !c.Bool("json") {
-		fmt.Fprintf(tw, "%d connections on %d nodes\n", total, len(st.Cluster.Nodes))
+		fmt.Fprintf(tw, "%d connections on %d nodes\n", total, len(nodes))
 		tw.Flush()
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("connections --cluster: %s", strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// checkNATSURL refuses what nats.go would take and never reach: a scheme
+// of another protocol (it ignores the scheme: http:// "connected"), no
+// host, or a port out of range (it retried forever, "unreachable").
+func checkNATSURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || !strings.Contains(s, "://") || u.Hostname() == "" {
+		return errors.New("want nats://HOST:PORT")
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+	default:
+		return fmt.Errorf("scheme %q: want nats://, tls://, ws:// or wss://", u.Scheme)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q: want 1 to 65535", p)
+		}
+	}
+	return nil
+}
+
+// redactURL hides the credentials of a NATS URL in an error.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		u.User = url.User("REDACTED")
+		return u.String()
+	}
+	return s
 }

@@ -3,6 +3,7 @@ package command
 import (
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -181,8 +182,19 @@ func usageMsg(err error) string {
 		}
 		msg = "unknown flag -" + f
 	}
+	// `invalid value "abc" for flag -workers: parse error`: the flag as
+	// the user typed it.
+	if m := badValueRe.FindStringSubmatch(msg); m != nil {
+		f := "-" + m[2]
+		if len(m[2]) > 1 {
+			f = "-" + f
+		}
+		msg = fmt.Sprintf("%s %s: not a valid value (%s)", f, m[1], m[3])
+	}
 	return msg
 }
+
+var badValueRe = regexp.MustCompile(`^invalid (?:boolean )?value (".*") for (?:flag )?-([A-Za-z0-9-]+): (.*)$`)
 
 func unknownCommand(prog, cmd string) error {
 	return fmt.Errorf("unknown command %q; run '%s help' for the commands", cmd, prog)

@@ -138,6 +138,11 @@ func (s *Program) restart(c *cli.Context) error {
 				return fmt.Errorf("restart: the server's working directory: %w", err)
 			}
 		}
+		// Refuse what start would refuse before stopping the running
+		// server: `restart --mode bogus` used to stop it and then fail.
+		if err := s.checkStart(argv); err != nil {
+			return fmt.Errorf("restart: %w (the running server is left as it is)", err)
+		}
 		if err := askStop(abs, c.Bool("graceful")); err != nil {
 			return err
 		}
@@ -148,6 +153,17 @@ func (s *Program) restart(c *cli.Context) error {
 	}
 	s.startArgs = argv
 	return s.cli().Run(append([]string{s.progArg()}, argv...))
+}
+
+// checkStart makes the checks `start argv` makes before it starts
+// anything (its flags, the config file, master.New's), as `start -d` does.
+func (s *Program) checkStart(argv []string) error {
+	o, err := s.loadOptions(argv[1:])
+	if err != nil {
+		return err
+	}
+	_, err = master.New(o)
+	return err
 }
 
 // dropRedacted removes a recorded secret (--api-token, --cluster-token:

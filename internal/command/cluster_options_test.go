@@ -48,6 +48,12 @@ func TestClusterOptions(t *testing.T) {
 	t.Setenv(EnvCluster, "")
 	for _, bad := range [][]string{
 		{"--cluster", "a:4222"},
+		// nats.go ignores the scheme (http:// connected) and retried a
+		// port out of range forever; both started.
+		{"--cluster", "http://127.0.0.1:4222"},
+		{"--cluster", "foo://x"},
+		{"--cluster", "nats://127.0.0.1:99999"},
+		{"--cluster", "nats://:4222"},
 		{"--node", "x"},
 		{"--cluster", "nats://a:4222", "--cluster-cert", "c.pem"},
 		{"--cluster", "nats://a:4222", "--cluster-timeout", "0s"},

@@ -105,6 +105,10 @@ func TestLoadOptions(t *testing.T) {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	typo := filepath.Join(dir, "typo.yaml")
+	if err := os.WriteFile(typo, []byte("mode: base\nwokers: 8\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
@@ -123,6 +127,16 @@ func TestLoadOptions(t *testing.T) {
 				o.IdleTimeout == time.Minute && o.HeartbeatIdle == 0 && o.MaxConns > 0
 		}},
 		{name: "bad size", args: []string{"--max-send-buffer", "lots"}, wantErr: "--max-send-buffer"},
+		// A typo in a key was skipped quietly: the default was used.
+		{name: "unknown key", args: []string{"--config", typo}, wantErr: `unknown key "wokers"`},
+		{name: "negative max-conn", args: []string{"--max-conn", "-5"}, wantErr: "--max-conn must not be negative"},
+		{name: "negative max-request", args: []string{"--max-request", "-1"}, wantErr: "--max-request must not be negative"},
+		// Both used to fall back to info and JSON quietly.
+		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: `--log-level "loud": want debug, info, warn or error`},
+		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: `--log-format "xml": want json or console`},
+		{name: "log level and format", args: []string{"--log-level", "warn", "--log-format", "console"}, check: func(o master.Options) bool {
+			return o.LogLevel == "warn" && o.LogFormat == "console"
+		}},
 		{name: "process package over one ipc frame", args: []string{"--mode", "process", "--max-package-size", "1GiB"},
 			wantErr: "the most one ipc frame"},
 		{name: "base package of 1GiB", args: []string{"--mode", "base", "--max-package-size", "1GiB"}, check: func(o master.Options) bool {
