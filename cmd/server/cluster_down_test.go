@@ -68,18 +68,8 @@ func TestClusterNATSDownStop(t *testing.T) {
 		if daemon {
 			args = append(args, "-d")
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		start := time.Now()
-		out, err := exec.CommandContext(ctx, serverBin, args...).CombinedOutput()
-		took := time.Since(start)
-		cancel()
-		ee, ok := err.(*exec.ExitError)
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		// The start waits up to 2 s for NATS before serving locally.
-		if !ok || ee.ExitCode() != 1 || len(lines) != 1 || !strings.Contains(string(out), "address already in use") || took > 8*time.Second {
-			t.Errorf("%s: %v after %v, %d lines:\n%s\nwant exit 1 within 8s and one line saying the port is in use",
-				strings.Join(args, " "), err, took, len(lines), out)
-		}
+		checkRefusedInUse(t, args, 8*time.Second)
 	}
 }
 
@@ -152,16 +142,24 @@ func TestClusterEmbedPortInUse(t *testing.T) {
 	} {
 		args := append([]string{"start", "--workers", "1", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0",
 			"--run-dir", filepath.Join(t.TempDir(), "run")}, flags...)
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		start := time.Now()
-		out, err := exec.CommandContext(ctx, serverBin, args...).CombinedOutput()
-		took := time.Since(start)
-		cancel()
-		ee, ok := err.(*exec.ExitError)
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		if !ok || ee.ExitCode() != 1 || len(lines) != 1 || !strings.Contains(string(out), "address already in use") || took > 4*time.Second {
-			t.Errorf("%s: %v after %v, %d lines:\n%s\nwant exit 1 within 4s and one line saying the address is in use",
-				strings.Join(args, " "), err, took, len(lines), out)
-		}
+		checkRefusedInUse(t, args, 4*time.Second)
+	}
+}
+
+// checkRefusedInUse runs the server with args, a start that must be refused
+// because an address it names is in use: exit 1 within limit, one line
+// saying so.
+func checkRefusedInUse(t *testing.T, args []string, limit time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, serverBin, args...).CombinedOutput()
+	took := time.Since(start)
+	ee, ok := err.(*exec.ExitError)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if !ok || ee.ExitCode() != 1 || len(lines) != 1 || !strings.Contains(string(out), "address already in use") || took > limit {
+		t.Errorf("%s: %v after %v, %d lines:\n%s\nwant exit 1 within %v and one line saying the address is in use",
+			strings.Join(args, " "), err, took, len(lines), out, limit)
 	}
 }
