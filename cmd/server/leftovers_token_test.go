@@ -10,6 +10,7 @@ import (
 
 	"github.com/forkd/forkd/internal/testharness"
 	"github.com/forkd/forkd/master"
+	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
 // noTokenOnCmdlines checks that no process of s (master, workers) shows
@@ -104,5 +105,50 @@ func TestAPITokenNotOnCmdline(t *testing.T) {
 				t.Errorf("detached master %d still running after stop", daemonPid)
 			}
 		})
+	}
+}
+
+// TestClusterTokenNotOnCmdline: --cluster-token likewise is on neither
+// the master's nor a worker's command line, and in no worker's
+// environment (workers never talk to NATS); the node still joins a NATS
+// server that wants that token, so the master has it.
+func TestClusterTokenNotOnCmdline(t *testing.T) {
+	const token = "nats-secret-7d2b0c91"
+	t.Setenv("FORKD_CLUSTER_TOKEN", "")
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
+		Authorization: token, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		t.Fatal("NATS server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	s := startServer(t, "base", 2, "--node", "tok1", "--cluster", natsURL(ns), "--cluster-token="+token)
+	waitFor(t, 20*time.Second, "the node in its cluster", func() bool {
+		st, err := s.statusErr()
+		return err == nil && st.Cluster != nil && st.Cluster.Node != 0
+	})
+	st := s.status()
+	pids := map[string]int{"master": st.MasterPid}
+	for _, w := range st.Workers {
+		pids[fmt.Sprintf("worker %d", w.ID)] = w.Pid
+	}
+	for name, pid := range pids {
+		files := []string{"cmdline"}
+		if name != "master" {
+			files = append(files, "environ")
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if bytes.Contains(b, []byte(token)) {
+				t.Errorf("%s (pid %d): the cluster token is in /proc/%d/%s", name, pid, pid, f)
+			}
+		}
 	}
 }
