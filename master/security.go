@@ -14,6 +14,10 @@ import (
 	"github.com/forkd/forkd/reactor"
 )
 
+// EnvClusterToken is --cluster-token's variable. The master reads it (as
+// the flag); filterEnv keeps it from the workers, which never talk to NATS.
+const EnvClusterToken = "FORKD_CLUSTER_TOKEN"
+
 // Session ticket keys: a new one every Options.TicketRotate (default
 // DefaultTicketRotate), the last TicketKeep kept for decryption, so a
 // ticket resumes for up to TicketRotate x TicketKeep after it was issued.

@@ -22,7 +22,7 @@ import (
 // EnvCluster and EnvClusterToken set --cluster and --cluster-token.
 const (
 	EnvCluster      = "FORKD_CLUSTER"
-	EnvClusterToken = "FORKD_CLUSTER_TOKEN"
+	EnvClusterToken = master.EnvClusterToken
 )
 
 // clusterFlags are start's cluster flags (docs/cluster.md); each is also a
