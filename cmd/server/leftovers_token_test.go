@@ -152,3 +152,43 @@ func TestClusterTokenNotOnCmdline(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterURLNotInWorkers: credentials in a --cluster URL given through
+// FORKD_CLUSTER (as docs/cluster.md advises) reach the master, which joins
+// a NATS server that wants them, and no worker's environment.
+func TestClusterURLNotInWorkers(t *testing.T) {
+	const token = "nats-url-secret-51c3e8"
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
+		Authorization: token, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		t.Fatal("NATS server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	t.Setenv("FORKD_CLUSTER_TOKEN", "")
+	t.Setenv("FORKD_CLUSTER", "nats://"+token+"@"+ns.Addr().String())
+	s := startServer(t, "base", 2, "--node", "url1")
+	waitFor(t, 20*time.Second, "the node in its cluster", func() bool {
+		st, err := s.statusErr()
+		return err == nil && st.Cluster != nil && st.Cluster.Node != 0
+	})
+	st := s.status()
+	if len(st.Workers) == 0 {
+		t.Fatal("no workers in status")
+	}
+	for _, w := range st.Workers {
+		for _, f := range []string{"cmdline", "environ"} {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", w.Pid, f))
+			if err != nil {
+				t.Fatalf("worker %d: %v", w.ID, err)
+			}
+			if bytes.Contains(b, []byte(token)) {
+				t.Errorf("worker %d (pid %d): the cluster URL's token is in /proc/%d/%s", w.ID, w.Pid, w.Pid, f)
+			}
+		}
+	}
+}

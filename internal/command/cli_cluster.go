@@ -21,7 +21,7 @@ import (
 
 // EnvCluster and EnvClusterToken set --cluster and --cluster-token.
 const (
-	EnvCluster      = "FORKD_CLUSTER"
+	EnvCluster      = master.EnvCluster
 	EnvClusterToken = master.EnvClusterToken
 )
 
