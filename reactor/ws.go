@@ -266,7 +266,9 @@ func (r *Reactor) endWS(c *Conn, src io.Reader, code int, reason string, fail *w
 	r.finish(c, src, r.opts.WriteTimeout)
 }
 
-// waitClose waits up to d for our close frame to be written.
+// waitClose waits up to d for our close frame to be written, or until the
+// reactor is closed (which has closed every connection: nothing more will
+// be written).
 func (c *Conn) waitClose(d time.Duration) bool {
 	select {
 	case <-c.closeDone:
@@ -278,6 +280,8 @@ func (c *Conn) waitClose(d time.Duration) bool {
 	select {
 	case <-c.closeDone:
 		return true
+	case <-c.r.done:
+		return false
 	case <-t.C:
 		return false
 	}
