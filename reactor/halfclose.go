@@ -15,8 +15,8 @@ import "io"
 // No close frame is sent (the peer sent none, and the handler is told
 // CloseAbnormal, 1006, which no frame may carry): the close owed is the
 // end alone (endOnly: the handler's CloseWith(CloseAbnormal) queues it).
-// A close of our own already queued (ours, the peer's FIN instead of its
-// reply) goes out first, as queued. raw: the socket was read raw, and
+// A close frame of ours already queued (the peer answered it with a FIN
+// alone) goes out as queued, and is the end. raw: the socket was read raw, and
 // after its end nothing of the peer's can be unread, so the socket closes
 // as soon as the output is written (no lingering; see finish).
 func (r *Reactor) endHalfClosed(c *Conn, src io.Reader, reason string, raw bool) {
