@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -222,11 +223,35 @@ func hcStoppedWorker(t *testing.T, args ...string) (*server, *cfClient, int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	// kill returns before every thread has stopped (a loaded machine may
+	// not run one for a while): the message below must find them stopped.
+	waitFor(t, 10*time.Second, "the worker stopped", func() bool { return allThreadsStopped(pid) })
 	c.send(text("during").bytes())
 	if err := c.c.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
 	return s, c, pid
+}
+
+// allThreadsStopped reports whether every thread of pid is stopped (state
+// T in /proc/PID/task/TID/stat).
+func allThreadsStopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ...: comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 // TestHalfCloseStoppedWorker: PROCESS mode, the worker of a half-closed
@@ -262,16 +287,18 @@ func TestHalfCloseStoppedWorker(t *testing.T) {
 	})
 }
 
-// TestHalfCloseStopInTheMiddle: a graceful stop while the master waits
-// for the (stopped) worker's replies to a half-closed client: no hang.
-// The client's connection ends cleanly within the bound, and the stop
+// TestHalfCloseStopInTheMiddle: a graceful stop (`stop --graceful`: the
+// master drains its connections) while the master waits for the
+// (stopped) worker's replies to a half-closed client: no hang. The
+// client's connection ends cleanly (EOF) within the bound, and the stop
 // completes (the stopped worker is killed after --reload-wait).
 func TestHalfCloseStopInTheMiddle(t *testing.T) {
 	s, c, _ := hcStoppedWorker(t, "--reload-wait", "2s")
 	time.Sleep(300 * time.Millisecond)
 	stopped := make(chan error, 1)
+	s.Stopped = true // by the test, below
 	go func() {
-		out, err := s.run("stop")
+		out, err := s.run("stop", "--graceful")
 		if err != nil {
 			err = fmt.Errorf("%w: %s", err, out)
 		}
@@ -287,5 +314,8 @@ func TestHalfCloseStopInTheMiddle(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("stop did not complete")
+	}
+	if !strings.Contains(s.log(), "graceful=true") {
+		t.Fatalf("the stop was not graceful:\n%s", s.log())
 	}
 }
