@@ -51,8 +51,8 @@ func (r *Reactor) endHalfClosed(c *Conn, src io.Reader, reason string, raw bool)
 // ending reports whether the connection's read loop has ended owing its
 // close (the reply to the peer's close, or the end after its FIN): that
 // close is on its way, after what the handler sends for the messages
-// before it, within closeReplyWait. Drain leaves such a connection to it
-// rather than cut those answers with a 1001.
+// before it, within closeReplyWait. Drain and the heartbeat leave such a
+// connection to it rather than cut those answers with a 1001 or a 1000.
 func (c *Conn) ending() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -36,6 +36,16 @@ func (h *deferringEcho) Message(c *Conn, _ int, p []byte) {
 	h.mu.Unlock()
 }
 
+func (h *deferringEcho) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.msgs {
+		n += len(m)
+	}
+	return n
+}
+
 func (h *deferringEcho) Close(c *Conn, code int, _ string) {
 	deferred := c.DeferCloseReply()
 	h.closes <- code
@@ -57,22 +67,37 @@ func (h *deferringEcho) Close(c *Conn, code int, _ string) {
 // TestHalfCloseDeferredEnd: a client half-closes (FIN, no close frame)
 // after three messages whose answers the handler defers, as PROCESS mode
 // does. The handler is told 1006 (abnormal) and may defer the end; a
-// drain meanwhile does not cut the connection with a 1001; once the
-// handler answers, the client reads the three echoes, then EOF: no close
-// frame (1006 may not be sent), no reset. Repeated: the FIN is read by
-// the loop's wait or, when it came with the messages, by the sweeper.
+// drain, or the heartbeat (the client is silent meanwhile), does not cut
+// the connection with a 1001 or a 1000; once the handler answers, the
+// client reads the three echoes, then EOF: no close frame (1006 may not
+// be sent), no reset. Repeated: the FIN is read by the loop's wait or,
+// when it came with the messages, by the sweeper.
 func TestHalfCloseDeferredEnd(t *testing.T) {
-	for i := range 10 {
-		t.Run(fmt.Sprint(i), func(t *testing.T) { halfCloseDeferred(t, i%2 == 1) })
+	for i := range 12 {
+		t.Run(fmt.Sprint(i), func(t *testing.T) { halfCloseDeferred(t, i%3) })
 		if t.Failed() {
 			return
 		}
 	}
 }
 
-func halfCloseDeferred(t *testing.T, drainToo bool) {
+// What else happens while the handler holds the end back.
+const (
+	meanwhileNothing = iota
+	meanwhileDrain
+	meanwhileHeartbeat
+)
+
+func halfCloseDeferred(t *testing.T, meanwhile int) {
 	h := &deferringEcho{msgs: map[*Conn][][]byte{}, closes: make(chan int, 1), release: make(chan struct{})}
-	r := New(Options{Log: zerolog.Nop(), AllowedOrigins: []string{"*"}}, h)
+	opts := Options{Log: zerolog.Nop(), AllowedOrigins: []string{"*"}}
+	hold := 50 * time.Millisecond // nothing goes out before the handler answers
+	if meanwhile == meanwhileHeartbeat {
+		// Several heartbeat ticks past the idle limit, the client silent
+		// (its FIN is read first: below).
+		opts.HeartbeatIdle, hold = 300*time.Millisecond, time.Second
+	}
+	r := New(opts, h)
 	addr, stop := serveWS(t, r)
 	defer stop()
 	nc, err := net.Dial("tcp", addr)
@@ -92,6 +117,15 @@ func halfCloseDeferred(t *testing.T, drainToo bool) {
 	if _, err := nc.Write(out); err != nil {
 		t.Fatal(err)
 	}
+	if meanwhile == meanwhileHeartbeat {
+		// The FIN on its own once the messages are handled, read at once
+		// (not by the sweeper's look, which may come after the
+		// heartbeat's limit).
+		deadline := time.Now().Add(10 * time.Second)
+		for h.count() < 3 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
 	if err := nc.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
@@ -103,10 +137,10 @@ func halfCloseDeferred(t *testing.T, drainToo bool) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the FIN was never reported to the handler")
 	}
-	if drainToo {
+	if meanwhile == meanwhileDrain {
 		r.Drain()
 	}
-	time.Sleep(50 * time.Millisecond) // nothing goes out before the handler answers
+	time.Sleep(hold)
 	close(h.release)
 	for k := range 3 {
 		hdr := make([]byte, 4)

@@ -441,6 +441,9 @@ func (r *Reactor) heartbeat() {
 				}
 			})
 			for _, c := range dead {
+				if c.ending() {
+					continue // its close is on its way (see Conn.ending)
+				}
 				if c.CloseWith(CloseNormal, "heartbeat timeout") == ipc.OK {
 					r.log.Info().Str("conn", FormatID(c.id)).Dur("idle", r.opts.HeartbeatIdle).Msg("heartbeat timeout")
 				}
