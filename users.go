@@ -374,18 +374,44 @@ func (c *Conn) JoinSince(room string, since uint64, epoch uint32) (Recovery, err
 
 // SinceSeq is where a reconnecting client says it left off: the upgrade
 // request's `since` (and `epoch`) query parameters; ok is false when it
-// sent no valid `since`.
+// sent no `since` (or an empty one). A `since` or `epoch` that is not a
+// number (not a non-negative integer, or out of range) gives SinceInvalid
+// with ok true, logged once: the client asked for a recovery from a point
+// no room can place, and JoinSince answers it with a gap, as it answers a
+// `since` ahead of the room.
 func (c *Conn) SinceSeq() (since uint64, epoch uint32, ok bool) {
 	s := c.Query("since")
 	if s == "" {
 		return 0, 0, false
 	}
 	since, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, 0, false
+	if err == nil && since == SinceInvalid {
+		err = strconv.ErrRange
 	}
-	if e, err := strconv.ParseUint(c.Query("epoch"), 10, 32); err == nil {
-		epoch = uint32(e)
+	if e := c.Query("epoch"); e != "" && err == nil {
+		var n uint64
+		if n, err = strconv.ParseUint(e, 10, 32); err == nil {
+			epoch = uint32(n)
+		}
+	}
+	if err != nil {
+		c.w.Log().Warn().Str("conn", c.ID().String()).Str("since", clip(s, 32)).Str("epoch", clip(c.Query("epoch"), 32)).
+			Msg("bad request: since/epoch not a non-negative integer; the recovering join gets a gap")
+		return SinceInvalid, 0, true
 	}
 	return since, epoch, true
+}
+
+// SinceInvalid is the `since` SinceSeq gives for one the client sent
+// malformed: ahead of every room's numbering, so JoinSince sends the
+// connection {"type":"gap","room":R} first, then every message still kept
+// (Recovery.Gap is true).
+const SinceInvalid = ^uint64(0)
+
+// clip is s cut to at most n bytes, for a log line.
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }

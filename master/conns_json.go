@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -22,21 +23,28 @@ import (
 // elements by their "since" field as before, and sends them on as they
 // are; `connections --json` prints the array as it arrives.
 
+// connsWait is how long `connections` waits for each worker's list (BASE
+// mode); a worker that does not answer in it is named, not waited for.
+const connsWait = 2 * time.Second
+
 // ConnectionsJSON is every open connection as one JSON array (oldest
-// first, as Connections), encoded as each connection's holder encoded it.
-func (m *Master) ConnectionsJSON() []byte {
+// first, as Connections), encoded as each connection's holder encoded it,
+// and the ids of the workers that did not answer within connsWait (BASE
+// mode): their connections are not in the array.
+func (m *Master) ConnectionsJSON() ([]byte, []int) {
 	if infos, mine := m.mode.list(); mine {
 		sort.Slice(infos, func(i, j int) bool { return infos[i].Since < infos[j].Since })
 		b, err := json.Marshal(infos)
 		if err != nil {
-			return []byte("[]")
+			return []byte("[]"), nil
 		}
-		return b
+		return b, nil
 	}
 	type elem struct{ since, b []byte }
 	var elems []elem
 	n := 2
-	for _, b := range m.queryConns() {
+	lists, missing := m.queryConns()
+	for _, b := range lists {
 		es, err := splitJSONArray(b)
 		if err != nil {
 			m.log.Warn().Err(err).Msg("connections: a worker's list is not a JSON array; left out")
@@ -56,12 +64,14 @@ func (m *Master) ConnectionsJSON() []byte {
 		}
 		out = append(out, e.b...)
 	}
-	return append(out, ']')
+	return append(out, ']'), missing
 }
 
 // queryConns asks every running worker (and any being replaced) for its
-// connections, all at once, and returns the answers that came.
-func (m *Master) queryConns() [][]byte {
+// connections, all at once, and returns the answers that came, and the
+// ids of the workers that did not answer within connsWait (sorted, once
+// each; a worker still starting holds none and is not asked).
+func (m *Master) queryConns() ([][]byte, []int) {
 	m.mu.Lock()
 	var procs []*proc
 	for _, sl := range m.slots {
@@ -72,6 +82,7 @@ func (m *Master) queryConns() [][]byte {
 	}
 	m.mu.Unlock()
 	out := make([][]byte, len(procs))
+	failed := make([]bool, len(procs))
 	var wg sync.WaitGroup
 	for i, p := range procs {
 		if p.State() == StateStarting {
@@ -80,13 +91,24 @@ func (m *Master) queryConns() [][]byte {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if b, err := p.query(ipcConns, 2*time.Second); err == nil {
-				out[i] = b
+			b, err := p.query(ipcConns, connsWait)
+			if err != nil {
+				failed[i] = true
+				m.log.Warn().Int("worker", p.slot.id).Int("pid", p.pid).Err(err).Msg("connections: a worker did not answer; its connections are not listed")
+				return
 			}
+			out[i] = b
 		}()
 	}
 	wg.Wait()
-	return out
+	var missing []int
+	for i, f := range failed {
+		if f && !slices.Contains(missing, procs[i].slot.id) {
+			missing = append(missing, procs[i].slot.id)
+		}
+	}
+	slices.Sort(missing)
+	return out, missing
 }
 
 var errNotArray = errors.New("master: not a JSON array of objects")
@@ -168,42 +190,72 @@ func sinceOf(e []byte) []byte {
 	return nil
 }
 
-var connectionsHead = []byte(`{"connections":`)
+var (
+	connectionsHead = []byte(`{"connections":`)
+	missingKey      = []byte(`,"missing_workers":`)
+)
 
 // writeConnections answers `connections`: {"connections":[...]}, the
-// shape Response has, with the array as ConnectionsJSON made it.
-func writeConnections(c net.Conn, list []byte) {
+// shape Response has, with the array as ConnectionsJSON made it, and
+// "missing_workers":[ID,...] after it when workers did not answer.
+func writeConnections(c net.Conn, list []byte, missing []int) {
 	buf := make([]byte, 0, len(list)+24)
 	buf = append(buf, connectionsHead...)
 	buf = append(buf, list...)
+	if len(missing) > 0 {
+		ids, _ := json.Marshal(missing)
+		buf = append(buf, missingKey...)
+		buf = append(buf, ids...)
+	}
 	buf = append(buf, "}\n"...)
 	_, _ = c.Write(buf)
 }
 
 // CallConnectionsJSON asks the master in dir for its connections and
-// returns them as the JSON array it sent ([] when there are none). The
-// answer is taken apart only as far as writeConnections put it together:
-// at 100,000 connections, decoding it (even into a json.RawMessage, which
-// validates) took longer than all the rest.
-func CallConnectionsJSON(dir string, timeout time.Duration) ([]byte, error) {
+// returns them as the JSON array it sent ([] when there are none), and the
+// ids of the workers that did not answer (their connections are not in
+// it). The answer is taken apart only as far as writeConnections put it
+// together: at 100,000 connections, decoding it (even into a
+// json.RawMessage, which validates) took longer than all the rest.
+func CallConnectionsJSON(dir string, timeout time.Duration) ([]byte, []int, error) {
 	var list []byte
+	var missing []int
 	var resp Response
 	err := callWith(dir, Request{Cmd: "connections"}, timeout, func(r io.Reader, resp *Response) error {
 		b, err := io.ReadAll(r)
 		if err != nil {
 			return err
 		}
-		if v, ok := bytes.CutPrefix(b, connectionsHead); ok && bytes.HasSuffix(v, []byte("}\n")) {
-			list = v[:len(v)-2]
-			return nil
+		var ok bool
+		if list, missing, ok, err = cutConnections(b); ok || err != nil {
+			return err
 		}
 		return json.Unmarshal(b, resp) // an error, or a master of another version
 	}, &resp)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(list) == 0 || string(list) == "null" {
-		return []byte("[]"), nil
+		return []byte("[]"), missing, nil
 	}
-	return list, nil
+	return list, missing, nil
+}
+
+// cutConnections takes writeConnections' answer apart: the array as it
+// was sent and the missing workers; ok is false for another answer.
+func cutConnections(b []byte) (list []byte, missing []int, ok bool, err error) {
+	v, ok := bytes.CutPrefix(b, connectionsHead)
+	if !ok || !bytes.HasSuffix(v, []byte("}\n")) {
+		return nil, nil, false, nil
+	}
+	v = v[:len(v)-2]
+	// The key can only be the trailer's: inside a JSON string a quote is
+	// escaped, so `,"` never appears there.
+	if i := bytes.LastIndex(v, missingKey); i >= 0 {
+		if err := json.Unmarshal(v[i+len(missingKey):], &missing); err != nil {
+			return nil, nil, true, fmt.Errorf("master: connections: missing_workers: %w", err)
+		}
+		v = v[:i]
+	}
+	return v, missing, true, nil
 }

@@ -51,6 +51,9 @@ type Response struct {
 	Reload      []ReloadLine `json:"reload,omitempty"`
 	// Page: connections --cluster, one page of a node's connections.
 	Page []json.RawMessage `json:"page,omitempty"`
+	// MissingWorkers: with Connections, the workers that did not answer
+	// in time (BASE mode); their connections are not listed.
+	MissingWorkers []int `json:"missing_workers,omitempty"`
 }
 
 // ErrNoAnswer means the master took a request and closed without an
@@ -205,7 +208,8 @@ func (s *controlServer) handle(c *net.UnixConn) {
 		st := s.m.Status()
 		resp.Status = &st
 	case "connections":
-		writeConnections(c, s.m.ConnectionsJSON()) // conns_json.go
+		list, missing := s.m.ConnectionsJSON() // conns_json.go
+		writeConnections(c, list, missing)
 		return
 	case "cluster-connections":
 		resp.Page, err = s.m.ClusterConnections(req.Node, req.Offset)

@@ -308,7 +308,8 @@ func filterEnv(env []string) []string {
 		// The API token reaches workers in their Secrets frame, not in
 		// an environment a worker running as --user would expose.
 		if strings.HasPrefix(e, ipc.EnvWorkerConfig+"=") || strings.HasPrefix(e, EnvRole+"=") ||
-			strings.HasPrefix(e, EnvAPIToken+"=") {
+			strings.HasPrefix(e, EnvAPIToken+"=") || strings.HasPrefix(e, EnvClusterToken+"=") ||
+			strings.HasPrefix(e, EnvCluster+"=") {
 			continue
 		}
 		// systemd's variables are the master's: a worker must not

@@ -14,6 +14,14 @@ import (
 	"github.com/forkd/forkd/reactor"
 )
 
+// EnvClusterToken is --cluster-token's variable, EnvCluster --cluster's
+// (whose URLs may carry credentials). The master reads them (as the flags);
+// filterEnv keeps them from the workers, which never talk to NATS.
+const (
+	EnvClusterToken = "FORKD_CLUSTER_TOKEN"
+	EnvCluster      = "FORKD_CLUSTER"
+)
+
 // Session ticket keys: a new one every Options.TicketRotate (default
 // DefaultTicketRotate), the last TicketKeep kept for decryption, so a
 // ticket resumes for up to TicketRotate x TicketKeep after it was issued.

@@ -196,7 +196,8 @@ func (m *Master) Connections() []reactor.Info {
 	out, mine := m.mode.list()
 	if !mine {
 		out = []reactor.Info{}
-		for _, b := range m.queryConns() { // conns_json.go
+		lists, _ := m.queryConns() // conns_json.go
+		for _, b := range lists {
 			var infos []reactor.Info
 			if json.Unmarshal(b, &infos) == nil {
 				out = append(out, infos...)

@@ -118,6 +118,7 @@ func (r *Reactor) Serve(ln net.Listener, l *Listener) error {
 		Logger:                        fasthttpLogger{r.log},
 		ErrorHandler:                  r.errorHandler,
 		ExpectHandler:                 r.expect,
+		HeaderReceived:                headerReceived, // expect10.go: HTTP/1.0 gets no 100 Continue
 		ConnState:                     r.connState,
 		// A hijacked (upgraded) connection stays ours after the upgrade
 		// handler returns: serveWS may return while the connection's

@@ -239,6 +239,13 @@ func onOpen(c *forkd.Conn) {
 		id := c.Worker().ID()
 		send(c, event{Type: "welcome", Conn: c.ID().String(), Worker: &id, Room: st.room})
 		if err := chatEnter(c, st); err != nil {
+			if errors.Is(err, forkd.ErrInvalid) {
+				// The client's own input (a room name starting with NUL,
+				// say): a policy violation, not the server's failure.
+				c.Worker().Log().Info().Err(err).Str("conn", c.ID().String()).Msg("chat join refused")
+				c.Close(forkd.ClosePolicy, "invalid room or uid")
+				return
+			}
 			c.Worker().Log().Warn().Err(err).Str("conn", c.ID().String()).Str("room", st.room).Msg("chat join failed")
 			c.Close(forkd.CloseInternal, "could not join room")
 			return

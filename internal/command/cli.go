@@ -278,6 +278,7 @@ func (s *Program) start(c *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	argv = handOffToken(c, argv) // cli_handoff.go: the token leaves the command line
 	if c.Bool("daemon") && !daemonChild {
 		if _, err := master.New(o); err != nil { // the checks New makes, before detaching
 			return err

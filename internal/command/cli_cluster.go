@@ -21,8 +21,8 @@ import (
 
 // EnvCluster and EnvClusterToken set --cluster and --cluster-token.
 const (
-	EnvCluster      = "FORKD_CLUSTER"
-	EnvClusterToken = "FORKD_CLUSTER_TOKEN"
+	EnvCluster      = master.EnvCluster
+	EnvClusterToken = master.EnvClusterToken
 )
 
 // clusterFlags are start's cluster flags (docs/cluster.md); each is also a

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -78,11 +80,14 @@ func connections(c *cli.Context) error {
 		return clusterConnections(c)
 	}
 	if c.Bool("json") { // as the master sent it: no decoding and encoding again
-		list, err := master.CallConnectionsJSON(c.String("run-dir"), 30*time.Second)
+		list, missing, err := master.CallConnectionsJSON(c.String("run-dir"), 30*time.Second)
 		if err != nil {
 			return err
 		}
 		_, err = os.Stdout.Write(append(list, '\n'))
+		if len(missing) > 0 { // stdout stays the array scripts parse
+			fmt.Fprintln(os.Stderr, missingLine(missing))
+		}
 		return err
 	}
 	resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "connections"}, 30*time.Second)
@@ -95,5 +100,23 @@ func connections(c *cli.Context) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", i.ID, i.Worker, i.Listener, i.Remote, i.Protocol, i.Path, i.Since, i.BytesIn, i.BytesOut)
 	}
 	fmt.Fprintf(tw, "%d connections\n", len(resp.Connections))
+	if len(resp.MissingWorkers) > 0 {
+		fmt.Fprintln(tw, missingLine(resp.MissingWorkers))
+	}
 	return tw.Flush()
+}
+
+// missingLine names the workers whose connections `connections` could not
+// list (BASE mode: each holds its own). A partial listing is still an
+// answer: the command exits 0, and says what it lacks.
+func missingLine(ids []int) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.Itoa(id)
+	}
+	w := "worker " + s[0] + " did"
+	if len(ids) > 1 {
+		w = "workers " + strings.Join(s, ", ") + " did"
+	}
+	return w + " not answer within 2s: its connections are not listed"
 }
