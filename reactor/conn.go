@@ -107,6 +107,9 @@ type Conn struct {
 	// closeOK: our close frame was written whole.
 	peerDone bool
 	closeOK  bool
+	// endOnly: the peer half-closed without a close frame, and the close
+	// owed is no frame, only the end of the connection (endHalfClosed).
+	endOnly bool
 
 	// The writer's scratch (only the flushing goroutine touches them).
 	hdrs []byte

@@ -126,7 +126,9 @@ func (c *Conn) enqueue(m outMsg) ipc.Outcome {
 	if m.op == opClose {
 		c.closing = true
 		c.sentCode = m.code
-		if c.deferred && m.code == c.oweCode && len(m.data) == 2 && c.oweReason != "" {
+		if c.endOnly && m.code == CloseAbnormal {
+			m = outMsg{op: opFramed, code: 1} // no frame: the end, after the output (see endHalfClosed)
+		} else if c.deferred && m.code == c.oweCode && len(m.data) == 2 && c.oweReason != "" {
 			m.data = closePayload(m.code, c.oweReason) // the handler's echo of a failure: keep its reason
 		}
 	}

@@ -370,14 +370,16 @@ func (r *Reactor) StopAccepting() {
 // Drain starts a graceful stop: listeners close, every HTTP response from
 // now on carries Connection: close (idle keep-alive connections are closed
 // after a second of idleness), and WebSockets get close 1001 (going away)
-// after their queued output. Wait tells when all connections are gone.
+// after their queued output (one whose close is already on its way, see
+// Conn.ending, gets that close instead). Wait tells when all connections
+// are gone.
 func (r *Reactor) Drain() {
 	if !r.draining.CompareAndSwap(false, true) {
 		return
 	}
 	r.StopAccepting()
 	r.Each(func(c *Conn) {
-		if c.ws.Load() {
+		if c.ws.Load() && !c.ending() {
 			c.CloseWith(CloseGoingAway, "server going away")
 		}
 	})
@@ -439,6 +441,9 @@ func (r *Reactor) heartbeat() {
 				}
 			})
 			for _, c := range dead {
+				if c.ending() {
+					continue // its close is on its way (see Conn.ending)
+				}
 				if c.CloseWith(CloseNormal, "heartbeat timeout") == ipc.OK {
 					r.log.Info().Str("conn", FormatID(c.id)).Dur("idle", r.opts.HeartbeatIdle).Msg("heartbeat timeout")
 				}

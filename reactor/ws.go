@@ -158,6 +158,10 @@ var (
 func (r *Reactor) serveWS(c *Conn, fr *frameReader) {
 	defer fr.release()
 	code, reason, fail, peer := r.readWS(c, fr)
+	if fail == nil && !peer && fr.eof {
+		r.endHalfClosed(c, fr.src, reason, fr.raw != nil)
+		return
+	}
 	r.endWS(c, fr.src, code, reason, fail, peer, peer && fail == nil && fr.peerDone())
 }
 
@@ -182,6 +186,7 @@ func (r *Reactor) readWS(c *Conn, fr *frameReader) (code int, reason string, fai
 			if f, ok := isFail(err); ok {
 				fail = f
 			}
+			fr.eof = err == io.EOF || err == io.ErrUnexpectedEOF // the peer's FIN (see endHalfClosed)
 			return
 		}
 		c.lastRead.Store(r.clock.Load()) // coarse: the heartbeat allows for a tick
@@ -261,7 +266,9 @@ func (r *Reactor) endWS(c *Conn, src io.Reader, code int, reason string, fail *w
 	r.finish(c, src, r.opts.WriteTimeout)
 }
 
-// waitClose waits up to d for our close frame to be written.
+// waitClose waits up to d for our close frame to be written, or until the
+// reactor is closed (which has closed every connection: nothing more will
+// be written).
 func (c *Conn) waitClose(d time.Duration) bool {
 	select {
 	case <-c.closeDone:
@@ -273,6 +280,8 @@ func (c *Conn) waitClose(d time.Duration) bool {
 	select {
 	case <-c.closeDone:
 		return true
+	case <-c.r.done:
+		return false
 	case <-t.C:
 		return false
 	}

@@ -43,6 +43,8 @@ type frameReader struct {
 	wres   int8
 	waited bool
 	waitFn func(fd uintptr)
+	// eof: the read loop ended at the peer's end of stream (its FIN).
+	eof bool
 
 	// The message being assembled (fragmented, or larger than what one
 	// read brought): its opcode (0: none), bytes and UTF-8 state.
