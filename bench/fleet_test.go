@@ -193,17 +193,25 @@ func fmtInts(v []int) string {
 	return "[" + strings.Join(s, " ") + "]"
 }
 
-// closedAddr is a loopback address nothing listens on (a listener's,
-// closed): connecting to it is refused.
+// closedAddr is a loopback address nothing listens on: connecting to it
+// is refused. Its port is held by a socket bound without listening until
+// the test ends: a port freed at once (a listener's, closed) could be
+// taken by a listener of another test running meanwhile.
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
 }
 
 // establishedTo counts the established TCP connections of this process

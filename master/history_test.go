@@ -137,9 +137,17 @@ func TestHistoryRecover(t *testing.T) {
 // per-room limits override the defaults; a uid's room is not numbered; an
 // idle room's log is dropped and comes back with a new epoch.
 func TestHistoryBounds(t *testing.T) {
-	h := &history{max: 100, ttl: 50 * time.Millisecond}
+	// The first ten are made older than the ttl by hand, not by a sleep
+	// just past a short ttl: with a 50 ms ttl, a stall of 50 ms between
+	// the last publish and the replay (a loaded machine, -race) expired
+	// the young ones too.
+	h := &history{max: 100, ttl: time.Minute}
 	publishN(h, "r", 10)
-	time.Sleep(80 * time.Millisecond)
+	lg := h.lock("r")
+	for i := range lg.entries {
+		lg.entries[i].at = lg.entries[i].at.Add(-2 * time.Minute)
+	}
+	lg.mu.Unlock()
 	publishN(h, "r", 2)
 	if res, got := replayed(h, ipc.Recover{Room: "r", Since: 10, HasSince: true}); res.Gap || len(got) != 2 {
 		t.Errorf("after the ttl: got %+v %q, want the 2 young ones", res, got)
@@ -153,7 +161,7 @@ func TestHistoryBounds(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		big.publish("b", reactor.Binary, msg, false, func([]byte, uint64, uint32) {})
 	}
-	lg := big.lock("b")
+	lg = big.lock("b")
 	if lg.bytes > maxHistoryBytes || len(lg.entries) != maxHistoryBytes/len(msg) {
 		t.Errorf("byte bound: %d entries, %d bytes, want %d entries within %d", len(lg.entries), lg.bytes, maxHistoryBytes/len(msg), maxHistoryBytes)
 	}

@@ -2,26 +2,51 @@ package reactor
 
 import (
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// waitGoroutines waits until at most n goroutines run.
+// poolGoroutines counts the goroutines a Pool started (its jobs' goroutines
+// and its cleaner) in the whole process, from their stacks. Not
+// runtime.NumGoroutine against a count taken at the start: goroutines of
+// earlier tests end meanwhile (fasthttp's worker pool cleaners notice a
+// stopped server only after their sleep), so a total can fall to the
+// start's count while the pool's goroutines still run.
+func poolGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "created by github.com/forkd/forkd/reactor.(*Pool[") {
+			n++
+		}
+	}
+	return n
+}
+
+// waitGoroutines waits until at most n goroutines started by a Pool run.
 func waitGoroutines(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > n {
+	for poolGoroutines() > n {
 		if time.Now().After(deadline) {
-			t.Fatalf("goroutines: got %d, want <= %d", runtime.NumGoroutine(), n)
+			t.Fatalf("goroutines started by a pool: got %d, want <= %d", poolGoroutines(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
 func TestPoolReusesGoroutines(t *testing.T) {
-	base := runtime.NumGoroutine()
 	var ran atomic.Int64
 	done := make(chan struct{}, 1)
 	p := NewPool(func(int) { ran.Add(1); done <- struct{}{} })
@@ -36,12 +61,12 @@ func TestPoolReusesGoroutines(t *testing.T) {
 		t.Fatalf("jobs run: got %d, want 100", got)
 	}
 	// One goroutine served all of them (plus the cleaner).
-	if got := runtime.NumGoroutine() - base; got > 2 {
-		t.Errorf("goroutines after 100 sequential jobs: got %d more, want <= 2", got)
+	if got := poolGoroutines(); got > 2 {
+		t.Errorf("goroutines after 100 sequential jobs: got %d, want <= 2", got)
 	}
 	p.Stop()
 	p.Stop() // idempotent
-	waitGoroutines(t, base)
+	waitGoroutines(t, 0)
 }
 
 func waitIdle[T any](t *testing.T, p *Pool[T], n int) {
@@ -80,7 +105,6 @@ func TestPoolBlockingJobs(t *testing.T) {
 }
 
 func testPoolBlockingJobs(t *testing.T, newPool func(func(bool)) *Pool[bool]) {
-	base := runtime.NumGoroutine()
 	release := make(chan struct{})
 	quick := make(chan struct{})
 	p := newPool(func(block bool) {
@@ -102,7 +126,7 @@ func testPoolBlockingJobs(t *testing.T, newPool func(func(bool)) *Pool[bool]) {
 	close(release)
 	waitIdle(t, p, 11)
 	p.Stop()
-	waitGoroutines(t, base)
+	waitGoroutines(t, 0)
 }
 
 // TestPoolIdleEnd: goroutines idle for a whole period end by themselves.
@@ -113,7 +137,6 @@ func TestPoolIdleEnd(t *testing.T) {
 }
 
 func testPoolIdleEnd(t *testing.T, newPool func(func(int)) *Pool[int]) {
-	base := runtime.NumGoroutine()
 	var wg sync.WaitGroup
 	p := newPool(func(int) { wg.Done() })
 	p.period = 20 * time.Millisecond
@@ -122,7 +145,7 @@ func testPoolIdleEnd(t *testing.T, newPool func(func(int)) *Pool[int]) {
 		p.Go(i)
 	}
 	wg.Wait()
-	waitGoroutines(t, base+1) // only the cleaner is left
+	waitGoroutines(t, 1) // only the cleaner is left
 	p.mu.Lock()
 	idle := len(p.idle)
 	p.mu.Unlock()
@@ -130,12 +153,12 @@ func testPoolIdleEnd(t *testing.T, newPool func(func(int)) *Pool[int]) {
 		t.Errorf("idle goroutines after two periods: got %d, want 0", idle)
 	}
 	p.Stop()
-	waitGoroutines(t, base)
+	waitGoroutines(t, 0)
 	// After Stop a job still runs, on a goroutine that then ends.
 	wg.Add(1)
 	p.Go(1)
 	wg.Wait()
-	waitGoroutines(t, base)
+	waitGoroutines(t, 0)
 }
 
 // TestQueuedPoolBurst: a burst of jobs queued while the pool's goroutines
@@ -143,7 +166,6 @@ func testPoolIdleEnd(t *testing.T, newPool func(func(int)) *Pool[int]) {
 // one woken and its spare, not one per job; every job runs once, in order.
 func TestQueuedPoolBurst(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	base := runtime.NumGoroutine()
 	for round := 0; round < 20; round++ {
 		var mu sync.Mutex
 		var got []int
@@ -176,7 +198,7 @@ func TestQueuedPoolBurst(t *testing.T) {
 			t.Errorf("round %d: goroutines for a burst of %d jobs: got %d, want <= 3", round, n, started)
 		}
 		p.Stop()
-		waitGoroutines(t, base)
+		waitGoroutines(t, 0)
 	}
 }
 
@@ -184,7 +206,6 @@ func TestQueuedPoolBurst(t *testing.T) {
 // leaves no goroutine behind.
 func TestQueuedPoolStopDrains(t *testing.T) {
 	for round := 0; round < 20; round++ {
-		base := runtime.NumGoroutine()
 		release := make(chan struct{})
 		var ran atomic.Int64
 		p := NewQueuedPool(func(block bool) {
@@ -206,6 +227,6 @@ func TestQueuedPoolStopDrains(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		waitGoroutines(t, base)
+		waitGoroutines(t, 0)
 	}
 }

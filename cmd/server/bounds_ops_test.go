@@ -227,8 +227,11 @@ func TestBoundsPermissionDenied(t *testing.T) {
 			if code != 1 || !strings.Contains(out, "permission denied") || strings.Contains(out, "not running") {
 				t.Errorf("%s %s as nobody: got exit %d %q, want exit 1 and permission denied", how, cmd, code, out)
 			}
-			if took > time.Second {
-				t.Errorf("%s %s as nobody took %s, want at once (under 1s)", how, cmd, took)
+			// The refusal used to come after stop's 2-minute wait; 5 s
+			// leaves a loaded machine room to start the (race-built)
+			// command and still fails that.
+			if took > 5*time.Second {
+				t.Errorf("%s %s as nobody took %s, want at once (under 5s)", how, cmd, took)
 			}
 			if strings.Count(strings.TrimSpace(out), "\n") > 0 {
 				t.Errorf("%s %s: got %q, want one line", how, cmd, out)

@@ -507,9 +507,11 @@ func TestClusterPipe(t *testing.T) {
 func TestClusterLateNATS(t *testing.T) {
 	// The one place a port is chosen before its server listens: the nodes
 	// must be given NATS's address while nothing listens there (the point
-	// of the test). Another listener taking it in between would fail the
-	// test loudly (NATS cannot start), not pass it wrongly.
-	port := freePort(t)
+	// of the test). The port is held (bound, not listening: a connection
+	// to it is refused, as to a free one) until NATS starts on it: freed
+	// for the seconds the nodes take to start, a listener of another test
+	// running meanwhile could take it, and NATS could not start.
+	port, release := holdPort(t)
 	nurl := "nats://127.0.0.1:" + strconv.Itoa(port)
 	n1 := startServer(t, "base", 2, "--cluster", nurl, "--node", "late1")
 	n2 := startServer(t, "process", 1, "--cluster", nurl, "--node", "late2")
@@ -536,6 +538,7 @@ func TestClusterLateNATS(t *testing.T) {
 	}
 	early.waitUntil(t, 5*time.Second, "local push", seenText("local before NATS"))
 
+	release()
 	natsServer(t, port, 0)
 	cs := waitNodes(t, n1, 20*time.Second, "late1", "late2")
 	waitNodes(t, n2, 20*time.Second, "late1", "late2")

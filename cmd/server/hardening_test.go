@@ -517,21 +517,31 @@ func TestHardenSlowClients(t *testing.T) {
 		t.Run("heartbeat", func(t *testing.T) {
 			silent := s.dial(s.wsAddr, "/echo")
 			active := s.dial(s.wsAddr, "/echo")
-			activeErr := make(chan error, 1)
+			// The active client sends every 100 ms whatever its echoes do
+			// (they are read by another goroutine): waiting for each echo
+			// before the next send made the gap between two sends the
+			// round trip through the server plus 100 ms, and a round trip
+			// of 400 ms (a loaded machine, -race, PROCESS mode's two hops)
+			// let the heartbeat end an active connection.
+			activeErr := make(chan error, 2)
 			go func() {
 				for i := 0; i < 20; i++ { // 2s, four heartbeat periods
-					msg := "beat " + strconv.Itoa(i)
 					active.SetWriteDeadline(time.Now().Add(2 * time.Second))
-					if err := active.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+					if err := active.WriteMessage(websocket.TextMessage, []byte("beat "+strconv.Itoa(i))); err != nil {
 						activeErr <- err
 						return
 					}
-					active.SetReadDeadline(time.Now().Add(2 * time.Second))
+					time.Sleep(100 * time.Millisecond)
+				}
+			}()
+			go func() {
+				for i := 0; i < 20; i++ {
+					msg := "beat " + strconv.Itoa(i)
+					active.SetReadDeadline(time.Now().Add(10 * time.Second))
 					if _, b, err := active.ReadMessage(); err != nil || string(b) != msg {
 						activeErr <- fmt.Errorf("read %q: %q, %v", msg, b, err)
 						return
 					}
-					time.Sleep(100 * time.Millisecond)
 				}
 				activeErr <- nil
 			}()
