@@ -46,6 +46,27 @@ func serveWS(tb testing.TB, r *Reactor) (string, func()) {
 	}
 }
 
+// dialUpgraded serves WebSockets with r (serveWS), dials it and upgrades
+// (upgradeRaw), with a deadline of d on the client's connection. The
+// returned function closes the connection, then r.
+func dialUpgraded(t *testing.T, r *Reactor, d time.Duration) (net.Conn, *bufio.Reader, func()) {
+	t.Helper()
+	addr, stop := serveWS(t, r)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	end := func() { nc.Close(); stop() }
+	_ = nc.SetDeadline(time.Now().Add(d))
+	br, err := upgradeRaw(nc)
+	if err != nil {
+		end()
+		t.Fatal(err)
+	}
+	return nc, br, end
+}
+
 // bye is a client's close 1000 (zero masking key).
 var bye = []byte{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8}
 

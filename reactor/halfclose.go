@@ -31,21 +31,7 @@ func (r *Reactor) endHalfClosed(c *Conn, src io.Reader, reason string, raw bool)
 	}
 	c.peerDone = raw
 	c.mu.Unlock()
-	r.h.Close(c, code, reason)
-	c.mu.Lock()
-	now := !c.closing && !c.deferred
-	wait := r.opts.WriteTimeout
-	if c.deferred {
-		wait = closeReplyWait
-	}
-	c.mu.Unlock()
-	if now {
-		c.CloseWith(CloseAbnormal, "")
-	}
-	if !c.waitClose(wait) {
-		c.CloseWith(CloseAbnormal, "") // the handler never ended it
-	}
-	r.finish(c, src, r.opts.WriteTimeout)
+	r.closeOwed(c, src, code, reason, CloseAbnormal, "")
 }
 
 // ending reports whether the connection's read loop has ended owing its

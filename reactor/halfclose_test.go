@@ -98,18 +98,8 @@ func halfCloseDeferred(t *testing.T, meanwhile int) {
 		opts.HeartbeatIdle, hold = 300*time.Millisecond, time.Second
 	}
 	r := New(opts, h)
-	addr, stop := serveWS(t, r)
-	defer stop()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(15 * time.Second))
-	br, err := upgradeRaw(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, br, end := dialUpgraded(t, r, 15*time.Second)
+	defer end()
 	var out []byte
 	for k := range 3 {
 		out = append(out, maskedFrame(fmt.Sprintf("m%d", k))...)

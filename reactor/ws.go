@@ -249,6 +249,15 @@ func (r *Reactor) endWS(c *Conn, src io.Reader, code int, reason string, fail *w
 		send, sendReason = fail.code, fail.reason
 	}
 	c.owed(send, sendReason, done)
+	r.closeOwed(c, src, code, reason, send, sendReason)
+}
+
+// closeOwed tells the handler the connection closed (code, reason) and
+// ends it with the close it is owed (send, sendReason): queued at once
+// unless the handler queued it or took it over (DeferCloseReply, then
+// waited for up to closeReplyWait), sent anyway if it was not written in
+// time, then the connection finishes.
+func (r *Reactor) closeOwed(c *Conn, src io.Reader, code int, reason string, send int, sendReason string) {
 	r.h.Close(c, code, reason)
 	c.mu.Lock()
 	now := !c.closing && !c.deferred

@@ -268,18 +268,8 @@ func waitRace(t *testing.T, how string, wantCode, i int) {
 		opts.HeartbeatIdle = 100 * time.Millisecond
 	}
 	r := New(opts, h)
-	addr, stop := serveWS(t, r)
-	defer stop()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	br, err := upgradeRaw(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, br, end := dialUpgraded(t, r, 10*time.Second)
+	defer end()
 	var c *Conn
 	select {
 	case c = <-h.opened:

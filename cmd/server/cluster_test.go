@@ -38,6 +38,13 @@ func natsServer(t *testing.T, port int, clusterPort int, routes ...string) *nats
 		}
 		o.Routes = natsserver.RoutesFromStr(strings.Join(routes, ","))
 	}
+	return runNATS(t, o)
+}
+
+// runNATS starts a real NATS server with options o in the test process and
+// shuts it down when the test ends.
+func runNATS(t *testing.T, o *natsserver.Options) *natsserver.Server {
+	t.Helper()
 	s, err := natsserver.NewServer(o)
 	if err != nil {
 		t.Fatal(err)

@@ -22,20 +22,11 @@ func TestConformanceExpectContinue(t *testing.T) {
 	head := func(n int) []byte {
 		return []byte(fmt.Sprintf("POST /hello HTTP/1.1\r\nHost: forkd\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", n))
 	}
-	dial := func(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		return c, bufio.NewReader(c)
-	}
 	inModes(t, func(t *testing.T, mode string) {
 		s := startHardened(t, mode, 2, "--max-package-size", "64KiB")
 		cfPorts(t, s, func(t *testing.T, addr string) {
 			t.Run("over_limit_413_without_100", func(t *testing.T) {
-				c, br := dial(t, addr)
+				c, br := dialRaw(t, addr)
 				if _, err := c.Write(head(limit + 1)); err != nil {
 					t.Fatal(err)
 				}
@@ -66,7 +57,7 @@ func TestConformanceExpectContinue(t *testing.T) {
 				if addr == s.wsAddr {
 					t.Skip("the WebSocket port answers plain requests 426")
 				}
-				c, br := dial(t, addr)
+				c, br := dialRaw(t, addr)
 				if _, err := c.Write(head(4)); err != nil {
 					t.Fatal(err)
 				}
@@ -92,4 +83,16 @@ func TestConformanceExpectContinue(t *testing.T) {
 			})
 		})
 	})
+}
+
+// dialRaw dials addr for a hand-written HTTP exchange: a 10 s deadline,
+// closed when the test ends.
+func dialRaw(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c)
 }

@@ -115,17 +115,8 @@ func TestAPITokenNotOnCmdline(t *testing.T) {
 func TestClusterTokenNotOnCmdline(t *testing.T) {
 	const token = "nats-secret-7d2b0c91"
 	t.Setenv("FORKD_CLUSTER_TOKEN", "")
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
+	ns := runNATS(t, &natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
 		Authorization: token, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		t.Fatal("NATS server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
 	s := startServer(t, "base", 2, "--node", "tok1", "--cluster", natsURL(ns), "--cluster-token="+token)
 	waitFor(t, 20*time.Second, "the node in its cluster", func() bool {
 		st, err := s.statusErr()
@@ -158,17 +149,8 @@ func TestClusterTokenNotOnCmdline(t *testing.T) {
 // a NATS server that wants them, and no worker's environment.
 func TestClusterURLNotInWorkers(t *testing.T) {
 	const token = "nats-url-secret-51c3e8"
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
+	ns := runNATS(t, &natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
 		Authorization: token, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		t.Fatal("NATS server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
 	t.Setenv("FORKD_CLUSTER_TOKEN", "")
 	t.Setenv("FORKD_CLUSTER", "nats://"+token+"@"+ns.Addr().String())
 	s := startServer(t, "base", 2, "--node", "url1")
