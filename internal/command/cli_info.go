@@ -114,9 +114,8 @@ func missingLine(ids []int) string {
 	for i, id := range ids {
 		s[i] = strconv.Itoa(id)
 	}
-	w := "worker " + s[0] + " did"
 	if len(ids) > 1 {
-		w = "workers " + strings.Join(s, ", ") + " did"
+		return "workers " + strings.Join(s, ", ") + " did not answer within 2s: their connections are not listed"
 	}
-	return w + " not answer within 2s: its connections are not listed"
+	return "worker " + s[0] + " did not answer within 2s: its connections are not listed"
 }
