@@ -151,6 +151,11 @@ func TestClusterUsersWide(t *testing.T) {
 		}
 	}
 	syscall.Kill(n2.Cmd.Process.Pid, syscall.SIGSTOP)
+	// kill returns before the threads stop: one thread takes the signal
+	// and stops the others when it runs, and on a loaded machine another
+	// can answer a request meanwhile (seen: all three members, no node
+	// missing, 2 runs in 20 at load 10-15).
+	waitFor(t, 10*time.Second, "w2's master stopped", func() bool { return allThreadsStopped(n2.Cmd.Process.Pid) })
 	p := getRoom(t, n1, "room=lobby")
 	resp, body := getFresh(t, n1, "/online?uid=alice")
 	syscall.Kill(n2.Cmd.Process.Pid, syscall.SIGCONT)
