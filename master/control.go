@@ -52,8 +52,9 @@ type Response struct {
 	Reload      []ReloadLine `json:"reload,omitempty"`
 	// Page: connections --cluster, one page of a node's connections.
 	Page []json.RawMessage `json:"page,omitempty"`
-	// MissingWorkers: with Connections, the workers that did not answer
-	// in time (BASE mode); their connections are not listed.
+	// MissingWorkers: with Connections (or Page, that node's), the workers
+	// that did not answer in time (BASE mode); their connections are not
+	// listed.
 	MissingWorkers []int `json:"missing_workers,omitempty"`
 }
 
