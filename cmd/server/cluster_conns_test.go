@@ -76,7 +76,7 @@ func TestClusterConnectionsMissing(t *testing.T) {
 	}
 	cont()
 	all := append(listed, hidden.id)
-	waitFor(t, 10*time.Second, "every connection listed again", func() bool {
+	waitFor(t, 20*time.Second, "every connection listed again", func() bool {
 		out, errOut, err := connsRun(t, a, "--cluster")
 		ids := clusterRows(out)
 		for _, id := range all {
