@@ -217,7 +217,9 @@ func (s *hdrScan) scan(b []byte) {
 	}
 }
 
-// note keeps the current line's first bytes, in lower case.
+// note keeps the current line's first bytes, in lower case: only of a
+// line that may matter (a request line, Content-Length,
+// Transfer-Encoding); any other stops at its first byte.
 func (s *hdrScan) note(b []byte) {
 	for _, c := range b {
 		if int(s.preLen) == len(s.pre) {
@@ -225,6 +227,11 @@ func (s *hdrScan) note(b []byte) {
 		}
 		if 'A' <= c && c <= 'Z' {
 			c |= 0x20
+		}
+		if s.preLen == 0 && s.lines > 0 && c != 'c' && c != 't' {
+			s.preLen = uint8(len(s.pre)) // nothing to keep: the prefixes do not match
+			s.pre[0] = 0
+			return
 		}
 		s.pre[s.preLen] = c
 		s.preLen++
