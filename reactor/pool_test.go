@@ -188,14 +188,17 @@ func TestQueuedPoolBurst(t *testing.T) {
 			}
 		}
 		// Goroutines started: those idle once all is done (none ended: the
-		// cleaning period is 10 s). Two, or three if the runtime preempted
-		// one in the middle of a job (its spare then wakes another).
+		// cleaning period is 10 s). Two, plus one for each time the runtime
+		// preempted the one working through the queue (its spare then takes
+		// over and wakes another): once is common on a loaded machine, and
+		// a thread descheduled past sysmon's 10 ms can make it twice or
+		// more. At most six; one per job would be a hundred.
 		waitIdle(t, p, 1)
 		p.mu.Lock()
 		started := len(p.idle)
 		p.mu.Unlock()
-		if started > 3 {
-			t.Errorf("round %d: goroutines for a burst of %d jobs: got %d, want <= 3", round, n, started)
+		if started > 6 {
+			t.Errorf("round %d: goroutines for a burst of %d jobs: got %d, want <= 6", round, n, started)
 		}
 		p.Stop()
 		waitGoroutines(t, 0)
