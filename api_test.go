@@ -315,6 +315,7 @@ func apiTaskWaitMulti(t *testing.T, s *apiServer) {
 		return ""
 	})
 	timingAttempts(t, "TaskWaitMulti with a 300ms timeout", func() string {
+		s.waitTasksIdle() // an attempt before left its 3 s task running: the echo must not queue behind it
 		q := url.Values{"d": {"echo|x", "sleep|3000"}, "timeout": {"300"}}
 		s.get("/multi?"+q.Encode(), false, &r)
 		if fmt.Sprint(r.Kinds) != "[ok timeout]" {
