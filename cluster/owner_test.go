@@ -84,6 +84,7 @@ func TestOwnerAndMissing(t *testing.T) {
 	}
 	// A node whose NATS link is stalled (its subscriptions blocked) is
 	// named, not counted.
+	//
 	// A node gone stays in presence for peerTTL (3.5 s) after its last
 	// heartbeat (at most a second before it went): both calls must start
 	// within those 2.5 s. CallAll first: the gone node has no responders
