@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -55,17 +54,7 @@ func TestConnectionsMissingWorker(t *testing.T) {
 			on0, on1 := memberOn(ms, 0), memberOn(ms, 1)
 			pid := s.workerPids()[1]
 			for round := 0; round < 2; round++ {
-				if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-					t.Fatal(err)
-				}
-				stopped := true
-				cont := func() {
-					if stopped {
-						stopped = false
-						syscall.Kill(pid, syscall.SIGCONT)
-					}
-				}
-				t.Cleanup(cont) // whatever fails below, the worker runs again before the server is ended
+				cont := sigstop(t, pid) // cluster_conns_test.go: runs it again at cleanup too
 
 				missing := mode == "base"
 				out, errOut, err := connsRun(t, s)
