@@ -73,8 +73,9 @@ type Local interface {
 	// Info fills mode, workers and connections.
 	Info() NodeInfo
 	// Conns returns the connections here from offset on, at most limit,
-	// each one JSON object.
-	Conns(offset, limit int) []json.RawMessage
+	// each one JSON object, and the ids of the workers that did not answer
+	// in time (BASE mode): their connections are not in the page.
+	Conns(offset, limit int) ([]json.RawMessage, []int)
 	// SetNode tells the local side its node number (ids issued from now
 	// on carry it).
 	SetNode(n int)

@@ -51,6 +51,9 @@ type fakeLocal struct {
 	node  int
 	casts []string
 	count int
+	// conns and missing: Conns' answer
+	conns   []json.RawMessage
+	missing []int
 }
 
 func (l *fakeLocal) Apply(op Op, done func(Result)) {
@@ -65,11 +68,11 @@ func (l *fakeLocal) Broadcast(room string, c Cast) {
 	l.casts = append(l.casts, room+":"+string(c.Data))
 	l.mu.Unlock()
 }
-func (l *fakeLocal) Count(string) int                 { return l.count }
-func (l *fakeLocal) Info() NodeInfo                   { return NodeInfo{Mode: "process", Workers: 1} }
-func (l *fakeLocal) Conns(int, int) []json.RawMessage { return nil }
-func (l *fakeLocal) SetNode(n int)                    { l.mu.Lock(); l.node = n; l.mu.Unlock() }
-func (l *fakeLocal) PeersChanged(*Node)               {}
+func (l *fakeLocal) Count(string) int                          { return l.count }
+func (l *fakeLocal) Info() NodeInfo                            { return NodeInfo{Mode: "process", Workers: 1} }
+func (l *fakeLocal) Conns(int, int) ([]json.RawMessage, []int) { return l.conns, l.missing }
+func (l *fakeLocal) SetNode(n int)                             { l.mu.Lock(); l.node = n; l.mu.Unlock() }
+func (l *fakeLocal) PeersChanged(*Node)                        {}
 
 func natsForTest(t *testing.T) string {
 	return "nats://" + startNATS(t, &natsserver.Options{}).Addr().String()

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -29,12 +28,8 @@ func (n *Node) onOp(m *nats.Msg) {
 		m.Respond((&Result{Outcome: ipc.OK, Data: []byte(n.cfg.Name)}).encode())
 	case opConns:
 		// Gathering a page asks every BASE worker: not on the handler that
-		// delivers pushes.
-		go func() {
-			page := n.local.Conns(int(op.Arg), int(op.Code))
-			b, _ := json.Marshal(page)
-			m.Respond((&Result{Outcome: ipc.OK, Data: b}).encode())
-		}()
+		// delivers pushes (conns.go).
+		go n.answerConns(m, op)
 	default:
 		// The data stays valid: nats.go hands each message its own buffer.
 		n.local.Apply(op, func(r Result) {
@@ -258,26 +253,4 @@ func (n *Node) countNodes(room string, bound time.Duration) (total int, missing 
 		}
 	}
 	return total, nil
-}
-
-// Conns fetches one page of node num's connections.
-func (n *Node) Conns(num, offset, limit int) ([]json.RawMessage, error) {
-	// A page may take a BASE node a moment (it asks each worker): a longer
-	// bound than a push's.
-	if !n.Connected() {
-		return nil, fmt.Errorf("cluster: node %d: NATS unreachable", num)
-	}
-	msg, err := n.nc.Request(subjNode+strconv.Itoa(num), (&Op{Type: opConns, Arg: uint32(offset), Code: uint16(limit)}).encode(), 10*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: node %d: %w", num, err)
-	}
-	r, err := decodeResult(msg.Data)
-	if err != nil || r.Outcome != ipc.OK {
-		return nil, fmt.Errorf("cluster: node %d: outcome %d", num, r.Outcome)
-	}
-	var page []json.RawMessage
-	if err := json.Unmarshal(r.Data, &page); err != nil {
-		return nil, fmt.Errorf("cluster: node %d: %w", num, err)
-	}
-	return page, nil
 }

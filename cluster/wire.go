@@ -27,6 +27,13 @@ const (
 	opConns uint8 = 255 // one page of the node's connections
 )
 
+// connsMissing, in the flags of an opConns request, asks for the answer
+// that names the workers that did not answer: the JSON object
+// {"page":[...],"missing_workers":[ID,...]} (conns.go). Without it (a node
+// of an older build asking) the answer is the page alone, a JSON array, as
+// it always was; an older node ignores the flag and sends the array.
+const connsMissing uint8 = 1
+
 // Op is one operation sent to another node. Its fields mirror the ipc
 // header of the bus frame it carries.
 type Op struct {

@@ -320,20 +320,23 @@ func (l clusterLocal) Info() cluster.NodeInfo {
 	return i
 }
 
-func (l clusterLocal) Conns(offset, limit int) []json.RawMessage {
+// Conns is one page of the listing `connections` makes (ConnectionsJSON:
+// in BASE mode every worker asked at once, and those that did not answer
+// within connsWait named).
+func (l clusterLocal) Conns(offset, limit int) ([]json.RawMessage, []int) {
 	if limit <= 0 || limit > 1000 {
 		limit = 1000
 	}
-	all := l.m.Connections()
-	out := []json.RawMessage{}
-	for i := offset; i < len(all) && len(out) < limit; i++ {
-		if i < 0 {
-			continue
-		}
-		b, _ := json.Marshal(all[i])
-		out = append(out, b)
+	list, missing := l.m.ConnectionsJSON()
+	all, err := splitJSONArray(list)
+	if err != nil { // the master put it together: cannot happen
+		l.m.log.Warn().Err(err).Msg("connections --cluster: this node's list is not a JSON array")
 	}
-	return out
+	out := []json.RawMessage{}
+	for i := max(offset, 0); i < len(all) && len(out) < limit; i++ {
+		out = append(out, all[i])
+	}
+	return out, missing
 }
 
 // ClusterPage is how many connections one page of `connections --cluster`
@@ -341,15 +344,19 @@ func (l clusterLocal) Conns(offset, limit int) []json.RawMessage {
 const ClusterPage = 500
 
 // ClusterConnections returns one page of node n's connections from offset
-// on (n: this node's number or 0 for this server).
-func (m *Master) ClusterConnections(n, offset int) ([]json.RawMessage, error) {
+// on (n: this node's number or 0 for this server), and the ids of that
+// node's workers that did not answer in time (their connections are not
+// in the page). A node that gave no page: a *cluster.NoAnswerError.
+func (m *Master) ClusterConnections(n, offset int) ([]json.RawMessage, []int, error) {
 	if m.cluster == nil {
-		return nil, errNoCluster
+		return nil, nil, errNoCluster
 	}
 	if n == 0 || n == m.node() {
-		return clusterLocal{m}.Conns(offset, ClusterPage), nil
+		page, missing := clusterLocal{m}.Conns(offset, ClusterPage)
+		return page, missing, nil
 	}
-	return m.cluster.Conns(n, offset, ClusterPage)
+	p, err := m.cluster.Conns(n, offset, ClusterPage)
+	return p.Page, p.Missing, err
 }
 
 var errNoCluster = errors.New("master: this server is not in a cluster (start it with --cluster or --cluster-embed)")

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/reactor"
 )
 
@@ -51,8 +52,9 @@ type Response struct {
 	Reload      []ReloadLine `json:"reload,omitempty"`
 	// Page: connections --cluster, one page of a node's connections.
 	Page []json.RawMessage `json:"page,omitempty"`
-	// MissingWorkers: with Connections, the workers that did not answer
-	// in time (BASE mode); their connections are not listed.
+	// MissingWorkers: with Connections (or Page, that node's), the workers
+	// that did not answer in time (BASE mode); their connections are not
+	// listed.
 	MissingWorkers []int `json:"missing_workers,omitempty"`
 }
 
@@ -212,8 +214,12 @@ func (s *controlServer) handle(c *net.UnixConn) {
 		writeConnections(c, list, missing)
 		return
 	case "cluster-connections":
-		resp.Page, err = s.m.ClusterConnections(req.Node, req.Offset)
-		if err != nil {
+		resp.Page, resp.MissingWorkers, err = s.m.ClusterConnections(req.Node, req.Offset)
+		if na := (*cluster.NoAnswerError)(nil); errors.As(err, &na) {
+			// The node, not this master, failed: the CLI names the node it
+			// asked about beside the reason, and goes on.
+			resp.Error, resp.Code = na.Reason(), CodeNodeNoAnswer
+		} else if err != nil {
 			resp.Error = err.Error()
 		}
 	case "reload":

@@ -19,6 +19,9 @@ var (
 	ErrReloadFailed   = errors.New("master: reload failed")
 	ErrCertificates   = errors.New("master: tls: certificates refused")
 	ErrReopenLogs     = errors.New("master: reopen logs failed")
+	// ErrNodeNoAnswer: connections --cluster, the node asked for a page
+	// did not give it (within cluster.ConnsWait, or NATS is down).
+	ErrNodeNoAnswer = errors.New("master: cluster: the node did not answer")
 )
 
 // Control error codes, in Response.Code. Part of the control protocol (a
@@ -31,6 +34,7 @@ const (
 	CodeReloadFailed   = "reload-failed"
 	CodeCertificates   = "certificates"
 	CodeReopenLogs     = "reopen-logs"
+	CodeNodeNoAnswer   = "node-no-answer"
 )
 
 var codeErrs = map[string]error{
@@ -41,6 +45,7 @@ var codeErrs = map[string]error{
 	CodeReloadFailed:   ErrReloadFailed,
 	CodeCertificates:   ErrCertificates,
 	CodeReopenLogs:     ErrReopenLogs,
+	CodeNodeNoAnswer:   ErrNodeNoAnswer,
 }
 
 // ControlError is a command the master refused or failed: its code and its

@@ -4,12 +4,10 @@ import (
 	"encoding/json"
 	"os"
 	"runtime"
-	"sort"
 	"time"
 
 	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/ipc"
-	"github.com/forkd/forkd/reactor"
 )
 
 // WorkerStatus is one worker process in `server status`.
@@ -189,23 +187,6 @@ func (m *Master) Status() Status {
 		}
 	}
 	return st
-}
-
-// Connections lists every open connection.
-func (m *Master) Connections() []reactor.Info {
-	out, mine := m.mode.list()
-	if !mine {
-		out = []reactor.Info{}
-		lists, _ := m.queryConns() // conns_json.go
-		for _, b := range lists {
-			var infos []reactor.Info
-			if json.Unmarshal(b, &infos) == nil {
-				out = append(out, infos...)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Since < out[j].Since })
-	return out
 }
 
 func (m *Master) reactorNum() int {

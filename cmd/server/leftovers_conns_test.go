@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -70,17 +69,7 @@ func TestConnectionsMissingWorker(t *testing.T) {
 				}
 			}
 			for round := 0; round < 2; round++ {
-				if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-					t.Fatal(err)
-				}
-				stopped := true
-				cont := func() {
-					if stopped {
-						stopped = false
-						syscall.Kill(pid, syscall.SIGCONT)
-					}
-				}
-				t.Cleanup(cont) // whatever fails below, the worker runs again before the server is ended
+				cont := sigstop(t, pid) // cluster_conns_test.go: runs it again at cleanup too
 
 				missing := mode == "base"
 				out, errOut, err := conns()

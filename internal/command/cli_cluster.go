@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -155,7 +156,11 @@ func clusterStatus(c *cli.Context) error {
 }
 
 // clusterConnections streams every node's connections, a page at a time
-// (--json: one JSON object per line, each with its node).
+// (--json: one JSON object per line, each with its node). What it could
+// not list is named as `connections` names it (missingLine), one line
+// per node: a node's workers that did not answer in time, or a node that
+// gave no page at all. That is a partial answer, exit 0; a failure of this
+// server's master is the command's failure.
 func clusterConnections(c *cli.Context) error {
 	st, err := clusterState(c)
 	if err != nil {
@@ -167,7 +172,7 @@ func clusterConnections(c *cli.Context) error {
 		fmt.Fprintln(tw, "NODE\tID\tWORKER\tLISTENER\tREMOTE\tPROTOCOL\tPATH\tSINCE")
 	}
 	total := 0
-	var failed []string
+	var failed, gaps []string
 	nodes := st.Cluster.Nodes
 	self := false
 	for _, n := range nodes {
@@ -177,11 +182,22 @@ func clusterConnections(c *cli.Context) error {
 		nodes = append([]cluster.NodeInfo{{Node: st.Cluster.Node, Name: st.Cluster.Name}}, nodes...)
 	}
 	for _, n := range nodes {
+		node := fmt.Sprintf("node %s (number %d)", n.Name, n.Node)
+		var missing []int
 		for off := 0; ; {
 			resp, err := master.Call(c.String("run-dir"), master.Request{Cmd: "cluster-connections", Node: n.Node, Offset: off}, 30*time.Second)
+			if errors.Is(err, master.ErrNodeNoAnswer) {
+				gaps = append(gaps, fmt.Sprintf("%s %v: its connections are not listed", node, err)) // err: "did not answer within 10s"
+				break
+			}
 			if err != nil {
 				failed = append(failed, fmt.Sprintf("node %d (%s): %v", n.Node, n.Name, err))
 				break
+			}
+			for _, id := range resp.MissingWorkers {
+				if !slices.Contains(missing, id) {
+					missing = append(missing, id)
+				}
 			}
 			for _, raw := range resp.Page {
 				total++
@@ -203,13 +219,23 @@ func clusterConnections(c *cli.Context) error {
 			}
 			off += len(resp.Page)
 		}
+		if len(missing) > 0 {
+			slices.Sort(missing)
+			gaps = append(gaps, node+": "+missingLine(missing))
+		}
 		if !c.Bool("json") {
 			tw.Flush()
 		}
 	}
-	if !c.Bool("json") {
+	out := os.Stdout
+	if c.Bool("json") {
+		out = os.Stderr // stdout stays the objects scripts parse
+	} else {
 		fmt.Fprintf(tw, "%d connections on %d nodes\n", total, len(nodes))
 		tw.Flush()
+	}
+	for _, g := range gaps {
+		fmt.Fprintln(out, g)
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("connections --cluster: %s", strings.Join(failed, "; "))
