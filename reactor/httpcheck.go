@@ -184,7 +184,11 @@ func (s *hdrScan) scan(b []byte) {
 			s.prev = b[len(b)-1]
 			return
 		}
-		s.note(b[:i])
+		line := b[:i] // a whole line, or the end of one begun in an earlier read
+		if s.lineLen > 0 {
+			s.note(line)
+			line = s.pre[:s.preLen]
+		}
 		prev := s.prev
 		if i > 0 {
 			prev = b[i-1]
@@ -204,10 +208,10 @@ func (s *hdrScan) scan(b []byte) {
 			*s = hdrScan{state: hdrScanning, follow: true}
 			continue
 		case !empty:
-			p := s.pre[:s.preLen]
 			if s.lines == 0 {
-				s.next = bytes.HasPrefix(p, strGET) || bytes.HasPrefix(p, strHEAD)
-			} else if bytes.HasPrefix(p, strContentLength) || bytes.HasPrefix(p, strTransferEncoding) {
+				s.next = hasPrefixFold(line, strGET) || hasPrefixFold(line, strHEAD)
+			} else if s.next && len(line) > 0 && (line[0]|0x20 == 'c' || line[0]|0x20 == 't') &&
+				(hasPrefixFold(line, strContentLength) || hasPrefixFold(line, strTransferEncoding)) {
 				s.next = false
 			}
 			s.lines++
@@ -217,23 +221,7 @@ func (s *hdrScan) scan(b []byte) {
 	}
 }
 
-// note keeps the current line's first bytes, in lower case: only of a
-// line that may matter (a request line, Content-Length,
-// Transfer-Encoding); any other stops at its first byte.
+// note keeps the first bytes of a line that a read cut.
 func (s *hdrScan) note(b []byte) {
-	for _, c := range b {
-		if int(s.preLen) == len(s.pre) {
-			return
-		}
-		if 'A' <= c && c <= 'Z' {
-			c |= 0x20
-		}
-		if s.preLen == 0 && s.lines > 0 && c != 'c' && c != 't' {
-			s.preLen = uint8(len(s.pre)) // nothing to keep: the prefixes do not match
-			s.pre[0] = 0
-			return
-		}
-		s.pre[s.preLen] = c
-		s.preLen++
-	}
+	s.preLen += uint8(copy(s.pre[s.preLen:], b))
 }
