@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,13 +221,19 @@ type taskReply struct {
 // task's error wrapped in ErrTaskFailed, or ErrTimeout in time.
 func apiTask(t *testing.T, s *apiServer) {
 	var r taskReply
-	s.get("/task?data="+url.QueryEscape("sleep|300"), false, &r)
-	if r.Kind != "ok" || (r.Result != "2" && r.Result != "3") || !r.SameProcess {
-		t.Errorf("Task(sleep 300ms): got %+v, want ok with a task worker id (2 or 3) in the sending process", r)
-	}
-	if r.ReturnedMs > 100 || r.FinishedMs < 290 {
-		t.Errorf("Task(sleep 300ms): returned after %.1fms, finished after %.1fms; want it to return at once and finish after ~300ms", r.ReturnedMs, r.FinishedMs)
-	}
+	timingAttempts(t, "Task(sleep 300ms)", func() string {
+		s.get("/task?data="+url.QueryEscape("sleep|300"), false, &r)
+		if r.Kind != "ok" || (r.Result != "2" && r.Result != "3") || !r.SameProcess {
+			t.Errorf("Task(sleep 300ms): got %+v, want ok with a task worker id (2 or 3) in the sending process", r)
+		}
+		if r.FinishedMs < 290 {
+			t.Errorf("Task(sleep 300ms): finished after %.1fms, before the task's 300ms", r.FinishedMs)
+		}
+		if r.ReturnedMs > 100 {
+			return fmt.Sprintf("returned after %.1fms (finished after %.1fms); want it to return at once", r.ReturnedMs, r.FinishedMs)
+		}
+		return ""
+	})
 	s.get("/task?data="+url.QueryEscape("fail|no luck"), false, &r)
 	if r.Kind != "failed" || r.Err != "forkd: task failed: no luck" {
 		t.Errorf("Task(fail): got kind %q err %q, want failed \"forkd: task failed: no luck\"", r.Kind, r.Err)
@@ -247,20 +254,29 @@ func apiTask(t *testing.T, s *apiServer) {
 			if tc.timeout != "" {
 				path += "&timeout=" + tc.timeout
 			}
-			var r taskReply
-			s.get(path, false, &r)
-			if r.Kind != tc.kind || r.Err != tc.err {
-				t.Errorf("TaskWait(%q): got kind %q err %q, want %q %q", tc.data, r.Kind, r.Err, tc.kind, tc.err)
-			}
-			if tc.name == "echo" {
-				want0, want1 := fmt.Sprintf("hi@2<-%d", r.Worker), fmt.Sprintf("hi@3<-%d", r.Worker)
-				if r.Result != want0 && r.Result != want1 {
-					t.Errorf("TaskWait(echo): got %q, want %q or %q (task worker id, sending worker id)", r.Result, want0, want1)
+			timingAttempts(t, "TaskWait("+tc.data+")", func() string {
+				var r taskReply
+				s.get(path, false, &r)
+				if r.Kind != tc.kind || r.Err != tc.err {
+					t.Errorf("TaskWait(%q): got kind %q err %q, want %q %q", tc.data, r.Kind, r.Err, tc.kind, tc.err)
 				}
-			}
-			if tc.kind == "timeout" && (r.TookMs < 190 || r.TookMs > 1500) {
-				t.Errorf("TaskWait with a 200ms timeout returned after %.1fms", r.TookMs)
-			}
+				if tc.name == "echo" {
+					want0, want1 := fmt.Sprintf("hi@2<-%d", r.Worker), fmt.Sprintf("hi@3<-%d", r.Worker)
+					if r.Result != want0 && r.Result != want1 {
+						t.Errorf("TaskWait(echo): got %q, want %q or %q (task worker id, sending worker id)", r.Result, want0, want1)
+					}
+				}
+				if tc.kind != "timeout" {
+					return ""
+				}
+				if r.TookMs < 190 {
+					t.Errorf("TaskWait with a 200ms timeout returned after %.1fms, before it", r.TookMs)
+				}
+				if r.TookMs > 1500 { // the task itself takes 2000ms
+					return fmt.Sprintf("returned after %.1fms with a 200ms timeout", r.TookMs)
+				}
+				return ""
+			})
 		})
 	}
 }
@@ -275,38 +291,68 @@ func apiTaskWaitMulti(t *testing.T, s *apiServer) {
 		TookMs  float64  `json:"took_ms"`
 		Worker  int      `json:"worker"`
 	}
-	s.waitTasksIdle() // the timed-out tasks of apiTask may still run
-	q := url.Values{"d": {"echo|a", "fail|b", "echo|c", "sleep|300", "sleep|300"}}
-	s.get("/multi?"+q.Encode(), false, &r)
-	wantKinds := []string{"ok", "failed", "ok", "ok", "ok"}
-	if fmt.Sprint(r.Kinds) != fmt.Sprint(wantKinds) {
-		t.Fatalf("TaskWaitMulti kinds: got %v (%q), want %v", r.Kinds, r.Errs, wantKinds)
-	}
-	for i, prefix := range []string{"a@", "", "c@"} {
-		if prefix != "" && !bytes.HasPrefix([]byte(r.Results[i]), []byte(prefix)) {
-			t.Errorf("TaskWaitMulti result %d: got %q, want %s...", i, r.Results[i], prefix)
+	timingAttempts(t, "TaskWaitMulti", func() string {
+		s.waitTasksIdle() // the timed-out tasks of apiTask (or of an attempt before) may still run
+		q := url.Values{"d": {"echo|a", "fail|b", "echo|c", "sleep|300", "sleep|300"}}
+		s.get("/multi?"+q.Encode(), false, &r)
+		wantKinds := []string{"ok", "failed", "ok", "ok", "ok"}
+		if fmt.Sprint(r.Kinds) != fmt.Sprint(wantKinds) {
+			t.Fatalf("TaskWaitMulti kinds: got %v (%q), want %v", r.Kinds, r.Errs, wantKinds)
 		}
+		for i, prefix := range []string{"a@", "", "c@"} {
+			if prefix != "" && !bytes.HasPrefix([]byte(r.Results[i]), []byte(prefix)) {
+				t.Errorf("TaskWaitMulti result %d: got %q, want %s...", i, r.Results[i], prefix)
+			}
+		}
+		if r.Errs[1] != "forkd: task failed: b" {
+			t.Errorf("TaskWaitMulti error 1: got %q", r.Errs[1])
+		}
+		// Two 300ms tasks on two task workers run side by side (plus the
+		// quick ones queued behind them at worst).
+		if r.TookMs > 1200 {
+			return fmt.Sprintf("took %.1fms, want the two 300ms tasks in parallel", r.TookMs)
+		}
+		return ""
+	})
+	timingAttempts(t, "TaskWaitMulti with a 300ms timeout", func() string {
+		s.waitTasksIdle() // an attempt before left its 3 s task running: the echo must not queue behind it
+		q := url.Values{"d": {"echo|x", "sleep|3000"}, "timeout": {"300"}}
+		s.get("/multi?"+q.Encode(), false, &r)
+		if fmt.Sprint(r.Kinds) != "[ok timeout]" {
+			t.Errorf("TaskWaitMulti with a 300ms timeout: got %v, want [ok timeout]", r.Kinds)
+		}
+		if r.TookMs > 2000 { // the slow task takes 3000ms
+			return fmt.Sprintf("returned after %.1fms, want promptly after the timeout", r.TookMs)
+		}
+		return ""
+	})
+}
+
+// timingAttempts runs attempt, which checks what must hold every time
+// itself (t.Errorf) and returns what went wrong with its timing ("" for
+// nothing). A timing miss is tried again, up to three attempts: the bounds
+// are wide for a server process of a race build, but one scheduling stall
+// of a loaded machine (a second or two) can still take one attempt past
+// them; a server that misses every time fails.
+func timingAttempts(t *testing.T, what string, attempt func() string) {
+	t.Helper()
+	var misses []string
+	for i := 0; i < 3; i++ {
+		miss := attempt()
+		if miss == "" || t.Failed() {
+			return
+		}
+		t.Logf("%s, attempt %d: %s", what, i+1, miss)
+		misses = append(misses, miss)
 	}
-	if r.Errs[1] != "forkd: task failed: b" {
-		t.Errorf("TaskWaitMulti error 1: got %q", r.Errs[1])
-	}
-	// Two 300ms tasks on two task workers run side by side (plus the quick
-	// ones queued behind them at worst).
-	if r.TookMs > 1200 {
-		t.Errorf("TaskWaitMulti took %.1fms, want the two 300ms tasks in parallel", r.TookMs)
-	}
-	q = url.Values{"d": {"echo|x", "sleep|3000"}, "timeout": {"300"}}
-	s.get("/multi?"+q.Encode(), false, &r)
-	if fmt.Sprint(r.Kinds) != "[ok timeout]" || r.TookMs > 2000 {
-		t.Errorf("TaskWaitMulti with a 300ms timeout: got %v after %.1fms, want [ok timeout] promptly", r.Kinds, r.TookMs)
-	}
+	t.Errorf("%s: missed its timing in every attempt: %s", what, strings.Join(misses, "; "))
 }
 
 // apiTimers: Tick fires at its interval within tolerance and stops when
 // cleared; a slow callback delays only its own timer; After fires once; a
 // cleared After never fires; ClearTimer reports whether the timer was live.
 func apiTimers(t *testing.T, s *apiServer) {
-	var r struct {
+	type timersReply struct {
 		Ticks           []float64 `json:"ticks_ms"`
 		TicksAfterClear int       `json:"ticks_after_clear"`
 		SlowRuns        int       `json:"slow_runs"`
@@ -321,44 +367,63 @@ func apiTimers(t *testing.T, s *apiServer) {
 		TimersDuring    int       `json:"timers_during"`
 		TimersAfter     int       `json:"timers_after"`
 	}
-	s.get("/timers", false, &r)
-	t.Logf("ticks at %v ms; slow runs %d; after at %.1fms", r.Ticks, r.SlowRuns, r.AfterMs)
-	// 600ms of a 50ms Tick: 12 ticks; allow a scheduler hiccup or two.
-	if n := len(r.Ticks); n < 9 || n > 13 {
-		t.Errorf("Tick(50ms) over 600ms: got %d ticks, want about 12", n)
-	}
-	// Never early; on average at the interval (a loaded machine may delay
-	// one tick, and a Ticker then skips rather than bunches).
-	for i, at := range r.Ticks {
-		if want := float64(50 * (i + 1)); at < want-5 {
-			t.Errorf("tick %d at %.1fms, before its time (%.0fms)", i+1, at, want)
+	timingAttempts(t, "timers", func() string {
+		var r timersReply
+		s.get("/timers", false, &r)
+		t.Logf("ticks at %v ms; slow runs %d; after at %.1fms", r.Ticks, r.SlowRuns, r.AfterMs)
+		// What holds however late the worker runs: never early, nothing
+		// after a clear, ClearTimer's answers, no timer left.
+		for i, at := range r.Ticks {
+			if want := float64(50 * (i + 1)); at < want-5 {
+				t.Errorf("tick %d at %.1fms, before its time (%.0fms)", i+1, at, want)
+			}
 		}
-	}
-	if n := len(r.Ticks); n >= 2 {
-		if mean := (r.Ticks[n-1] - r.Ticks[0]) / float64(n-1); mean < 45 || mean > 75 {
-			t.Errorf("Tick(50ms): mean interval %.1fms, want about 50ms", mean)
+		if r.TicksAfterClear > 0 {
+			t.Errorf("Tick kept firing after ClearTimer: %d more ticks", r.TicksAfterClear)
 		}
-	}
-	if r.TicksAfterClear > 0 {
-		t.Errorf("Tick kept firing after ClearTimer: %d more ticks", r.TicksAfterClear)
-	}
-	// The slow Tick (200ms callback every 50ms) skips what it missed: 3-4
-	// runs; the fast one beside it was not slowed (checked above).
-	if r.SlowRuns < 2 || r.SlowRuns > 5 || r.SlowAfterClear > 0 {
-		t.Errorf("slow Tick: %d runs in 600ms, %d after clear; want 3-4 and none after", r.SlowRuns, r.SlowAfterClear)
-	}
-	if r.AfterMs < 145 || r.AfterMs > 300 {
-		t.Errorf("After(150ms) fired at %.1fms", r.AfterMs)
-	}
-	if r.ClearedFired || !r.ClearPending {
-		t.Errorf("After cleared before firing: fired %v, ClearTimer returned %v; want not fired, true", r.ClearedFired, r.ClearPending)
-	}
-	if !r.ClearFirst || r.ClearAgain || r.ClearAfterFired {
-		t.Errorf("ClearTimer: live Tick %v, again %v, fired After %v; want true, false, false", r.ClearFirst, r.ClearAgain, r.ClearAfterFired)
-	}
-	if r.TimersDuring != r.TimersBefore+3 || r.TimersAfter != r.TimersBefore {
-		t.Errorf("Stats timers: before %d, during %d, after %d; want +3 while running, back after", r.TimersBefore, r.TimersDuring, r.TimersAfter)
-	}
+		if r.SlowAfterClear > 0 {
+			t.Errorf("slow Tick kept firing after ClearTimer: %d more runs", r.SlowAfterClear)
+		}
+		if r.AfterMs != 0 && r.AfterMs < 145 { // 0: not fired yet (below)
+			t.Errorf("After(150ms) fired at %.1fms, before its time", r.AfterMs)
+		}
+		if r.ClearedFired || !r.ClearPending {
+			t.Errorf("After cleared before firing: fired %v, ClearTimer returned %v; want not fired, true", r.ClearedFired, r.ClearPending)
+		}
+		if !r.ClearFirst || r.ClearAgain || r.AfterMs != 0 && r.ClearAfterFired {
+			t.Errorf("ClearTimer: live Tick %v, again %v, fired After %v; want true, false, false", r.ClearFirst, r.ClearAgain, r.ClearAfterFired)
+		}
+		if r.TimersAfter != r.TimersBefore {
+			t.Errorf("Stats timers: before %d, after %d; want back after", r.TimersBefore, r.TimersAfter)
+		}
+		// What a stall of the worker (a loaded machine) can move: the
+		// counts over 600ms, the After's lateness, and whether the After
+		// had fired already when Stats was read right after it was set.
+		var miss []string
+		// 600ms of a 50ms Tick: 12 ticks; allow a scheduler hiccup or two.
+		if n := len(r.Ticks); n < 9 || n > 13 {
+			miss = append(miss, fmt.Sprintf("Tick(50ms) over 600ms: %d ticks, want about 12", n))
+		}
+		// On average at the interval (a loaded machine may delay one tick,
+		// and a Ticker then skips rather than bunches).
+		if n := len(r.Ticks); n >= 2 {
+			if mean := (r.Ticks[n-1] - r.Ticks[0]) / float64(n-1); mean < 45 || mean > 75 {
+				miss = append(miss, fmt.Sprintf("Tick(50ms): mean interval %.1fms, want about 50ms", mean))
+			}
+		}
+		// The slow Tick (200ms callback every 50ms) skips what it missed:
+		// 3-4 runs; the fast one beside it was not slowed (checked above).
+		if r.SlowRuns < 2 || r.SlowRuns > 5 {
+			miss = append(miss, fmt.Sprintf("slow Tick: %d runs in 600ms, want 3-4", r.SlowRuns))
+		}
+		if r.AfterMs == 0 || r.AfterMs > 300 {
+			miss = append(miss, fmt.Sprintf("After(150ms) fired at %.1fms (0: not within 900ms)", r.AfterMs))
+		}
+		if r.TimersDuring != r.TimersBefore+3 {
+			miss = append(miss, fmt.Sprintf("Stats timers: before %d, during %d, want +3 while running", r.TimersBefore, r.TimersDuring))
+		}
+		return strings.Join(miss, "; ")
+	})
 }
 
 type pipeReply struct {
@@ -435,7 +500,8 @@ func apiTaskWorkerSender(t *testing.T, s *apiServer) {
 			Conn   string `json:"conn"`
 			Worker int    `json:"worker"`
 		}
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		// The hello, then (same deadline) a push through a task worker.
+		c.SetReadDeadline(time.Now().Add(15 * time.Second))
 		if err := c.ReadJSON(&hello); err != nil {
 			t.Fatalf("read hello: %v", err)
 		}

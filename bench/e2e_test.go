@@ -253,7 +253,10 @@ func TestStartTargetNotReady(t *testing.T) {
 		ready                 time.Duration
 	}{
 		{"exits", "/bin/false", "", "bench: server in mode base exited (exit status 1)", 30 * time.Second},
-		{"hangs", os.Args[0], "1", "bench: server in mode base did not become ready in 500ms: ", 500 * time.Millisecond},
+		// Long enough for the race-built helper to have started and said
+		// why it hangs (the error must carry it) on a loaded machine: with
+		// 500 ms the deadline could come before the child's first line.
+		{"hangs", os.Args[0], "1", "bench: server in mode base did not become ready in 3s: ", 3 * time.Second},
 		{"missing", "/nonexistent/server", "", "bench: start /nonexistent/server start --mode base", 30 * time.Second},
 	}
 	for _, tt := range tests {

@@ -110,7 +110,13 @@ func TestNginxReference(t *testing.T) {
 			if resp.StatusCode != 200 || string(body) != "hello" {
 				t.Errorf("GET /hello: got %d %q, want 200 \"hello\"", resp.StatusCode, body)
 			}
+			// Ready means a worker answered; the master may fork the next
+			// worker a moment later (a loaded machine): wait for them all.
 			ps := tg.procs(ctx)
+			for deadline := time.Now().Add(10 * time.Second); len(ps) < 1+workers && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+				ps = tg.procs(ctx)
+			}
 			var roles []string
 			for _, p := range ps {
 				roles = append(roles, p.role)

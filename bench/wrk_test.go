@@ -124,10 +124,15 @@ func TestRunWithWrk(t *testing.T) {
 	for _, r := range rep.Results {
 		rows++
 		// wrk's count over wrk's duration; its latency; the server's CPU.
-		if r.Ops < 100 || r.Errors != 0 || r.P50us <= 0 || r.P99us < r.P50us || r.ServerCPU <= 0 || r.LoadgenCPU <= 0 {
+		// Load went through and was counted; how much is the machine's
+		// business (a floor of 100 per second was a performance bound).
+		if r.Ops < 1 || r.Errors != 0 || r.P50us <= 0 || r.P99us < r.P50us || r.ServerCPU <= 0 || r.LoadgenCPU <= 0 {
 			t.Errorf("%s/%s: %+v", r.Scenario, r.Mode, *r)
 		}
-		if r.Scenario == "http" && (r.Seconds < 0.9 || r.Seconds > 1.2) {
+		// wrk's own duration ("N requests in 1.00s"), never below its -d1s;
+		// above it by what a loaded machine delays wrk's stop (its thread
+		// checks every 100 ms), not by orders of magnitude (a unit misread).
+		if r.Scenario == "http" && (r.Seconds < 0.9 || r.Seconds > 3) {
 			t.Errorf("http/%s: %.2f s measured, want wrk's 1 s", r.Mode, r.Seconds)
 		}
 		if want := map[bool]string{true: LoadgenWrk}[r.Scenario == "http"]; r.Loadgen != want {

@@ -47,16 +47,19 @@ type Config struct {
 
 // NodeInfo is one node as presence shows it.
 type NodeInfo struct {
-	Name     string    `json:"name"`
-	Node     int       `json:"node"`
-	Mode     string    `json:"mode"`
-	Workers  int       `json:"workers"`
-	Conns    int       `json:"connections"`
-	Pid      int       `json:"pid"`
-	Since    time.Time `json:"since"`
-	Dropped  uint64    `json:"dropped"`           // cluster messages this node dropped (slow consumer, full)
-	Leaving  bool      `json:"leaving,omitempty"` // a goodbye
-	LastSeen time.Time `json:"last_seen"`
+	Name    string `json:"name"`
+	Node    int    `json:"node"`
+	Mode    string `json:"mode"`
+	Workers int    `json:"workers"`
+	Conns   int    `json:"connections"`
+	// Uncounted are the BASE workers that did not answer the count in
+	// time (stopped, hung): their connections are not in Conns.
+	Uncounted []int     `json:"uncounted_workers,omitempty"`
+	Pid       int       `json:"pid"`
+	Since     time.Time `json:"since"`
+	Dropped   uint64    `json:"dropped"`           // cluster messages this node dropped (slow consumer, full)
+	Leaving   bool      `json:"leaving,omitempty"` // a goodbye
+	LastSeen  time.Time `json:"last_seen"`
 }
 
 // Local is what this node offers the cluster (the master implements it).

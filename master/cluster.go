@@ -301,24 +301,32 @@ func (l clusterLocal) Info() cluster.NodeInfo {
 		i.Conns = m.reactor.Len()
 		return i
 	}
+	type worker struct {
+		id int
+		p  *proc
+	}
 	m.mu.Lock()
-	var procs []*proc
+	var procs []worker
 	for _, sl := range m.slots {
 		if sl.worker() && sl.cur != nil && sl.cur.State() == StateReady {
-			procs = append(procs, sl.cur)
+			procs = append(procs, worker{sl.id, sl.cur})
 		}
 	}
 	m.mu.Unlock()
-	for _, p := range procs {
-		if b, err := p.query(ipcStats, 500*time.Millisecond); err == nil {
-			var s ipc.WorkerStats
-			if json.Unmarshal(b, &s) == nil {
-				i.Conns += s.Connections
-			}
+	for _, w := range procs {
+		var s ipc.WorkerStats
+		if b, err := w.p.query(ipcStats, infoWait); err == nil && json.Unmarshal(b, &s) == nil {
+			i.Conns += s.Connections
+		} else {
+			i.Uncounted = append(i.Uncounted, w.id) // named in status --cluster, not left out in silence
 		}
 	}
 	return i
 }
+
+// infoWait bounds a BASE worker's answer to the heartbeat's count of
+// connections (cluster.NodeInfo.Conns, once a second).
+const infoWait = 500 * time.Millisecond
 
 // Conns is one page of the listing `connections` makes (ConnectionsJSON:
 // in BASE mode every worker asked at once, and those that did not answer

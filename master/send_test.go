@@ -38,9 +38,11 @@ func TestAckLaterSteadyStream(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	// 50 times ackDelay: a scheduling stall cannot fail it, a timer pushed
-	// back at every batch (it fired only in a pause of the stream) does.
-	r.SetReadDeadline(start.Add(50 * ackDelay))
+	// 500 times ackDelay (5 s): a scheduling stall of a loaded machine
+	// (half a second is 50 times ackDelay) cannot fail it; a timer pushed
+	// back at every batch (it fired only in a pause of the stream, which
+	// never comes here) does, whatever the bound.
+	r.SetReadDeadline(start.Add(500 * ackDelay))
 	f, err := ipc.NewReader(r, ipc.MaxPayload).Next()
 	if err != nil {
 		t.Fatalf("no SendAck while the stream went on (%v after %v)", err, time.Since(start))

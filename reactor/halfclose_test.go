@@ -94,8 +94,14 @@ func halfCloseDeferred(t *testing.T, meanwhile int) {
 	hold := 50 * time.Millisecond // nothing goes out before the handler answers
 	if meanwhile == meanwhileHeartbeat {
 		// Several heartbeat ticks past the idle limit, the client silent
-		// (its FIN is read first: below).
-		opts.HeartbeatIdle, hold = 300*time.Millisecond, time.Second
+		// (its FIN is read first: below). The limit is also the window
+		// between the last message read and the FIN read, which must come
+		// first: a second, not 300 ms, so that a stalled process (-race, a
+		// loaded CI box) does not see the heartbeat win that race (a close
+		// 1000 before the 1006 the test is about). The hold, 2.5 s, still
+		// spans about five sweeps past the limit, where a heartbeat that
+		// cut a deferred end would.
+		opts.HeartbeatIdle, hold = time.Second, 2500*time.Millisecond
 	}
 	r := New(opts, h)
 	nc, br, end := dialUpgraded(t, r, 15*time.Second)

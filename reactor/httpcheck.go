@@ -105,17 +105,24 @@ var errBareLF = errors.New("reactor: header block ended with bare LF")
 // connection reads them, only to tell that fasthttp is waiting for more
 // after a complete block it cannot parse (one ended with bare LFs, which
 // RFC 9112 2.2 lets a server refuse): Read then fails at once, and the
-// client gets 400 instead of a 408 after the read timeout. It only runs
-// when the scan starts at a request's first byte (not when pipelined
-// bytes were already buffered), and it stops at the block's end.
+// client gets 400 instead of a 408 after the read timeout. It runs when
+// the scan starts at a request's first byte (not when pipelined bytes
+// were already buffered), and it stops at the block's end, unless the
+// request can have no body (GET or HEAD, no Content-Length or
+// Transfer-Encoding): then the next byte starts the next request, and
+// the scan goes on into the requests pipelined behind it (follow).
 type hdrScan struct {
 	state   uint8
 	bare    bool // the block ended without CRLFCRLF
-	done    bool // the block's end was seen
+	done    bool // the block's end was seen; scanning stopped
+	follow  bool // a bodiless block ended and the scan went on past it
+	next    bool // this block's request can have no body (so far)
 	lines   int  // non-empty lines so far
 	lineLen int  // bytes of the current line so far
 	prev    byte
 	lastCR  bool // the previous line ended in CRLF
+	preLen  uint8
+	pre     [len("transfer-encoding:")]byte // the current line's first bytes, lower case
 }
 
 const (
@@ -125,6 +132,18 @@ const (
 )
 
 func (s *hdrScan) reset(state uint8) { *s = hdrScan{state: state} }
+
+// idle is called when a request is done and the connection waits for
+// the next: a scan that is following the stream past this request keeps
+// what it saw of the next ones (a bare block among them fails the read
+// fasthttp makes for it); any other starts again at the next read.
+func (s *hdrScan) idle() {
+	if s.state == hdrScanning && s.follow && (!s.done || s.bare) {
+		s.state = hdrWaitPeek
+		return
+	}
+	s.reset(hdrWaitPeek)
+}
 
 // before is called before each read: whether to fail it.
 func (s *hdrScan) before() error {
@@ -139,23 +158,36 @@ func (s *hdrScan) before() error {
 
 // active is called when fasthttp starts reading a request: if no read
 // came since the connection went idle, the request was already buffered
-// and its first byte was not seen.
+// and its first byte was not seen, unless the scan followed the stream
+// into it.
 func (s *hdrScan) active() {
 	if s.state == hdrWaitPeek {
-		s.state = hdrOff
+		if s.follow {
+			s.state = hdrScanning
+		} else {
+			s.state = hdrOff
+		}
 	}
 }
 
+var (
+	strGET  = []byte("get ")
+	strHEAD = []byte("head ")
+)
+
 func (s *hdrScan) scan(b []byte) {
-	if s.state != hdrScanning || s.done {
-		return
-	}
-	for len(b) > 0 {
+	for s.state == hdrScanning && !s.done && len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
+			s.note(b)
 			s.lineLen += len(b)
 			s.prev = b[len(b)-1]
 			return
+		}
+		line := b[:i] // a whole line, or the end of one begun in an earlier read
+		if s.lineLen > 0 {
+			s.note(line)
+			line = s.pre[:s.preLen]
 		}
 		prev := s.prev
 		if i > 0 {
@@ -164,16 +196,32 @@ func (s *hdrScan) scan(b []byte) {
 		n := s.lineLen + i
 		cr := prev == '\r' && n > 0
 		empty := n == 0 || (n == 1 && cr)
+		b = b[i+1:]
 		switch {
 		case empty && s.lines > 0:
-			s.done = true
-			s.bare = !cr || !s.lastCR
-			return
+			bare := !cr || !s.lastCR
+			if bare || !s.next {
+				s.done, s.bare = true, bare
+				return
+			}
+			// A bodiless request: what follows is the next one.
+			*s = hdrScan{state: hdrScanning, follow: true}
+			continue
 		case !empty:
+			if s.lines == 0 {
+				s.next = hasPrefixFold(line, strGET) || hasPrefixFold(line, strHEAD)
+			} else if s.next && len(line) > 0 && (line[0]|0x20 == 'c' || line[0]|0x20 == 't') &&
+				(hasPrefixFold(line, strContentLength) || hasPrefixFold(line, strTransferEncoding)) {
+				s.next = false
+			}
 			s.lines++
 		}
 		s.lastCR = cr
-		s.lineLen, s.prev = 0, '\n'
-		b = b[i+1:]
+		s.lineLen, s.prev, s.preLen = 0, '\n', 0
 	}
+}
+
+// note keeps the first bytes of a line that a read cut.
+func (s *hdrScan) note(b []byte) {
+	s.preLen += uint8(copy(s.pre[s.preLen:], b))
 }

@@ -60,10 +60,12 @@ func TestPoolReusesGoroutines(t *testing.T) {
 	if got := ran.Load(); got != 100 {
 		t.Fatalf("jobs run: got %d, want 100", got)
 	}
-	// One goroutine served all of them (plus the cleaner).
-	if got := poolGoroutines(); got > 2 {
-		t.Errorf("goroutines after 100 sequential jobs: got %d, want <= 2", got)
-	}
+	// One goroutine served all of them (plus the cleaner). Counted in the
+	// whole process, so waited for: a reactor of an earlier test (its
+	// flushers are a Pool) may still be ending its goroutines when this
+	// one runs right after it (-run, -shuffle). This pool's own stay idle
+	// for 10 s, longer than the wait.
+	waitGoroutines(t, 2)
 	p.Stop()
 	p.Stop() // idempotent
 	waitGoroutines(t, 0)
@@ -188,14 +190,17 @@ func TestQueuedPoolBurst(t *testing.T) {
 			}
 		}
 		// Goroutines started: those idle once all is done (none ended: the
-		// cleaning period is 10 s). Two, or three if the runtime preempted
-		// one in the middle of a job (its spare then wakes another).
+		// cleaning period is 10 s). Two, plus one for each time the runtime
+		// preempted the one working through the queue (its spare then takes
+		// over and wakes another): once is common on a loaded machine, and
+		// a thread descheduled past sysmon's 10 ms can make it twice or
+		// more. At most six; one per job would be a hundred.
 		waitIdle(t, p, 1)
 		p.mu.Lock()
 		started := len(p.idle)
 		p.mu.Unlock()
-		if started > 3 {
-			t.Errorf("round %d: goroutines for a burst of %d jobs: got %d, want <= 3", round, n, started)
+		if started > 6 {
+			t.Errorf("round %d: goroutines for a burst of %d jobs: got %d, want <= 6", round, n, started)
 		}
 		p.Stop()
 		waitGoroutines(t, 0)

@@ -175,7 +175,7 @@ func (r *Reactor) connState(nc net.Conn, st fasthttp.ConnState) {
 		if c.idleSince.Load() != idleShut {
 			c.idleSince.Store(now)
 		}
-		c.hdr.reset(hdrWaitPeek)
+		c.hdr.idle()
 	case fasthttp.StateHijacked, fasthttp.StateClosed:
 		c.activeSince.Store(0)
 		if c.idleSince.Load() != idleShut {

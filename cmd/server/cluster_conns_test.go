@@ -20,6 +20,8 @@ import (
 // left out in silence. Once it runs again, everything is listed and
 // nothing named.
 //
+// status --cluster names the stopped worker too, and not once it runs.
+//
 // Then cc-b's master is SIGSTOPped: cc-a lists its own connections and
 // names the node, exit 0 (it used to exit 1, as if the command had failed).
 func TestClusterConnectionsMissing(t *testing.T) {
@@ -74,7 +76,22 @@ func TestClusterConnectionsMissing(t *testing.T) {
 		}
 		checkListed(t, "connections --cluster --json", ids, listed, hidden, out)
 	}
+	// status --cluster counts the node's connections without that
+	// worker, and says so (the count used to leave them out in silence).
+	uncounted := fmt.Sprintf("node cc-b (number %d): worker 1 did not answer the count in time: its connections are not in CONNS", num)
+	var statusOut string
+	waitFor(t, 20*time.Second, "status --cluster to name cc-b's stopped worker", func() bool {
+		out, err := a.run("status", "--cluster")
+		statusOut = out
+		return err == nil && strings.Contains(out, uncounted+"\n")
+	})
 	cont()
+	waitFor(t, 20*time.Second, "status --cluster to count every worker again", func() bool {
+		out, err := a.run("status", "--cluster")
+		statusOut = out
+		return err == nil && strings.Contains(out, "2 nodes up") && !strings.Contains(out, "did not answer")
+	})
+	t.Logf("status --cluster:\n%s", statusOut)
 	all := append(listed, hidden.id)
 	waitFor(t, 20*time.Second, "every connection listed again", func() bool {
 		out, errOut, err := connsRun(t, a, "--cluster")

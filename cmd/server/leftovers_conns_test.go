@@ -53,11 +53,26 @@ func TestConnectionsMissingWorker(t *testing.T) {
 			ms := usersOnBoth(t, s, "cm", "u", 2)
 			on0, on1 := memberOn(ms, 0), memberOn(ms, 1)
 			pid := s.workerPids()[1]
+			// Worker 0 runs, but a loaded machine may hold it past the 2 s
+			// wait too ("worker 0 did not answer", "workers 0, 1 ..."): an
+			// answer missing worker 0 is asked again (3 tries in all); the
+			// checks below are made on one that has it.
+			w0missing := func(out string) bool {
+				return strings.Contains(out, "worker 0 did not") || strings.Contains(out, "workers 0,")
+			}
+			conns := func(args ...string) (string, string, error) {
+				for try := 1; ; try++ {
+					out, errOut, err := connsRun(t, s, args...)
+					if try == 3 || !w0missing(out+errOut) {
+						return out, errOut, err
+					}
+				}
+			}
 			for round := 0; round < 2; round++ {
 				cont := sigstop(t, pid) // cluster_conns_test.go: runs it again at cleanup too
 
 				missing := mode == "base"
-				out, errOut, err := connsRun(t, s)
+				out, errOut, err := conns()
 				if err != nil {
 					t.Fatalf("connections with worker 1 stopped: %v (want exit 0)\n%s%s", err, out, errOut)
 				}
@@ -71,7 +86,7 @@ func TestConnectionsMissingWorker(t *testing.T) {
 					t.Fatalf("%s: worker 1's connection %s listed %v, want %v:\n%s", mode, on1.id, got, !missing, out)
 				}
 
-				out, errOut, err = connsRun(t, s, "--json")
+				out, errOut, err = conns("--json")
 				if err != nil {
 					t.Fatalf("connections --json with worker 1 stopped: %v (want exit 0)\n%s%s", err, out, errOut)
 				}
@@ -83,9 +98,11 @@ func TestConnectionsMissingWorker(t *testing.T) {
 					t.Fatalf("%s: --json stderr names worker 1 %v, want %v: %q", mode, got, missing, errOut)
 				}
 
-				resp, err := master.Call(s.RunDir, master.Request{Cmd: "connections"}, 30*time.Second)
-				if err != nil {
-					t.Fatal(err)
+				var resp *master.Response
+				for try := 1; resp == nil || (try <= 3 && slices.Contains(resp.MissingWorkers, 0)); try++ {
+					if resp, err = master.Call(s.RunDir, master.Request{Cmd: "connections"}, 30*time.Second); err != nil {
+						t.Fatal(err)
+					}
 				}
 				want := []int(nil)
 				if missing {
@@ -101,10 +118,10 @@ func TestConnectionsMissingWorker(t *testing.T) {
 					return err == nil && errOut == "" && strings.Contains(out, on0.id) && strings.Contains(out, on1.id) &&
 						!strings.Contains(out, "did not answer")
 				})
-				out, errOut, err = connsRun(t, s, "--json")
-				if err != nil || errOut != "" || !strings.Contains(out, on1.id) {
-					t.Fatalf("connections --json after SIGCONT: %v, stderr %q, stdout %s", err, errOut, out)
-				}
+				waitFor(t, 10*time.Second, "every connection listed again with --json", func() bool {
+					out, errOut, err := connsRun(t, s, "--json")
+					return err == nil && errOut == "" && strings.Contains(out, on0.id) && strings.Contains(out, on1.id)
+				})
 			}
 		})
 	}

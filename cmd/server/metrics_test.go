@@ -40,6 +40,26 @@ func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	return fams
 }
 
+// scrapeAll is scrape until every one of workers (worker label values)
+// reports its Go runtime figures: the master leaves out of a scrape a
+// process that does not answer within 3 s (a stall of a loaded machine),
+// and a sum taken then misses that process's counters.
+func scrapeAll(t *testing.T, addr string, workers ...string) map[string]*dto.MetricFamily {
+	t.Helper()
+	var fams map[string]*dto.MetricFamily
+	waitFor(t, 30*time.Second, "a scrape every worker answered", func() bool {
+		fams = scrape(t, addr)
+		got := workersLabelled(fams, "go_goroutines")
+		for _, w := range workers {
+			if !got[w] {
+				return false
+			}
+		}
+		return true
+	})
+	return fams
+}
+
 // value sums the samples of family name whose labels include want
 // (counters, gauges, and a histogram's count).
 func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
@@ -102,7 +122,8 @@ func TestMetrics(t *testing.T) {
 				t.Fatalf("status has no metrics_addr")
 			}
 			addr := st.MetricsAddr
-			before := scrape(t, addr)
+			every := []string{"master", "0", "1", "2"} // the task worker is 2
+			before := scrapeAll(t, addr, every...)
 
 			// Load: 8 clients x 50 keep-alive requests, scraped meanwhile.
 			const clients, each = 8, 50
@@ -202,7 +223,7 @@ func TestMetrics(t *testing.T) {
 				}
 			}
 
-			after := scrape(t, addr)
+			after := scrapeAll(t, addr, every...)
 			delta := func(name string, labels map[string]string) float64 {
 				return value(after, name, labels) - value(before, name, labels)
 			}
@@ -271,7 +292,7 @@ func TestMetrics(t *testing.T) {
 				}
 				return false
 			})
-			fams := scrape(t, addr)
+			fams := scrapeAll(t, addr, every...)
 			if got := value(fams, "forkd_worker_restarts_total", map[string]string{"worker": "0"}); got != 1 {
 				t.Errorf("forkd_worker_restarts_total{worker=0} = %v, want 1", got)
 			}

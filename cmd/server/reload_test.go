@@ -700,6 +700,9 @@ func TestReloadFailedStart(t *testing.T) {
 				t.Fatal(err)
 			}
 			load := startKeepAliveLoad(t, s.httpAddr, "/hello", 4)
+			// Load under way before the reload (load.check fails a load
+			// that served nothing, and the failing start can be quick).
+			waitFor(t, 10*time.Second, "load to run", func() bool { return load.ok.Load() > 20 })
 			out, err := s.run("reload")
 			if err == nil {
 				t.Fatalf("reload with a failing replacement succeeded:\n%s", out)

@@ -26,7 +26,13 @@ func notifySocket(t *testing.T) (string, <-chan string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	ch := make(chan string, 64)
+	// Never full: the server's sd_notify blocks once the datagram queue is
+	// (net.unix.max_dgram_qlen, 10 by default) while this reader waits to
+	// hand a message on, and WATCHDOG_USEC=300000 pings 6 times a second
+	// while the test waits for a reload or a stop that sends its own
+	// notification: with 64, a reload taking 11s on a loaded machine hung
+	// on its RELOADING=1, waiting for a test that waited for the reload.
+	ch := make(chan string, 1<<16)
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -123,6 +129,10 @@ func TestSystemdSocketActivate(t *testing.T) {
 				t.Fatalf("GET /hello after reload: got %d", resp.StatusCode)
 			}
 
+			// Stopped by the test: the cleanup must not stop it again (a
+			// master gone a moment before its Wait returned made that second
+			// stop's "not running" an error, 1 run in 3 under load).
+			s.Stopped = true
 			if out, err := s.run("stop"); err != nil {
 				t.Fatalf("stop: %v\n%s", err, out)
 			}

@@ -312,15 +312,18 @@ func TestTLSResumeAcrossWorkers(t *testing.T) {
 // --tls-ticket-rotate and hands it to every process; a ticket still
 // resumes a while after a few rotations (old keys still decrypt) and no
 // longer once its key has been dropped (24 rotations later). The rotation
-// is 100 ms, not less: a ticket lives 24 of them, and the resuming
+// is 200 ms, not less: a ticket lives 24 of them (4.8 s), and the resuming
 // connection must reach the server within that of the ticket's issue
 // (with 50 ms, 0.9 s to spare after the sleep: a loaded machine with
-// -race can stall that long).
+// -race can stall that long; with 100 ms, 2 s, no more than a stall of a
+// loaded 2-core CI machine). The other way, a master stalled that long
+// rotates late (its ticker drops the ticks it missed): 10 s for the 24
+// rotations of 4.8 s leaves 5 s of that.
 func TestTLSTicketRotation(t *testing.T) {
 	ca := newTestCA(t)
 	for _, mode := range []string{"process", "base"} {
 		t.Run(mode, func(t *testing.T) {
-			s, _, _ := startTLSServer(t, ca, mode, 2, "--tls-ticket-rotate", "100ms")
+			s, _, _ := startTLSServer(t, ca, mode, 2, "--tls-ticket-rotate", "200ms")
 			cfg := ca.TLSConfig()
 			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 			connect := func() bool {
@@ -336,11 +339,11 @@ func TestTLSTicketRotation(t *testing.T) {
 				return c.ConnectionState().DidResume
 			}
 			connect()
-			time.Sleep(350 * time.Millisecond) // about 3 rotations
+			time.Sleep(700 * time.Millisecond) // about 3 rotations
 			if !connect() {
 				t.Fatalf("a ticket a few rotations old did not resume")
 			}
-			time.Sleep(5 * time.Second) // about 50 rotations: its key (one of 24, 2.4 s) is gone
+			time.Sleep(10 * time.Second) // about 50 rotations: its key (one of 24, 4.8 s) is gone
 			if connect() {
 				t.Fatalf("a ticket whose key was rotated out still resumed")
 			}

@@ -152,7 +152,21 @@ func clusterStatus(c *cli.Context) error {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%s\t%d\n", n.Node, n.Name, n.Mode, n.Workers, n.Conns, n.Pid, n.Since.UTC().Format(time.RFC3339), n.Dropped)
 	}
 	fmt.Fprintf(tw, "%d nodes up\n", len(cs.Nodes))
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range cs.Nodes {
+		if len(n.Uncounted) > 0 {
+			fmt.Printf("node %s (number %d): %s\n", n.Name, n.Node, uncountedLine(n.Uncounted))
+		}
+	}
+	return nil
+}
+
+// uncountedLine names the BASE workers left out of a node's CONNS.
+func uncountedLine(ids []int) string {
+	who, their := workersNamed(ids)
+	return who + " did not answer the count in time: " + their + " connections are not in CONNS"
 }
 
 // clusterConnections streams every node's connections, a page at a time

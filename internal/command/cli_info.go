@@ -110,12 +110,18 @@ func connections(c *cli.Context) error {
 // list (BASE mode: each holds its own). A partial listing is still an
 // answer: the command exits 0, and says what it lacks.
 func missingLine(ids []int) string {
+	who, their := workersNamed(ids)
+	return who + " did not answer within 2s: " + their + " connections are not listed"
+}
+
+// workersNamed is "worker 1", "its" or "workers 1, 3", "their".
+func workersNamed(ids []int) (who, their string) {
 	s := make([]string, len(ids))
 	for i, id := range ids {
 		s[i] = strconv.Itoa(id)
 	}
 	if len(ids) > 1 {
-		return "workers " + strings.Join(s, ", ") + " did not answer within 2s: their connections are not listed"
+		return "workers " + strings.Join(s, ", "), "their"
 	}
-	return "worker " + s[0] + " did not answer within 2s: its connections are not listed"
+	return "worker " + s[0], "its"
 }
