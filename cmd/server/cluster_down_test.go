@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,12 +20,10 @@ import (
 // took 10 s and the refused start 12 s, and the refused start printed the
 // "NATS unreachable" warning before its one line.
 func TestClusterNATSDownStop(t *testing.T) {
-	var nurl string
 	for _, mode := range []string{"process", "base"} {
 		t.Run(mode, func(t *testing.T) {
 			ns := natsServer(t, 0, 0)
-			nurl = natsURL(ns)
-			n := startServer(t, mode, 1, "--cluster", nurl, "--node", "down-"+mode)
+			n := startServer(t, mode, 1, "--cluster", natsURL(ns), "--node", "down-"+mode)
 			waitNodes(t, n, 20*time.Second, "down-"+mode)
 			ns.Shutdown()
 			ns.WaitForShutdown()
@@ -46,8 +45,13 @@ func TestClusterNATSDownStop(t *testing.T) {
 			}
 		})
 	}
-	// The last NATS is down (its port closed). A node that never joined
-	// lists its own connections too.
+	// A NATS address where nothing listens: a port held (bound, not
+	// listening) for the rest of the test. The port of a NATS server shut
+	// down above is free: a listener of another test (a NATS server of
+	// the cluster package's tests, even) could get it meanwhile.
+	port, _ := holdPort(t)
+	nurl := "nats://127.0.0.1:" + strconv.Itoa(port)
+	// A node that never joined lists its own connections too.
 	t.Run("never-joined", func(t *testing.T) {
 		n := startServer(t, "process", 1, "--cluster", nurl, "--node", "unjoined")
 		m := joinChat(t, n, n.wsAddr, "r", "early")
@@ -98,9 +102,15 @@ func TestClusterBroadcastDeadPeer(t *testing.T) {
 	ns := natsServer(t, 0, 0)
 	nurl := natsURL(ns)
 	names := []string{"dp-a", "dp-b", "dp-c"}
-	a := startServer(t, "process", 1, "--cluster", nurl, "--node", names[0])
-	b := startServer(t, "base", 1, "--cluster", nurl, "--node", names[1])
-	c := startServer(t, "process", 1, "--cluster", nurl, "--node", names[2])
+	// A bound of 3 s, not the default 1 s: the owner counts within half of
+	// it, and the other half is the caller's room for the hops (a to NATS
+	// to b and back, race-built, on a loaded machine: 500 ms was little).
+	// The old owner still waited the whole bound, so the call still timed
+	// out.
+	flags := []string{"--cluster", nurl, "--cluster-timeout", "3s", "--node"}
+	a := startServer(t, "process", 1, append(flags, names[0])...)
+	b := startServer(t, "base", 1, append(flags, names[1])...)
+	c := startServer(t, "process", 1, append(flags, names[2])...)
 	for _, s := range []*server{a, b, c} {
 		waitNodes(t, s, 20*time.Second, names...)
 	}

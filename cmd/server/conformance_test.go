@@ -14,7 +14,7 @@ import (
 // 9 large messages, 10 bursts), against /echo on the real binary, in both
 // modes, on the WebSocket port and by upgrade on the HTTP port. Every case
 // that ends a connection checks the exact close code and that the TCP
-// connection ends within 100 ms of the closing handshake.
+// connection ends within closeDeadline of the closing handshake.
 
 // cfLimit is the --max-package-size the suite runs with.
 const cfLimit = 1 << 20

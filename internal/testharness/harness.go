@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -58,14 +59,14 @@ type Server struct {
 	Stopped bool
 
 	mu   sync.Mutex
-	pids map[int]bool // master and every worker pid seen: all must be gone at the end
+	pids map[int]uint64 // master and every worker pid seen, with its start time: all must be gone at the end
 }
 
 // New prepares a server of bin for Start, in a temporary directory of t.
 func New(t testing.TB, bin string) *Server {
 	dir := t.TempDir()
 	return &Server{T: t, Bin: bin, Dir: dir, RunDir: filepath.Join(dir, "run"), LogPath: filepath.Join(dir, "server.log"),
-		pids: map[int]bool{}}
+		pids: map[int]uint64{}}
 }
 
 // Start runs `BIN start ARGS --run-dir RunDir` with env added to the
@@ -156,10 +157,15 @@ func Addrs(st master.Status) map[string]string {
 // through the CLI unless Stopped and checks every pid status showed.
 func (s *Server) Adopt() { s.T.Cleanup(s.Cleanup) }
 
-// Remember adds pid to the processes that must be gone at the end.
+// Remember adds pid to the processes that must be gone at the end, with
+// its start time: pids are reused (pid_max may be 32768, and a loaded
+// machine goes round in minutes), and a later process with the same pid is
+// not this one.
 func (s *Server) Remember(pid int) {
 	s.mu.Lock()
-	s.pids[pid] = true
+	if _, ok := s.pids[pid]; !ok {
+		s.pids[pid] = startTime(pid)
+	}
 	s.mu.Unlock()
 }
 
@@ -207,8 +213,14 @@ func (s *Server) Cleanup() {
 		syscall.Kill(-s.Cmd.Process.Pid, syscall.SIGKILL)
 		<-s.Exited
 	}
-	for _, pid := range s.Pids() {
-		if !WaitPidGone(pid, 10*time.Second) {
+	s.mu.Lock()
+	pids := make(map[int]uint64, len(s.pids))
+	for pid, start := range s.pids {
+		pids[pid] = start
+	}
+	s.mu.Unlock()
+	for pid, start := range pids {
+		if !waitGone(pid, start, 10*time.Second) {
 			t.Errorf("process %d outlived the test; killing it", pid)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -228,6 +240,42 @@ func WaitPidGone(pid int, limit time.Duration) bool {
 		}
 		if time.Now().After(deadline) {
 			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startTime is pid's start time (clock ticks after boot, field 22 of
+// /proc/PID/stat), or 0 if there is no such process.
+func startTime(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ... : comm may hold spaces and parentheses.
+	f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
+	if len(f) < 20 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(string(f[19]), 10, 64)
+	return n
+}
+
+// waitGone is WaitPidGone for the process that had start time start: a
+// process now holding pid with another start time (the pid reused) or
+// none (start 0: gone when remembered) counts as gone.
+func waitGone(pid int, start uint64, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		if start == 0 || startTime(pid) != start {
+			return true
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || bytes.Contains(b, []byte(") Z ")) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return startTime(pid) != start
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
