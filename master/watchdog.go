@@ -24,26 +24,39 @@ const (
 // connections go to it); silent for twice that: killed, with what it was
 // doing logged, and replaced like a crashed worker. A starting or draining
 // worker is not judged (start-up and drain have their own limits).
+//
+// Silence is counted only while the master itself ran: when this loop's
+// ticks stop for a while (the master stopped, its container frozen, the
+// machine suspended or swapping), the workers' answers could not be
+// read either, so silence counts again from the resumption. Otherwise a
+// master paused for twice --worker-timeout would kill every healthy
+// worker, and their connections, when it resumed.
 func (m *Master) watch(p *proc) {
 	limit := m.opts.WorkerTimeout
 	every := max(limit/5, 20*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var seq uint32
+	last, resumed := time.Now(), time.Time{}
 	for {
 		select {
 		case <-p.exited:
 			return
 		case <-t.C:
 		}
+		now := time.Now()
+		if now.Sub(last) > stalledAfter(every) {
+			resumed = now
+		}
+		last = now
 		st := p.State()
 		if st != StateReady && st != StateUnresponsive {
-			p.lastPong.Store(time.Now().UnixNano())
+			p.lastPong.Store(now.UnixNano())
 			continue
 		}
 		seq++
 		p.out.Send(&ipc.Header{Type: ipc.TypePing, Seq: seq}, nil, nil)
-		silent := time.Since(time.Unix(0, p.lastPong.Load()))
+		silent := now.Sub(later(time.Unix(0, p.lastPong.Load()), resumed))
 		switch {
 		case silent >= 2*limit:
 			m.killHung(p, silent)
@@ -62,6 +75,18 @@ func (m *Master) watch(p *proc) {
 			}
 		}
 	}
+}
+
+// stalledAfter is the gap between two of watch's ticks (every apart) that
+// says the master did not run meanwhile: a scheduling delay under load is
+// far shorter.
+func stalledAfter(every time.Duration) time.Duration { return 2*every + 500*time.Millisecond }
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // pong records a worker's answer.
