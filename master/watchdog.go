@@ -3,6 +3,7 @@ package master
 import (
 	"time"
 
+	"github.com/forkd/forkd/internal/stall"
 	"github.com/forkd/forkd/ipc"
 )
 
@@ -37,7 +38,8 @@ func (m *Master) watch(p *proc) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var seq uint32
-	last, resumed := time.Now(), time.Time{}
+	paused := stall.New(every, 0)
+	paused.Tick(time.Now())
 	for {
 		select {
 		case <-p.exited:
@@ -45,10 +47,7 @@ func (m *Master) watch(p *proc) {
 		case <-t.C:
 		}
 		now := time.Now()
-		if now.Sub(last) > stalledAfter(every) {
-			resumed = now
-		}
-		last = now
+		paused.Tick(now)
 		st := p.State()
 		if st != StateReady && st != StateUnresponsive {
 			p.lastPong.Store(now.UnixNano())
@@ -56,7 +55,7 @@ func (m *Master) watch(p *proc) {
 		}
 		seq++
 		p.out.Send(&ipc.Header{Type: ipc.TypePing, Seq: seq}, nil, nil)
-		silent := now.Sub(later(time.Unix(0, p.lastPong.Load()), resumed))
+		silent := now.Sub(paused.Since(time.Unix(0, p.lastPong.Load())))
 		switch {
 		case silent >= 2*limit:
 			m.killHung(p, silent)
@@ -75,18 +74,6 @@ func (m *Master) watch(p *proc) {
 			}
 		}
 	}
-}
-
-// stalledAfter is the gap between two of watch's ticks (every apart) that
-// says the master did not run meanwhile: a scheduling delay under load is
-// far shorter.
-func stalledAfter(every time.Duration) time.Duration { return 2*every + 500*time.Millisecond }
-
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 // pong records a worker's answer.

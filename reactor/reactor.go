@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/forkd/forkd/internal/stall"
 	"github.com/forkd/forkd/ipc"
 	"github.com/forkd/forkd/metrics"
 )
@@ -131,6 +132,9 @@ type Reactor struct {
 	m    *metrics.Proc
 	ids  idSource
 	node atomic.Uint32 // node bits of new ids (SetNode: a cluster assigns it at join)
+	// paused tells the timeouts that the process did not run for a while
+	// (ticked by sweep; read by heartbeat too).
+	paused *stall.Watch
 
 	mu    sync.RWMutex
 	conns map[uint64]*Conn
@@ -156,14 +160,15 @@ type Reactor struct {
 func New(opts Options, h Handler) *Reactor {
 	opts.defaults()
 	r := &Reactor{
-		opts:  opts,
-		h:     h,
-		log:   opts.Log,
-		m:     opts.Metrics,
-		conns: make(map[uint64]*Conn),
-		swept: make(map[*Conn]struct{}),
-		done:  make(chan struct{}),
-		rooms: rooms{m: make(map[string]map[*Conn]struct{})},
+		opts:   opts,
+		paused: stall.New(sweepTick, pauseAfter),
+		h:      h,
+		log:    opts.Log,
+		m:      opts.Metrics,
+		conns:  make(map[uint64]*Conn),
+		swept:  make(map[*Conn]struct{}),
+		done:   make(chan struct{}),
+		rooms:  rooms{m: make(map[string]map[*Conn]struct{})},
 	}
 	r.ids.lease = opts.Lease
 	r.node.Store(uint32(opts.Node))
@@ -195,22 +200,33 @@ func New(opts Options, h Handler) *Reactor {
 // sweepTick is how often sweep runs and advances the coarse clock.
 const sweepTick = 100 * time.Millisecond
 
+// pauseAfter: a gap this long between two sweep ticks is a pause of the
+// process (see stall); shorter ones, a loaded machine's, are not.
+const pauseAfter = 2 * time.Second
+
 func (r *Reactor) sweep() {
 	defer r.wg.Done()
 	t := time.NewTicker(sweepTick)
 	defer t.Stop()
 	past := time.Unix(0, 1)
 	ticks := 0
+	// After a pause of the whole process, a timeout counts again from
+	// the resumption (see stall): what the clients sent meanwhile is
+	// still unread, and what we wrote unsent, through no fault of theirs.
+	paused := r.paused
+	paused.Tick(time.Now())
 	for {
 		select {
 		case <-r.done:
 			return
-		case tm := <-t.C:
+		case <-t.C:
+			tm := time.Now()
+			paused.Tick(tm)
 			now := tm.UnixNano()
 			r.clock.Store(now)
-			readLimit := now - int64(r.opts.ReadTimeout)
-			idleLimit := now - int64(r.opts.IdleTimeout)
-			writeLimit := now - int64(r.opts.WriteTimeout)
+			readLimit := paused.Limit(now - int64(r.opts.ReadTimeout))
+			idleLimit := paused.Limit(now - int64(r.opts.IdleTimeout))
+			writeLimit := paused.Limit(now - int64(r.opts.WriteTimeout))
 			// Once draining, keep-alive connections idle for a second end
 			// (see Conn.shutIdle: without resetting them).
 			shutLimit := int64(0)
@@ -426,14 +442,17 @@ func (r *Reactor) heartbeat() {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	paused := r.paused // ticked by sweep too, every 100 ms
 	for {
 		select {
 		case <-r.done:
 			return
-		case now := <-t.C:
+		case <-t.C:
+			now := time.Now()
+			paused.Tick(now)
 			// lastRead is on the coarse clock (up to a sweep tick behind):
 			// allow for it, so that no connection is cut early.
-			limit := now.Add(-r.opts.HeartbeatIdle).UnixNano() - int64(sweepTick)
+			limit := paused.Limit(now.Add(-r.opts.HeartbeatIdle).UnixNano() - int64(sweepTick))
 			var dead []*Conn
 			r.Each(func(c *Conn) {
 				if c.ws.Load() && c.lastRead.Load() < limit {
