@@ -122,7 +122,7 @@ type hdrScan struct {
 	prev    byte
 	lastCR  bool // the previous line ended in CRLF
 	preLen  uint8
-	pre     [len("transfer-encoding:")]byte // the current line's first bytes, lower case
+	pre     [len("transfer-encoding:")]byte // the first bytes of a line a read cut (note)
 }
 
 const (

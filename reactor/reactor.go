@@ -133,7 +133,7 @@ type Reactor struct {
 	ids  idSource
 	node atomic.Uint32 // node bits of new ids (SetNode: a cluster assigns it at join)
 	// paused tells the timeouts that the process did not run for a while
-	// (ticked by sweep; read by heartbeat too).
+	// (ticked by sweep and by heartbeat).
 	paused *stall.Watch
 
 	mu    sync.RWMutex
